@@ -1,0 +1,392 @@
+//! Configuration: the `FERRY_*` variables and their matching flags, and
+//! their resolution into validated settings before any role starts.
+//!
+//! Embedded mode (`ferry up`, `ferry token`) may generate its master key and
+//! JWT secret into the data directory; the distributed roles (`ferry api`,
+//! `ferry worker`, `ferry scheduler`) must be given them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use clap::{Args, ValueEnum};
+
+use crate::auth::JwtSettings;
+
+/// A configuration problem, reported as one line before anything starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+type ConfigResult<T> = Result<T, ConfigError>;
+
+/// A string that must never be printed (Debug shows `****`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Settings every role shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Directory for embedded-mode state: the SQLite database, local result
+    /// objects, and the generated master key and JWT secret.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Metadata database: postgres://user@host:port/db or sqlite://path.
+    /// Default: sqlite://$FERRY_DATA_DIR/ferry.db.
+    #[arg(long, env = "FERRY_DATABASE_URL", global = true)]
+    pub database_url: Option<Secret>,
+
+    /// Redis for the distributed queue and events (redis://host:port/db).
+    /// Unset: the embedded queue.
+    #[arg(long, env = "FERRY_REDIS_URL", global = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Where step results are written: file:///path, s3://bucket/prefix,
+    /// gs://bucket, az://container. Default: file://$FERRY_DATA_DIR/objects.
+    #[arg(long, env = "FERRY_OBJECT_STORE_URL", global = true)]
+    pub object_store_url: Option<String>,
+
+    /// Credential vault keys: one or more `kid:base64(32 bytes)`, comma
+    /// separated; the first encrypts, all decrypt. Generated into the data
+    /// directory in embedded mode; required otherwise.
+    #[arg(long, env = "FERRY_MASTER_KEY", hide_env_values = true, global = true)]
+    pub master_key: Option<Secret>,
+
+    /// Log format: text or json. Levels follow RUST_LOG (default info).
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+/// JWT verification settings.
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// JWKS endpoint; keys are cached and refetched on an unknown `kid`.
+    #[arg(long, env = "FERRY_JWT_JWKS_URL", global = true)]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Path to a PEM public key (RSA for RS256, P-256 for ES256).
+    #[arg(long, env = "FERRY_JWT_PUBLIC_KEY", global = true)]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Shared HS256 secret (development). Generated into the data directory
+    /// in embedded mode when no key source is configured.
+    #[arg(long, env = "FERRY_JWT_HS256_SECRET", hide_env_values = true, global = true)]
+    pub jwt_hs256_secret: Option<Secret>,
+
+    /// Expected `iss` claim.
+    #[arg(long, env = "FERRY_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Expected `aud` claim.
+    #[arg(long, env = "FERRY_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// Least interval between JWKS refetches caused by unknown key ids.
+    #[arg(long, env = "FERRY_JWT_JWKS_MIN_REFRESH", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub jwt_jwks_min_refresh: Duration,
+}
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Address the API listens on.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "FERRY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// Settings of the admin endpoint of the worker and scheduler roles.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Address of /metrics, /healthz and /readyz (port 0 picks a free one).
+    #[arg(long, env = "FERRY_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+}
+
+/// Whether a role may generate its secrets into the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Embedded,
+    Distributed,
+}
+
+/// Resolved and validated settings shared by the roles.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub database_url: Secret,
+    pub redis_url: Option<Secret>,
+    pub object_store_url: String,
+    pub master_keys: MasterKeys,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Validates `args`; in embedded mode creates the data directory and
+    /// generates a missing master key into it.
+    pub fn resolve(args: &CommonArgs, mode: Mode) -> ConfigResult<Settings> {
+        let data_dir = args.data_dir.clone();
+        if mode == Mode::Embedded {
+            std::fs::create_dir_all(&data_dir).map_err(|e| {
+                ConfigError(format!("cannot create the data directory {}: {e}", data_dir.display()))
+            })?;
+        }
+        let database_url = match &args.database_url {
+            Some(url) => url.clone(),
+            None => Secret(format!("sqlite://{}/ferry.db", data_dir.display())),
+        };
+        check_database_url(database_url.expose())?;
+        if let Some(redis) = &args.redis_url {
+            check_url("FERRY_REDIS_URL", redis.expose(), &["redis", "rediss"])?;
+        }
+        let object_store_url = match &args.object_store_url {
+            Some(url) => url.clone(),
+            None => format!("file://{}", absolute(&data_dir.join("objects")).display()),
+        };
+        check_url("FERRY_OBJECT_STORE_URL", &object_store_url, &["file", "s3", "gs", "az"])?;
+        let master_keys = match (&args.master_key, mode) {
+            (Some(text), _) => MasterKeys::parse(text.expose())?,
+            (None, Mode::Embedded) => {
+                let path = data_dir.join("master.key");
+                let text = load_or_generate(&path, || {
+                    format!("k1:{}", base64::engine::general_purpose::STANDARD.encode(random_bytes()))
+                })?;
+                MasterKeys::parse(text.trim())?
+            }
+            (None, Mode::Distributed) => {
+                return Err(ConfigError(
+                    "FERRY_MASTER_KEY is required outside `ferry up` (one or more kid:base64(32 bytes), comma separated)"
+                        .into(),
+                ));
+            }
+        };
+        Ok(Settings {
+            mode,
+            data_dir,
+            database_url,
+            redis_url: args.redis_url.clone(),
+            object_store_url,
+            master_keys,
+            log_format: args.log_format,
+        })
+    }
+}
+
+impl JwtArgs {
+    /// JWT settings; in embedded mode with no key source, an HS256 secret
+    /// generated into (or read from) the data directory.
+    pub fn resolve(&self, mode: Mode, data_dir: &Path) -> ConfigResult<JwtSettings> {
+        let mut hs256_secret = self.jwt_hs256_secret.as_ref().map(|s| s.expose().to_owned());
+        let has_source = hs256_secret.is_some() || self.jwt_public_key.is_some() || self.jwt_jwks_url.is_some();
+        if !has_source {
+            match mode {
+                Mode::Embedded => {
+                    let secret = load_or_generate(&data_dir.join("jwt-hs256.secret"), || {
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes())
+                    })?;
+                    hs256_secret = Some(secret.trim().to_owned());
+                }
+                Mode::Distributed => {
+                    return Err(ConfigError(
+                        "no JWT key configured: set FERRY_JWT_JWKS_URL, FERRY_JWT_PUBLIC_KEY or FERRY_JWT_HS256_SECRET"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if let Some(secret) = &hs256_secret
+            && secret.len() < 32
+        {
+            return Err(ConfigError("FERRY_JWT_HS256_SECRET must be at least 32 characters".into()));
+        }
+        if let Some(url) = &self.jwt_jwks_url {
+            check_url("FERRY_JWT_JWKS_URL", url, &["http", "https"])?;
+        }
+        if let Some(path) = &self.jwt_public_key
+            && !path.is_file()
+        {
+            return Err(ConfigError(format!("FERRY_JWT_PUBLIC_KEY: no such file {}", path.display())));
+        }
+        Ok(JwtSettings {
+            hs256_secret,
+            public_key_path: self.jwt_public_key.clone(),
+            jwks_url: self.jwt_jwks_url.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            jwks_min_refresh: self.jwt_jwks_min_refresh,
+        })
+    }
+}
+
+/// The credential vault's keys: the first encrypts, all decrypt.
+#[derive(Clone)]
+pub struct MasterKeys {
+    pub keys: Vec<(String, [u8; 32])>,
+}
+
+impl fmt::Debug for MasterKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|(kid, _)| kid.as_str()).collect();
+        f.debug_struct("MasterKeys").field("kids", &ids).finish()
+    }
+}
+
+impl MasterKeys {
+    /// Parses `kid:base64(32 bytes)[,kid:base64(32 bytes)…]`.
+    pub fn parse(text: &str) -> ConfigResult<Self> {
+        let mut keys = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (kid, encoded) = entry.split_once(':').ok_or_else(|| {
+                ConfigError("FERRY_MASTER_KEY entries are kid:base64(32 bytes)".into())
+            })?;
+            if kid.is_empty() || !kid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ConfigError("FERRY_MASTER_KEY: a key id is letters, digits, - and _".into()));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| ConfigError(format!("FERRY_MASTER_KEY: key {kid} is not valid base64")))?;
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| ConfigError(format!("FERRY_MASTER_KEY: key {kid} must decode to 32 bytes")))?;
+            if keys.iter().any(|(k, _)| k == kid) {
+                return Err(ConfigError(format!("FERRY_MASTER_KEY: key id {kid} appears twice")));
+            }
+            keys.push((kid.to_owned(), key));
+        }
+        if keys.is_empty() {
+            return Err(ConfigError("FERRY_MASTER_KEY is empty".into()));
+        }
+        Ok(MasterKeys { keys })
+    }
+}
+
+fn random_bytes() -> [u8; 32] {
+    rand::random()
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Reads a generated secret file, or creates it (mode 0600) with `make()`.
+fn load_or_generate(path: &Path, make: impl FnOnce() -> String) -> ConfigResult<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = make();
+            write_private(path, &text)
+                .map_err(|e| ConfigError(format!("cannot write {}: {e}", path.display())))?;
+            Ok(text)
+        }
+        Err(e) => Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+fn check_database_url(url: &str) -> ConfigResult<()> {
+    if url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    check_url("FERRY_DATABASE_URL", url, &["postgres", "postgresql"])
+        .map_err(|_| ConfigError("FERRY_DATABASE_URL must be postgres://user@host:port/db or sqlite://path".into()))
+}
+
+fn check_url(name: &str, text: &str, schemes: &[&str]) -> ConfigResult<()> {
+    let url = url::Url::parse(text).map_err(|e| ConfigError(format!("{name} is not a valid URL: {e}")))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(ConfigError(format!(
+            "{name} must use one of the schemes {}, not {}",
+            schemes.join(", "),
+            url.scheme()
+        )));
+    }
+    Ok(())
+}
+
+/// A URL with its password replaced by `****`, for messages and logs.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("****"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_keys_parse_and_reject() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let keys = MasterKeys::parse(&format!("new:{key}, old:{key}")).expect("valid keys");
+        assert_eq!(keys.keys.len(), 2);
+        assert_eq!(keys.keys[0].0, "new");
+        assert!(MasterKeys::parse("k1:short").is_err());
+        assert!(MasterKeys::parse(&format!("k1:{key},k1:{key}")).is_err());
+        assert!(!format!("{keys:?}").contains(&key));
+    }
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(redact_url("postgres://u:hunter2@h:5432/d"), "postgres://u:****@h:5432/d");
+    }
+}

@@ -1,0 +1,19 @@
+//! Domain types shared by every role. Pure data and validation: no I/O.
+
+pub mod access;
+pub mod page;
+pub mod project;
+pub mod step;
+
+pub use access::{OrgRole, Permissions, Principal, ResourceKind, Role};
+pub use page::{Page, PageRequest, SortOrder};
+pub use project::{NewProject, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary};
+pub use step::{NewStep, Step, StepPatch, StepType};
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// The current time, truncated to microseconds so that it survives a round
+/// trip through either metadata backend unchanged.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}

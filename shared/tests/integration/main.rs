@@ -1,0 +1,5 @@
+//! Integration tests of the shared crate: the metadata store conformance
+//! suite (PostgreSQL and SQLite) and JWT verification.
+
+mod auth;
+mod store;
