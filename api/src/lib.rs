@@ -1,1 +1,153 @@
-//! ferry api role
+//! Ferry's HTTP API role: validates, authorizes, writes metadata and (later)
+//! enqueues jobs. It never connects to a user's database.
+//!
+//! [`router`] builds the whole application for a given [`AppState`], so the
+//! role can be served on any listener (port 0 in tests).
+
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod request_id;
+pub mod routes;
+pub mod views;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Extension};
+use axum::response::{IntoResponse, Response};
+use ferry_shared::Error;
+use ferry_shared::auth::Verifier;
+use ferry_shared::store::Store;
+use prometheus::{Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+use crate::metrics::HttpMetrics;
+
+/// Everything a request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub verifier: Arc<Verifier>,
+    pub registry: Registry,
+    http_metrics: HttpMetrics,
+}
+
+impl AppState {
+    /// Builds the state and registers the API's metrics in `registry`.
+    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, registry: Registry) -> ferry_shared::Result<Self> {
+        let http_metrics = HttpMetrics::register(&registry).map_err(Error::internal)?;
+        Ok(AppState { store, verifier, registry, http_metrics })
+    }
+}
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { max_body_bytes: 1024 * 1024 }
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(base_document())
+        .merge(routes::health::router())
+        .merge(routes::projects::router())
+        .merge(routes::steps::router())
+}
+
+fn base_document() -> OpenApi {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("Ferry API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(include_str!("../openapi-description.md")))
+                .build(),
+        )
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    let mut bearer = Http::new(HttpAuthScheme::Bearer);
+    bearer.bearer_format = Some("JWT".into());
+    components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    doc
+}
+
+/// The OpenAPI 3.1 document of every route.
+pub fn openapi() -> OpenApi {
+    api_routes().into_openapi()
+}
+
+/// The whole HTTP application: routes, `/docs`, `/api/openapi.json`, error
+/// fallbacks, and the request-hygiene layers.
+pub fn router(state: AppState, config: &ApiConfig) -> Router {
+    let (routes, document) = api_routes().split_for_parts();
+    let limit = config.max_body_bytes;
+    routes
+        .merge(SwaggerUi::new("/docs").url("/api/openapi.json", document))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(BodyLimit(limit)))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(request_id::scope))
+        .layer(axum::middleware::from_fn_with_state(state.http_metrics.clone(), metrics::track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get(request_id::HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(request_id::MakeUlid))
+        .layer(axum::middleware::from_fn(request_id::sanitize))
+        .with_state(state)
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Domain(Error::internal("a request handler panicked")).into_response()
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn render_metrics(registry: &Registry) -> Result<String, prometheus::Error> {
+    TextEncoder::new().encode_to_string(&registry.gather())
+}
+
+/// Serves the application on `listener` until `shutdown` resolves, then
+/// finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

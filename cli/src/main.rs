@@ -1,1 +1,261 @@
-fn main() {}
+//! `ferry`: every role of Ferry in one binary, plus the operator commands.
+//! This file only wires roles together; each role lives in its own crate.
+
+mod admin;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
+use ferry_shared::config::{AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, Settings, redact_url};
+use ferry_shared::domain::OrgRole;
+use ferry_shared::store::{self, Store};
+use tokio::sync::watch;
+
+/// Ferry: a self-hostable engine for data-analysis projects.
+///
+/// Every setting is a FERRY_* environment variable or the matching flag.
+/// `ferry up` runs the whole engine on embedded defaults (SQLite, local
+/// files, generated keys under --data-dir); the api, worker and scheduler
+/// roles run separately against PostgreSQL and Redis.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the api, a worker and the scheduler in one process on embedded
+    /// defaults; applies migrations first.
+    Up {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Run the HTTP API role.
+    Api {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Run a worker (admin endpoint: /metrics, /healthz, /readyz).
+    Worker {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Run the scheduler (admin endpoint: /metrics, /healthz, /readyz).
+    Scheduler {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Apply pending metadata-store migrations and exit.
+    Migrate,
+    /// Print a development JWT signed with the HS256 secret (in embedded
+    /// mode, the one in the data directory).
+    Token {
+        /// User id (`sub` claim).
+        #[arg(long)]
+        user: String,
+        /// Organization id (`org_id` claim).
+        #[arg(long)]
+        org: String,
+        /// Make the user an organization admin (`org_role: admin`).
+        #[arg(long)]
+        admin: bool,
+        /// Email claim.
+        #[arg(long)]
+        email: Option<String>,
+        /// Lifetime, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+/// A failure that ends the process with one line on stderr.
+#[derive(Debug)]
+struct Fatal(String);
+
+impl From<ConfigError> for Fatal {
+    fn from(error: ConfigError) -> Self {
+        Fatal(error.0)
+    }
+}
+
+impl From<ferry_shared::Error> for Fatal {
+    fn from(error: ferry_shared::Error) -> Self {
+        Fatal(error.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Fatal> {
+    let common = cli.common;
+    match cli.command {
+        Command::Up { http } => {
+            let settings = Settings::resolve(&common, Mode::Embedded)?;
+            ferry_shared::telemetry::init(settings.log_format);
+            let jwt = common.jwt.resolve(Mode::Embedded, &settings.data_dir)?;
+            let store = open_store(&settings).await?;
+            store.migrate().await?;
+            let registry = prometheus::Registry::new();
+            let shutdown = shutdown_signal();
+            let api = serve_api(store.clone(), jwt, registry.clone(), &http, shutdown.clone());
+            let worker = ferry_worker::run(
+                ferry_worker::WorkerContext { store: store.clone(), registry: registry.clone() },
+                wait(shutdown.clone()),
+            );
+            let scheduler = ferry_scheduler::run(
+                ferry_scheduler::SchedulerContext { store: store.clone(), registry },
+                wait(shutdown),
+            );
+            tracing::info!(data_dir = %settings.data_dir.display(), "ferry up: api, worker and scheduler in one process");
+            tokio::try_join!(api, async { worker.await.map_err(Fatal::from) }, async {
+                scheduler.await.map_err(Fatal::from)
+            })?;
+            Ok(())
+        }
+        Command::Api { http } => {
+            let settings = Settings::resolve(&common, Mode::Distributed)?;
+            ferry_shared::telemetry::init(settings.log_format);
+            let jwt = common.jwt.resolve(Mode::Distributed, &settings.data_dir)?;
+            let store = open_store(&settings).await?;
+            serve_api(store, jwt, prometheus::Registry::new(), &http, shutdown_signal()).await
+        }
+        Command::Worker { admin } => {
+            let settings = Settings::resolve(&common, Mode::Distributed)?;
+            ferry_shared::telemetry::init(settings.log_format);
+            let store = open_store(&settings).await?;
+            let registry = prometheus::Registry::new();
+            let shutdown = shutdown_signal();
+            let admin_server = admin::serve(admin.admin_listen, store.clone(), registry.clone(), wait(shutdown.clone()));
+            let worker = ferry_worker::run(ferry_worker::WorkerContext { store, registry }, wait(shutdown));
+            tokio::try_join!(admin_server, async { worker.await.map_err(Fatal::from) })?;
+            Ok(())
+        }
+        Command::Scheduler { admin } => {
+            let settings = Settings::resolve(&common, Mode::Distributed)?;
+            ferry_shared::telemetry::init(settings.log_format);
+            let store = open_store(&settings).await?;
+            let registry = prometheus::Registry::new();
+            let shutdown = shutdown_signal();
+            let admin_server = admin::serve(admin.admin_listen, store.clone(), registry.clone(), wait(shutdown.clone()));
+            let scheduler =
+                ferry_scheduler::run(ferry_scheduler::SchedulerContext { store, registry }, wait(shutdown));
+            tokio::try_join!(admin_server, async { scheduler.await.map_err(Fatal::from) })?;
+            Ok(())
+        }
+        Command::Migrate => {
+            let settings = Settings::resolve(&common, Mode::Embedded)?;
+            ferry_shared::telemetry::init(settings.log_format);
+            let store = open_store(&settings).await?;
+            store.migrate().await?;
+            println!("migrations applied to {}", redact_url(settings.database_url.expose()));
+            Ok(())
+        }
+        Command::Token { user, org, admin, email, ttl } => {
+            let data_dir = common.data_dir.clone();
+            if common.jwt.jwt_hs256_secret.is_none() {
+                std::fs::create_dir_all(&data_dir)
+                    .map_err(|e| Fatal(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+            }
+            let jwt = common.jwt.resolve(Mode::Embedded, &data_dir)?;
+            let secret = jwt.hs256_secret.as_deref().ok_or_else(|| {
+                Fatal("ferry token signs with an HS256 secret: set FERRY_JWT_HS256_SECRET".into())
+            })?;
+            let ttl = chrono::Duration::from_std(ttl).map_err(|_| Fatal("--ttl is too large".into()))?;
+            let claims = TokenClaims {
+                sub: user,
+                org_id: org,
+                org_role: if admin { OrgRole::Admin } else { OrgRole::Member },
+                email,
+                exp: (chrono::Utc::now() + ttl).timestamp(),
+                iss: jwt.issuer.clone(),
+                aud: jwt.audience.clone(),
+            };
+            let token = mint_hs256(secret, &claims).map_err(|e| Fatal(e.0))?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+/// Connects to the metadata store; an unreachable one is a one-line error.
+async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, Fatal> {
+    let url = settings.database_url.expose();
+    store::connect(url).await.map_err(|error| {
+        Fatal(format!("cannot open the metadata database at {}: {error}", redact_url(url)))
+    })
+}
+
+async fn serve_api(
+    store: Arc<dyn Store>,
+    jwt: JwtSettings,
+    registry: prometheus::Registry,
+    http: &HttpArgs,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Fatal> {
+    let verifier = Arc::new(Verifier::new(jwt).await?);
+    let state = ferry_api::AppState::new(store, verifier, registry)?;
+    let app = ferry_api::router(state, &ferry_api::ApiConfig { max_body_bytes: http.max_body_bytes });
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|e| Fatal(format!("cannot listen on {}: {e}", http.listen)))?;
+    let address = listener.local_addr().map_err(|e| Fatal(e.to_string()))?;
+    tracing::info!(%address, "api listening");
+    ferry_api::serve(listener, app, wait(shutdown))
+        .await
+        .map_err(|e| Fatal(format!("the api server failed: {e}")))
+}
+
+/// A channel that turns true on SIGINT or SIGTERM.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (sender, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            () = terminate => {},
+        }
+        tracing::info!("shutting down");
+        let _ = sender.send(true);
+    });
+    receiver
+}
+
+/// Resolves once the shutdown channel turns true (or its sender is gone).
+async fn wait(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

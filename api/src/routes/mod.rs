@@ -1,0 +1,5 @@
+//! HTTP routes, one module per resource.
+
+pub mod health;
+pub mod projects;
+pub mod steps;

@@ -1,0 +1,245 @@
+//! Response bodies and the helpers that build them from domain types. Every
+//! timestamp is RFC 3339 in UTC with millisecond precision.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ferry_shared::domain::{Page, Permissions, Project, ProjectSummary, Role, Step};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Formats a timestamp the way every response does.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Deserializes a field that distinguishes "absent" (`None`) from `null`
+/// (`Some(None)`); use with `#[serde(default)]`.
+pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The seeds' `permissions` block.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PermissionsView {
+    pub can_edit: bool,
+    pub can_delete: bool,
+    pub can_share: bool,
+    /// `owner`, `editor` or `viewer`.
+    #[schema(example = "owner")]
+    pub role: String,
+}
+
+impl From<Permissions> for PermissionsView {
+    fn from(p: Permissions) -> Self {
+        PermissionsView {
+            can_edit: p.can_edit,
+            can_delete: p.can_delete,
+            can_share: p.can_share,
+            role: p.role.as_str().to_owned(),
+        }
+    }
+}
+
+/// A step as listed inside its project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectStepView {
+    #[schema(example = "step_01J9Z8M5W6X7Y8Z9A0B1C2D3E4")]
+    pub step_id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    #[schema(example = "sql_query")]
+    pub step_type: String,
+    pub order: i32,
+    /// The step's status in the project's latest execution (`pending` when
+    /// there is none).
+    #[schema(example = "pending")]
+    pub status: String,
+}
+
+/// A project with its steps and the caller's permissions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectView {
+    #[schema(example = "proj_01J9Z8M5W6X7Y8Z9A0B1C2D3E4")]
+    pub uuid: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub connector_uuids: Vec<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub created_by: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    #[schema(format = DateTime)]
+    pub last_executed_at: Option<String>,
+    /// `draft`, `active` or `archived`.
+    #[schema(example = "draft")]
+    pub status: String,
+    pub step_count: usize,
+    pub steps: Vec<ProjectStepView>,
+    pub permissions: PermissionsView,
+}
+
+impl ProjectView {
+    pub fn new(project: Project, steps: &[Step], role: Role) -> Self {
+        ProjectView {
+            uuid: project.uuid,
+            name: project.name,
+            description: project.description,
+            connector_uuids: project.connector_uuids,
+            metadata: project.metadata,
+            created_by: project.created_by,
+            created_at: timestamp(project.created_at),
+            updated_at: timestamp(project.updated_at),
+            last_executed_at: project.last_executed_at.map(timestamp),
+            status: project.status.as_str().to_owned(),
+            step_count: steps.len(),
+            steps: steps
+                .iter()
+                .map(|step| ProjectStepView {
+                    step_id: step.step_id.clone(),
+                    name: step.name.clone(),
+                    step_type: step.step_type.as_str().to_owned(),
+                    order: step.order,
+                    status: "pending".to_owned(),
+                })
+                .collect(),
+            permissions: role.permissions().into(),
+        }
+    }
+}
+
+/// A project as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectListItem {
+    pub uuid: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub connector_uuids: Vec<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub created_by: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    #[schema(format = DateTime)]
+    pub last_executed_at: Option<String>,
+    pub status: String,
+    pub step_count: i64,
+    pub permissions: PermissionsView,
+}
+
+impl From<ProjectSummary> for ProjectListItem {
+    fn from(summary: ProjectSummary) -> Self {
+        let project = summary.project;
+        ProjectListItem {
+            uuid: project.uuid,
+            name: project.name,
+            description: project.description,
+            connector_uuids: project.connector_uuids,
+            metadata: project.metadata,
+            created_by: project.created_by,
+            created_at: timestamp(project.created_at),
+            updated_at: timestamp(project.updated_at),
+            last_executed_at: project.last_executed_at.map(timestamp),
+            status: project.status.as_str().to_owned(),
+            step_count: summary.step_count,
+            permissions: summary.role.permissions().into(),
+        }
+    }
+}
+
+/// The pagination block of every paginated list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pagination {
+    pub page: u32,
+    pub limit: u32,
+    pub total: i64,
+    pub total_pages: i64,
+    pub has_next: bool,
+    pub has_prev: bool,
+}
+
+impl Pagination {
+    pub fn of<T>(page: &Page<T>) -> Self {
+        Pagination {
+            page: page.request.page,
+            limit: page.request.limit,
+            total: page.total,
+            total_pages: page.total_pages(),
+            has_next: page.has_next(),
+            has_prev: page.has_prev(),
+        }
+    }
+}
+
+/// A page of projects.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectList {
+    pub data: Vec<ProjectListItem>,
+    pub pagination: Pagination,
+}
+
+/// A step.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    #[schema(example = "step_01J9Z8M5W6X7Y8Z9A0B1C2D3E4")]
+    pub step_id: String,
+    pub project_uuid: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    #[schema(example = "sql_query")]
+    pub step_type: String,
+    /// 1-based position in the project.
+    pub order: i32,
+    #[schema(value_type = Object)]
+    pub config: Value,
+    pub dependencies: Vec<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+impl From<Step> for StepView {
+    fn from(step: Step) -> Self {
+        StepView {
+            step_id: step.step_id,
+            project_uuid: step.project_uuid,
+            name: step.name,
+            step_type: step.step_type.as_str().to_owned(),
+            order: step.order,
+            config: step.config,
+            dependencies: step.dependencies,
+            created_at: timestamp(step.created_at),
+            updated_at: timestamp(step.updated_at),
+        }
+    }
+}
+
+/// A list of steps.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepList {
+    pub data: Vec<StepView>,
+}
+
+/// The seeds' error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: validation_error, unauthorized, forbidden, not_found,
+    /// conflict, connection_failed, rate_limited, payload_too_large,
+    /// method_not_allowed, service_unavailable, internal_error.
+    #[schema(example = "validation_error")]
+    pub error: String,
+    pub message: String,
+    /// The request field at fault (validation errors).
+    pub field: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}

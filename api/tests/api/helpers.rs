@@ -1,0 +1,205 @@
+//! Test harness: `spawn_app()` starts the API on port 0 against a fresh
+//! store and gives back a client that mints tokens.
+
+use std::sync::Arc;
+
+use ferry_api::{ApiConfig, AppState};
+use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
+use ferry_shared::domain::OrgRole;
+use ferry_shared::store::{self, Store};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::Connection;
+
+pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Which metadata backend a test app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running API and what it needs to be cleaned up.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    pg_database: Option<String>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Backend::Sqlite).await
+}
+
+pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    spawn_with(backend, ApiConfig::default(), None).await
+}
+
+/// Starts the API. With `proxy`, a PostgreSQL-backed app is migrated
+/// directly but then talks to its database only through that address.
+pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::net::SocketAddr>) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, pg_database) = match backend {
+        Backend::Sqlite => (format!("sqlite://{}/ferry.db", dir.path().display()), None),
+        Backend::Postgres => {
+            let name = format!("ferry_api_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+            let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
+                .await
+                .expect("PostgreSQL must be running on 127.0.0.1:5432 for these tests");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut admin)
+                .await
+                .expect("create test database");
+            (format!("postgres://postgres@127.0.0.1:5432/{name}"), Some(name))
+        }
+    };
+    let migrator = store::connect(&url).await.expect("open store");
+    migrator.migrate().await.expect("migrate");
+    let store = match (proxy, &pg_database) {
+        (Some(proxy), Some(name)) => store::connect(&format!("postgres://postgres@{proxy}/{name}"))
+            .await
+            .expect("open store through proxy"),
+        _ => migrator,
+    };
+    let verifier = Verifier::new(JwtSettings {
+        hs256_secret: Some(SECRET.into()),
+        ..JwtSettings::default()
+    })
+    .await
+    .expect("verifier");
+    let state = AppState::new(store.clone(), Arc::new(verifier), prometheus::Registry::new()).expect("state");
+    let app = ferry_api::router(state, &config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(ferry_api::serve(listener, app, std::future::pending()));
+    TestApp {
+        base: format!("http://{address}"),
+        client: reqwest::Client::new(),
+        store,
+        _dir: dir,
+        pg_database,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_database.take() {
+            // Best effort: drop the database on a separate thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async {
+                        if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                                .execute(&mut admin)
+                                .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// A user of the app.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub org: String,
+    pub role: OrgRole,
+}
+
+impl User {
+    pub fn member(id: &str, org: &str) -> User {
+        User { id: id.into(), org: org.into(), role: OrgRole::Member }
+    }
+
+    pub fn admin(id: &str, org: &str) -> User {
+        User { id: id.into(), org: org.into(), role: OrgRole::Admin }
+    }
+
+    pub fn token(&self) -> String {
+        mint_hs256(
+            SECRET,
+            &TokenClaims {
+                sub: self.id.clone(),
+                org_id: self.org.clone(),
+                org_role: self.role,
+                email: None,
+                exp: chrono::Utc::now().timestamp() + 3600,
+                iss: None,
+                aud: None,
+            },
+        )
+        .expect("mint token")
+    }
+}
+
+/// A response with its status, headers and JSON body (Null when not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request as `user` with an optional JSON body.
+    pub async fn call(&self, user: &User, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(user.token());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, user: &User, path: &str) -> Reply {
+        self.call(user, Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, user: &User, path: &str, body: Value) -> Reply {
+        self.call(user, Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, user: &User, path: &str, body: Value) -> Reply {
+        self.call(user, Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, user: &User, path: &str) -> Reply {
+        self.call(user, Method::DELETE, path, None).await
+    }
+
+    /// Creates a project and returns its uuid.
+    pub async fn create_project(&self, user: &User, name: &str) -> String {
+        let reply = self.post(user, "/api/projects", serde_json::json!({"name": name})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body["uuid"].as_str().expect("uuid").to_owned()
+    }
+}
+
+pub async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, headers, body, text }
+}
+
+/// Asserts the seeds' error shape with this code and field.
+pub fn assert_error(reply: &Reply, status: StatusCode, code: &str, field: Option<&str>) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    assert_eq!(reply.body["error"], code, "{}", reply.text);
+    assert!(reply.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", reply.text);
+    if let Some(field) = field {
+        assert_eq!(reply.body["field"], field, "{}", reply.text);
+    }
+}

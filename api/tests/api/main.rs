@@ -1,0 +1,10 @@
+//! Black-box tests of the API role: a real server on 127.0.0.1 port 0, a
+//! real metadata store (SQLite in a temp dir, or a fresh PostgreSQL
+//! database), and HTTP requests as any client would send them.
+
+mod helpers;
+
+mod hygiene;
+mod openapi;
+mod projects;
+mod steps;

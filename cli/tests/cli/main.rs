@@ -1,0 +1,297 @@
+//! The `ferry` binary as an operator uses it: help, configuration errors,
+//! `ferry up` end to end, and the distributed roles on PostgreSQL.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const HS_SECRET: &str = "cli-test-secret-that-is-long-enough-for-hs256";
+
+/// A `ferry` command with no FERRY_* variables inherited.
+fn ferry(data_dir: &Path) -> Command {
+    let mut command = Command::new(FERRY);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FERRY_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("FERRY_DATA_DIR", data_dir).env("RUST_LOG", "info");
+    command
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A background process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_healthy(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if http_status(url).is_some_and(|status| status == 200) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} never became healthy");
+}
+
+/// Runs one future to completion on a throwaway runtime (the tests drive
+/// processes synchronously).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// The status of a GET, or None when nothing answers.
+fn http_status(url: &str) -> Option<u16> {
+    block_on(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
+}
+
+/// Sends an authenticated request and returns its status and JSON body.
+fn http_send(method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    block_on(async {
+        let mut request = reqwest::Client::new().request(method, url).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("text");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    })
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a configuration failure: non-zero exit, one line, no panic.
+fn assert_one_line_failure(output: &Output, expect: &str) {
+    let stderr = stderr_of(output);
+    assert!(!output.status.success(), "expected failure, got success: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(expect), "{stderr}");
+}
+
+#[test]
+fn help_describes_every_subcommand_and_its_settings() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = ferry(dir.path()).arg("--help").output().expect("run");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for word in ["up", "api", "worker", "scheduler", "migrate", "token", "FERRY_DATABASE_URL", "FERRY_MASTER_KEY"] {
+        assert!(help.contains(word), "{word} missing from --help:\n{help}");
+    }
+    for (sub, var) in [("api", "FERRY_LISTEN"), ("worker", "FERRY_ADMIN_LISTEN"), ("up", "FERRY_JWT_JWKS_URL")] {
+        let output = ferry(dir.path()).args([sub, "--help"]).output().expect("run");
+        assert!(output.status.success());
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains(var), "{sub} --help lacks {var}:\n{text}");
+    }
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = ferry(dir.path())
+        .args(["api"])
+        .env("FERRY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        .env("FERRY_JWT_HS256_SECRET", HS_SECRET)
+        .output()
+        .expect("run");
+    assert_one_line_failure(&out, "FERRY_MASTER_KEY is required");
+
+    let out = ferry(dir.path()).args(["api"]).env("FERRY_MASTER_KEY", KEY).env("FERRY_DATABASE_URL", "postgres://[bad").output().expect("run");
+    assert_one_line_failure(&out, "FERRY_DATABASE_URL");
+
+    let out = ferry(dir.path()).args(["up"]).env("FERRY_REDIS_URL", "http://nope").output().expect("run");
+    assert_one_line_failure(&out, "FERRY_REDIS_URL");
+
+    let out = ferry(dir.path()).args(["api"]).env("FERRY_MASTER_KEY", "k1:tooshort").output().expect("run");
+    assert_one_line_failure(&out, "FERRY_MASTER_KEY");
+
+    let out = ferry(dir.path())
+        .args(["api"])
+        .env("FERRY_MASTER_KEY", KEY)
+        .env("FERRY_JWT_HS256_SECRET", HS_SECRET)
+        .env("FERRY_DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/ferry")
+        .output()
+        .expect("run");
+    assert_one_line_failure(&out, "cannot open the metadata database");
+    assert!(!stderr_of(&out).contains("hunter2"), "the password is never printed");
+
+    let out = ferry(dir.path())
+        .args(["api"])
+        .env("FERRY_MASTER_KEY", KEY)
+        .env("FERRY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        .output()
+        .expect("run");
+    assert_one_line_failure(&out, "no JWT key configured");
+}
+
+#[test]
+fn ferry_up_runs_end_to_end_on_embedded_defaults() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let child = ferry(dir.path())
+        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut running = Running(child);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&format!("{base}/readyz"));
+
+    let key_file = dir.path().join("master.key");
+    assert!(key_file.exists() && dir.path().join("jwt-hs256.secret").exists() && dir.path().join("ferry.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    let token = ferry(dir.path()).args(["token", "--user", "user_01", "--org", "org_01"]).output().expect("token");
+    assert!(token.status.success(), "{}", stderr_of(&token));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let (status, body) = http_send(
+        reqwest::Method::POST,
+        &format!("{base}/api/projects"),
+        &token,
+        Some(json!({"name": "Q4 Sales Analysis"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["created_by"], "user_01");
+    let (status, list) = http_send(reqwest::Method::GET, &format!("{base}/api/projects"), &token, None);
+    assert_eq!(status, 200);
+    assert_eq!(list["pagination"]["total"], 1);
+
+    // SIGTERM stops it cleanly.
+    let pid = running.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = running.0.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "ferry up did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A fresh PostgreSQL database, dropped at the end.
+struct PgDatabase {
+    name: String,
+}
+
+impl PgDatabase {
+    fn create() -> PgDatabase {
+        let name = format!("ferry_cli_test_{}", std::process::id() as u64 * 1000 + rand_suffix());
+        psql(&format!("CREATE DATABASE {name}"));
+        PgDatabase { name }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos() % 1000))
+}
+
+fn psql(sql: &str) {
+    let status = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .status()
+        .expect("psql must be installed and PostgreSQL running on 127.0.0.1:5432");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+#[test]
+fn distributed_roles_run_on_postgresql() {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = PgDatabase::create();
+    let env = |command: &mut Command| {
+        command
+            .env("FERRY_DATABASE_URL", database.url())
+            .env("FERRY_MASTER_KEY", KEY)
+            .env("FERRY_JWT_HS256_SECRET", HS_SECRET);
+    };
+    let mut migrate = ferry(dir.path());
+    env(&mut migrate);
+    let out = migrate.arg("migrate").output().expect("migrate");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    let api_port = free_port();
+    let worker_port = free_port();
+    let scheduler_port = free_port();
+    let mut api = ferry(dir.path());
+    env(&mut api);
+    let _api = Running(api.args(["api", "--listen", &format!("127.0.0.1:{api_port}")]).stderr(Stdio::null()).spawn().expect("api"));
+    let mut worker = ferry(dir.path());
+    env(&mut worker);
+    let _worker = Running(
+        worker.args(["worker", "--admin-listen", &format!("127.0.0.1:{worker_port}")]).stderr(Stdio::null()).spawn().expect("worker"),
+    );
+    let mut scheduler = ferry(dir.path());
+    env(&mut scheduler);
+    let _scheduler = Running(
+        scheduler
+            .args(["scheduler", "--admin-listen", &format!("127.0.0.1:{scheduler_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("scheduler"),
+    );
+    for port in [api_port, worker_port, scheduler_port] {
+        wait_healthy(&format!("http://127.0.0.1:{port}/readyz"));
+        assert_eq!(http_status(&format!("http://127.0.0.1:{port}/metrics")), Some(200));
+    }
+    assert!(!dir.path().join("master.key").exists(), "distributed roles never generate keys");
+
+    let mut token = ferry(dir.path());
+    env(&mut token);
+    let token = token.args(["token", "--user", "user_02", "--org", "org_02", "--admin"]).output().expect("token");
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let (status, body) = http_send(
+        reqwest::Method::POST,
+        &format!("http://127.0.0.1:{api_port}/api/projects"),
+        &token,
+        Some(json!({"name": "on postgres"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, fetched): (u16, Value) = http_send(
+        reqwest::Method::GET,
+        &format!("http://127.0.0.1:{api_port}/api/projects/{}", body["uuid"].as_str().expect("uuid")),
+        &token,
+        None,
+    );
+    assert_eq!(fetched["permissions"]["role"], "owner");
+}
