@@ -1,11 +1,15 @@
 //! Domain types shared by every role. Pure data and validation: no I/O.
 
 pub mod access;
+pub mod connector;
 pub mod page;
 pub mod project;
 pub mod step;
 
 pub use access::{OrgRole, Permissions, Principal, ResourceKind, Role};
+pub use connector::{
+    Connector, ConnectorListQuery, ConnectorStatus, ConnectorUsage, Sealed, TestFailure, TestOutcome, TestRecord, TestStatus,
+};
 pub use page::{Page, PageRequest, SortOrder};
 pub use project::{NewProject, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary};
 pub use step::{NewStep, Step, StepPatch, StepType};

@@ -1,0 +1,44 @@
+//! Payloads of the jobs the API enqueues for workers, and the bus channels
+//! roles talk over. A job is a wake-up carrying what the worker needs; the
+//! metadata store stays the source of truth.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::domain::Sealed;
+
+/// Channel on which connector changes are broadcast to every worker, so
+/// that each evicts the connector's pools.
+pub const CONNECTOR_EVENTS: &str = "connector-events";
+
+/// A `test_connection` job: everything needed to test a connector that may
+/// not be stored yet (a create with `test_connection: true`). Secrets travel
+/// sealed; only a worker holding the master key opens them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestConnectionJob {
+    pub connector_uuid: String,
+    pub connector_type: String,
+    pub config_version: i64,
+    /// Non-secret fields.
+    pub config: Map<String, Value>,
+    pub secrets: Sealed,
+    /// Bus key the worker replies on with a `TestOutcome`.
+    pub reply_to: String,
+}
+
+/// A change to a connector that invalidates pooled connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectorEvent {
+    pub connector_uuid: String,
+    /// `updated`, `disabled`, `deleted`.
+    pub change: String,
+}
+
+/// Connector types that have a driver in the worker; the others refuse
+/// `test_connection` rather than fake success.
+pub fn has_driver(connector_type: &str) -> bool {
+    matches!(
+        connector_type,
+        "postgresql" | "redshift" | "mysql" | "redis" | "rest_api" | "sqlite" | "mongodb"
+    )
+}

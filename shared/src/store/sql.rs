@@ -1,1 +1,0 @@
-//! PostgreSQL and SQLite implementations of [`super::Store`].

@@ -1,0 +1,314 @@
+//! PostgreSQL and SQLite implementations of [`super::Store`].
+//!
+//! Both backends run the same SQL: sqlx accepts `$1`-style placeholders on
+//! either, so each statement is written once, in the query macros of
+//! [`projects`], [`steps`] and [`grants`], and expanded for each store type
+//! with the few dialect fragments that differ (the `BEGIN` of a write
+//! transaction, row locking, the byte-order collation of the name sort).
+//! Rows become domain types in [`rows`] only.
+//!
+//! SQLite opens every write transaction with `BEGIN IMMEDIATE`, so that two
+//! writers never both hold a read lock and deadlock upgrading it; waits for
+//! the lock are bounded by the busy timeout.
+
+mod grants;
+mod projects;
+mod rows;
+mod steps;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+use sqlx::error::ErrorKind;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::types::Json;
+
+use super::{Grant, Store};
+use crate::config::redact_url;
+use crate::domain::{
+    self, NewStep, Page, Project, ProjectListQuery, ProjectPatch, ProjectSummary, ResourceKind, Role, Step,
+    StepPatch, project::search_text,
+};
+use crate::error::{Error, Result};
+use crate::ids::IdKind;
+use grants::grant_queries;
+use projects::project_queries;
+use rows::{GrantRow, ProjectRow, StepRow, SummaryRow, grant_columns, project_columns, step_columns};
+use steps::step_queries;
+
+/// How long to wait for a pooled connection (and so for a first connection
+/// when opening a store) before reporting the store unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a SQLite connection waits for another writer's lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+
+/// Readers run concurrently in WAL mode; writers queue on the write lock.
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+
+// The migrations are embedded at compile time (paths relative to
+// shared/Cargo.toml). `sqlx::migrate!` is a thin wrapper around this proc
+// macro that exists only with sqlx's `macros` feature, which the workspace
+// leaves off; the proc macro itself comes with `derive` + `migrate`.
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// The metadata store on PostgreSQL (distributed deployments).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://…`), opening one connection at once.
+    /// An unreachable server is [`Error::Unavailable`] after at most about
+    /// five seconds; the error never contains the URL's password.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(|_| malformed_url())?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|error| connect_error(url, &error))?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The connection pool, for callers that need raw access (tests, admin).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The metadata store on SQLite (`ferry up`, single node).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens `url` (`sqlite://path`), creating the file and its directory if
+    /// missing, in WAL mode with foreign keys enforced and a five-second busy
+    /// timeout. Failures are [`Error::Unavailable`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|_| malformed_url())?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        if let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(parent).await.map_err(|error| {
+                Error::Unavailable(format!(
+                    "cannot create the directory of the metadata store at {}: {error}",
+                    redact_url(url)
+                ))
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(SQLITE_MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|error| connect_error(url, &error))?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// The connection pool, for callers that need raw access (tests, admin).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn malformed_url() -> Error {
+    // The parser's message may quote the URL, password included: drop it.
+    Error::validation("database_url", "the database URL is malformed")
+}
+
+/// A failed first connection: unavailable, naming the redacted URL.
+fn connect_error(url: &str, error: &sqlx::Error) -> Error {
+    let mut cause = error.to_string();
+    if let Ok(parsed) = url::Url::parse(url)
+        && let Some(password) = parsed.password().filter(|password| !password.is_empty())
+    {
+        cause = cause.replace(password, "****");
+    }
+    Error::Unavailable(format!(
+        "cannot connect to the metadata store at {}: {cause}",
+        redact_url(url)
+    ))
+}
+
+/// Maps the constraint violations a write can meet to what they mean;
+/// anything else goes through the crate-wide `From<sqlx::Error>`.
+fn constraint_error(error: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(database) = &error {
+        match database.kind() {
+            ErrorKind::UniqueViolation => return Error::conflict("a resource with this id already exists"),
+            ErrorKind::ForeignKeyViolation => {
+                return Error::not_found("a referenced resource does not exist");
+            }
+            _ => {}
+        }
+    }
+    Error::from(error)
+}
+
+fn migrate_error(error: MigrateError) -> Error {
+    match error {
+        MigrateError::Execute(error) => Error::from(error),
+        other => Error::internal(format!("migrating the metadata store failed: {other}")),
+    }
+}
+
+/// Everything of one backend: the query methods, expanded from the one SQL
+/// body with this backend's dialect, and `impl Store` forwarding to them.
+///
+/// - `$db`: the sqlx database type;
+/// - `begin`: the statement that opens a write transaction;
+/// - `lock`: the clause locking a row read for update (empty on SQLite,
+///   where `BEGIN IMMEDIATE` already holds the write lock);
+/// - `name_collation`: the byte-order collation clause of the name sort.
+macro_rules! sql_store {
+    (
+        $store:ident,
+        $db:ty,
+        backend = $backend:literal,
+        migrator = $migrator:ident,
+        begin = $begin:literal,
+        lock = $lock:literal,
+        name_collation = $collation:literal $(,)?
+    ) => {
+        project_queries!(
+            $store,
+            begin = $begin,
+            lock = $lock,
+            name_collation = $collation
+        );
+        step_queries!($store, $db, begin = $begin);
+        grant_queries!($store);
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> Result<()> {
+                $migrator.run(&self.pool).await.map_err(migrate_error)
+            }
+
+            async fn create_project(&self, project: &Project) -> Result<()> {
+                self.create_project_row(project).await
+            }
+
+            async fn get_project(&self, org_id: &str, uuid: &str) -> Result<Option<Project>> {
+                self.get_project_row(org_id, uuid).await
+            }
+
+            async fn list_projects(&self, query: &ProjectListQuery) -> Result<Page<ProjectSummary>> {
+                self.list_project_rows(query).await
+            }
+
+            async fn update_project(
+                &self,
+                org_id: &str,
+                uuid: &str,
+                patch: ProjectPatch,
+            ) -> Result<Option<Project>> {
+                self.update_project_row(org_id, uuid, patch).await
+            }
+
+            async fn delete_project(&self, org_id: &str, uuid: &str) -> Result<bool> {
+                self.delete_project_row(org_id, uuid).await
+            }
+
+            async fn role_of(
+                &self,
+                resource: ResourceKind,
+                uuid: &str,
+                user_id: &str,
+            ) -> Result<Option<Role>> {
+                self.role_of_row(resource, uuid, user_id).await
+            }
+
+            async fn put_grant(&self, grant: &Grant) -> Result<()> {
+                self.put_grant_row(grant).await
+            }
+
+            async fn list_grants(&self, resource: ResourceKind, uuid: &str) -> Result<Vec<Grant>> {
+                self.list_grant_rows(resource, uuid).await
+            }
+
+            async fn delete_grant(&self, resource: ResourceKind, uuid: &str, user_id: &str) -> Result<bool> {
+                self.delete_grant_row(resource, uuid, user_id).await
+            }
+
+            async fn list_steps(&self, project_uuid: &str) -> Result<Vec<Step>> {
+                self.list_step_rows(project_uuid).await
+            }
+
+            async fn get_step(&self, project_uuid: &str, step_id: &str) -> Result<Option<Step>> {
+                self.get_step_row(project_uuid, step_id).await
+            }
+
+            async fn insert_step(&self, project_uuid: &str, new: NewStep) -> Result<Step> {
+                self.insert_step_row(project_uuid, new).await
+            }
+
+            async fn update_step(
+                &self,
+                project_uuid: &str,
+                step_id: &str,
+                patch: StepPatch,
+            ) -> Result<Option<Step>> {
+                self.update_step_row(project_uuid, step_id, patch).await
+            }
+
+            async fn delete_step(&self, project_uuid: &str, step_id: &str) -> Result<bool> {
+                self.delete_step_row(project_uuid, step_id).await
+            }
+
+            async fn reorder_steps(&self, project_uuid: &str, step_ids: &[String]) -> Result<Vec<Step>> {
+                self.reorder_step_rows(project_uuid, step_ids).await
+            }
+        }
+    };
+}
+
+sql_store!(
+    PostgresStore,
+    Postgres,
+    backend = "postgres",
+    migrator = POSTGRES_MIGRATOR,
+    begin = "BEGIN",
+    lock = " FOR UPDATE",
+    name_collation = "COLLATE \"C\"",
+);
+
+sql_store!(
+    SqliteStore,
+    Sqlite,
+    backend = "sqlite",
+    migrator = SQLITE_MIGRATOR,
+    begin = "BEGIN IMMEDIATE",
+    lock = "",
+    name_collation = "",
+);
