@@ -90,8 +90,36 @@ pub struct CommonArgs {
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
+    /// Prefix of every Redis key Ferry writes (several deployments or test
+    /// runs may share one Redis).
+    #[arg(long, env = "FERRY_REDIS_PREFIX", default_value = "ferry", global = true)]
+    pub redis_prefix: String,
+
+    /// How long a worker may hold a job without a heartbeat before another
+    /// worker takes it over.
+    #[arg(long, env = "FERRY_JOB_LEASE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub job_lease: Duration,
+
     #[command(flatten)]
     pub jwt: JwtArgs,
+}
+
+/// Settings of the worker role.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Jobs a worker process runs at once.
+    #[arg(long, env = "FERRY_WORKER_CONCURRENCY", default_value_t = 8)]
+    pub worker_concurrency: usize,
+
+    /// May connectors reach loopback and private addresses? Default: true in
+    /// `ferry up`, false otherwise.
+    #[arg(long, env = "FERRY_ALLOW_PRIVATE_NETWORKS")]
+    pub allow_private_networks: Option<bool>,
+
+    /// Directory that `sqlite` connectors may read files from (read-only).
+    /// Default: $FERRY_DATA_DIR/sqlite.
+    #[arg(long, env = "FERRY_SQLITE_DIR")]
+    pub sqlite_dir: Option<PathBuf>,
 }
 
 /// JWT verification settings.
@@ -160,6 +188,8 @@ pub struct Settings {
     pub object_store_url: String,
     pub master_keys: MasterKeys,
     pub log_format: LogFormat,
+    pub redis_prefix: String,
+    pub job_lease: Duration,
 }
 
 impl Settings {
@@ -209,6 +239,8 @@ impl Settings {
             object_store_url,
             master_keys,
             log_format: args.log_format,
+            redis_prefix: check_prefix(&args.redis_prefix)?,
+            job_lease: check_lease(args.job_lease)?,
         })
     }
 }
@@ -298,6 +330,25 @@ impl MasterKeys {
             return Err(ConfigError("FERRY_MASTER_KEY is empty".into()));
         }
         Ok(MasterKeys { keys })
+    }
+}
+
+fn check_prefix(prefix: &str) -> ConfigResult<String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+    if ok {
+        Ok(prefix.to_owned())
+    } else {
+        Err(ConfigError("FERRY_REDIS_PREFIX is 1-64 letters, digits, - _ : .".into()))
+    }
+}
+
+fn check_lease(lease: Duration) -> ConfigResult<Duration> {
+    if lease >= Duration::from_secs(1) {
+        Ok(lease)
+    } else {
+        Err(ConfigError("FERRY_JOB_LEASE must be at least 1s".into()))
     }
 }
 

@@ -8,8 +8,8 @@ mod sql;
 use async_trait::async_trait;
 
 use crate::domain::{
-    NewStep, Page, Project, ProjectListQuery, ProjectPatch, ProjectSummary, ResourceKind, Role,
-    Step, StepPatch,
+    Connector, ConnectorListQuery, ConnectorUsage, NewStep, Page, Project, ProjectListQuery, ProjectPatch,
+    ProjectSummary, ResourceKind, Role, Sealed, Step, StepPatch, TestRecord,
 };
 use crate::error::{Error, Result};
 
@@ -106,6 +106,51 @@ pub trait Store: Send + Sync + 'static {
     /// checked is a permutation of the current ids). Returns the steps in
     /// their new order.
     async fn reorder_steps(&self, project_uuid: &str, step_ids: &[String]) -> Result<Vec<Step>>;
+
+    // --- connectors ---------------------------------------------------------
+
+    /// Inserts a connector and grants its creator `owner`, atomically.
+    async fn create_connector(&self, connector: &Connector) -> Result<()>;
+
+    /// The connector with this id in this organization, whatever its status.
+    async fn get_connector(&self, org_id: &str, uuid: &str) -> Result<Option<Connector>>;
+
+    /// The connectors the caller may see (admins: all of the organization's;
+    /// members: those they hold a grant on) with the caller's role, filtered
+    /// by type and status, oldest first (then by uuid).
+    async fn list_connectors(&self, query: &ConnectorListQuery) -> Result<Vec<(Connector, Role)>>;
+
+    /// Writes every mutable field of `connector` (display name, config,
+    /// secrets, config_version, status, test and disable fields, updated_at)
+    /// if its stored `config_version` is still `expected_version`. Returns
+    /// false when the connector is gone or was changed concurrently.
+    async fn update_connector(&self, connector: &Connector, expected_version: i64) -> Result<bool>;
+
+    /// Removes the connector, its grants and its test history. Returns whether it existed.
+    async fn delete_connector(&self, org_id: &str, uuid: &str) -> Result<bool>;
+
+    /// Projects of the organization whose steps name this connector in
+    /// `config.connector_uuid`, with how many of their steps do; by project name.
+    async fn connector_usage(&self, org_id: &str, uuid: &str) -> Result<Vec<ConnectorUsage>>;
+
+    /// Appends a test result to the connector's history and, when the
+    /// connector exists, sets its `last_tested_at` / `last_test_status`.
+    async fn record_test(&self, record: &TestRecord) -> Result<()>;
+
+    /// The connector's test history since `since`, oldest first.
+    async fn test_history(
+        &self,
+        uuid: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<TestRecord>>;
+
+    /// Up to `limit` connectors (any organization) whose secrets are sealed
+    /// under a key other than `key_id`, for key rotation.
+    async fn connectors_sealed_with_other_key(&self, key_id: &str, limit: i64) -> Result<Vec<Connector>>;
+
+    /// Replaces a connector's sealed secrets if they still equal `old`
+    /// (compare-and-swap, so rotation never overwrites a concurrent update).
+    async fn replace_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool>;
 }
 
 /// Opens the store named by `url` (`postgres://…` or `sqlite://…`), with

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use ferry_shared::Error;
 use ferry_shared::domain::{
-    self, NewProject, NewStep, Page, PageRequest, Project, ProjectListQuery, ProjectPatch, ProjectSort,
-    ProjectStatus, ProjectSummary, ResourceKind, Role, SortOrder, Step, StepPatch, StepType,
+    self, Connector, ConnectorListQuery, ConnectorStatus, ConnectorUsage, NewProject, NewStep, Page,
+    PageRequest, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary,
+    ResourceKind, Role, Sealed, SortOrder, Step, StepPatch, StepType, TestRecord, TestStatus,
 };
 use ferry_shared::ids::IdKind;
 use ferry_shared::store::{self, Grant, PostgresStore, SqliteStore, Store};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use sqlx::AssertSqlSafe;
 
 const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
@@ -145,6 +146,21 @@ conformance!(
     concurrent_step_inserts_keep_positions_contiguous,
     grants_are_put_replaced_listed_oldest_first_and_deleted,
     grants_of_different_resource_kinds_are_separate,
+    connector_created_reads_back_with_every_field_equal,
+    creating_a_connector_grants_its_creator_owner,
+    creating_a_connector_twice_is_a_conflict,
+    connectors_of_another_organization_are_invisible,
+    members_list_only_granted_connectors_with_their_grant_role,
+    admins_list_every_connector_of_their_organization_as_owner_oldest_first,
+    connector_list_filters_by_type_and_status_for_admins_and_members,
+    updating_a_connector_with_the_expected_version_writes_every_mutable_field,
+    updating_a_connector_with_a_stale_version_returns_false_and_changes_nothing,
+    deleting_a_connector_removes_its_grants_and_test_history_only,
+    connector_usage_counts_naming_steps_per_project_by_name_within_the_organization,
+    recording_a_test_sets_last_tested_fields_without_touching_version_or_updated_at,
+    test_history_is_returned_oldest_first_from_since_inclusive,
+    connectors_sealed_with_other_key_finds_only_other_key_rows_by_uuid_up_to_limit,
+    replacing_secrets_swaps_once_and_a_stale_old_value_is_refused,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1256,6 +1272,853 @@ async fn grants_of_different_resource_kinds_are_separate(store: Arc<dyn Store>) 
     assert_eq!(
         grants(&store, ResourceKind::Connector, &uuid).await,
         [on_connector]
+    );
+}
+
+// ---------------------------------------------------------------- connectors
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not a JSON object: {other}"),
+    }
+}
+
+/// Sealed bytes that are not valid UTF-8 and include NUL, so that a backend
+/// storing them as text would fail the round trip.
+fn sealed(key_id: &str, seed: u8) -> Sealed {
+    Sealed {
+        key_id: key_id.to_owned(),
+        nonce: (0..12).map(|index: u8| index.wrapping_mul(31) ^ seed).collect(),
+        ciphertext: [0x00, 0xFF, 0xFE, 0x80, seed, 0x00, 0xC3, 0x28]
+            .into_iter()
+            .chain((0..=255).rev())
+            .collect(),
+    }
+}
+
+/// A fresh active connector, created now, never tested, sealed under `key_1`.
+fn new_connector(org_id: &str, created_by: &str, connector_type: &str, name: &str) -> Connector {
+    let now = domain::now();
+    Connector {
+        uuid: IdKind::Connector.generate(),
+        org_id: org_id.to_owned(),
+        connector_type: connector_type.to_owned(),
+        display_name: name.to_owned(),
+        config: object(json!({"host": "db.internal", "port": 5432, "database": "app"})),
+        secrets: sealed("key_1", 1),
+        config_version: 1,
+        status: ConnectorStatus::Active,
+        auth_type: "credentials".to_owned(),
+        created_by: created_by.to_owned(),
+        created_at: now,
+        updated_at: now,
+        last_tested_at: None,
+        last_test_status: None,
+        disabled_at: None,
+        disabled_by: None,
+        disabled_reason: None,
+    }
+}
+
+async fn create_connector(store: &Arc<dyn Store>, connector: Connector) -> Connector {
+    store
+        .create_connector(&connector)
+        .await
+        .expect("create connector");
+    connector
+}
+
+/// A connector of `ORG` by Alice, created at `at(micros)`.
+async fn connector_at(store: &Arc<dyn Store>, connector_type: &str, name: &str, micros: i64) -> Connector {
+    create_connector(
+        store,
+        Connector {
+            created_at: at(micros),
+            updated_at: at(micros),
+            ..new_connector(ORG, ALICE, connector_type, name)
+        },
+    )
+    .await
+}
+
+async fn fetch_connector(store: &Arc<dyn Store>, org_id: &str, uuid: &str) -> Option<Connector> {
+    store.get_connector(org_id, uuid).await.expect("get connector")
+}
+
+fn connector_query(org_id: &str, user_id: &str, is_admin: bool) -> ConnectorListQuery {
+    ConnectorListQuery {
+        org_id: org_id.to_owned(),
+        user_id: user_id.to_owned(),
+        is_admin,
+        connector_type: None,
+        status: None,
+    }
+}
+
+/// The listed connectors' names and the caller's roles, in list order.
+async fn listed_connectors(store: &Arc<dyn Store>, query: &ConnectorListQuery) -> Vec<(String, Role)> {
+    store
+        .list_connectors(query)
+        .await
+        .expect("list connectors")
+        .into_iter()
+        .map(|(connector, role)| (connector.display_name, role))
+        .collect()
+}
+
+fn connector_grant(uuid: &str, user_id: &str, role: Role) -> Grant {
+    Grant {
+        resource: ResourceKind::Connector,
+        ..grant(uuid, user_id, role, domain::now())
+    }
+}
+
+fn test_record(connector_uuid: &str, micros: i64, failure: Option<(&str, &str)>) -> TestRecord {
+    TestRecord {
+        connector_uuid: connector_uuid.to_owned(),
+        tested_at: at(micros),
+        success: failure.is_none(),
+        latency_ms: 10 + micros % 1000,
+        error_type: failure.map(|(error_type, _)| error_type.to_owned()),
+        error_message: failure.map(|(_, message)| message.to_owned()),
+    }
+}
+
+async fn history_since(store: &Arc<dyn Store>, uuid: &str, micros: i64) -> Vec<TestRecord> {
+    store.test_history(uuid, at(micros)).await.expect("test history")
+}
+
+fn usage(project: &Project, step_count: i64) -> ConnectorUsage {
+    ConnectorUsage {
+        project_uuid: project.uuid.clone(),
+        project_name: project.name.clone(),
+        step_count,
+    }
+}
+
+async fn connector_created_reads_back_with_every_field_equal(store: Arc<dyn Store>) {
+    let now = domain::now();
+    let sparse = Connector {
+        config: Map::new(),
+        ..new_connector(ORG, ALICE, "postgres", "Sparse")
+    };
+    let full = Connector {
+        uuid: IdKind::Connector.generate(),
+        org_id: ORG.to_owned(),
+        connector_type: "mongodb".to_owned(),
+        display_name: "Données — ÜBER".to_owned(),
+        config: object(json!({
+            "connection_string": "mongodb://app:****@db.internal:27017/app",
+            "options": {"tls": true, "hosts": ["a", "ü"], "nested": {"depth": 2}},
+            "timeout": 1.5,
+            "nothing": null,
+        })),
+        secrets: Sealed {
+            key_id: "key_2024_rotated".to_owned(),
+            nonce: vec![0; 12],
+            ciphertext: vec![0xFF; 48],
+        },
+        config_version: 7,
+        status: ConnectorStatus::Disabled,
+        auth_type: "oauth".to_owned(),
+        created_by: BOB.to_owned(),
+        created_at: now - chrono::Duration::days(3),
+        updated_at: now - chrono::Duration::microseconds(1_234_567),
+        last_tested_at: Some(now - chrono::Duration::hours(1)),
+        last_test_status: Some(TestStatus::Failed),
+        disabled_at: Some(now - chrono::Duration::minutes(30)),
+        disabled_by: Some(CAROL.to_owned()),
+        disabled_reason: Some("credentials rotated".to_owned()),
+    };
+    let errored = Connector {
+        status: ConnectorStatus::Error,
+        last_tested_at: Some(now),
+        last_test_status: Some(TestStatus::Success),
+        secrets: sealed("key_1", 0xAB),
+        ..new_connector(ORG, ALICE, "postgres", "Errored")
+    };
+    for connector in [&sparse, &full, &errored] {
+        store.create_connector(connector).await.expect("create");
+        let stored = fetch_connector(&store, ORG, &connector.uuid)
+            .await
+            .expect("exists");
+        assert_eq!(&stored, connector);
+        assert_eq!(
+            stored.secrets.ciphertext, connector.secrets.ciphertext,
+            "sealed bytes survive byte for byte"
+        );
+    }
+    let listed = store
+        .list_connectors(&connector_query(ORG, "user_admin", true))
+        .await
+        .expect("list");
+    let listed: Vec<&Connector> = listed.iter().map(|(connector, _)| connector).collect();
+    let mut oldest_first = vec![&sparse, &full, &errored];
+    oldest_first.sort_by(|a, b| (a.created_at, &a.uuid).cmp(&(b.created_at, &b.uuid)));
+    assert_eq!(
+        listed, oldest_first,
+        "the list carries the same fields, oldest first"
+    );
+    assert!(
+        fetch_connector(&store, ORG, &IdKind::Connector.generate())
+            .await
+            .is_none()
+    );
+}
+
+async fn creating_a_connector_grants_its_creator_owner(store: Arc<dyn Store>) {
+    let connector = create_connector(&store, new_connector(ORG, BOB, "postgres", "Owned")).await;
+    assert_eq!(
+        role(&store, ResourceKind::Connector, &connector.uuid, BOB).await,
+        Some(Role::Owner)
+    );
+    assert_eq!(
+        grants(&store, ResourceKind::Connector, &connector.uuid).await,
+        [Grant {
+            resource: ResourceKind::Connector,
+            resource_uuid: connector.uuid.clone(),
+            user_id: BOB.to_owned(),
+            role: Role::Owner,
+            granted_by: BOB.to_owned(),
+            granted_at: connector.created_at,
+        }]
+    );
+    assert_eq!(
+        role(&store, ResourceKind::Project, &connector.uuid, BOB).await,
+        None,
+        "the grant is on the connector, not a project"
+    );
+    assert_eq!(
+        role(&store, ResourceKind::Connector, &connector.uuid, ALICE).await,
+        None
+    );
+}
+
+async fn creating_a_connector_twice_is_a_conflict(store: Arc<dyn Store>) {
+    let connector = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Once")).await;
+    let again = Connector {
+        display_name: "Twice".to_owned(),
+        created_by: BOB.to_owned(),
+        ..connector.clone()
+    };
+    match store.create_connector(&again).await {
+        Err(Error::Conflict { .. }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        fetch_connector(&store, ORG, &connector.uuid).await,
+        Some(connector.clone()),
+        "the failed create changed nothing"
+    );
+    assert_eq!(
+        role(&store, ResourceKind::Connector, &connector.uuid, BOB).await,
+        None,
+        "the failed create granted nothing"
+    );
+}
+
+async fn connectors_of_another_organization_are_invisible(store: Arc<dyn Store>) {
+    let ours = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Ours")).await;
+    let theirs = create_connector(&store, new_connector(OTHER_ORG, BOB, "postgres", "Theirs")).await;
+
+    assert!(fetch_connector(&store, ORG, &theirs.uuid).await.is_none());
+    assert_eq!(
+        fetch_connector(&store, OTHER_ORG, &theirs.uuid).await,
+        Some(theirs.clone())
+    );
+    assert_eq!(
+        listed_connectors(&store, &connector_query(ORG, "user_admin", true)).await,
+        [("Ours".to_owned(), Role::Owner)]
+    );
+    // Bob's owner grant on the other organization's connector does not make
+    // it visible in this one.
+    assert!(
+        listed_connectors(&store, &connector_query(ORG, BOB, false))
+            .await
+            .is_empty()
+    );
+
+    let hijacked = Connector {
+        org_id: ORG.to_owned(),
+        display_name: "Hijacked".to_owned(),
+        config_version: theirs.config_version + 1,
+        ..theirs.clone()
+    };
+    assert!(
+        !store
+            .update_connector(&hijacked, theirs.config_version)
+            .await
+            .expect("update")
+    );
+    assert!(!store.delete_connector(ORG, &theirs.uuid).await.expect("delete"));
+    assert_eq!(
+        fetch_connector(&store, OTHER_ORG, &theirs.uuid).await,
+        Some(theirs),
+        "still there, unchanged"
+    );
+    assert_eq!(fetch_connector(&store, ORG, &ours.uuid).await, Some(ours));
+}
+
+async fn members_list_only_granted_connectors_with_their_grant_role(store: Arc<dyn Store>) {
+    let viewed = connector_at(&store, "postgres", "Viewed", 1).await;
+    let edited = connector_at(&store, "postgres", "Edited", 2).await;
+    let private = connector_at(&store, "postgres", "Private", 3).await;
+    let elsewhere = create_connector(&store, new_connector(OTHER_ORG, CAROL, "postgres", "Elsewhere")).await;
+    for (uuid, role) in [
+        (&viewed.uuid, Role::Viewer),
+        (&edited.uuid, Role::Editor),
+        (&elsewhere.uuid, Role::Editor),
+    ] {
+        store
+            .put_grant(&connector_grant(uuid, BOB, role))
+            .await
+            .expect("grant");
+    }
+    // A project grant that happens to name the private connector's id does
+    // not make the connector visible.
+    store
+        .put_grant(&grant(&private.uuid, BOB, Role::Owner, domain::now()))
+        .await
+        .expect("project grant");
+
+    assert_eq!(
+        listed_connectors(&store, &connector_query(ORG, BOB, false)).await,
+        [
+            ("Viewed".to_owned(), Role::Viewer),
+            ("Edited".to_owned(), Role::Editor)
+        ],
+        "granted ones only, oldest first"
+    );
+    assert_eq!(
+        listed_connectors(&store, &connector_query(ORG, ALICE, false)).await,
+        [
+            ("Viewed".to_owned(), Role::Owner),
+            ("Edited".to_owned(), Role::Owner),
+            ("Private".to_owned(), Role::Owner)
+        ],
+        "the creator owns all three"
+    );
+    assert!(
+        listed_connectors(&store, &connector_query(ORG, CAROL, false))
+            .await
+            .is_empty(),
+        "no grant in this organization, nothing listed"
+    );
+}
+
+async fn admins_list_every_connector_of_their_organization_as_owner_oldest_first(store: Arc<dyn Store>) {
+    // Equal creation times break ties by uuid.
+    let mut created = [
+        connector_at(&store, "postgres", "Late", 2_000_000).await,
+        connector_at(&store, "postgres", "Early", 1_000_000).await,
+        connector_at(&store, "mongodb", "Tied", 1_500_000).await,
+        connector_at(&store, "mongodb", "Also tied", 1_500_000).await,
+    ];
+    create_connector(&store, new_connector(OTHER_ORG, CAROL, "postgres", "Elsewhere")).await;
+    store
+        .put_grant(&connector_grant(&created[0].uuid, CAROL, Role::Viewer))
+        .await
+        .expect("grant");
+
+    created.sort_by(|a, b| (a.created_at, &a.uuid).cmp(&(b.created_at, &b.uuid)));
+    let expected: Vec<(String, Role)> = created
+        .iter()
+        .map(|connector| (connector.display_name.clone(), Role::Owner))
+        .collect();
+    // Carol holds a viewer grant on one connector; as an admin she sees all
+    // four, and owns them all.
+    assert_eq!(
+        listed_connectors(&store, &connector_query(ORG, CAROL, true)).await,
+        expected
+    );
+}
+
+async fn connector_list_filters_by_type_and_status_for_admins_and_members(store: Arc<dyn Store>) {
+    let mut created = Vec::new();
+    for (micros, connector_type, name, status) in [
+        (1, "postgres", "pg active", ConnectorStatus::Active),
+        (2, "postgres", "pg disabled", ConnectorStatus::Disabled),
+        (3, "mongodb", "mongo error", ConnectorStatus::Error),
+        (4, "mongodb", "mongo active", ConnectorStatus::Active),
+    ] {
+        let connector = Connector {
+            status,
+            created_at: at(micros),
+            ..new_connector(ORG, ALICE, connector_type, name)
+        };
+        created.push(create_connector(&store, connector).await);
+    }
+    let (pg_disabled, mongo_active) = (&created[1], &created[3]);
+    create_connector(&store, new_connector(OTHER_ORG, ALICE, "postgres", "elsewhere")).await;
+
+    let admin = |connector_type: Option<&str>, status: Option<ConnectorStatus>| ConnectorListQuery {
+        connector_type: connector_type.map(str::to_owned),
+        status,
+        ..connector_query(ORG, "user_admin", true)
+    };
+    let names = |listed: Vec<(String, Role)>| listed.into_iter().map(|(name, _)| name).collect::<Vec<_>>();
+    assert_eq!(
+        names(listed_connectors(&store, &admin(Some("postgres"), None)).await),
+        ["pg active", "pg disabled"]
+    );
+    assert_eq!(
+        names(listed_connectors(&store, &admin(None, Some(ConnectorStatus::Active))).await),
+        ["pg active", "mongo active"]
+    );
+    assert_eq!(
+        names(listed_connectors(&store, &admin(None, Some(ConnectorStatus::Error))).await),
+        ["mongo error"]
+    );
+    assert_eq!(
+        names(listed_connectors(&store, &admin(Some("postgres"), Some(ConnectorStatus::Disabled))).await),
+        ["pg disabled"]
+    );
+    assert!(
+        listed_connectors(&store, &admin(Some("mongodb"), Some(ConnectorStatus::Disabled)))
+            .await
+            .is_empty()
+    );
+    assert!(
+        listed_connectors(&store, &admin(Some("Postgres"), None))
+            .await
+            .is_empty(),
+        "the type matches exactly"
+    );
+
+    store
+        .put_grant(&connector_grant(&pg_disabled.uuid, BOB, Role::Viewer))
+        .await
+        .expect("grant");
+    store
+        .put_grant(&connector_grant(&mongo_active.uuid, BOB, Role::Editor))
+        .await
+        .expect("grant");
+    let member = |connector_type: Option<&str>, status: Option<ConnectorStatus>| ConnectorListQuery {
+        connector_type: connector_type.map(str::to_owned),
+        status,
+        ..connector_query(ORG, BOB, false)
+    };
+    assert_eq!(
+        listed_connectors(&store, &member(Some("postgres"), None)).await,
+        [("pg disabled".to_owned(), Role::Viewer)]
+    );
+    assert_eq!(
+        listed_connectors(&store, &member(None, Some(ConnectorStatus::Active))).await,
+        [("mongo active".to_owned(), Role::Editor)]
+    );
+    assert!(
+        listed_connectors(&store, &member(Some("mongodb"), Some(ConnectorStatus::Error)))
+            .await
+            .is_empty(),
+        "members filter within their grants"
+    );
+}
+
+async fn updating_a_connector_with_the_expected_version_writes_every_mutable_field(store: Arc<dyn Store>) {
+    let original = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Original")).await;
+    tick().await;
+    let now = domain::now();
+    let disabled = Connector {
+        display_name: "Renamed — ÜBER".to_owned(),
+        config: object(json!({"host": "replica.internal", "port": 6432, "ssl": {"mode": "verify-full"}})),
+        secrets: sealed("key_2", 9),
+        config_version: 2,
+        status: ConnectorStatus::Disabled,
+        updated_at: now,
+        last_tested_at: Some(now - chrono::Duration::seconds(5)),
+        last_test_status: Some(TestStatus::Failed),
+        disabled_at: Some(now),
+        disabled_by: Some(BOB.to_owned()),
+        disabled_reason: Some("too many failures".to_owned()),
+        ..original.clone()
+    };
+    assert!(
+        store
+            .update_connector(&disabled, original.config_version)
+            .await
+            .expect("update")
+    );
+    assert_eq!(
+        fetch_connector(&store, ORG, &original.uuid).await,
+        Some(disabled.clone())
+    );
+
+    // Every field is written, including back to NULL.
+    tick().await;
+    let enabled = Connector {
+        config_version: 3,
+        status: ConnectorStatus::Active,
+        updated_at: domain::now(),
+        last_tested_at: None,
+        last_test_status: None,
+        disabled_at: None,
+        disabled_by: None,
+        disabled_reason: None,
+        ..disabled.clone()
+    };
+    assert!(
+        store
+            .update_connector(&enabled, disabled.config_version)
+            .await
+            .expect("update")
+    );
+    assert_eq!(fetch_connector(&store, ORG, &original.uuid).await, Some(enabled));
+}
+
+async fn updating_a_connector_with_a_stale_version_returns_false_and_changes_nothing(store: Arc<dyn Store>) {
+    let original = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Original")).await;
+    let first = Connector {
+        display_name: "First writer".to_owned(),
+        config_version: 2,
+        updated_at: domain::now(),
+        ..original.clone()
+    };
+    assert!(store.update_connector(&first, 1).await.expect("update"));
+
+    // A second writer that read version 1 loses.
+    let second = Connector {
+        display_name: "Second writer".to_owned(),
+        secrets: sealed("key_2", 7),
+        config_version: 2,
+        status: ConnectorStatus::Disabled,
+        ..original.clone()
+    };
+    assert!(!store.update_connector(&second, 1).await.expect("stale update"));
+    assert_eq!(
+        fetch_connector(&store, ORG, &original.uuid).await,
+        Some(first.clone()),
+        "the stale write changed nothing"
+    );
+    assert!(
+        !store.update_connector(&second, 3).await.expect("future version"),
+        "a version ahead of the stored one is stale too"
+    );
+
+    let missing = Connector {
+        uuid: IdKind::Connector.generate(),
+        ..original.clone()
+    };
+    assert!(!store.update_connector(&missing, 1).await.expect("missing"));
+    assert!(fetch_connector(&store, ORG, &missing.uuid).await.is_none());
+    assert_eq!(fetch_connector(&store, ORG, &original.uuid).await, Some(first));
+}
+
+async fn deleting_a_connector_removes_its_grants_and_test_history_only(store: Arc<dyn Store>) {
+    let doomed = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Doomed")).await;
+    let kept = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Kept")).await;
+    for connector in [&doomed, &kept] {
+        store
+            .put_grant(&connector_grant(&connector.uuid, BOB, Role::Editor))
+            .await
+            .expect("grant");
+        for micros in [1, 2] {
+            store
+                .record_test(&test_record(&connector.uuid, micros, None))
+                .await
+                .expect("record");
+        }
+    }
+    // A project grant naming the same id is not the connector's.
+    let project_grant = grant(&doomed.uuid, CAROL, Role::Viewer, domain::now());
+    store.put_grant(&project_grant).await.expect("project grant");
+
+    assert!(store.delete_connector(ORG, &doomed.uuid).await.expect("delete"));
+    assert!(fetch_connector(&store, ORG, &doomed.uuid).await.is_none());
+    assert!(
+        grants(&store, ResourceKind::Connector, &doomed.uuid)
+            .await
+            .is_empty()
+    );
+    assert!(history_since(&store, &doomed.uuid, -1_000_000).await.is_empty());
+    assert_eq!(
+        grants(&store, ResourceKind::Project, &doomed.uuid).await,
+        [project_grant]
+    );
+    assert!(
+        listed_connectors(&store, &connector_query(ORG, BOB, false))
+            .await
+            .iter()
+            .all(|(name, _)| name == "Kept")
+    );
+
+    assert_eq!(
+        fetch_connector(&store, ORG, &kept.uuid).await.map(|c| c.uuid),
+        Some(kept.uuid.clone())
+    );
+    assert_eq!(grants(&store, ResourceKind::Connector, &kept.uuid).await.len(), 2);
+    assert_eq!(history_since(&store, &kept.uuid, -1_000_000).await.len(), 2);
+    assert!(
+        !store
+            .delete_connector(ORG, &doomed.uuid)
+            .await
+            .expect("delete again")
+    );
+}
+
+async fn connector_usage_counts_naming_steps_per_project_by_name_within_the_organization(
+    store: Arc<dyn Store>,
+) {
+    let connector = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Used")).await;
+    let other = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Other")).await;
+    let naming = |uuid: &str| NewStep {
+        step_type: StepType::SqlQuery,
+        config: json!({"connector_uuid": uuid, "query": "select 1"}),
+        ..step_named("uses", None)
+    };
+    let insert = |project: &Project, step: NewStep| {
+        let (store, project_uuid) = (Arc::clone(&store), project.uuid.clone());
+        async move {
+            store.insert_step(&project_uuid, step).await.expect("insert step");
+        }
+    };
+
+    // "Beta" sorts before "alpha" byte by byte (a locale would say otherwise).
+    let beta = create(&store, "Beta", None).await;
+    insert(&beta, naming(&connector.uuid)).await;
+    insert(&beta, naming(&other.uuid)).await;
+    insert(&beta, step_named("no connector", None)).await;
+    insert(&beta, naming(&connector.uuid)).await;
+    let archived = Project {
+        status: ProjectStatus::Archived,
+        ..new_project(ORG, BOB, "alpha", None)
+    };
+    store.create_project(&archived).await.expect("create");
+    insert(&archived, naming(&connector.uuid)).await;
+    let unrelated = create(&store, "Gamma", None).await;
+    insert(&unrelated, naming(&other.uuid)).await;
+    insert(
+        &unrelated,
+        NewStep {
+            config: json!({"source": {"connector_uuid": connector.uuid}}),
+            ..step_named("nested", None)
+        },
+    )
+    .await;
+    let elsewhere = new_project(OTHER_ORG, ALICE, "Elsewhere", None);
+    store.create_project(&elsewhere).await.expect("create");
+    insert(&elsewhere, naming(&connector.uuid)).await;
+
+    assert_eq!(
+        store.connector_usage(ORG, &connector.uuid).await.expect("usage"),
+        [usage(&beta, 2), usage(&archived, 1)]
+    );
+    assert_eq!(
+        store.connector_usage(ORG, &other.uuid).await.expect("usage"),
+        [usage(&beta, 1), usage(&unrelated, 1)]
+    );
+    assert_eq!(
+        store
+            .connector_usage(OTHER_ORG, &connector.uuid)
+            .await
+            .expect("usage"),
+        [usage(&elsewhere, 1)],
+        "each organization sees its own projects"
+    );
+    assert!(
+        store
+            .connector_usage(ORG, &IdKind::Connector.generate())
+            .await
+            .expect("usage")
+            .is_empty()
+    );
+}
+
+async fn recording_a_test_sets_last_tested_fields_without_touching_version_or_updated_at(
+    store: Arc<dyn Store>,
+) {
+    let connector = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Tested")).await;
+    let failed = TestRecord {
+        tested_at: domain::now(),
+        ..test_record(
+            &connector.uuid,
+            0,
+            Some(("timeout", "the server did not answer in 10s")),
+        )
+    };
+    store.record_test(&failed).await.expect("record");
+    assert_eq!(
+        fetch_connector(&store, ORG, &connector.uuid).await,
+        Some(Connector {
+            last_tested_at: Some(failed.tested_at),
+            last_test_status: Some(TestStatus::Failed),
+            ..connector.clone()
+        }),
+        "only the last-test fields moved"
+    );
+
+    tick().await;
+    let succeeded = TestRecord {
+        tested_at: domain::now(),
+        ..test_record(&connector.uuid, 0, None)
+    };
+    store.record_test(&succeeded).await.expect("record");
+    assert_eq!(
+        fetch_connector(&store, ORG, &connector.uuid).await,
+        Some(Connector {
+            last_tested_at: Some(succeeded.tested_at),
+            last_test_status: Some(TestStatus::Success),
+            ..connector.clone()
+        })
+    );
+    assert_eq!(
+        history_since(&store, &connector.uuid, -1_000_000).await,
+        [failed, succeeded]
+    );
+
+    // A test of a connector that does not exist (yet) is still recorded.
+    let missing = IdKind::Connector.generate();
+    let orphan = test_record(&missing, 5, Some(("dns_error", "no such host")));
+    store
+        .record_test(&orphan)
+        .await
+        .expect("record without a connector");
+    assert!(fetch_connector(&store, ORG, &missing).await.is_none());
+    assert_eq!(history_since(&store, &missing, 0).await, [orphan]);
+}
+
+async fn test_history_is_returned_oldest_first_from_since_inclusive(store: Arc<dyn Store>) {
+    let connector = create_connector(&store, new_connector(ORG, ALICE, "postgres", "History")).await;
+    let uuid = connector.uuid.as_str();
+    // Recorded out of order, with 0, 3 and 6 fractional digits.
+    let records = [
+        test_record(uuid, 30_000_000, None),
+        test_record(
+            uuid,
+            10_000_000,
+            Some(("authentication_failed", "password authentication failed")),
+        ),
+        test_record(uuid, 20_123_456, None),
+        test_record(
+            uuid,
+            40_500_000,
+            Some(("connection_refused", "connection refused")),
+        ),
+    ];
+    for record in &records {
+        store.record_test(record).await.expect("record");
+    }
+    let neighbour = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Neighbour")).await;
+    store
+        .record_test(&test_record(&neighbour.uuid, 25_000_000, None))
+        .await
+        .expect("record");
+
+    let mut oldest_first = records.to_vec();
+    oldest_first.sort_by_key(|record| record.tested_at);
+    assert_eq!(history_since(&store, uuid, 0).await, oldest_first);
+    assert_eq!(
+        history_since(&store, uuid, 20_123_456).await,
+        oldest_first[1..],
+        "since is inclusive"
+    );
+    assert_eq!(history_since(&store, uuid, 20_123_457).await, oldest_first[2..]);
+    assert!(history_since(&store, uuid, 40_500_001).await.is_empty());
+}
+
+async fn connectors_sealed_with_other_key_finds_only_other_key_rows_by_uuid_up_to_limit(
+    store: Arc<dyn Store>,
+) {
+    let mut old = Vec::new();
+    for (org_id, name) in [(ORG, "old a"), (OTHER_ORG, "old b"), (ORG, "old c")] {
+        let connector = Connector {
+            secrets: sealed("key_old", 3),
+            ..new_connector(org_id, ALICE, "postgres", name)
+        };
+        old.push(create_connector(&store, connector).await);
+    }
+    let mut current = Vec::new();
+    for name in ["current a", "current b"] {
+        let connector = Connector {
+            secrets: sealed("key_new", 4),
+            ..new_connector(ORG, ALICE, "postgres", name)
+        };
+        current.push(create_connector(&store, connector).await);
+    }
+    old.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    current.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+
+    let sealed_with_other = |key_id: &'static str, limit: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .connectors_sealed_with_other_key(key_id, limit)
+                .await
+                .expect("sealed with other key")
+        }
+    };
+    assert_eq!(
+        sealed_with_other("key_new", 10).await,
+        old,
+        "every organization's, whole rows, by uuid"
+    );
+    assert_eq!(sealed_with_other("key_new", 2).await, old[..2]);
+    assert_eq!(sealed_with_other("key_old", 10).await, current);
+    assert_eq!(sealed_with_other("key_unknown", 10).await.len(), 5);
+    assert!(sealed_with_other("key_new", 0).await.is_empty());
+}
+
+async fn replacing_secrets_swaps_once_and_a_stale_old_value_is_refused(store: Arc<dyn Store>) {
+    let connector = create_connector(&store, new_connector(ORG, ALICE, "postgres", "Rotated")).await;
+    let old = connector.secrets.clone();
+    let new = sealed("key_2", 2);
+
+    assert!(
+        store
+            .replace_secrets(&connector.uuid, &old, &new)
+            .await
+            .expect("replace")
+    );
+    assert_eq!(
+        fetch_connector(&store, ORG, &connector.uuid).await,
+        Some(Connector {
+            secrets: new.clone(),
+            ..connector.clone()
+        }),
+        "only the sealed secrets changed (config_version and updated_at stay)"
+    );
+
+    // A second rotation that read the old secrets loses.
+    let newer = sealed("key_3", 3);
+    assert!(
+        !store
+            .replace_secrets(&connector.uuid, &old, &newer)
+            .await
+            .expect("stale replace")
+    );
+    // Every part of `old` must match, not just the key id.
+    for almost in [
+        Sealed {
+            nonce: old.nonce.clone(),
+            ..new.clone()
+        },
+        Sealed {
+            ciphertext: old.ciphertext.clone(),
+            ..new.clone()
+        },
+        Sealed {
+            key_id: "key_1".to_owned(),
+            ..new.clone()
+        },
+    ] {
+        assert!(
+            !store
+                .replace_secrets(&connector.uuid, &almost, &newer)
+                .await
+                .expect("partial match")
+        );
+    }
+    assert_eq!(
+        fetch_connector(&store, ORG, &connector.uuid)
+            .await
+            .map(|stored| stored.secrets),
+        Some(new.clone())
+    );
+    assert!(
+        !store
+            .replace_secrets(&IdKind::Connector.generate(), &new, &newer)
+            .await
+            .expect("missing connector")
     );
 }
 

@@ -2,15 +2,17 @@
 //!
 //! Both backends run the same SQL: sqlx accepts `$1`-style placeholders on
 //! either, so each statement is written once, in the query macros of
-//! [`projects`], [`steps`] and [`grants`], and expanded for each store type
-//! with the few dialect fragments that differ (the `BEGIN` of a write
-//! transaction, row locking, the byte-order collation of the name sort).
+//! [`projects`], [`steps`], [`grants`] and [`connectors`], and expanded for
+//! each store type with the few dialect fragments that differ (the `BEGIN`
+//! of a write transaction, row locking, the byte-order collation of the name
+//! sort, JSON field extraction).
 //! Rows become domain types in [`rows`] only.
 //!
 //! SQLite opens every write transaction with `BEGIN IMMEDIATE`, so that two
 //! writers never both hold a read lock and deadlock upgrading it; waits for
 //! the lock are bounded by the busy timeout.
 
+mod connectors;
 mod grants;
 mod projects;
 mod rows;
@@ -33,14 +35,19 @@ use sqlx::types::Json;
 use super::{Grant, Store};
 use crate::config::redact_url;
 use crate::domain::{
-    self, NewStep, Page, Project, ProjectListQuery, ProjectPatch, ProjectSummary, ResourceKind, Role, Step,
-    StepPatch, project::search_text,
+    self, Connector, ConnectorListQuery, ConnectorUsage, NewStep, Page, Project, ProjectListQuery,
+    ProjectPatch, ProjectSummary, ResourceKind, Role, Sealed, Step, StepPatch, TestRecord, TestStatus,
+    project::search_text,
 };
 use crate::error::{Error, Result};
 use crate::ids::IdKind;
+use connectors::connector_queries;
 use grants::grant_queries;
 use projects::project_queries;
-use rows::{GrantRow, ProjectRow, StepRow, SummaryRow, grant_columns, project_columns, step_columns};
+use rows::{
+    ConnectorRoleRow, ConnectorRow, GrantRow, ProjectRow, StepRow, SummaryRow, TestRow, UsageRow,
+    connector_columns, grant_columns, project_columns, step_columns, test_columns,
+};
 use steps::step_queries;
 
 /// How long to wait for a pooled connection (and so for a first connection
@@ -180,7 +187,9 @@ fn migrate_error(error: MigrateError) -> Error {
 /// - `begin`: the statement that opens a write transaction;
 /// - `lock`: the clause locking a row read for update (empty on SQLite,
 ///   where `BEGIN IMMEDIATE` already holds the write lock);
-/// - `name_collation`: the byte-order collation clause of the name sort.
+/// - `name_collation`: the byte-order collation clause of the name sort;
+/// - `step_connector_uuid`: the text of a step's `config.connector_uuid`
+///   (for a `FROM steps s`), NULL when absent.
 macro_rules! sql_store {
     (
         $store:ident,
@@ -189,7 +198,8 @@ macro_rules! sql_store {
         migrator = $migrator:ident,
         begin = $begin:literal,
         lock = $lock:literal,
-        name_collation = $collation:literal $(,)?
+        name_collation = $collation:literal,
+        step_connector_uuid = $step_connector:literal $(,)?
     ) => {
         project_queries!(
             $store,
@@ -199,6 +209,12 @@ macro_rules! sql_store {
         );
         step_queries!($store, $db, begin = $begin);
         grant_queries!($store);
+        connector_queries!(
+            $store,
+            begin = $begin,
+            name_collation = $collation,
+            step_connector_uuid = $step_connector
+        );
 
         #[async_trait]
         impl Store for $store {
@@ -289,6 +305,51 @@ macro_rules! sql_store {
             async fn reorder_steps(&self, project_uuid: &str, step_ids: &[String]) -> Result<Vec<Step>> {
                 self.reorder_step_rows(project_uuid, step_ids).await
             }
+
+            async fn create_connector(&self, connector: &Connector) -> Result<()> {
+                self.create_connector_row(connector).await
+            }
+
+            async fn get_connector(&self, org_id: &str, uuid: &str) -> Result<Option<Connector>> {
+                self.get_connector_row(org_id, uuid).await
+            }
+
+            async fn list_connectors(&self, query: &ConnectorListQuery) -> Result<Vec<(Connector, Role)>> {
+                self.list_connector_rows(query).await
+            }
+
+            async fn update_connector(&self, connector: &Connector, expected_version: i64) -> Result<bool> {
+                self.update_connector_row(connector, expected_version).await
+            }
+
+            async fn delete_connector(&self, org_id: &str, uuid: &str) -> Result<bool> {
+                self.delete_connector_row(org_id, uuid).await
+            }
+
+            async fn connector_usage(&self, org_id: &str, uuid: &str) -> Result<Vec<ConnectorUsage>> {
+                self.connector_usage_rows(org_id, uuid).await
+            }
+
+            async fn record_test(&self, record: &TestRecord) -> Result<()> {
+                self.record_test_row(record).await
+            }
+
+            async fn test_history(&self, uuid: &str, since: DateTime<Utc>) -> Result<Vec<TestRecord>> {
+                self.test_history_rows(uuid, since).await
+            }
+
+            async fn connectors_sealed_with_other_key(
+                &self,
+                key_id: &str,
+                limit: i64,
+            ) -> Result<Vec<Connector>> {
+                self.connectors_sealed_with_other_key_rows(key_id, limit)
+                    .await
+            }
+
+            async fn replace_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {
+                self.replace_secrets_row(uuid, old, new).await
+            }
         }
     };
 }
@@ -301,6 +362,7 @@ sql_store!(
     begin = "BEGIN",
     lock = " FOR UPDATE",
     name_collation = "COLLATE \"C\"",
+    step_connector_uuid = "s.config ->> 'connector_uuid'",
 );
 
 sql_store!(
@@ -311,4 +373,5 @@ sql_store!(
     begin = "BEGIN IMMEDIATE",
     lock = "",
     name_collation = "",
+    step_connector_uuid = "json_extract(s.config, '$.connector_uuid')",
 );

@@ -3,10 +3,13 @@
 //! `FromRow` derives are generic over the database).
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use crate::domain::{Project, ProjectStatus, ProjectSummary, ResourceKind, Role, Step, StepType};
+use crate::domain::{
+    Connector, ConnectorStatus, ConnectorUsage, Project, ProjectStatus, ProjectSummary, ResourceKind, Role,
+    Sealed, Step, StepType, TestRecord, TestStatus,
+};
 use crate::error::{Error, Result};
 use crate::store::Grant;
 
@@ -35,6 +38,25 @@ macro_rules! grant_columns {
     };
 }
 pub(crate) use grant_columns;
+
+/// The columns of a [`ConnectorRow`], for a `FROM connectors c`.
+macro_rules! connector_columns {
+    () => {
+        "c.uuid, c.org_id, c.connector_type, c.display_name, c.config, c.secrets_key_id, \
+         c.secrets_nonce, c.secrets_ciphertext, c.config_version, c.status, c.auth_type, \
+         c.created_by, c.created_at, c.updated_at, c.last_tested_at, c.last_test_status, \
+         c.disabled_at, c.disabled_by, c.disabled_reason"
+    };
+}
+pub(crate) use connector_columns;
+
+/// The columns of a [`TestRow`].
+macro_rules! test_columns {
+    () => {
+        "connector_uuid, tested_at, success, latency_ms, error_type, error_message"
+    };
+}
+pub(crate) use test_columns;
 
 #[derive(sqlx::FromRow)]
 pub(super) struct ProjectRow {
@@ -147,6 +169,122 @@ impl TryFrom<GrantRow> for Grant {
             granted_by: row.granted_by,
             granted_at: row.granted_at,
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ConnectorRow {
+    uuid: String,
+    org_id: String,
+    connector_type: String,
+    display_name: String,
+    config: Json<Map<String, Value>>,
+    secrets_key_id: String,
+    secrets_nonce: Vec<u8>,
+    secrets_ciphertext: Vec<u8>,
+    config_version: i64,
+    status: String,
+    auth_type: String,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_tested_at: Option<DateTime<Utc>>,
+    last_test_status: Option<String>,
+    disabled_at: Option<DateTime<Utc>>,
+    disabled_by: Option<String>,
+    disabled_reason: Option<String>,
+}
+
+impl TryFrom<ConnectorRow> for Connector {
+    type Error = Error;
+
+    fn try_from(row: ConnectorRow) -> Result<Self> {
+        let last_test_status = row
+            .last_test_status
+            .map(|status| {
+                TestStatus::parse(&status).ok_or_else(|| corrupt("connectors.last_test_status", &status))
+            })
+            .transpose()?;
+        Ok(Connector {
+            status: ConnectorStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("connectors.status", &row.status))?,
+            last_test_status,
+            uuid: row.uuid,
+            org_id: row.org_id,
+            connector_type: row.connector_type,
+            display_name: row.display_name,
+            config: row.config.0,
+            secrets: Sealed {
+                key_id: row.secrets_key_id,
+                nonce: row.secrets_nonce,
+                ciphertext: row.secrets_ciphertext,
+            },
+            config_version: row.config_version,
+            auth_type: row.auth_type,
+            created_by: row.created_by,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            last_tested_at: row.last_tested_at,
+            disabled_at: row.disabled_at,
+            disabled_by: row.disabled_by,
+            disabled_reason: row.disabled_reason,
+        })
+    }
+}
+
+/// A listed connector and the caller's role on it.
+#[derive(sqlx::FromRow)]
+pub(super) struct ConnectorRoleRow {
+    #[sqlx(flatten)]
+    connector: ConnectorRow,
+    role: String,
+}
+
+impl TryFrom<ConnectorRoleRow> for (Connector, Role) {
+    type Error = Error;
+
+    fn try_from(row: ConnectorRoleRow) -> Result<Self> {
+        Ok((Connector::try_from(row.connector)?, parse_role(&row.role)?))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UsageRow {
+    project_uuid: String,
+    project_name: String,
+    step_count: i64,
+}
+
+impl From<UsageRow> for ConnectorUsage {
+    fn from(row: UsageRow) -> Self {
+        ConnectorUsage {
+            project_uuid: row.project_uuid,
+            project_name: row.project_name,
+            step_count: row.step_count,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TestRow {
+    connector_uuid: String,
+    tested_at: DateTime<Utc>,
+    success: bool,
+    latency_ms: i64,
+    error_type: Option<String>,
+    error_message: Option<String>,
+}
+
+impl From<TestRow> for TestRecord {
+    fn from(row: TestRow) -> Self {
+        TestRecord {
+            connector_uuid: row.connector_uuid,
+            tested_at: row.tested_at,
+            success: row.success,
+            latency_ms: row.latency_ms,
+            error_type: row.error_type,
+            error_message: row.error_message,
+        }
     }
 }
 

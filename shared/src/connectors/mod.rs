@@ -1,0 +1,424 @@
+//! The connector type registry: every connector type Ferry knows, its config
+//! schema (fields, kinds, defaults, which fields are secret), its auth kind
+//! and features, and the validation of a config on create and PATCH.
+//!
+//! The schema is the whole truth: a config holds exactly the fields its type
+//! lists, never a raw driver option string. Validation splits a config into
+//! a public part (stored in clear, shown in responses) and the secret part
+//! (sealed by [`crate::vault::Vault`]); drivers receive [`merge`] of both.
+//!
+//! Rules that hold for every type:
+//! - an unknown field, a value of the wrong JSON type, an out-of-range
+//!   integer, a value outside an enum, or an empty string is a
+//!   `validation_error` whose `field` is `config.<name>` and whose `details`
+//!   explain (never quoting the value: it might be a password);
+//! - on create, `null` means absent; defaults are filled in and stored, so a
+//!   stored config is complete;
+//! - a field that only applies to some value of another field (e.g.
+//!   `auth_token` when `auth_type` is `bearer`) is refused when sent with
+//!   another value, and silently dropped when a PATCH makes a stored one
+//!   inapplicable;
+//! - `ssl_enabled` and `ssl_mode` (PostgreSQL, Redshift, MySQL) derive from
+//!   each other: `ssl_enabled: true` alone means `ssl_mode: "require"`,
+//!   `ssl_mode` alone sets `ssl_enabled` (true for `require`, `verify-ca`,
+//!   `verify-full`); both absent means `false` / `"prefer"`. A contradiction
+//!   (`true` with `disable`, `false` with an always-encrypting mode) is
+//!   refused. `ssl_mode` is what drivers obey.
+//! - a MongoDB `connection_string` is secret as a whole; the public config
+//!   carries a copy with the password replaced by `****`.
+//!
+//! `documentation_url` is `/docs#connector-<type>`: the API's `/docs` page,
+//! whose OpenAPI description carries each type's `documentation` under that
+//! anchor.
+
+mod formats;
+mod registry;
+mod validate;
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+pub use formats::REDACTED_PASSWORD;
+
+/// How a connector authenticates: credentials in its config, or an OAuth
+/// grant obtained through `/api/oauth/{provider}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    Credentials,
+    OAuth,
+}
+
+impl AuthKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::Credentials => "credentials",
+            AuthKind::OAuth => "oauth",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "credentials" => Some(AuthKind::Credentials),
+            "oauth" => Some(AuthKind::OAuth),
+            _ => None,
+        }
+    }
+}
+
+/// What a field's value must be. Every string kind refuses the empty string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Free text: no control characters (secrets: no NUL), bounded length.
+    String,
+    /// A JSON integer in `min..=max`.
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    Boolean,
+    /// One of these strings, exactly.
+    Enum(&'static [&'static str]),
+    /// A JSON object mapping strings to strings.
+    Object,
+    /// One or more PEM `CERTIFICATE` blocks (no other PEM block).
+    Pem,
+    /// An absolute `http`/`https` URL with a host, without user info, query
+    /// or fragment.
+    Url,
+    /// A DNS name or an IP address (IPv6 without brackets), nothing else.
+    Host,
+    /// Letters, digits and `_`.
+    Word,
+    /// Letters, digits, `.`, `_`, `-`, starting with a letter or digit: ids
+    /// that drivers place into URLs (accounts, projects, tenants).
+    Name,
+    /// A URL path starting with a single `/`.
+    UrlPath,
+    /// A file path without `..`, `:`, `?`, `#` or control characters.
+    FilePath,
+    /// A MongoDB connection string (see [`ConnectorType`] docs of `mongodb`);
+    /// when secret, the public config receives a redacted copy.
+    MongoUri,
+    /// An HTTP header map (string → string; no credentials or framing
+    /// headers, no line breaks).
+    Headers,
+}
+
+impl FieldKind {
+    fn json_type(self) -> &'static str {
+        match self {
+            FieldKind::Integer { .. } => "integer",
+            FieldKind::Boolean => "boolean",
+            FieldKind::Object | FieldKind::Headers => "object",
+            _ => "string",
+        }
+    }
+
+    fn format(self) -> Option<&'static str> {
+        match self {
+            FieldKind::Pem => Some("pem-certificate"),
+            FieldKind::Url => Some("uri"),
+            FieldKind::Host => Some("hostname"),
+            FieldKind::UrlPath => Some("uri-path"),
+            FieldKind::FilePath => Some("path"),
+            FieldKind::MongoUri => Some("mongodb-uri"),
+            FieldKind::Headers => Some("http-headers"),
+            _ => None,
+        }
+    }
+
+    fn pattern(self) -> Option<&'static str> {
+        match self {
+            FieldKind::Word => Some("^[A-Za-z0-9_]+$"),
+            FieldKind::Name => Some("^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+            _ => None,
+        }
+    }
+}
+
+/// When a field must be present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    Optional,
+    Required,
+    /// Required when another field has one of these values (booleans
+    /// compare as `"true"` / `"false"`).
+    RequiredWhen {
+        field: &'static str,
+        values: &'static [&'static str],
+    },
+}
+
+/// "Another field has one of these values".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Condition {
+    pub field: &'static str,
+    pub values: &'static [&'static str],
+}
+
+impl Condition {
+    /// Whether `config` satisfies the condition.
+    pub fn holds(&self, config: &Map<String, Value>) -> bool {
+        config
+            .get(self.field)
+            .and_then(condition_text)
+            .is_some_and(|v| self.values.contains(&v.as_str()))
+    }
+}
+
+fn condition_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// One config field of a connector type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    /// Human name used in messages ("Host is required for ...").
+    pub label: &'static str,
+    pub kind: FieldKind,
+    pub required: Requirement,
+    /// Filled in when the field is absent (and restored by a PATCH `null`).
+    pub default: Option<Value>,
+    /// Sealed by the vault, never returned.
+    pub secret: bool,
+    /// The field is only meaningful under this condition: sending it
+    /// otherwise is an error.
+    pub applies_when: Option<Condition>,
+    pub description: &'static str,
+}
+
+impl FieldSpec {
+    /// An optional, non-secret field without default.
+    pub(crate) fn new(
+        name: &'static str,
+        label: &'static str,
+        kind: FieldKind,
+        description: &'static str,
+    ) -> Self {
+        FieldSpec {
+            name,
+            label,
+            kind,
+            required: Requirement::Optional,
+            default: None,
+            secret: false,
+            applies_when: None,
+            description,
+        }
+    }
+
+    pub(crate) fn required(mut self) -> Self {
+        self.required = Requirement::Required;
+        self
+    }
+
+    pub(crate) fn default(mut self, value: Value) -> Self {
+        self.default = Some(value);
+        self
+    }
+
+    pub(crate) fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+
+    pub(crate) fn required_when(mut self, field: &'static str, values: &'static [&'static str]) -> Self {
+        self.required = Requirement::RequiredWhen { field, values };
+        self
+    }
+
+    /// Required under the condition and meaningless otherwise.
+    pub(crate) fn only_when(self, field: &'static str, values: &'static [&'static str]) -> Self {
+        self.required_when(field, values).applies_when(field, values)
+    }
+
+    pub(crate) fn applies_when(mut self, field: &'static str, values: &'static [&'static str]) -> Self {
+        self.applies_when = Some(Condition { field, values });
+        self
+    }
+
+    /// The JSON description of this field in `available_types`.
+    pub fn schema_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("type".into(), json!(self.kind.json_type()));
+        if let Some(format) = self.kind.format() {
+            out.insert("format".into(), json!(format));
+        }
+        if let Some(pattern) = self.kind.pattern() {
+            out.insert("pattern".into(), json!(pattern));
+        }
+        match self.kind {
+            FieldKind::Integer { min, max } => {
+                out.insert("minimum".into(), json!(min));
+                out.insert("maximum".into(), json!(max));
+            }
+            FieldKind::Enum(values) => {
+                out.insert("enum".into(), json!(values));
+            }
+            _ => {}
+        }
+        out.insert("label".into(), json!(self.label));
+        out.insert("required".into(), json!(self.required == Requirement::Required));
+        if let Requirement::RequiredWhen { field, values } = self.required {
+            out.insert("required_when".into(), json!({ field: values }));
+        }
+        if let Some(Condition { field, values }) = self.applies_when {
+            out.insert("applies_when".into(), json!({ field: values }));
+        }
+        if let Some(default) = &self.default {
+            out.insert("default".into(), default.clone());
+        }
+        out.insert("secret".into(), json!(self.secret));
+        out.insert("description".into(), json!(self.description));
+        Value::Object(out)
+    }
+}
+
+/// A config split for storage: `public` is stored in clear and shown;
+/// `secrets` is sealed by the vault and never shown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SplitConfig {
+    pub public: Map<String, Value>,
+    pub secrets: Map<String, Value>,
+}
+
+impl SplitConfig {
+    /// The config as a driver needs it (see [`merge`]).
+    pub fn merged(&self) -> Map<String, Value> {
+        merge(&self.public, &self.secrets)
+    }
+}
+
+/// One connector type of the registry.
+#[derive(Debug, Clone)]
+pub struct ConnectorType {
+    /// The `type` of the API (`postgresql`, `rest_api`, ...).
+    pub type_id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    /// `database`, `data_warehouse`, `crm`, `payments`, `analytics`,
+    /// `cloud` or `api`.
+    pub category: &'static str,
+    pub auth_type: AuthKind,
+    /// The step types that can use it (`sql_query`, `mongo_query`, ...).
+    pub features: &'static [&'static str],
+    /// Help text: what the fields mean, TLS modes, where secrets go.
+    pub documentation: &'static str,
+    /// `/docs#connector-<type>`.
+    pub documentation_url: String,
+    pub fields: Vec<FieldSpec>,
+    /// Has the `ssl_enabled` / `ssl_mode` pair (see the module docs).
+    pub ssl_pair: bool,
+}
+
+static REGISTRY: LazyLock<Vec<ConnectorType>> = LazyLock::new(registry::build);
+
+/// Every connector type, in a stable order (credentials types first, then
+/// OAuth types, then Ferry's additions).
+pub fn registry() -> &'static [ConnectorType] {
+    &REGISTRY
+}
+
+/// The connector type called `type_id`.
+pub fn find(type_id: &str) -> Option<&'static ConnectorType> {
+    registry().iter().find(|t| t.type_id == type_id)
+}
+
+/// The config as a driver needs it: `public` with `secrets` laid over it
+/// (so a MongoDB `connection_string` is the real one, not the redacted copy).
+pub fn merge(public: &Map<String, Value>, secrets: &Map<String, Value>) -> Map<String, Value> {
+    let mut merged = public.clone();
+    merged.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    merged
+}
+
+impl ConnectorType {
+    /// The field called `name`.
+    pub fn field(&self, name: &str) -> Option<&FieldSpec> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Names of the secret fields.
+    pub fn secret_fields(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.fields.iter().filter(|f| f.secret).map(|f| f.name)
+    }
+
+    /// Validates the config of a new connector: unknown fields, missing
+    /// required ones, wrong types, out-of-range integers, values outside an
+    /// enum and malformed formats are `validation_error`s naming
+    /// `config.<name>`. Defaults are applied; secret fields are moved into
+    /// `secrets`. `null` counts as absent.
+    pub fn validate_new(&self, config: &Map<String, Value>) -> crate::Result<SplitConfig> {
+        validate::validate_new(self, config)
+    }
+
+    /// Validates a PATCH: `patch` is merged over the stored config (`public`
+    /// plus the opened `secrets`) key by key and the result is validated like
+    /// a new config.
+    ///
+    /// - `null` clears an optional field (restoring its default, if it has
+    ///   one) and is an error for a required one;
+    /// - an omitted secret keeps the stored one; so does a MongoDB
+    ///   `connection_string` sent back exactly as its public (redacted)
+    ///   copy, while any other string with the `****` password is refused;
+    /// - when the patch changes `ssl_enabled` alone and the stored `ssl_mode`
+    ///   is the one it implied (`prefer` / `require`), `ssl_mode` is derived
+    ///   again (and vice versa);
+    /// - stored keys that the schema does not know (e.g. OAuth tokens the
+    ///   OAuth flow keeps with the secrets) are carried over untouched; a
+    ///   patch cannot set them.
+    pub fn validate_patch(
+        &self,
+        public: &Map<String, Value>,
+        secrets: &Map<String, Value>,
+        patch: &Map<String, Value>,
+    ) -> crate::Result<SplitConfig> {
+        validate::validate_patch(self, public, secrets, patch)
+    }
+
+    /// The config as a driver needs it: public merged with secrets.
+    pub fn merge(public: &Map<String, Value>, secrets: &Map<String, Value>) -> Map<String, Value> {
+        merge(public, secrets)
+    }
+
+    /// The config schema for `available_types`: field name →
+    /// `{type, format?, pattern?, minimum?, maximum?, enum?, label, required,
+    /// required_when?, applies_when?, default?, secret, description}`.
+    pub fn schema_json(&self) -> Value {
+        Value::Object(
+            self.fields
+                .iter()
+                .map(|f| (f.name.to_owned(), f.schema_json()))
+                .collect(),
+        )
+    }
+
+    /// One `available_types` entry: the seed's fields (`type`, `name`,
+    /// `description`, `category`, `auth_type`, `features`,
+    /// `documentation_url`) plus `documentation` and `config_schema`.
+    pub fn summary_json(&self) -> Value {
+        json!({
+            "type": self.type_id,
+            "name": self.name,
+            "description": self.description,
+            "category": self.category,
+            "auth_type": self.auth_type.as_str(),
+            "features": self.features,
+            "documentation_url": self.documentation_url,
+            "documentation": self.documentation,
+            "config_schema": self.schema_json(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,345 @@
+//! Connector queries: [`connector_queries!`] expands them for one backend,
+//! and [`list_sql`] builds the one dynamic statement (the filtered list).
+//!
+//! Connector writes are single statements (or a transaction of a few) with
+//! no read-modify-write in the store: `update_connector` and
+//! `replace_secrets` are compare-and-swaps in their `WHERE` clause, so
+//! concurrent writers never overwrite each other silently.
+
+use std::fmt::Write as _;
+
+use crate::domain::ConnectorListQuery;
+
+/// The list query for one request and the text values it binds as `$1…$n`.
+///
+/// Only fixed fragments of this module enter the SQL text; every value the
+/// caller supplies is a bind parameter.
+pub(super) struct ListSql {
+    pub select: String,
+    pub binds: Vec<String>,
+}
+
+/// Builds the list query: the caller's visible connectors of one
+/// organization with the caller's role, filtered, oldest first then by uuid.
+pub(super) fn list_sql(query: &ConnectorListQuery) -> ListSql {
+    let mut binds = vec![query.org_id.clone()];
+    // Admins see the whole organization as owner; members see what they
+    // hold a connector grant on, with that grant's role.
+    let (role, from) = if query.is_admin {
+        ("'owner'", "connectors c")
+    } else {
+        binds.push(query.user_id.clone());
+        (
+            "g.role",
+            "connectors c JOIN grants g ON g.resource_type = 'connector' \
+             AND g.resource_uuid = c.uuid AND g.user_id = $2",
+        )
+    };
+
+    let mut filter = String::from("c.org_id = $1");
+    if let Some(connector_type) = &query.connector_type {
+        binds.push(connector_type.clone());
+        let _ = write!(filter, " AND c.connector_type = ${}", binds.len());
+    }
+    if let Some(status) = query.status {
+        binds.push(status.as_str().to_owned());
+        let _ = write!(filter, " AND c.status = ${}", binds.len());
+    }
+
+    let select = format!(
+        "SELECT {columns}, {role} AS role FROM {from} WHERE {filter} \
+         ORDER BY c.created_at, c.uuid",
+        columns = super::rows::connector_columns!(),
+    );
+    ListSql { select, binds }
+}
+
+/// The connector methods of `$store` (an inherent `impl`, which the `Store`
+/// impl forwards to), with the dialect fragments `sql_store!` documents.
+/// Expanded in `mod.rs`, whose imports it uses.
+macro_rules! connector_queries {
+    (
+        $store:ident,
+        begin = $begin:literal,
+        name_collation = $collation:literal,
+        step_connector_uuid = $step_connector:literal
+    ) => {
+        impl $store {
+            async fn create_connector_row(&self, connector: &Connector) -> Result<()> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                sqlx::query(
+                    "INSERT INTO connectors (uuid, org_id, connector_type, display_name, config, \
+                     secrets_key_id, secrets_nonce, secrets_ciphertext, config_version, status, \
+                     auth_type, created_by, created_at, updated_at, last_tested_at, \
+                     last_test_status, disabled_at, disabled_by, disabled_reason) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18, $19)",
+                )
+                .bind(&connector.uuid)
+                .bind(&connector.org_id)
+                .bind(&connector.connector_type)
+                .bind(&connector.display_name)
+                .bind(Json(&connector.config))
+                .bind(&connector.secrets.key_id)
+                .bind(&connector.secrets.nonce)
+                .bind(&connector.secrets.ciphertext)
+                .bind(connector.config_version)
+                .bind(connector.status.as_str())
+                .bind(&connector.auth_type)
+                .bind(&connector.created_by)
+                .bind(connector.created_at)
+                .bind(connector.updated_at)
+                .bind(connector.last_tested_at)
+                .bind(connector.last_test_status.map(TestStatus::as_str))
+                .bind(connector.disabled_at)
+                .bind(&connector.disabled_by)
+                .bind(&connector.disabled_reason)
+                .execute(&mut *tx)
+                .await
+                .map_err(constraint_error)?;
+                sqlx::query(
+                    "INSERT INTO grants (resource_type, resource_uuid, user_id, role, \
+                     granted_by, granted_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(ResourceKind::Connector.as_str())
+                .bind(&connector.uuid)
+                .bind(&connector.created_by)
+                .bind(Role::Owner.as_str())
+                .bind(&connector.created_by)
+                .bind(connector.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(constraint_error)?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_connector_row(&self, org_id: &str, uuid: &str) -> Result<Option<Connector>> {
+                sqlx::query_as::<_, ConnectorRow>(concat!(
+                    "SELECT ",
+                    connector_columns!(),
+                    " FROM connectors c WHERE c.org_id = $1 AND c.uuid = $2"
+                ))
+                .bind(org_id)
+                .bind(uuid)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(Connector::try_from)
+                .transpose()
+            }
+
+            async fn list_connector_rows(
+                &self,
+                query: &ConnectorListQuery,
+            ) -> Result<Vec<(Connector, Role)>> {
+                let sql = connectors::list_sql(query);
+                let mut select = sqlx::query_as::<_, ConnectorRoleRow>(AssertSqlSafe(sql.select));
+                for value in &sql.binds {
+                    select = select.bind(value);
+                }
+                let rows = select.fetch_all(&self.pool).await?;
+                rows::convert_all(rows)
+            }
+
+            async fn update_connector_row(
+                &self,
+                connector: &Connector,
+                expected_version: i64,
+            ) -> Result<bool> {
+                let updated = sqlx::query(
+                    "UPDATE connectors SET display_name = $4, config = $5, secrets_key_id = $6, \
+                     secrets_nonce = $7, secrets_ciphertext = $8, config_version = $9, \
+                     status = $10, last_tested_at = $11, last_test_status = $12, \
+                     disabled_at = $13, disabled_by = $14, disabled_reason = $15, \
+                     updated_at = $16 \
+                     WHERE uuid = $1 AND org_id = $2 AND config_version = $3",
+                )
+                .bind(&connector.uuid)
+                .bind(&connector.org_id)
+                .bind(expected_version)
+                .bind(&connector.display_name)
+                .bind(Json(&connector.config))
+                .bind(&connector.secrets.key_id)
+                .bind(&connector.secrets.nonce)
+                .bind(&connector.secrets.ciphertext)
+                .bind(connector.config_version)
+                .bind(connector.status.as_str())
+                .bind(connector.last_tested_at)
+                .bind(connector.last_test_status.map(TestStatus::as_str))
+                .bind(connector.disabled_at)
+                .bind(&connector.disabled_by)
+                .bind(&connector.disabled_reason)
+                .bind(connector.updated_at)
+                .execute(&self.pool)
+                .await
+                .map_err(constraint_error)?
+                .rows_affected();
+                Ok(updated == 1)
+            }
+
+            async fn delete_connector_row(&self, org_id: &str, uuid: &str) -> Result<bool> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let deleted = sqlx::query("DELETE FROM connectors WHERE org_id = $1 AND uuid = $2")
+                    .bind(org_id)
+                    .bind(uuid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("DELETE FROM grants WHERE resource_type = $1 AND resource_uuid = $2")
+                    .bind(ResourceKind::Connector.as_str())
+                    .bind(uuid)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM connector_tests WHERE connector_uuid = $1")
+                    .bind(uuid)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn connector_usage_rows(&self, org_id: &str, uuid: &str) -> Result<Vec<ConnectorUsage>> {
+                let rows = sqlx::query_as::<_, UsageRow>(concat!(
+                    "SELECT p.uuid AS project_uuid, p.name AS project_name, COUNT(*) AS step_count \
+                     FROM projects p JOIN steps s ON s.project_uuid = p.uuid \
+                     WHERE p.org_id = $1 AND ",
+                    $step_connector,
+                    " = $2 GROUP BY p.uuid, p.name ORDER BY p.name ",
+                    $collation,
+                    ", p.uuid"
+                ))
+                .bind(org_id)
+                .bind(uuid)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(ConnectorUsage::from).collect())
+            }
+
+            async fn record_test_row(&self, record: &TestRecord) -> Result<()> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                sqlx::query(
+                    "INSERT INTO connector_tests (connector_uuid, tested_at, success, latency_ms, \
+                     error_type, error_message) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&record.connector_uuid)
+                .bind(record.tested_at)
+                .bind(record.success)
+                .bind(record.latency_ms)
+                .bind(&record.error_type)
+                .bind(&record.error_message)
+                .execute(&mut *tx)
+                .await?;
+                let status = if record.success {
+                    TestStatus::Success
+                } else {
+                    TestStatus::Failed
+                };
+                // Not a configuration change: config_version and updated_at stay.
+                sqlx::query(
+                    "UPDATE connectors SET last_tested_at = $2, last_test_status = $3 WHERE uuid = $1",
+                )
+                .bind(&record.connector_uuid)
+                .bind(record.tested_at)
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn test_history_rows(&self, uuid: &str, since: DateTime<Utc>) -> Result<Vec<TestRecord>> {
+                let rows = sqlx::query_as::<_, TestRow>(concat!(
+                    "SELECT ",
+                    test_columns!(),
+                    " FROM connector_tests WHERE connector_uuid = $1 AND tested_at >= $2 \
+                     ORDER BY tested_at, id"
+                ))
+                .bind(uuid)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(TestRecord::from).collect())
+            }
+
+            async fn connectors_sealed_with_other_key_rows(
+                &self,
+                key_id: &str,
+                limit: i64,
+            ) -> Result<Vec<Connector>> {
+                let rows = sqlx::query_as::<_, ConnectorRow>(concat!(
+                    "SELECT ",
+                    connector_columns!(),
+                    " FROM connectors c WHERE c.secrets_key_id <> $1 ORDER BY c.uuid LIMIT $2"
+                ))
+                .bind(key_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows::convert_all(rows)
+            }
+
+            async fn replace_secrets_row(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {
+                // Re-sealing does not change the secrets themselves, so
+                // config_version (which keys the pools) and updated_at stay.
+                let replaced = sqlx::query(
+                    "UPDATE connectors SET secrets_key_id = $5, secrets_nonce = $6, \
+                     secrets_ciphertext = $7 \
+                     WHERE uuid = $1 AND secrets_key_id = $2 AND secrets_nonce = $3 \
+                     AND secrets_ciphertext = $4",
+                )
+                .bind(uuid)
+                .bind(&old.key_id)
+                .bind(&old.nonce)
+                .bind(&old.ciphertext)
+                .bind(&new.key_id)
+                .bind(&new.nonce)
+                .bind(&new.ciphertext)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(replaced == 1)
+            }
+        }
+    };
+}
+pub(super) use connector_queries;
+
+#[cfg(test)]
+mod tests {
+    use super::list_sql;
+    use crate::domain::{ConnectorListQuery, ConnectorStatus};
+
+    fn query(is_admin: bool) -> ConnectorListQuery {
+        ConnectorListQuery {
+            org_id: "org_a".to_owned(),
+            user_id: "user_a".to_owned(),
+            is_admin,
+            connector_type: None,
+            status: None,
+        }
+    }
+
+    #[test]
+    fn list_sql_binds_every_caller_value_and_numbers_placeholders_in_order() {
+        let member = list_sql(&ConnectorListQuery {
+            connector_type: Some("postgres'; --".to_owned()),
+            status: Some(ConnectorStatus::Error),
+            ..query(false)
+        });
+        assert_eq!(member.binds, ["org_a", "user_a", "postgres'; --", "error"]);
+        assert!(member.select.contains("g.user_id = $2"));
+        assert!(member.select.contains("c.connector_type = $3 AND c.status = $4"));
+        assert!(!member.select.contains("postgres'"));
+
+        let admin = list_sql(&ConnectorListQuery {
+            status: Some(ConnectorStatus::Active),
+            ..query(true)
+        });
+        assert_eq!(admin.binds, ["org_a", "active"]);
+        assert!(admin.select.contains("c.status = $2"));
+        assert!(!admin.select.contains("grants"));
+    }
+}

@@ -1,0 +1,303 @@
+//! The credential vault: seals a connector's secret fields with AES-256-GCM
+//! under the current master key and opens them under any configured one.
+//!
+//! Format of a [`Sealed`] blob:
+//! - `key_id`: the id (`kid`) of the master key it was sealed under;
+//! - `nonce`: 96 random bits, fresh for every seal;
+//! - `ciphertext`: AES-256-GCM of the secrets as a JSON object, tag appended.
+//!
+//! The connector uuid is the associated data, so a blob copied onto another
+//! connector row does not open. Rotation (`ferry keys rotate`): put the new
+//! key first in `FERRY_MASTER_KEY`, keep the old ones after it, and reseal
+//! every blob for which [`Vault::needs_rotation`] is true (see
+//! [`Vault::rotate`]); then the old keys can go.
+//!
+//! Errors never carry key material, plaintext or ciphertext: only the key id.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use serde_json::{Map, Value};
+
+use crate::config::MasterKeys;
+use crate::domain::connector::Sealed;
+use crate::{Error, Result};
+
+/// Length of an AES-GCM nonce in bytes (96 bits).
+const NONCE_LEN: usize = 12;
+
+/// Seals and opens connector secrets. Cheap to clone; its `Debug` output
+/// names the key ids only.
+#[derive(Clone)]
+pub struct Vault {
+    /// `(kid, cipher)`, the first one encrypts.
+    ciphers: Vec<(String, Aes256Gcm)>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.ciphers.iter().map(|(kid, _)| kid.as_str()).collect();
+        f.debug_struct("Vault")
+            .field("key_ids", &ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// A vault over `keys`: the first key seals, every key opens. With no
+    /// key at all (which [`MasterKeys::parse`] never produces) every seal
+    /// and open fails with an internal error.
+    pub fn new(keys: MasterKeys) -> Self {
+        let ciphers = keys
+            .keys
+            .iter()
+            .map(|(kid, key)| (kid.clone(), Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key))))
+            .collect();
+        Vault { ciphers }
+    }
+
+    /// The id of the key new seals use (`""` when there is no key).
+    pub fn current_key_id(&self) -> &str {
+        self.ciphers.first().map(|(kid, _)| kid.as_str()).unwrap_or("")
+    }
+
+    /// Encrypts `secrets` (as a JSON object) under the current key, with
+    /// `connector_uuid` as associated data and a fresh random nonce.
+    pub fn seal(&self, connector_uuid: &str, secrets: &Map<String, Value>) -> Result<Sealed> {
+        let (kid, cipher) = self
+            .ciphers
+            .first()
+            .ok_or_else(|| Error::internal("credential vault: no master key is configured"))?;
+        let plaintext = serde_json::to_vec(secrets)
+            .map_err(|_| Error::internal(format!("credential vault: cannot encode secrets for key {kid}")))?;
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let ciphertext = cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: connector_uuid.as_bytes(),
+                },
+            )
+            .map_err(|_| Error::internal(format!("credential vault: sealing under key {kid} failed")))?;
+        Ok(Sealed {
+            key_id: kid.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        })
+    }
+
+    /// Decrypts a blob sealed for `connector_uuid` under any configured key.
+    ///
+    /// An unknown key id, a malformed nonce, a tampered blob or one sealed
+    /// for another connector is an [`Error::Internal`] whose message names
+    /// only the key id.
+    pub fn open(&self, connector_uuid: &str, sealed: &Sealed) -> Result<Map<String, Value>> {
+        let kid = sealed.key_id.as_str();
+        let cipher = self
+            .ciphers
+            .iter()
+            .find(|(id, _)| id == kid)
+            .map(|(_, cipher)| cipher)
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "credential vault: secrets are sealed under unknown key {kid}"
+                ))
+            })?;
+        let nonce: [u8; NONCE_LEN] = sealed.nonce.as_slice().try_into().map_err(|_| {
+            Error::internal(format!(
+                "credential vault: secrets sealed under key {kid} have a malformed nonce"
+            ))
+        })?;
+        let plaintext = cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: connector_uuid.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                Error::internal(format!(
+                    "credential vault: secrets sealed under key {kid} do not open (tampered, or sealed for another connector)"
+                ))
+            })?;
+        serde_json::from_slice::<Map<String, Value>>(&plaintext).map_err(|_| {
+            Error::internal(format!(
+                "credential vault: secrets sealed under key {kid} are not a JSON object"
+            ))
+        })
+    }
+
+    /// True when `sealed` was sealed under a key other than the current one.
+    pub fn needs_rotation(&self, sealed: &Sealed) -> bool {
+        sealed.key_id != self.current_key_id()
+    }
+
+    /// Reseals `sealed` under the current key when it needs rotation;
+    /// `Ok(None)` when it is already current.
+    pub fn rotate(&self, connector_uuid: &str, sealed: &Sealed) -> Result<Option<Sealed>> {
+        if !self.needs_rotation(sealed) {
+            return Ok(None);
+        }
+        let secrets = self.open(connector_uuid, sealed)?;
+        self.seal(connector_uuid, &secrets).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn keys(entries: &[(&str, u8)]) -> MasterKeys {
+        MasterKeys {
+            keys: entries
+                .iter()
+                .map(|(kid, byte)| ((*kid).to_owned(), [*byte; 32]))
+                .collect(),
+        }
+    }
+
+    fn secrets() -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert("password".into(), json!("s3cret"));
+        map.insert("auth_token".into(), json!("sk_live_abc"));
+        map
+    }
+
+    fn assert_internal_naming_only_kid(error: Error, kid: &str) {
+        match error {
+            Error::Internal(message) => {
+                assert!(message.contains(kid), "{message}");
+                assert!(!message.contains("s3cret"), "{message}");
+            }
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seal_then_open_round_trips() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        assert_eq!(sealed.key_id, "k1");
+        assert_eq!(sealed.nonce.len(), 12);
+        assert_eq!(vault.open("conn_1", &sealed).expect("open"), secrets());
+        assert!(!vault.needs_rotation(&sealed));
+    }
+
+    #[test]
+    fn empty_secrets_round_trip() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let sealed = vault.seal("conn_1", &Map::new()).expect("seal");
+        assert!(vault.open("conn_1", &sealed).expect("open").is_empty());
+    }
+
+    #[test]
+    fn ciphertext_does_not_contain_the_plaintext() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        let text = String::from_utf8_lossy(&sealed.ciphertext);
+        assert!(!text.contains("s3cret"));
+    }
+
+    #[test]
+    fn opening_with_another_connector_uuid_fails() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        let error = vault.open("conn_2", &sealed).expect_err("wrong aad");
+        assert_internal_naming_only_kid(error, "k1");
+    }
+
+    #[test]
+    fn tampered_ciphertext_fails() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let mut sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        sealed.ciphertext[0] ^= 0x01;
+        assert_internal_naming_only_kid(vault.open("conn_1", &sealed).expect_err("tampered"), "k1");
+    }
+
+    #[test]
+    fn tampered_nonce_and_truncated_blob_fail() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        let mut nonce = sealed.clone();
+        nonce.nonce[3] ^= 0x80;
+        assert!(vault.open("conn_1", &nonce).is_err());
+        let mut short = sealed.clone();
+        short.nonce.truncate(8);
+        assert_internal_naming_only_kid(vault.open("conn_1", &short).expect_err("short nonce"), "k1");
+        let mut truncated = sealed;
+        truncated.ciphertext.truncate(4);
+        assert!(vault.open("conn_1", &truncated).is_err());
+    }
+
+    #[test]
+    fn relabelled_key_id_fails() {
+        let vault = Vault::new(keys(&[("new", 2), ("old", 1)]));
+        let mut sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        sealed.key_id = "old".into();
+        assert_internal_naming_only_kid(vault.open("conn_1", &sealed).expect_err("wrong key"), "old");
+    }
+
+    #[test]
+    fn old_key_blob_opens_after_rotation_config_and_reseals_under_the_new_key() {
+        let old = Vault::new(keys(&[("old", 1)]));
+        let sealed = old.seal("conn_1", &secrets()).expect("seal");
+
+        let rotated = Vault::new(keys(&[("new", 2), ("old", 1)]));
+        assert_eq!(rotated.current_key_id(), "new");
+        assert!(rotated.needs_rotation(&sealed));
+        assert_eq!(rotated.open("conn_1", &sealed).expect("open"), secrets());
+
+        let resealed = rotated
+            .rotate("conn_1", &sealed)
+            .expect("rotate")
+            .expect("needed rotation");
+        assert_eq!(resealed.key_id, "new");
+        assert!(!rotated.needs_rotation(&resealed));
+        assert_eq!(rotated.rotate("conn_1", &resealed).expect("rotate"), None);
+
+        let only_new = Vault::new(keys(&[("new", 2)]));
+        assert_eq!(only_new.open("conn_1", &resealed).expect("open"), secrets());
+        assert_internal_naming_only_kid(only_new.open("conn_1", &sealed).expect_err("old key gone"), "old");
+    }
+
+    #[test]
+    fn two_seals_of_the_same_secrets_use_different_nonces() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let first = vault.seal("conn_1", &secrets()).expect("seal");
+        let second = vault.seal("conn_1", &secrets()).expect("seal");
+        assert_ne!(first.nonce, second.nonce);
+        assert_ne!(first.ciphertext, second.ciphertext);
+    }
+
+    #[test]
+    fn sealed_blob_survives_json_storage() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        let text = serde_json::to_string(&sealed).expect("encode");
+        let back: Sealed = serde_json::from_str(&text).expect("decode");
+        assert_eq!(vault.open("conn_1", &back).expect("open"), secrets());
+    }
+
+    #[test]
+    fn debug_output_names_key_ids_only() {
+        let vault = Vault::new(keys(&[("k1", 0x41)]));
+        let text = format!("{vault:?}");
+        assert!(text.contains("k1"), "{text}");
+        assert!(
+            !text.contains("65") && !text.contains("AAAA") && !text.contains("0x41"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_vault_without_keys_refuses_to_seal() {
+        let vault = Vault::new(MasterKeys { keys: Vec::new() });
+        assert_eq!(vault.current_key_id(), "");
+        assert!(matches!(
+            vault.seal("conn_1", &secrets()),
+            Err(Error::Internal(_))
+        ));
+    }
+}
