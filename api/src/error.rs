@@ -23,6 +23,9 @@ pub enum ApiError {
     MethodNotAllowed,
     /// The body is not `application/json`.
     UnsupportedMediaType,
+    /// A connection test on create/update failed (400 `connection_failed`);
+    /// `extra` carries `details` and `test_results`.
+    ConnectionFailed { message: String, extra: Map<String, Value> },
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -75,6 +78,11 @@ impl IntoResponse for ApiError {
                     &format!("request body exceeds the limit of {limit} bytes"),
                 ),
             ),
+            ApiError::ConnectionFailed { message, extra } => {
+                let mut map = body(ErrorCode::ConnectionFailed, &message);
+                map.extend(extra);
+                (ErrorCode::ConnectionFailed, map)
+            }
             ApiError::MethodNotAllowed => (
                 ErrorCode::MethodNotAllowed,
                 body(ErrorCode::MethodNotAllowed, "method not allowed on this route"),

@@ -126,3 +126,35 @@ impl FromRequestParts<AppState> for Caller {
 fn unauthorized(message: &str) -> ApiError {
     ApiError::Domain(Error::Unauthorized(message.to_owned()))
 }
+
+/// A JSON body that may be absent: an empty body gives `None`; anything
+/// else must be valid JSON, as for [`Json`].
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_empty = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0");
+        let untyped = request.headers().get(header::CONTENT_TYPE).is_none();
+        if declared_empty || untyped {
+            let limit = request.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+            let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(limit)
+                } else {
+                    ApiError::validation("body", "the request body could not be read")
+                }
+            })?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(None));
+            }
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        Json::<T>::from_request(request, state).await.map(|Json(value)| OptionalJson(Some(value)))
+    }
+}

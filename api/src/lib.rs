@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod request_id;
+pub mod results;
 pub mod routes;
 pub mod views;
 
@@ -19,7 +20,10 @@ use axum::extract::{DefaultBodyLimit, Extension};
 use axum::response::{IntoResponse, Response};
 use ferry_shared::Error;
 use ferry_shared::auth::Verifier;
+use ferry_shared::objects::ObjectTarget;
+use ferry_shared::queue::{Bus, Queue};
 use ferry_shared::store::Store;
+use ferry_shared::vault::Vault;
 use prometheus::{Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -38,16 +42,48 @@ use crate::metrics::HttpMetrics;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub bus: Arc<dyn Bus>,
+    pub vault: Arc<Vault>,
+    pub objects: Arc<ObjectTarget>,
     pub verifier: Arc<Verifier>,
     pub registry: Registry,
+    /// How long `mode: "sync"` waits for an execution to finish.
+    pub sync_timeout: std::time::Duration,
     http_metrics: HttpMetrics,
+}
+
+/// The backends the API role talks to.
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub bus: Arc<dyn Bus>,
+    pub vault: Arc<Vault>,
+    pub objects: Arc<ObjectTarget>,
 }
 
 impl AppState {
     /// Builds the state and registers the API's metrics in `registry`.
-    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, registry: Registry) -> ferry_shared::Result<Self> {
+    pub fn new(backends: Backends, verifier: Arc<Verifier>, registry: Registry) -> ferry_shared::Result<Self> {
         let http_metrics = HttpMetrics::register(&registry).map_err(Error::internal)?;
-        Ok(AppState { store, verifier, registry, http_metrics })
+        let Backends { store, queue, bus, vault, objects } = backends;
+        Ok(AppState {
+            store,
+            queue,
+            bus,
+            vault,
+            objects,
+            verifier,
+            registry,
+            sync_timeout: std::time::Duration::from_secs(300),
+            http_metrics,
+        })
+    }
+
+    /// Sets how long `mode: "sync"` waits (default 300 s).
+    pub fn with_sync_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.sync_timeout = timeout;
+        self
     }
 }
 
@@ -69,6 +105,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::projects::router())
         .merge(routes::steps::router())
+        .merge(routes::connectors::router())
+        .merge(routes::permissions::router())
+        .merge(routes::executions::router())
 }
 
 fn base_document() -> OpenApi {
@@ -77,7 +116,7 @@ fn base_document() -> OpenApi {
             utoipa::openapi::InfoBuilder::new()
                 .title("Ferry API")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some(include_str!("../openapi-description.md")))
+                .description(Some(description()))
                 .build(),
         )
         .build();
@@ -86,6 +125,23 @@ fn base_document() -> OpenApi {
     bearer.bearer_format = Some("JWT".into());
     components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
     doc
+}
+
+/// The document's description: the contract choices, then every connector
+/// type's help text under an anchor its `documentation_url` points to.
+fn description() -> String {
+    let mut text = include_str!("../openapi-description.md").to_owned();
+    text.push_str("\n## Connector types\n");
+    for t in ferry_shared::connectors::registry() {
+        text.push_str(&format!(
+            "\n### <a id=\"connector-{id}\"></a>{name} (`{id}`, {auth})\n\n{doc}\n",
+            id = t.type_id,
+            name = t.name,
+            auth = t.auth_type.as_str(),
+            doc = t.documentation
+        ));
+    }
+    text
 }
 
 /// The OpenAPI 3.1 document of every route.

@@ -9,9 +9,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
-use ferry_shared::config::{AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, Settings, redact_url};
+use ferry_shared::config::{AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, Settings, WorkerArgs, redact_url};
 use ferry_shared::domain::OrgRole;
+use ferry_shared::queue::{Bus, EmbeddedQueue, LocalBus, Queue, RedisBus, RedisQueue};
 use ferry_shared::store::{self, Store};
+use ferry_shared::objects::ObjectTarget;
+use ferry_shared::vault::Vault;
+use ferry_worker::connectors::NetworkPolicy;
 use tokio::sync::watch;
 
 /// Ferry: a self-hostable engine for data-analysis projects.
@@ -37,6 +41,8 @@ enum Command {
     Up {
         #[command(flatten)]
         http: HttpArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
     },
     /// Run the HTTP API role.
     Api {
@@ -47,6 +53,8 @@ enum Command {
     Worker {
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
     },
     /// Run the scheduler (admin endpoint: /metrics, /healthz, /readyz).
     Scheduler {
@@ -55,6 +63,11 @@ enum Command {
     },
     /// Apply pending metadata-store migrations and exit.
     Migrate,
+    /// Manage the credential vault's master keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print a development JWT signed with the HS256 secret (in embedded
     /// mode, the one in the data directory).
     Token {
@@ -74,6 +87,13 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every stored secret under the first key of
+    /// FERRY_MASTER_KEY; afterwards the other keys can be removed.
+    Rotate,
 }
 
 /// A failure that ends the process with one line on stderr.
@@ -113,21 +133,23 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Fatal> {
     let common = cli.common;
     match cli.command {
-        Command::Up { http } => {
+        Command::Up { http, worker } => {
             let settings = Settings::resolve(&common, Mode::Embedded)?;
             ferry_shared::telemetry::init(settings.log_format);
             let jwt = common.jwt.resolve(Mode::Embedded, &settings.data_dir)?;
-            let store = open_store(&settings).await?;
-            store.migrate().await?;
+            let backends = open_backends(&settings, true).await?;
+            backends.store.migrate().await?;
             let registry = prometheus::Registry::new();
             let shutdown = shutdown_signal();
-            let api = serve_api(store.clone(), jwt, registry.clone(), &http, shutdown.clone());
-            let worker = ferry_worker::run(
-                ferry_worker::WorkerContext { store: store.clone(), registry: registry.clone() },
-                wait(shutdown.clone()),
-            );
+            let api = serve_api(&backends, jwt, registry.clone(), &http, shutdown.clone());
+            let worker = ferry_worker::run(worker_context(&backends, &settings, &worker, registry.clone(), true), wait(shutdown.clone()));
             let scheduler = ferry_scheduler::run(
-                ferry_scheduler::SchedulerContext { store: store.clone(), registry },
+                ferry_scheduler::SchedulerContext::new(
+                    backends.store.clone(),
+                    registry,
+                    backends.queue.clone(),
+                    ferry_scheduler::LeaderElection::single_process(),
+                ),
                 wait(shutdown),
             );
             tracing::info!(data_dir = %settings.data_dir.display(), "ferry up: api, worker and scheduler in one process");
@@ -140,30 +162,52 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
             ferry_shared::telemetry::init(settings.log_format);
             let jwt = common.jwt.resolve(Mode::Distributed, &settings.data_dir)?;
-            let store = open_store(&settings).await?;
-            serve_api(store, jwt, prometheus::Registry::new(), &http, shutdown_signal()).await
+            let backends = open_backends(&settings, false).await?;
+            serve_api(&backends, jwt, prometheus::Registry::new(), &http, shutdown_signal()).await
         }
-        Command::Worker { admin } => {
+        Command::Worker { admin, worker } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
             ferry_shared::telemetry::init(settings.log_format);
-            let store = open_store(&settings).await?;
+            let backends = open_backends(&settings, false).await?;
             let registry = prometheus::Registry::new();
             let shutdown = shutdown_signal();
-            let admin_server = admin::serve(admin.admin_listen, store.clone(), registry.clone(), wait(shutdown.clone()));
-            let worker = ferry_worker::run(ferry_worker::WorkerContext { store, registry }, wait(shutdown));
+            let admin_server =
+                admin::serve(admin.admin_listen, backends.store.clone(), registry.clone(), wait(shutdown.clone()));
+            let worker = ferry_worker::run(worker_context(&backends, &settings, &worker, registry, false), wait(shutdown));
             tokio::try_join!(admin_server, async { worker.await.map_err(Fatal::from) })?;
             Ok(())
         }
         Command::Scheduler { admin } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
             ferry_shared::telemetry::init(settings.log_format);
-            let store = open_store(&settings).await?;
+            let backends = open_backends(&settings, false).await?;
+            let leader = match &settings.redis_url {
+                Some(url) => ferry_scheduler::LeaderElection::redis(
+                    url.expose(),
+                    &settings.redis_prefix,
+                    ferry_scheduler::DEFAULT_LEADER_TTL,
+                )
+                .await
+                .map_err(|e| Fatal(format!("cannot reach Redis at {}: {e}", redact_url(url.expose()))))?,
+                None => ferry_scheduler::LeaderElection::single_process(),
+            };
             let registry = prometheus::Registry::new();
             let shutdown = shutdown_signal();
-            let admin_server = admin::serve(admin.admin_listen, store.clone(), registry.clone(), wait(shutdown.clone()));
-            let scheduler =
-                ferry_scheduler::run(ferry_scheduler::SchedulerContext { store, registry }, wait(shutdown));
+            let admin_server =
+                admin::serve(admin.admin_listen, backends.store.clone(), registry.clone(), wait(shutdown.clone()));
+            let context =
+                ferry_scheduler::SchedulerContext::new(backends.store.clone(), registry, backends.queue.clone(), leader);
+            let scheduler = ferry_scheduler::run(context, wait(shutdown));
             tokio::try_join!(admin_server, async { scheduler.await.map_err(Fatal::from) })?;
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate } => {
+            let settings = Settings::resolve(&common, Mode::Distributed)?;
+            ferry_shared::telemetry::init(settings.log_format);
+            let store = open_store(&settings).await?;
+            let vault = Vault::new(settings.master_keys.clone());
+            let rotated = ferry_shared::rotation::rotate_all(store.as_ref(), &vault).await?;
+            println!("re-encrypted {rotated} connector secret(s) under key {}", vault.current_key_id());
             Ok(())
         }
         Command::Migrate => {
@@ -201,6 +245,77 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
     }
 }
 
+/// The backends every role shares.
+struct Backends {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    bus: Arc<dyn Bus>,
+    vault: Arc<Vault>,
+    objects: Arc<ObjectTarget>,
+}
+
+/// Opens the metadata store, the queue and the bus: Redis when
+/// FERRY_REDIS_URL is set, otherwise the embedded queue (only `ferry up`,
+/// whose roles share one process, may use it).
+async fn open_backends(settings: &Settings, single_process: bool) -> Result<Backends, Fatal> {
+    let store = open_store(settings).await?;
+    let (queue, bus): (Arc<dyn Queue>, Arc<dyn Bus>) = match &settings.redis_url {
+        Some(url) => {
+            let url = url.expose();
+            let fail = |e: ferry_shared::Error| Fatal(format!("cannot reach Redis at {}: {e}", redact_url(url)));
+            let queue = RedisQueue::connect(url, &settings.redis_prefix, settings.job_lease).await.map_err(fail)?;
+            let bus = RedisBus::connect(url, &settings.redis_prefix).await.map_err(fail)?;
+            (Arc::new(queue), Arc::new(bus))
+        }
+        None if single_process => {
+            let path = settings.data_dir.join("queue.db");
+            let queue = EmbeddedQueue::open(&path, settings.job_lease)
+                .await
+                .map_err(|e| Fatal(format!("cannot open the embedded queue {}: {e}", path.display())))?;
+            (Arc::new(queue), Arc::new(LocalBus::new()))
+        }
+        None => {
+            return Err(Fatal(
+                "FERRY_REDIS_URL is required when the roles run as separate processes (or run them together with `ferry up`)"
+                    .into(),
+            ));
+        }
+    };
+    let objects = ObjectTarget::open(&settings.object_store_url).map_err(|e| {
+        Fatal(format!("cannot open the object store {}: {e}", redact_url(&settings.object_store_url)))
+    })?;
+    Ok(Backends {
+        store,
+        queue,
+        bus,
+        vault: Arc::new(Vault::new(settings.master_keys.clone())),
+        objects: Arc::new(objects),
+    })
+}
+
+fn worker_context(
+    backends: &Backends,
+    settings: &Settings,
+    args: &WorkerArgs,
+    registry: prometheus::Registry,
+    embedded: bool,
+) -> ferry_worker::WorkerContext {
+    ferry_worker::WorkerContext {
+        store: backends.store.clone(),
+        queue: backends.queue.clone(),
+        bus: backends.bus.clone(),
+        vault: backends.vault.clone(),
+        objects: backends.objects.clone(),
+        registry,
+        lease: settings.job_lease,
+        policy: NetworkPolicy {
+            allow_private_networks: args.allow_private_networks.unwrap_or(embedded),
+            sqlite_dir: args.sqlite_dir.clone().unwrap_or_else(|| settings.data_dir.join("sqlite")),
+        },
+        concurrency: args.worker_concurrency,
+    }
+}
+
 /// Connects to the metadata store; an unreachable one is a one-line error.
 async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, Fatal> {
     let url = settings.database_url.expose();
@@ -210,14 +325,25 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, Fatal> {
 }
 
 async fn serve_api(
-    store: Arc<dyn Store>,
+    backends: &Backends,
     jwt: JwtSettings,
     registry: prometheus::Registry,
     http: &HttpArgs,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Fatal> {
     let verifier = Arc::new(Verifier::new(jwt).await?);
-    let state = ferry_api::AppState::new(store, verifier, registry)?;
+    let state = ferry_api::AppState::new(
+        ferry_api::Backends {
+            store: backends.store.clone(),
+            queue: backends.queue.clone(),
+            bus: backends.bus.clone(),
+            vault: backends.vault.clone(),
+            objects: backends.objects.clone(),
+        },
+        verifier,
+        registry,
+    )?
+    .with_sync_timeout(Duration::from_secs(http.sync_timeout_seconds));
     let app = ferry_api::router(state, &ferry_api::ApiConfig { max_body_bytes: http.max_body_bytes });
     let listener = tokio::net::TcpListener::bind(http.listen)
         .await

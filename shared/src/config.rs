@@ -161,6 +161,11 @@ pub struct HttpArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "FERRY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// How long `mode: "sync"` executions are waited for before answering
+    /// 202 with the running state.
+    #[arg(long, env = "FERRY_SYNC_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub sync_timeout_seconds: u64,
 }
 
 /// Settings of the admin endpoint of the worker and scheduler roles.

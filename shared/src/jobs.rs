@@ -42,3 +42,23 @@ pub fn has_driver(connector_type: &str) -> bool {
         "postgresql" | "redshift" | "mysql" | "redis" | "rest_api" | "sqlite" | "mongodb"
     )
 }
+
+/// Channel of execution events: `cancel` requests (workers stop the
+/// execution's query and upload) and `changed` notices (waiters re-read the
+/// store).
+pub const EXECUTION_EVENTS: &str = "execution-events";
+
+/// An `execute_project` job: the execution to run. Its job id is the
+/// execution id, so a duplicate enqueue while one is pending is a no-op.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecuteProjectJob {
+    pub execution_id: String,
+}
+
+/// Something happened to an execution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionEvent {
+    pub execution_id: String,
+    /// `cancel` or `changed`.
+    pub kind: String,
+}

@@ -4,10 +4,16 @@
 
 pub mod auth;
 pub mod config;
+pub mod connectors;
 pub mod domain;
 pub mod error;
 pub mod ids;
+pub mod jobs;
+pub mod objects;
+pub mod queue;
+pub mod rotation;
 pub mod store;
 pub mod telemetry;
+pub mod vault;
 
 pub use error::{Error, Result};

@@ -1,24 +1,103 @@
 //! Ferry's worker role: pulls jobs from the queue and runs them against the
-//! users' systems through per-connector pools. Job kinds arrive with the
-//! connector and execution capabilities; until then a worker process starts,
-//! reports ready and stops cleanly.
+//! users' systems through per-connector pools.
+//!
+//! A worker process has a fresh queue identity per start, runs up to
+//! `concurrency` jobs at once, evicts a connector's pools when the API
+//! announces a change to it, and on shutdown stops taking jobs and lets the
+//! in-flight ones finish.
+
+pub mod connectors;
+pub mod extract;
+pub mod jobs;
+pub mod pools;
+pub mod sink;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent};
+use ferry_shared::objects::ObjectTarget;
+use ferry_shared::queue::{Bus, Job, JobError, JobKind, Queue, WorkerOptions, run_worker};
 use ferry_shared::store::Store;
+use ferry_shared::vault::Vault;
+use futures::StreamExt;
+
+use crate::connectors::NetworkPolicy;
+use crate::pools::PoolRegistry;
 
 /// What a worker process runs with.
 pub struct WorkerContext {
     pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub bus: Arc<dyn Bus>,
+    pub vault: Arc<Vault>,
+    pub objects: Arc<ObjectTarget>,
     pub registry: prometheus::Registry,
+    pub policy: NetworkPolicy,
+    pub concurrency: usize,
+    /// How long an execution lease lasts without a heartbeat.
+    pub lease: Duration,
+}
+
+/// What job handlers share.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub vault: Arc<Vault>,
+    pub objects: Arc<ObjectTarget>,
+    pub pools: PoolRegistry,
+    /// This process's identity, fresh per start (lease owner).
+    pub identity: String,
+    pub lease: Duration,
 }
 
 /// Runs the worker until `shutdown` resolves.
-pub async fn run(context: WorkerContext, shutdown: impl Future<Output = ()>) -> ferry_shared::Result<()> {
+pub async fn run(context: WorkerContext, shutdown: impl Future<Output = ()> + Send + 'static) -> ferry_shared::Result<()> {
     context.store.ping().await?;
-    tracing::info!(store = context.store.backend(), "worker started");
-    shutdown.await;
-    tracing::info!("worker stopped");
-    Ok(())
+    let identity = format!("worker-{}", ulid::Ulid::new());
+    tracing::info!(%identity, "worker starting");
+    let shared = Arc::new(Shared {
+        store: context.store,
+        bus: context.bus.clone(),
+        vault: context.vault,
+        objects: context.objects,
+        pools: PoolRegistry::new(context.policy, &context.registry),
+        identity,
+        lease: context.lease,
+    });
+    let mut events = context.bus.subscribe(CONNECTOR_EVENTS).await?;
+    let listener = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(value) = events.next().await {
+                match serde_json::from_value::<ConnectorEvent>(value) {
+                    Ok(event) => {
+                        tracing::info!(connector_uuid = %event.connector_uuid, change = %event.change, "evicting connector pools");
+                        shared.pools.evict(&event.connector_uuid);
+                    }
+                    Err(error) => tracing::warn!(%error, "malformed connector event"),
+                }
+            }
+        })
+    };
+    let handler = {
+        let shared = shared.clone();
+        move |job: Job| {
+            let shared = shared.clone();
+            async move { dispatch(&shared, job).await }
+        }
+    };
+    let options = WorkerOptions { name_prefix: "worker".into(), concurrency: context.concurrency.max(1) };
+    let result = run_worker(context.queue, options, handler, shutdown).await;
+    listener.abort();
+    result
+}
+
+async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
+    match job.kind {
+        JobKind::TestConnection => jobs::test_connection::run(shared, job.payload).await,
+        JobKind::ExecuteProject => jobs::execute_project::run(shared, job.payload).await,
+        other => Err(JobError::Abort(format!("this worker does not run {} jobs yet", other.as_str()))),
+    }
 }

@@ -33,7 +33,7 @@ async fn healthz() -> axum::Json<HealthStatus> {
     axum::Json(HealthStatus { status: "ok".into() })
 }
 
-/// The process can reach its backends (the metadata store).
+/// The process can reach its backends (the metadata store and the queue).
 #[utoipa::path(get, path = "/readyz", tag = "service",
     responses(
         (status = 200, description = "Ready", body = HealthStatus),
@@ -41,6 +41,7 @@ async fn healthz() -> axum::Json<HealthStatus> {
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthStatus>, crate::error::ApiError> {
     state.store.ping().await?;
+    state.queue.ping().await?;
     Ok(axum::Json(HealthStatus { status: "ready".into() }))
 }
 

@@ -3,15 +3,19 @@
 
 use std::sync::Arc;
 
-use ferry_api::{ApiConfig, AppState};
+use ferry_api::{ApiConfig, AppState, Backends};
 use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
 use ferry_shared::domain::OrgRole;
+use ferry_shared::config::MasterKeys;
+use ferry_shared::queue::{Bus, EmbeddedQueue, LocalBus, Queue};
 use ferry_shared::store::{self, Store};
+use ferry_shared::vault::Vault;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::Connection;
 
 pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
+pub const MASTER_KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Which metadata backend a test app runs on.
@@ -26,7 +30,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pg_database: Option<String>,
 }
 
@@ -64,13 +68,40 @@ pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::
             .expect("open store through proxy"),
         _ => migrator,
     };
+    let queue: Arc<dyn Queue> = Arc::new(
+        EmbeddedQueue::open(&dir.path().join("queue.db"), std::time::Duration::from_secs(30))
+            .await
+            .expect("queue"),
+    );
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+    let vault = Arc::new(Vault::new(MasterKeys::parse(MASTER_KEY).expect("keys")));
+    let registry = prometheus::Registry::new();
+    let objects = Arc::new(
+        ferry_shared::objects::ObjectTarget::open(&format!("file://{}/objects", dir.path().display())).expect("objects"),
+    );
+    let worker = ferry_worker::WorkerContext {
+        objects: objects.clone(),
+        lease: std::time::Duration::from_secs(30),
+        store: store.clone(),
+        queue: queue.clone(),
+        bus: bus.clone(),
+        vault: vault.clone(),
+        registry: registry.clone(),
+        policy: ferry_worker::connectors::NetworkPolicy {
+            allow_private_networks: true,
+            sqlite_dir: dir.path().join("sqlite"),
+        },
+        concurrency: 4,
+    };
+    tokio::spawn(ferry_worker::run(worker, std::future::pending()));
     let verifier = Verifier::new(JwtSettings {
         hs256_secret: Some(SECRET.into()),
         ..JwtSettings::default()
     })
     .await
     .expect("verifier");
-    let state = AppState::new(store.clone(), Arc::new(verifier), prometheus::Registry::new()).expect("state");
+    let backends = Backends { store: store.clone(), queue, bus, vault, objects };
+    let state = AppState::new(backends, Arc::new(verifier), registry).expect("state");
     let app = ferry_api::router(state, &config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -79,7 +110,7 @@ pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::
         base: format!("http://{address}"),
         client: reqwest::Client::new(),
         store,
-        _dir: dir,
+        dir,
         pg_database,
     }
 }

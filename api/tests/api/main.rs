@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod connectors;
+mod executions;
 mod hygiene;
 mod openapi;
 mod projects;

@@ -22,16 +22,34 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
     }
     documented.sort();
     let expected = [
+        ("DELETE", "/api/connectors/{uuid}"),
+        ("DELETE", "/api/permissions/resource/{type}/{uuid}/{user_id}"),
         ("DELETE", "/api/projects/{uuid}"),
         ("DELETE", "/api/projects/{uuid}/steps/{step_id}"),
+        ("GET", "/api/connectors"),
+        ("GET", "/api/connectors/{uuid}"),
+        ("GET", "/api/connectors/{uuid}/health"),
+        ("GET", "/api/permissions/resource/{type}/{uuid}"),
         ("GET", "/api/projects"),
         ("GET", "/api/projects/{uuid}"),
+        ("GET", "/api/projects/{uuid}/executions"),
+        ("GET", "/api/projects/{uuid}/executions/{execution_id}"),
+        ("GET", "/api/projects/{uuid}/executions/{execution_id}/events"),
+        ("GET", "/api/projects/{uuid}/executions/{execution_id}/steps/{step_id}/result"),
         ("GET", "/api/projects/{uuid}/steps"),
         ("GET", "/api/projects/{uuid}/steps/{step_id}"),
         ("GET", "/healthz"),
         ("GET", "/metrics"),
         ("GET", "/readyz"),
+        ("PATCH", "/api/connectors/{uuid}"),
+        ("POST", "/api/connectors"),
+        ("POST", "/api/connectors/{uuid}/disable"),
+        ("POST", "/api/connectors/{uuid}/enable"),
+        ("POST", "/api/connectors/{uuid}/test"),
+        ("POST", "/api/permissions/resource/{type}/{uuid}"),
         ("POST", "/api/projects"),
+        ("POST", "/api/projects/{uuid}/execute"),
+        ("POST", "/api/projects/{uuid}/executions/{execution_id}/cancel"),
         ("POST", "/api/projects/{uuid}/steps"),
         ("POST", "/api/projects/{uuid}/steps/reorder"),
         ("PUT", "/api/projects/{uuid}"),
@@ -44,8 +62,11 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
     // fallback, never 405.
     for (method, path) in &documented {
         let concrete = path
-            .replace("{uuid}", "proj_01J00000000000000000000000")
-            .replace("{step_id}", "step_01J00000000000000000000000");
+            .replace("{uuid}", if path.contains("connectors") { "conn_01J00000000000000000000000" } else { "proj_01J00000000000000000000000" })
+            .replace("{step_id}", "step_01J00000000000000000000000")
+            .replace("{execution_id}", "exec_01J00000000000000000000000")
+            .replace("{type}", "project")
+            .replace("{user_id}", "user_x");
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         let response = app
             .client

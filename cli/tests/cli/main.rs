@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod distributed;
+
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const HS_SECRET: &str = "cli-test-secret-that-is-long-enough-for-hs256";
@@ -207,7 +209,7 @@ struct PgDatabase {
 
 impl PgDatabase {
     fn create() -> PgDatabase {
-        let name = format!("ferry_cli_test_{}", std::process::id() as u64 * 1000 + rand_suffix());
+        let name = format!("ferry_cli_test_{}_{}", std::process::id(), rand_suffix());
         psql(&format!("CREATE DATABASE {name}"));
         PgDatabase { name }
     }
@@ -224,7 +226,16 @@ impl Drop for PgDatabase {
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos() % 1000))
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()))
+}
+
+/// The single value a query returns, via psql.
+fn psql_value(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atqc", sql])
+        .output()
+        .expect("psql");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn psql(sql: &str) {
@@ -239,9 +250,12 @@ fn psql(sql: &str) {
 fn distributed_roles_run_on_postgresql() {
     let dir = tempfile::tempdir().expect("dir");
     let database = PgDatabase::create();
+    let prefix = format!("ferry-cli-test-{}", database.name);
     let env = |command: &mut Command| {
         command
             .env("FERRY_DATABASE_URL", database.url())
+            .env("FERRY_REDIS_URL", "redis://127.0.0.1:6379/0")
+            .env("FERRY_REDIS_PREFIX", &prefix)
             .env("FERRY_MASTER_KEY", KEY)
             .env("FERRY_JWT_HS256_SECRET", HS_SECRET);
     };

@@ -2,7 +2,9 @@
 
 pub mod access;
 pub mod connector;
+pub mod execution;
 pub mod page;
+pub mod params;
 pub mod project;
 pub mod step;
 
@@ -10,6 +12,7 @@ pub use access::{OrgRole, Permissions, Principal, ResourceKind, Role};
 pub use connector::{
     Connector, ConnectorListQuery, ConnectorStatus, ConnectorUsage, Sealed, TestFailure, TestOutcome, TestRecord, TestStatus,
 };
+pub use execution::{Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus, Trigger};
 pub use page::{Page, PageRequest, SortOrder};
 pub use project::{NewProject, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary};
 pub use step::{NewStep, Step, StepPatch, StepType};

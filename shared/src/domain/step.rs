@@ -150,7 +150,7 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
-    fn parse(name: &str, spec: &Value) -> Result<Self> {
+    pub fn parse(name: &str, spec: &Value) -> Result<Self> {
         let field = format!("config.parameters.{name}");
         if !is_identifier(name) {
             return Err(Error::validation(field, "parameter names are letters, digits and underscores"));

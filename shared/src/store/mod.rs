@@ -8,8 +8,9 @@ mod sql;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Connector, ConnectorListQuery, ConnectorUsage, NewStep, Page, Project, ProjectListQuery, ProjectPatch,
-    ProjectSummary, ResourceKind, Role, Sealed, Step, StepPatch, TestRecord,
+    Connector, ConnectorListQuery, ConnectorUsage, Execution, ExecutionStatus, Lease, NewStep, Page,
+    PageRequest, Project, ProjectListQuery, ProjectPatch, ProjectSummary, ResourceKind, Role, Sealed, Step,
+    StepError, StepPatch, TestRecord,
 };
 use crate::error::{Error, Result};
 
@@ -151,6 +152,119 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a connector's sealed secrets if they still equal `old`
     /// (compare-and-swap, so rotation never overwrites a concurrent update).
     async fn replace_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool>;
+
+    // --- executions -----------------------------------------------------------
+
+    /// Inserts a queued execution with its step snapshot and, in the same
+    /// transaction, sets the project `active` with `last_executed_at` (the
+    /// execution's `created_at`). A project has at most one non-terminal
+    /// execution — enforced by the schema (a partial unique index on
+    /// project_uuid WHERE status IN ('queued','running','cancelling')) — so a
+    /// second one is `Error::Conflict` whose `extra` carries `execution_id`
+    /// of the one in progress (message "Project is already executing").
+    /// A missing project is `Error::NotFound`, an archived one a conflict.
+    async fn create_execution(&self, execution: &Execution) -> Result<()>;
+
+    /// The execution with its steps (in order), if it belongs to this
+    /// project of this organization.
+    async fn get_execution(
+        &self,
+        org_id: &str,
+        project_uuid: &str,
+        execution_id: &str,
+    ) -> Result<Option<Execution>>;
+
+    /// By id alone (workers and the reaper), with its steps.
+    async fn load_execution(&self, execution_id: &str) -> Result<Option<Execution>>;
+
+    /// A page of a project's executions, newest first (then by id).
+    async fn list_executions(&self, project_uuid: &str, page: PageRequest) -> Result<Page<Execution>>;
+
+    /// The id of the project's execution in progress, if any.
+    async fn active_execution(&self, project_uuid: &str) -> Result<Option<String>>;
+
+    /// Takes the execution for `owner`: when it is queued, running or
+    /// cancelling with no live lease (lease_expires_at NULL or < now), bumps
+    /// `attempt`, sets lease owner and lease_expires_at = now + lease_for,
+    /// moves `queued` to `running`, sets `started_at` if unset. None when
+    /// another worker holds a live lease, or it is terminal or missing (a
+    /// duplicate or late job). One conditional `UPDATE … RETURNING`, so two
+    /// concurrent claims never both succeed.
+    async fn claim_execution(
+        &self,
+        execution_id: &str,
+        owner: &str,
+        lease_for: std::time::Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Extends the lease if lease.attempt still owns the execution and
+    /// returns its current status (so a worker learns of `cancelling`); None
+    /// when fenced out (a newer attempt, or terminal).
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        lease_for: std::time::Duration,
+    ) -> Result<Option<ExecutionStatus>>;
+
+    /// Step transitions, each fenced on the lease's attempt (the execution's
+    /// attempt = lease.attempt and it is not terminal, checked under a lock
+    /// of the execution row); false when fenced out or the step does not
+    /// exist, and then nothing changed.
+    ///
+    /// `start_step`: status running, started_at = now; a step re-run after
+    /// a crash gets a fresh started_at, its rows/bytes reset to 0 and its
+    /// completion, output and error cleared.
+    async fn start_step(&self, lease: &Lease, step_id: &str) -> Result<bool>;
+
+    /// Records the running step's progress so far; false also when the step
+    /// is not running.
+    async fn step_progress(&self, lease: &Lease, step_id: &str, rows: i64, bytes: i64) -> Result<bool>;
+
+    /// The step completed with its totals and its result object.
+    async fn complete_step(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        rows: i64,
+        bytes: i64,
+        output_file: &str,
+    ) -> Result<bool>;
+
+    /// Fails a step with `error`, marks later pending steps skipped and the
+    /// execution failed (completed_at = now), releases the lease.
+    async fn fail_step(&self, lease: &Lease, step_id: &str, error: &StepError) -> Result<bool>;
+
+    /// Ends the execution as `completed` or `cancelled` (for cancelled: a
+    /// running step becomes cancelled, pending ones skipped), completed_at =
+    /// now, releases the lease. Any other status is an internal error.
+    async fn finish_execution(&self, lease: &Lease, status: ExecutionStatus) -> Result<bool>;
+
+    /// A caller's cancel: queued → `cancelled` at once (steps cancelled,
+    /// completed_at set); running → `cancelling`; cancelling stays; terminal
+    /// → Error::Conflict ("Execution already finished"). Returns the
+    /// execution as it now stands, None when it does not exist in this
+    /// project/org.
+    async fn request_cancel(
+        &self,
+        org_id: &str,
+        project_uuid: &str,
+        execution_id: &str,
+    ) -> Result<Option<Execution>>;
+
+    /// Executions the reaper must re-enqueue: non-terminal with an expired
+    /// lease, or queued without a lease and created before `queued_before`
+    /// (also running/cancelling without a lease, which should not exist);
+    /// oldest first, limited.
+    async fn executions_to_reap(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        queued_before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>>;
+
+    /// Non-terminal executions whose step snapshot uses this connector
+    /// (config.connector_uuid), in this org.
+    async fn active_executions_using(&self, org_id: &str, connector_uuid: &str) -> Result<i64>;
 }
 
 /// Opens the store named by `url` (`postgres://…` or `sqlite://…`), with

@@ -2,4 +2,6 @@
 //! suite (PostgreSQL and SQLite) and JWT verification.
 
 mod auth;
+mod queue;
+mod rotation;
 mod store;

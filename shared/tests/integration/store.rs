@@ -24,6 +24,10 @@ use ferry_shared::store::{self, Grant, PostgresStore, SqliteStore, Store};
 use serde_json::{Map, Value, json};
 use sqlx::AssertSqlSafe;
 
+mod executions;
+
+use executions::*;
+
 const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const ORG: &str = "org_acme";
 const OTHER_ORG: &str = "org_globex";
@@ -161,6 +165,31 @@ conformance!(
     test_history_is_returned_oldest_first_from_since_inclusive,
     connectors_sealed_with_other_key_finds_only_other_key_rows_by_uuid_up_to_limit,
     replacing_secrets_swaps_once_and_a_stale_old_value_is_refused,
+    created_execution_reads_back_with_its_step_snapshot_and_every_field_equal,
+    an_execution_without_steps_reads_back_with_no_steps,
+    creating_an_execution_makes_the_project_active_with_last_executed_at,
+    creating_an_execution_of_a_missing_project_is_not_found,
+    a_second_execution_in_progress_is_a_conflict_naming_the_first,
+    concurrent_creates_for_one_project_never_both_succeed,
+    after_the_execution_in_progress_ends_a_new_one_is_accepted,
+    creating_an_execution_with_an_existing_id_is_a_conflict,
+    executions_list_newest_first_then_by_id_in_pages_with_the_total,
+    deleting_a_project_removes_its_executions,
+    claiming_bumps_the_attempt_and_moves_queued_to_running,
+    a_second_claim_while_the_lease_is_live_is_none,
+    concurrent_claims_never_both_succeed,
+    after_the_lease_expires_another_owner_claims_and_the_old_lease_is_fenced_out,
+    renewing_extends_the_lease_and_reports_cancelling_after_a_cancel_request,
+    claiming_a_terminal_or_missing_execution_is_none,
+    completing_steps_records_progress_totals_and_output_and_finishing_completes,
+    a_step_missing_from_the_execution_is_refused,
+    failing_a_step_skips_the_later_steps_and_fails_the_execution,
+    finishing_as_cancelled_cancels_the_running_step_and_skips_the_pending_ones,
+    finishing_with_a_status_other_than_completed_or_cancelled_is_an_error,
+    cancelling_a_queued_execution_cancels_it_at_once,
+    cancelling_a_running_execution_asks_its_worker_and_a_finished_one_is_a_conflict,
+    executions_to_reap_are_expired_leases_and_stale_queued_ones_not_live_ones,
+    active_executions_using_counts_executions_in_progress_naming_the_connector,
 );
 
 // ---------------------------------------------------------------- helpers

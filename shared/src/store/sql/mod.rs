@@ -2,7 +2,7 @@
 //!
 //! Both backends run the same SQL: sqlx accepts `$1`-style placeholders on
 //! either, so each statement is written once, in the query macros of
-//! [`projects`], [`steps`], [`grants`] and [`connectors`], and expanded for
+//! [`projects`], [`steps`], [`grants`], [`connectors`] and [`executions`], and expanded for
 //! each store type with the few dialect fragments that differ (the `BEGIN`
 //! of a write transaction, row locking, the byte-order collation of the name
 //! sort, JSON field extraction).
@@ -13,6 +13,7 @@
 //! the lock are bounded by the busy timeout.
 
 mod connectors;
+mod executions;
 mod grants;
 mod projects;
 mod rows;
@@ -35,18 +36,20 @@ use sqlx::types::Json;
 use super::{Grant, Store};
 use crate::config::redact_url;
 use crate::domain::{
-    self, Connector, ConnectorListQuery, ConnectorUsage, NewStep, Page, Project, ProjectListQuery,
-    ProjectPatch, ProjectSummary, ResourceKind, Role, Sealed, Step, StepPatch, TestRecord, TestStatus,
-    project::search_text,
+    self, Connector, ConnectorListQuery, ConnectorUsage, Execution, ExecutionStatus, Lease, NewStep, Page,
+    PageRequest, Project, ProjectListQuery, ProjectPatch, ProjectStatus, ProjectSummary, ResourceKind, Role,
+    Sealed, Step, StepError, StepPatch, TestRecord, TestStatus, project::search_text,
 };
 use crate::error::{Error, Result};
 use crate::ids::IdKind;
 use connectors::connector_queries;
+use executions::{execution_queries, in_progress};
 use grants::grant_queries;
 use projects::project_queries;
 use rows::{
-    ConnectorRoleRow, ConnectorRow, GrantRow, ProjectRow, StepRow, SummaryRow, TestRow, UsageRow,
-    connector_columns, grant_columns, project_columns, step_columns, test_columns,
+    ConnectorRoleRow, ConnectorRow, ExecutionStepRow, GrantRow, ProjectRow, StepRow, SummaryRow, TestRow,
+    UsageRow, connector_columns, execution_columns, grant_columns, project_columns, step_columns,
+    step_run_columns, test_columns,
 };
 use steps::step_queries;
 
@@ -189,7 +192,7 @@ fn migrate_error(error: MigrateError) -> Error {
 ///   where `BEGIN IMMEDIATE` already holds the write lock);
 /// - `name_collation`: the byte-order collation clause of the name sort;
 /// - `step_connector_uuid`: the text of a step's `config.connector_uuid`
-///   (for a `FROM steps s`), NULL when absent.
+///   (for a `FROM steps s`, or `execution_steps s`), NULL when absent.
 macro_rules! sql_store {
     (
         $store:ident,
@@ -213,6 +216,13 @@ macro_rules! sql_store {
             $store,
             begin = $begin,
             name_collation = $collation,
+            step_connector_uuid = $step_connector
+        );
+        execution_queries!(
+            $store,
+            $db,
+            begin = $begin,
+            lock = $lock,
             step_connector_uuid = $step_connector
         );
 
@@ -349,6 +359,113 @@ macro_rules! sql_store {
 
             async fn replace_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {
                 self.replace_secrets_row(uuid, old, new).await
+            }
+
+            async fn create_execution(&self, execution: &Execution) -> Result<()> {
+                self.create_execution_row(execution).await
+            }
+
+            async fn get_execution(
+                &self,
+                org_id: &str,
+                project_uuid: &str,
+                execution_id: &str,
+            ) -> Result<Option<Execution>> {
+                self.get_execution_row(org_id, project_uuid, execution_id)
+                    .await
+            }
+
+            async fn load_execution(&self, execution_id: &str) -> Result<Option<Execution>> {
+                self.load_execution_row(execution_id).await
+            }
+
+            async fn list_executions(
+                &self,
+                project_uuid: &str,
+                page: PageRequest,
+            ) -> Result<Page<Execution>> {
+                self.list_execution_rows(project_uuid, page).await
+            }
+
+            async fn active_execution(&self, project_uuid: &str) -> Result<Option<String>> {
+                self.active_execution_row(project_uuid).await
+            }
+
+            async fn claim_execution(
+                &self,
+                execution_id: &str,
+                owner: &str,
+                lease_for: Duration,
+            ) -> Result<Option<Lease>> {
+                self.claim_execution_row(execution_id, owner, lease_for)
+                    .await
+            }
+
+            async fn renew_lease(
+                &self,
+                lease: &Lease,
+                lease_for: Duration,
+            ) -> Result<Option<ExecutionStatus>> {
+                self.renew_lease_row(lease, lease_for).await
+            }
+
+            async fn start_step(&self, lease: &Lease, step_id: &str) -> Result<bool> {
+                self.start_step_row(lease, step_id).await
+            }
+
+            async fn step_progress(
+                &self,
+                lease: &Lease,
+                step_id: &str,
+                rows: i64,
+                bytes: i64,
+            ) -> Result<bool> {
+                self.step_progress_row(lease, step_id, rows, bytes).await
+            }
+
+            async fn complete_step(
+                &self,
+                lease: &Lease,
+                step_id: &str,
+                rows: i64,
+                bytes: i64,
+                output_file: &str,
+            ) -> Result<bool> {
+                self.complete_step_row(lease, step_id, rows, bytes, output_file)
+                    .await
+            }
+
+            async fn fail_step(&self, lease: &Lease, step_id: &str, error: &StepError) -> Result<bool> {
+                self.fail_step_row(lease, step_id, error).await
+            }
+
+            async fn finish_execution(&self, lease: &Lease, status: ExecutionStatus) -> Result<bool> {
+                self.finish_execution_row(lease, status).await
+            }
+
+            async fn request_cancel(
+                &self,
+                org_id: &str,
+                project_uuid: &str,
+                execution_id: &str,
+            ) -> Result<Option<Execution>> {
+                self.request_cancel_row(org_id, project_uuid, execution_id)
+                    .await
+            }
+
+            async fn executions_to_reap(
+                &self,
+                now: DateTime<Utc>,
+                queued_before: DateTime<Utc>,
+                limit: i64,
+            ) -> Result<Vec<String>> {
+                self.executions_to_reap_rows(now, queued_before, limit)
+                    .await
+            }
+
+            async fn active_executions_using(&self, org_id: &str, connector_uuid: &str) -> Result<i64> {
+                self.active_executions_using_rows(org_id, connector_uuid)
+                    .await
             }
         }
     };

@@ -7,8 +7,9 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 
 use crate::domain::{
-    Connector, ConnectorStatus, ConnectorUsage, Project, ProjectStatus, ProjectSummary, ResourceKind, Role,
-    Sealed, Step, StepType, TestRecord, TestStatus,
+    Connector, ConnectorStatus, ConnectorUsage, Execution, ExecutionStatus, Project, ProjectStatus,
+    ProjectSummary, ResourceKind, Role, Sealed, Step, StepError, StepRun, StepRunStatus, StepType,
+    TestRecord, TestStatus, Trigger,
 };
 use crate::error::{Error, Result};
 use crate::store::Grant;
@@ -57,6 +58,30 @@ macro_rules! test_columns {
     };
 }
 pub(crate) use test_columns;
+
+/// The columns of an [`ExecutionRow`], for a `FROM executions e`.
+macro_rules! execution_columns {
+    () => {
+        "e.execution_id, e.project_uuid, e.org_id, e.status, e.trigger, e.parameters, \
+         e.notify_on_completion, e.created_by, e.created_at, e.started_at, e.completed_at, \
+         e.attempt, e.lease_owner, e.lease_expires_at"
+    };
+}
+pub(crate) use execution_columns;
+
+/// The columns of a [`StepRunRow`], for a `LEFT JOIN execution_steps s`
+/// (renamed, since executions have columns of the same names).
+macro_rules! step_run_columns {
+    () => {
+        "s.step_id AS run_step_id, s.position AS run_position, s.name AS run_name, \
+         s.step_type AS run_step_type, s.config AS run_config, s.status AS run_status, \
+         s.started_at AS run_started_at, s.completed_at AS run_completed_at, \
+         s.rows_processed AS run_rows_processed, s.bytes_written AS run_bytes_written, \
+         s.output_file AS run_output_file, s.error_type AS run_error_type, \
+         s.error_message AS run_error_message"
+    };
+}
+pub(crate) use step_run_columns;
 
 #[derive(sqlx::FromRow)]
 pub(super) struct ProjectRow {
@@ -286,6 +311,127 @@ impl From<TestRow> for TestRecord {
             error_message: row.error_message,
         }
     }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ExecutionRow {
+    execution_id: String,
+    project_uuid: String,
+    org_id: String,
+    status: String,
+    trigger: String,
+    parameters: Json<Map<String, Value>>,
+    notify_on_completion: bool,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    attempt: i64,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<ExecutionRow> for Execution {
+    type Error = Error;
+
+    fn try_from(row: ExecutionRow) -> Result<Self> {
+        Ok(Execution {
+            status: parse_execution_status(&row.status)?,
+            trigger: Trigger::parse(&row.trigger)
+                .ok_or_else(|| corrupt("executions.trigger", &row.trigger))?,
+            execution_id: row.execution_id,
+            project_uuid: row.project_uuid,
+            org_id: row.org_id,
+            parameters: row.parameters.0,
+            notify_on_completion: row.notify_on_completion,
+            created_by: row.created_by,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            completed_at: row.completed_at,
+            attempt: row.attempt,
+            lease_owner: row.lease_owner,
+            lease_expires_at: row.lease_expires_at,
+            steps: Vec::new(),
+        })
+    }
+}
+
+/// An execution step as a `LEFT JOIN` returns it: all `None` for an
+/// execution without steps.
+#[derive(sqlx::FromRow)]
+pub(super) struct StepRunRow {
+    run_step_id: Option<String>,
+    run_position: Option<i32>,
+    run_name: Option<String>,
+    run_step_type: Option<String>,
+    run_config: Option<Json<Value>>,
+    run_status: Option<String>,
+    run_started_at: Option<DateTime<Utc>>,
+    run_completed_at: Option<DateTime<Utc>>,
+    run_rows_processed: Option<i64>,
+    run_bytes_written: Option<i64>,
+    run_output_file: Option<String>,
+    run_error_type: Option<String>,
+    run_error_message: Option<String>,
+}
+
+impl StepRunRow {
+    fn into_step_run(self) -> Result<Option<StepRun>> {
+        let Some(step_id) = self.run_step_id else {
+            return Ok(None);
+        };
+        let missing = |column: &str| Error::internal(format!("execution_steps.{column} is null"));
+        let status = self.run_status.ok_or_else(|| missing("status"))?;
+        Ok(Some(StepRun {
+            status: StepRunStatus::parse(&status)
+                .ok_or_else(|| corrupt("execution_steps.status", &status))?,
+            step_id,
+            position: self.run_position.ok_or_else(|| missing("position"))?,
+            name: self.run_name.ok_or_else(|| missing("name"))?,
+            step_type: self.run_step_type.ok_or_else(|| missing("step_type"))?,
+            config: self.run_config.ok_or_else(|| missing("config"))?.0,
+            started_at: self.run_started_at,
+            completed_at: self.run_completed_at,
+            rows_processed: self.run_rows_processed.unwrap_or_default(),
+            bytes_written: self.run_bytes_written.unwrap_or_default(),
+            output_file: self.run_output_file,
+            error: self.run_error_type.map(|error_type| StepError {
+                error_type,
+                message: self.run_error_message.unwrap_or_default(),
+            }),
+        }))
+    }
+}
+
+/// One row of an execution joined with one of its steps.
+#[derive(sqlx::FromRow)]
+pub(super) struct ExecutionStepRow {
+    #[sqlx(flatten)]
+    execution: ExecutionRow,
+    #[sqlx(flatten)]
+    step: StepRunRow,
+}
+
+/// Folds execution/step rows, ordered by execution then step position, into
+/// executions with their steps, in the rows' order.
+pub(super) fn group_executions(rows: Vec<ExecutionStepRow>) -> Result<Vec<Execution>> {
+    let mut executions: Vec<Execution> = Vec::new();
+    for row in rows {
+        let step = row.step.into_step_run()?;
+        match executions.last_mut() {
+            Some(last) if last.execution_id == row.execution.execution_id => last.steps.extend(step),
+            _ => {
+                let mut execution = Execution::try_from(row.execution)?;
+                execution.steps.extend(step);
+                executions.push(execution);
+            }
+        }
+    }
+    Ok(executions)
+}
+
+pub(super) fn parse_execution_status(text: &str) -> Result<ExecutionStatus> {
+    ExecutionStatus::parse(text).ok_or_else(|| corrupt("executions.status", text))
 }
 
 /// Converts a list of rows, failing on the first one that does not convert.

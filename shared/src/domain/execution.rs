@@ -1,0 +1,186 @@
+//! Executions: one run of a project's steps. The execution and step records
+//! in the metadata store are the truth; a queued job is only a wake-up.
+//!
+//! Every write by a worker carries the execution's `attempt` (a fencing
+//! token): taking an execution bumps it, and a write with an older attempt
+//! is rejected, so a paused or slow worker can never overwrite a newer
+//! attempt's work.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Execution lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    Queued,
+    Running,
+    Cancelling,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 6] = [
+        ExecutionStatus::Queued,
+        ExecutionStatus::Running,
+        ExecutionStatus::Cancelling,
+        ExecutionStatus::Completed,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Queued => "queued",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Cancelling => "cancelling",
+            ExecutionStatus::Completed => "completed",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Completed, failed and cancelled executions never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled)
+    }
+}
+
+/// Step status within an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepRunStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl StepRunStatus {
+    pub const ALL: [StepRunStatus; 6] = [
+        StepRunStatus::Pending,
+        StepRunStatus::Running,
+        StepRunStatus::Completed,
+        StepRunStatus::Failed,
+        StepRunStatus::Skipped,
+        StepRunStatus::Cancelled,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StepRunStatus::Pending => "pending",
+            StepRunStatus::Running => "running",
+            StepRunStatus::Completed => "completed",
+            StepRunStatus::Failed => "failed",
+            StepRunStatus::Skipped => "skipped",
+            StepRunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// What started an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Api,
+    Schedule,
+}
+
+impl Trigger {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Schedule => "schedule",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "api" => Some(Trigger::Api),
+            "schedule" => Some(Trigger::Schedule),
+            _ => None,
+        }
+    }
+}
+
+/// A step failure as recorded on the step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    #[serde(rename = "type")]
+    pub error_type: String,
+    pub message: String,
+}
+
+/// One step of an execution: the snapshot of the step taken when the
+/// execution was created, and how its run went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRun {
+    pub step_id: String,
+    /// 1-based position in the execution.
+    pub position: i32,
+    pub name: String,
+    pub step_type: String,
+    /// The step's config as it was when the execution was created.
+    pub config: Value,
+    pub status: StepRunStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub rows_processed: i64,
+    pub bytes_written: i64,
+    /// Object URL of the step's Parquet result, once uploaded.
+    pub output_file: Option<String>,
+    pub error: Option<StepError>,
+}
+
+/// An execution with its steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub execution_id: String,
+    pub project_uuid: String,
+    pub org_id: String,
+    pub status: ExecutionStatus,
+    pub trigger: Trigger,
+    pub parameters: Map<String, Value>,
+    pub notify_on_completion: bool,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Fencing token: bumped each time a worker takes the execution.
+    pub attempt: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub steps: Vec<StepRun>,
+}
+
+impl Execution {
+    pub fn completed_steps(&self) -> usize {
+        self.steps.iter().filter(|s| s.status == StepRunStatus::Completed).count()
+    }
+
+    pub fn total_rows(&self) -> i64 {
+        self.steps.iter().map(|s| s.rows_processed).sum()
+    }
+}
+
+/// A worker's hold on an execution: who, which attempt, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub execution_id: String,
+    pub owner: String,
+    pub attempt: i64,
+    pub expires_at: DateTime<Utc>,
+}

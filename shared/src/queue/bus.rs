@@ -1,0 +1,392 @@
+//! Request/reply and broadcast between roles: [`RedisBus`] for separate
+//! processes (lists for replies, pub/sub for broadcasts) and [`LocalBus`]
+//! for `ferry up`, where every role shares one process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use ::redis::{AsyncConnectionConfig, Client, RedisError, Value as RedisValue};
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+
+use super::redis_streams::lock;
+use super::{Bus, codec_error, is_connection_error, redis_error};
+use crate::{Error, Result};
+
+/// Tries per command when the connection fails.
+const TRIES: u32 = 4;
+/// Idle blocking-pop connections kept for reuse.
+const MAX_IDLE_WAITERS: usize = 32;
+/// Slack given to a `BLPOP` beyond its timeout before its connection is
+/// considered dead.
+const WAIT_SLACK: Duration = Duration::from_secs(5);
+/// Messages a slow subscriber may fall behind before it loses the oldest.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+// ---------------------------------------------------------------- Redis
+
+/// The bus over Redis: a reply is `RPUSH` + `PEXPIRE` on
+/// `<prefix>:reply:<key>` and its waiter `BLPOP`s on a connection of its own;
+/// broadcasts are `PUBLISH`/`SUBSCRIBE` on `<prefix>:bus:<channel>`, each
+/// subscription on its own connection, re-subscribed after a reconnect.
+pub struct RedisBus {
+    client: Client,
+    conn: ConnectionManager,
+    waiters: Mutex<Vec<MultiplexedConnection>>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus").field("prefix", &self.prefix).finish()
+    }
+}
+
+impl RedisBus {
+    /// Connects to `url`; keys and channels live under `prefix`. A Redis
+    /// that does not answer is [`Error::Unavailable`].
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        let client =
+            Client::open(url).map_err(|_| Error::validation("redis_url", "the Redis URL is malformed"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(3)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|error| redis_error(&error))?;
+        Ok(RedisBus {
+            client,
+            conn,
+            waiters: Mutex::new(Vec::new()),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn reply_key(&self, key: &str) -> String {
+        format!("{}:reply:{key}", self.prefix)
+    }
+
+    fn channel(&self, channel: &str) -> String {
+        format!("{}:bus:{channel}", self.prefix)
+    }
+
+    async fn waiter(&self) -> std::result::Result<MultiplexedConnection, RedisError> {
+        if let Some(conn) = lock(&self.waiters).pop() {
+            return Ok(conn);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    fn give_back(&self, conn: MultiplexedConnection) {
+        let mut waiters = lock(&self.waiters);
+        if waiters.len() < MAX_IDLE_WAITERS {
+            waiters.push(conn);
+        }
+    }
+
+    /// Runs `cmd` on the shared connection, retrying connection failures.
+    async fn query<T: ::redis::FromRedisValue>(&self, request: &Request<'_>) -> Result<T> {
+        let mut conn = self.conn.clone();
+        let mut tries = 0;
+        loop {
+            let result = match request {
+                Request::Cmd(cmd) => cmd.query_async::<T>(&mut conn).await,
+                Request::Pipe(pipe) => pipe.query_async::<T>(&mut conn).await,
+            };
+            match result {
+                Ok(value) => return Ok(value),
+                Err(error) if is_connection_error(&error) && tries + 1 < TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50) * tries).await;
+                }
+                Err(error) => return Err(redis_error(&error)),
+            }
+        }
+    }
+}
+
+enum Request<'a> {
+    Cmd(&'a ::redis::Cmd),
+    Pipe(&'a ::redis::Pipeline),
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn reply(&self, key: &str, value: &Value, ttl: Duration) -> Result<()> {
+        let body = serde_json::to_string(value).map_err(|error| codec_error(&error))?;
+        let key = self.reply_key(key);
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("RPUSH")
+            .arg(&key)
+            .arg(body)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl.as_millis().max(1) as u64)
+            .ignore();
+        self.query::<()>(&Request::Pipe(&pipe)).await
+    }
+
+    async fn wait_reply(&self, key: &str, timeout: Duration) -> Result<Option<Value>> {
+        let key = self.reply_key(key);
+        let deadline = Instant::now() + timeout;
+        let mut tries = 0;
+        let reply = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut cmd;
+            if left < Duration::from_millis(1) {
+                cmd = ::redis::cmd("LPOP");
+                cmd.arg(&key);
+            } else {
+                cmd = ::redis::cmd("BLPOP");
+                cmd.arg(&key).arg(left.as_secs_f64());
+            }
+            let result = match self.waiter().await {
+                Ok(mut conn) => {
+                    match tokio::time::timeout(left + WAIT_SLACK, cmd.query_async::<RedisValue>(&mut conn))
+                        .await
+                    {
+                        Ok(Ok(reply)) => {
+                            self.give_back(conn);
+                            Ok(reply)
+                        }
+                        Ok(Err(error)) => Err(error),
+                        Err(_) => Err(RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "blocking pop timed out",
+                        ))),
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(reply) => break reply,
+                Err(error) if is_connection_error(&error) && tries + 1 < TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50) * tries).await;
+                }
+                Err(error) => return Err(redis_error(&error)),
+            }
+        };
+        let body = match reply {
+            RedisValue::Array(mut pair) => pair.pop(),
+            RedisValue::Nil => None,
+            other => Some(other),
+        };
+        match body {
+            Some(RedisValue::BulkString(bytes)) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|error| codec_error(&error)),
+            Some(_) => Err(Error::Internal("bus: unexpected reply from Redis".into())),
+            None => Ok(None),
+        }
+    }
+
+    async fn publish(&self, channel: &str, value: &Value) -> Result<()> {
+        let body = serde_json::to_string(value).map_err(|error| codec_error(&error))?;
+        let mut cmd = ::redis::cmd("PUBLISH");
+        cmd.arg(self.channel(channel)).arg(body);
+        let _: i64 = self.query(&Request::Cmd(&cmd)).await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<BoxStream<'static, Value>> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(run_subscription(
+            self.client.clone(),
+            self.channel(channel),
+            tx,
+            ready_tx,
+        ));
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(Error::Internal("bus: the subscription task ended".into())),
+        }
+        Ok(futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|value| (value, rx)) },
+        )
+        .boxed())
+    }
+}
+
+/// Keeps one subscription alive: forwards messages to `tx`, reconnects and
+/// re-subscribes (backing off up to 1 s) when the connection drops, and ends
+/// when the subscriber's stream is dropped. The first outcome goes to
+/// `ready` (a first connection that fails is the caller's error).
+async fn run_subscription(
+    client: Client,
+    channel: String,
+    tx: mpsc::Sender<Value>,
+    ready: oneshot::Sender<Result<()>>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let connected = async {
+            let mut pubsub = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
+                .await
+                .map_err(|_| Error::Unavailable("the bus is unavailable (connect timed out)".into()))?
+                .map_err(|error| redis_error(&error))?;
+            pubsub
+                .subscribe(&channel)
+                .await
+                .map_err(|error| redis_error(&error))?;
+            Ok::<_, Error>(pubsub)
+        }
+        .await;
+        match connected {
+            Ok(pubsub) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Ok(()));
+                } else {
+                    tracing::info!(channel, "bus subscription restored");
+                }
+                backoff = Duration::from_millis(50);
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => {
+                            let Some(message) = message else { break };
+                            match serde_json::from_slice::<Value>(message.get_payload_bytes()) {
+                                Ok(value) => {
+                                    if tx.send(value).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(error) => tracing::warn!(channel, %error, "unreadable bus message dropped"),
+                            }
+                        }
+                        () = tx.closed() => return,
+                    }
+                }
+                tracing::warn!(channel, "bus subscription lost, re-subscribing");
+            }
+            Err(error) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(error));
+                    return;
+                }
+                tracing::debug!(channel, %error, "bus re-subscription failed");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = tx.closed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- local
+
+/// The in-process bus of `ferry up`: replies in a map woken by a `Notify`,
+/// broadcasts over `tokio::sync::broadcast` (a subscriber more than 1,024
+/// messages behind loses the oldest).
+#[derive(Debug, Clone, Default)]
+pub struct LocalBus {
+    inner: Arc<LocalInner>,
+}
+
+#[derive(Debug, Default)]
+struct LocalInner {
+    replies: Mutex<HashMap<String, VecDeque<(Value, Instant)>>>,
+    replied: Notify,
+    channels: Mutex<HashMap<String, broadcast::Sender<Value>>>,
+}
+
+impl LocalBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn take_reply(&self, key: &str) -> Option<Value> {
+        let now = Instant::now();
+        let mut replies = lock(&self.inner.replies);
+        // Forget expired replies so unclaimed ones do not accumulate.
+        replies.retain(|_, queue| {
+            queue.retain(|(_, expires)| *expires > now);
+            !queue.is_empty()
+        });
+        let queue = replies.get_mut(key)?;
+        let value = queue.pop_front().map(|(value, _)| value);
+        if queue.is_empty() {
+            replies.remove(key);
+        }
+        value
+    }
+
+    fn sender(&self, channel: &str) -> broadcast::Sender<Value> {
+        lock(&self.inner.channels)
+            .entry(channel.to_owned())
+            .or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    async fn reply(&self, key: &str, value: &Value, ttl: Duration) -> Result<()> {
+        lock(&self.inner.replies)
+            .entry(key.to_owned())
+            .or_default()
+            .push_back((value.clone(), Instant::now() + ttl));
+        self.inner.replied.notify_waiters();
+        Ok(())
+    }
+
+    async fn wait_reply(&self, key: &str, timeout: Duration) -> Result<Option<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.inner.replied.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(value) = self.take_reply(key) {
+                return Ok(Some(value));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+    }
+
+    async fn publish(&self, channel: &str, value: &Value) -> Result<()> {
+        // No subscriber is not an error: a broadcast reaches whoever listens.
+        let _ = self.sender(channel).send(value.clone());
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<BoxStream<'static, Value>> {
+        let rx = self.sender(channel).subscribe();
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(value) => return Some((value, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed())
+    }
+}

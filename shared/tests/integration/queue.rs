@@ -1,0 +1,1374 @@
+//! Queue conformance suite: every test is written once, as an
+//! `async fn(Arc<dyn Queue>)` (or over a [`Harness`] when it restarts the
+//! backend), and run against Redis Streams (`queue::redis::<name>`, a unique
+//! key prefix on the shared Redis, or a private `redis-server` when the test
+//! restarts it) and the embedded SQLite queue (`queue::embedded::<name>`, a
+//! file in a temporary directory). The bus tests run the same way against
+//! `RedisBus` and `LocalBus`.
+//!
+//! Redis must be running at 127.0.0.1:6379 and `redis-server` must be on the
+//! PATH: without them the Redis tests fail, they never skip.
+//!
+//! `bench_queue_throughput_and_pickup` is the queue benchmark (ignored; run
+//! it with `loadtests/queue/run.sh`).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_shared::queue::{
+    Bus, Delivery, EmbeddedQueue, Job, JobError, JobKind, LocalBus, Queue, RedisBus, RedisQueue,
+    WorkerOptions, run_worker,
+};
+use futures::StreamExt;
+use serde_json::json;
+use tempfile::TempDir;
+use tokio::sync::{Notify, oneshot};
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// For tests that want redelivery to happen within the test.
+const SHORT_LEASE: Duration = Duration::from_secs(1);
+/// For tests where nothing must be redelivered.
+const LONG_LEASE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------- harness
+
+/// A Redis server of the test's own, so it can be killed and restarted
+/// empty without touching the shared one.
+struct PrivateRedis {
+    port: u16,
+    dir: TempDir,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("local address").port()
+        };
+        let dir = TempDir::new().expect("temporary directory");
+        let child = Self::spawn(port, &dir);
+        let server = PrivateRedis { port, dir, child };
+        server.wait_ready().await;
+        server
+    }
+
+    fn spawn(port: u16, dir: &TempDir) -> std::process::Child {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be on the PATH")
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let client = ::redis::Client::open(self.url()).expect("url");
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && ::redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server on port {} did not start",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server and starts an empty one on the same port.
+    async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, &self.dir);
+        self.wait_ready().await;
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+enum Storage {
+    Redis {
+        url: String,
+        prefix: String,
+        private: Option<PrivateRedis>,
+    },
+    Embedded {
+        dir: TempDir,
+    },
+}
+
+/// One backend under test: opens queue objects over the same storage and
+/// restarts that storage.
+struct Harness {
+    storage: Storage,
+}
+
+impl Harness {
+    fn redis() -> Self {
+        Harness {
+            storage: Storage::Redis {
+                url: REDIS_URL.to_owned(),
+                prefix: unique_prefix(),
+                private: None,
+            },
+        }
+    }
+
+    async fn private_redis() -> Self {
+        let server = PrivateRedis::start().await;
+        Harness {
+            storage: Storage::Redis {
+                url: server.url(),
+                prefix: unique_prefix(),
+                private: Some(server),
+            },
+        }
+    }
+
+    fn embedded() -> Self {
+        Harness {
+            storage: Storage::Embedded {
+                dir: TempDir::new().expect("temporary directory"),
+            },
+        }
+    }
+
+    async fn open(&self, lease: Duration) -> Arc<dyn Queue> {
+        match &self.storage {
+            Storage::Redis { url, prefix, .. } => Arc::new(
+                RedisQueue::connect(url, prefix, lease)
+                    .await
+                    .expect("Redis must be running at 127.0.0.1:6379"),
+            ),
+            Storage::Embedded { dir } => Arc::new(
+                EmbeddedQueue::open(&dir.path().join("queue.db"), lease)
+                    .await
+                    .expect("open the queue file"),
+            ),
+        }
+    }
+
+    /// Whether jobs survive a restart (the private Redis runs without
+    /// persistence, as Ferry's Redis may).
+    fn durable(&self) -> bool {
+        matches!(self.storage, Storage::Embedded { .. })
+    }
+
+    /// Redis: kills the private server and starts it again empty. Embedded:
+    /// nothing to do beyond the caller dropping and reopening the queue.
+    async fn restart(&mut self) {
+        if let Storage::Redis {
+            private: Some(server),
+            ..
+        } = &mut self.storage
+        {
+            server.restart().await;
+        }
+    }
+
+    /// Deletes the test's keys from the shared Redis.
+    async fn cleanup(&self) {
+        if let Storage::Redis {
+            url,
+            prefix,
+            private: None,
+        } = &self.storage
+        {
+            let client = ::redis::Client::open(url.as_str()).expect("url");
+            let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(format!("{{{prefix}:*"))
+                .query_async(&mut conn)
+                .await
+                .expect("list test keys");
+            let mut bus_keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query_async(&mut conn)
+                .await
+                .expect("list test keys");
+            bus_keys.extend(keys);
+            if !bus_keys.is_empty() {
+                let () = ::redis::cmd("DEL")
+                    .arg(&bus_keys)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("delete test keys");
+            }
+        }
+    }
+}
+
+fn unique_prefix() -> String {
+    format!("test-queue-{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// Runs `test` on a queue with `lease` over `harness`, then cleans up,
+/// whether the test passed or panicked.
+async fn with_queue<F, Fut>(harness: Harness, lease: Duration, test: F)
+where
+    F: FnOnce(Arc<dyn Queue>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let queue = harness.open(lease).await;
+    let outcome = tokio::spawn(test(queue)).await;
+    harness.cleanup().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+async fn with_harness<F, Fut>(harness: Harness, test: F)
+where
+    F: FnOnce(Harness) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let outcome = tokio::spawn(test(harness)).await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// Instantiates each queue test for both backends, as
+/// `queue::redis::<name>` and `queue::embedded::<name>`.
+macro_rules! queue_conformance {
+    ($($test:ident($lease:expr)),+ $(,)?) => {
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    with_queue(Harness::redis(), $lease, super::$test).await;
+                }
+            )+
+        }
+
+        mod embedded {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    with_queue(Harness::embedded(), $lease, super::$test).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Instantiates each test that opens or restarts the backend itself:
+/// `queue::redis_server::<name>` on a private Redis server and
+/// `queue::embedded_file::<name>`.
+macro_rules! harness_conformance {
+    ($($test:ident),+ $(,)?) => {
+        mod redis_server {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    with_harness(Harness::private_redis().await, super::$test).await;
+                }
+            )+
+        }
+
+        mod embedded_file {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    with_harness(Harness::embedded(), super::$test).await;
+                }
+            )+
+        }
+    };
+}
+
+queue_conformance!(
+    enqueue_fetch_ack_round_trip_delivers_the_job_once(LONG_LEASE),
+    a_waiting_fetch_wakes_within_200ms_of_an_enqueue(LONG_LEASE),
+    an_idle_fetch_returns_empty_after_its_wait(LONG_LEASE),
+    ack_removes_jobs_for_good(LONG_LEASE),
+    an_unacked_delivery_is_redelivered_after_the_lease_with_the_next_attempt(SHORT_LEASE),
+    touch_keeps_a_delivery_from_being_reclaimed(SHORT_LEASE),
+    release_hands_a_delivery_back_at_once(LONG_LEASE),
+    a_duplicate_enqueue_is_a_no_op_while_the_job_is_pending(LONG_LEASE),
+    a_backlog_of_100k_jobs_drains_with_each_id_exactly_once(LONG_LEASE),
+    run_worker_runs_jobs_concurrently_retries_and_aborts(SHORT_LEASE),
+    run_worker_heartbeat_keeps_a_long_job_from_running_twice(SHORT_LEASE),
+    run_worker_shutdown_lets_running_jobs_finish_and_a_restart_takes_new_jobs(LONG_LEASE),
+);
+
+harness_conformance!(
+    a_restarted_backend_keeps_delivering_without_a_new_queue_object,
+    a_fetch_wakes_on_an_enqueue_through_another_queue_object,
+);
+
+// ---------------------------------------------------------------- helpers
+
+fn job(n: usize) -> Job {
+    Job::new(JobKind::TestConnection, json!({ "n": n }))
+}
+
+/// Fetches until `count` deliveries arrived or `within` ran out.
+async fn collect(queue: &dyn Queue, consumer: &str, count: usize, within: Duration) -> Vec<Delivery> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        got.extend(
+            queue
+                .fetch(consumer, count - got.len(), left)
+                .await
+                .expect("fetch"),
+        );
+    }
+    got
+}
+
+fn receipts(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries.iter().map(|d| d.receipt.clone()).collect()
+}
+
+// ---------------------------------------------------------------- queue tests
+
+async fn enqueue_fetch_ack_round_trip_delivers_the_job_once(queue: Arc<dyn Queue>) {
+    queue.ping().await.expect("ping");
+    let job = Job::new(
+        JobKind::TestConnection,
+        json!({ "connector_uuid": "c-1", "nested": { "a": [1, 2] } }),
+    );
+    assert!(queue.enqueue(&job).await.expect("enqueue"));
+    assert_eq!(queue.depth().await.expect("depth"), 1);
+
+    let deliveries = queue
+        .fetch("consumer-a", 10, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].job, job);
+    assert_eq!(deliveries[0].attempt, 1);
+    assert_eq!(queue.depth().await.expect("depth"), 1, "in flight still counts");
+
+    queue.ack(&receipts(&deliveries)).await.expect("ack");
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+    let again = queue
+        .fetch("consumer-a", 10, Duration::from_millis(200))
+        .await
+        .expect("fetch");
+    assert!(again.is_empty(), "acked job delivered again: {again:?}");
+}
+
+async fn a_waiting_fetch_wakes_within_200ms_of_an_enqueue(queue: Arc<dyn Queue>) {
+    let mut pickups = Vec::new();
+    for round in 0..5 {
+        let fetcher = {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move {
+                let deliveries = queue
+                    .fetch("waiter", 1, Duration::from_secs(5))
+                    .await
+                    .expect("fetch");
+                (deliveries, Instant::now())
+            })
+        };
+        // Let the fetcher block first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
+        assert!(queue.enqueue(&job(round)).await.expect("enqueue"));
+        let (deliveries, received) = fetcher.await.expect("fetcher");
+        assert_eq!(deliveries.len(), 1);
+        queue.ack(&receipts(&deliveries)).await.expect("ack");
+        pickups.push(received.duration_since(sent));
+    }
+    println!("pickup of a blocked fetch after enqueue: {pickups:?}");
+    let slowest = pickups.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_millis(200),
+        "a waiting fetch took {slowest:?} to see a new job"
+    );
+}
+
+async fn an_idle_fetch_returns_empty_after_its_wait(queue: Arc<dyn Queue>) {
+    let started = Instant::now();
+    let deliveries = queue
+        .fetch("idle", 5, Duration::from_millis(400))
+        .await
+        .expect("fetch");
+    let waited = started.elapsed();
+    assert!(deliveries.is_empty());
+    assert!(
+        waited >= Duration::from_millis(390),
+        "returned early after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(2), "overslept: {waited:?}");
+
+    let started = Instant::now();
+    let deliveries = queue.fetch("idle", 5, Duration::ZERO).await.expect("fetch");
+    assert!(deliveries.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a zero wait blocked"
+    );
+}
+
+async fn ack_removes_jobs_for_good(queue: Arc<dyn Queue>) {
+    for n in 0..3 {
+        assert!(queue.enqueue(&job(n)).await.expect("enqueue"));
+    }
+    let deliveries = collect(&*queue, "acker", 3, Duration::from_secs(3)).await;
+    assert_eq!(deliveries.len(), 3);
+    let ns: Vec<u64> = deliveries
+        .iter()
+        .map(|d| d.job.payload["n"].as_u64().unwrap_or(99))
+        .collect();
+    assert_eq!(ns, vec![0, 1, 2], "jobs come in enqueue order");
+
+    queue.ack(&receipts(&deliveries[..2])).await.expect("ack two");
+    assert_eq!(queue.depth().await.expect("depth"), 1);
+    queue
+        .ack(&receipts(&deliveries[2..]))
+        .await
+        .expect("ack the last");
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+    // Acking again, or acking nothing, is harmless.
+    queue.ack(&receipts(&deliveries)).await.expect("ack again");
+    queue.ack(&[]).await.expect("ack nothing");
+    let again = queue
+        .fetch("acker", 10, Duration::from_millis(300))
+        .await
+        .expect("fetch");
+    assert!(again.is_empty(), "acked jobs delivered again: {again:?}");
+}
+
+async fn an_unacked_delivery_is_redelivered_after_the_lease_with_the_next_attempt(queue: Arc<dyn Queue>) {
+    let job = job(1);
+    queue.enqueue(&job).await.expect("enqueue");
+    let first = queue
+        .fetch("dies", 1, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempt, 1);
+    let taken = Instant::now();
+
+    // "dies" never acks nor touches: another consumer gets the job once the
+    // lease (1 s) has run out.
+    let second = queue
+        .fetch("survivor", 1, Duration::from_secs(5))
+        .await
+        .expect("fetch");
+    let after = taken.elapsed();
+    println!("redelivered after {after:?} (lease {SHORT_LEASE:?})");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].job, job);
+    assert_eq!(second[0].attempt, 2);
+    assert!(
+        after >= Duration::from_millis(900),
+        "redelivered before the lease ran out: {after:?}"
+    );
+    assert!(after < Duration::from_secs(3), "redelivery took {after:?}");
+
+    queue.ack(&receipts(&second)).await.expect("ack");
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+    // The late ack of the dead consumer is harmless.
+    queue.ack(&receipts(&first)).await.expect("late ack");
+}
+
+async fn touch_keeps_a_delivery_from_being_reclaimed(queue: Arc<dyn Queue>) {
+    queue.enqueue(&job(1)).await.expect("enqueue");
+    let held = queue
+        .fetch("holder", 1, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(held.len(), 1);
+
+    let toucher = {
+        let queue = Arc::clone(&queue);
+        let held = receipts(&held);
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_millis(2500);
+            while Instant::now() < until {
+                queue.touch("holder", &held).await.expect("touch");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    // Another consumer's touch does not steal it.
+    queue
+        .touch("thief", &receipts(&held))
+        .await
+        .expect("touch by another consumer");
+    let stolen = queue
+        .fetch("other", 1, Duration::from_millis(2200))
+        .await
+        .expect("fetch");
+    assert!(stolen.is_empty(), "a touched delivery was reclaimed: {stolen:?}");
+    toucher.await.expect("toucher");
+
+    // Without touches it is reclaimed after the lease.
+    let reclaimed = queue
+        .fetch("other", 1, Duration::from_secs(5))
+        .await
+        .expect("fetch");
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].attempt, 2);
+    queue.ack(&receipts(&reclaimed)).await.expect("ack");
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+}
+
+async fn release_hands_a_delivery_back_at_once(queue: Arc<dyn Queue>) {
+    queue.enqueue(&job(1)).await.expect("enqueue");
+    let held = queue
+        .fetch("stopping", 1, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(held.len(), 1);
+    queue
+        .release("stopping", &receipts(&held))
+        .await
+        .expect("release");
+    let started = Instant::now();
+    let again = queue
+        .fetch("next", 1, Duration::from_secs(5))
+        .await
+        .expect("fetch");
+    assert_eq!(again.len(), 1, "the released job is not delivered");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "release waited for the lease"
+    );
+    assert_eq!(again[0].job, held[0].job);
+    assert_eq!(
+        again[0].attempt, 1,
+        "an unstarted delivery does not count as an attempt"
+    );
+    queue.ack(&receipts(&again)).await.expect("ack");
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+}
+
+async fn a_duplicate_enqueue_is_a_no_op_while_the_job_is_pending(queue: Arc<dyn Queue>) {
+    let job = Job::with_id(
+        "dedupe-1",
+        JobKind::ExecuteProject,
+        json!({ "project_uuid": "p-1" }),
+    );
+    assert!(queue.enqueue(&job).await.expect("enqueue"));
+    assert!(
+        !queue.enqueue(&job).await.expect("enqueue twice"),
+        "a pending id was enqueued twice"
+    );
+    assert_eq!(
+        queue
+            .enqueue_many(&[job.clone(), job.clone()])
+            .await
+            .expect("enqueue many"),
+        0
+    );
+    assert_eq!(queue.depth().await.expect("depth"), 1);
+
+    let deliveries = queue
+        .fetch("dedupe", 10, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(deliveries.len(), 1);
+    assert!(
+        !queue.enqueue(&job).await.expect("enqueue in flight"),
+        "an in-flight id was enqueued again"
+    );
+    queue.ack(&receipts(&deliveries)).await.expect("ack");
+    let again = queue
+        .fetch("dedupe", 10, Duration::from_millis(300))
+        .await
+        .expect("fetch");
+    assert!(again.is_empty(), "the duplicate was delivered: {again:?}");
+
+    // Once acked, the id may be enqueued again (a new piece of work).
+    assert!(queue.enqueue(&job).await.expect("enqueue after ack"));
+    let deliveries = queue
+        .fetch("dedupe", 10, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].attempt, 1);
+    queue.ack(&receipts(&deliveries)).await.expect("ack");
+}
+
+async fn a_backlog_of_100k_jobs_drains_with_each_id_exactly_once(queue: Arc<dyn Queue>) {
+    const JOBS: usize = 100_000;
+    let jobs: Vec<Job> = (0..JOBS).map(job).collect();
+    let started = Instant::now();
+    for chunk in jobs.chunks(10_000) {
+        assert_eq!(
+            queue.enqueue_many(chunk).await.expect("enqueue many"),
+            chunk.len() as u64
+        );
+    }
+    let enqueued = started.elapsed();
+    assert_eq!(queue.depth().await.expect("depth"), JOBS as u64);
+
+    let started = Instant::now();
+    let mut seen = HashSet::with_capacity(JOBS);
+    while seen.len() < JOBS {
+        let deliveries = queue
+            .fetch("drain", 1000, Duration::from_secs(2))
+            .await
+            .expect("fetch");
+        assert!(
+            !deliveries.is_empty(),
+            "the backlog stalled with {} of {JOBS} delivered",
+            seen.len()
+        );
+        for delivery in &deliveries {
+            assert!(
+                seen.insert(delivery.job.id.clone()),
+                "{} delivered twice",
+                delivery.job.id
+            );
+            assert_eq!(delivery.attempt, 1);
+        }
+        queue.ack(&receipts(&deliveries)).await.expect("ack");
+    }
+    let drained = started.elapsed();
+    println!(
+        "100k backlog: enqueued in {enqueued:?} ({:.0} jobs/s), drained in {drained:?} ({:.0} jobs/s)",
+        JOBS as f64 / enqueued.as_secs_f64(),
+        JOBS as f64 / drained.as_secs_f64()
+    );
+    assert!(jobs.iter().all(|job| seen.contains(&job.id)));
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+    assert!(
+        queue
+            .fetch("drain", 10, Duration::from_millis(200))
+            .await
+            .expect("fetch")
+            .is_empty()
+    );
+}
+
+/// Counts what a test worker's handler saw.
+#[derive(Default)]
+struct Seen {
+    runs: Mutex<HashMap<String, usize>>,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    changed: Notify,
+}
+
+impl Seen {
+    fn runs_of(&self, id: &str) -> usize {
+        self.runs.lock().expect("lock").get(id).copied().unwrap_or(0)
+    }
+
+    /// Waits until `done` holds (checked after every handler run).
+    async fn until(&self, within: Duration, done: impl Fn(&HashMap<String, usize>) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.runs.lock().expect("lock")) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out; runs so far: {:?}",
+                self.runs.lock().expect("lock")
+            );
+            let _ = tokio::time::timeout(left, notified).await;
+        }
+    }
+}
+
+/// A handler driven by the payload: `{"mode": "ok"|"retry_once"|"abort"|"panic", "sleep_ms": n}`.
+fn test_handler(
+    seen: Arc<Seen>,
+) -> impl Fn(Job) -> futures::future::BoxFuture<'static, Result<(), JobError>> + Clone + Send + Sync + 'static
+{
+    move |job: Job| {
+        let seen = Arc::clone(&seen);
+        Box::pin(async move {
+            let running = seen.running.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.max_running.fetch_max(running, Ordering::SeqCst);
+            let sleep = job.payload["sleep_ms"].as_u64().unwrap_or(0);
+            if sleep > 0 {
+                tokio::time::sleep(Duration::from_millis(sleep)).await;
+            }
+            let run = {
+                let mut runs = seen.runs.lock().expect("lock");
+                let run = runs.entry(job.id.clone()).or_default();
+                *run += 1;
+                *run
+            };
+            seen.running.fetch_sub(1, Ordering::SeqCst);
+            seen.changed.notify_waiters();
+            match job.payload["mode"].as_str().unwrap_or("ok") {
+                "retry_once" if run == 1 => Err(JobError::Retry("first try fails".into())),
+                "abort" => Err(JobError::Abort("cannot work".into())),
+                "panic" => panic!("handler bug"),
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+async fn run_worker_runs_jobs_concurrently_retries_and_aborts(queue: Arc<dyn Queue>) {
+    const OK_JOBS: usize = 200;
+    let mut jobs: Vec<Job> = (0..OK_JOBS)
+        .map(|n| {
+            Job::new(
+                JobKind::TestConnection,
+                json!({ "mode": "ok", "n": n, "sleep_ms": 5 }),
+            )
+        })
+        .collect();
+    let retry = Job::new(JobKind::ExecuteProject, json!({ "mode": "retry_once" }));
+    let abort = Job::new(JobKind::DeliverWebhook, json!({ "mode": "abort" }));
+    let panics = Job::new(JobKind::DeliverWebhook, json!({ "mode": "panic" }));
+    jobs.extend([retry.clone(), abort.clone(), panics.clone()]);
+    queue.enqueue_many(&jobs).await.expect("enqueue");
+
+    let seen = Arc::new(Seen::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(
+        Arc::clone(&queue),
+        WorkerOptions::new("test-worker", 8),
+        test_handler(Arc::clone(&seen)),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let ok_ids: Vec<String> = jobs[..OK_JOBS].iter().map(|j| j.id.clone()).collect();
+    let retry_id = retry.id.clone();
+    let abort_id = abort.id.clone();
+    let panic_id = panics.id.clone();
+    seen.until(Duration::from_secs(15), |runs| {
+        ok_ids.iter().all(|id| runs.contains_key(id))
+            && runs.get(&retry_id) == Some(&2)
+            && runs.contains_key(&abort_id)
+            && runs.contains_key(&panic_id)
+    })
+    .await;
+    // Acks are batched: give the last batch a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queue.depth().await.expect("depth") > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        queue.depth().await.expect("depth"),
+        0,
+        "finished, aborted and panicked jobs are acked"
+    );
+    // Nothing comes back after another lease.
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(500)).await;
+
+    let _ = stop.send(());
+    let stopped_in = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops")
+        .expect("worker task")
+        .expect("worker result");
+    println!(
+        "worker stopped in {:?}; max concurrent jobs {}",
+        stopped_in.elapsed(),
+        seen.max_running.load(Ordering::SeqCst)
+    );
+    for id in &ok_ids {
+        assert_eq!(seen.runs_of(id), 1, "job {id} ran more than once");
+    }
+    assert_eq!(seen.runs_of(&retry.id), 2, "the retried job ran twice");
+    assert_eq!(seen.runs_of(&abort.id), 1, "the aborted job is not retried");
+    assert_eq!(seen.runs_of(&panics.id), 1, "a panicking job is aborted");
+    let max = seen.max_running.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&max), "max concurrent jobs {max}, concurrency 8");
+}
+
+async fn run_worker_heartbeat_keeps_a_long_job_from_running_twice(queue: Arc<dyn Queue>) {
+    let long = Job::new(JobKind::ExecuteProject, json!({ "mode": "ok", "sleep_ms": 3000 }));
+    queue.enqueue(&long).await.expect("enqueue");
+    let seen = Arc::new(Seen::default());
+    let mut stops = Vec::new();
+    let mut workers = Vec::new();
+    // Two worker processes compete; the job lasts three leases.
+    for _ in 0..2 {
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        workers.push(tokio::spawn(run_worker(
+            Arc::clone(&queue),
+            WorkerOptions::new("test-worker", 2),
+            test_handler(Arc::clone(&seen)),
+            async move {
+                let _ = stopped.await;
+            },
+        )));
+    }
+    seen.until(Duration::from_secs(10), |runs| runs.contains_key(&long.id))
+        .await;
+    // Two more leases for a wrong redelivery to show.
+    tokio::time::sleep(SHORT_LEASE * 2).await;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for worker in workers {
+        worker.await.expect("worker task").expect("worker result");
+    }
+    assert_eq!(
+        seen.runs_of(&long.id),
+        1,
+        "a long job was redelivered while it ran"
+    );
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+}
+
+async fn run_worker_shutdown_lets_running_jobs_finish_and_a_restart_takes_new_jobs(queue: Arc<dyn Queue>) {
+    let slow = Job::new(JobKind::ExecuteProject, json!({ "mode": "ok", "sleep_ms": 1000 }));
+    queue.enqueue(&slow).await.expect("enqueue");
+    let seen = Arc::new(Seen::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(
+        Arc::clone(&queue),
+        WorkerOptions::new("same-name", 4),
+        test_handler(Arc::clone(&seen)),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Stop while the job runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.running.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops")
+        .expect("worker task")
+        .expect("worker result");
+    assert_eq!(
+        seen.runs_of(&slow.id),
+        1,
+        "the running job finished before the worker returned"
+    );
+    assert_eq!(
+        queue.depth().await.expect("depth"),
+        0,
+        "its ack was flushed on shutdown"
+    );
+
+    // Started again under the same name prefix (a fresh identity), it takes
+    // new jobs at once.
+    let fresh = job(7);
+    queue.enqueue(&fresh).await.expect("enqueue");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(
+        Arc::clone(&queue),
+        WorkerOptions::new("same-name", 4),
+        test_handler(Arc::clone(&seen)),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    seen.until(Duration::from_secs(5), |runs| runs.contains_key(&fresh.id))
+        .await;
+    let _ = stop.send(());
+    worker.await.expect("worker task").expect("worker result");
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+}
+
+// ---------------------------------------------------------------- restart
+
+async fn a_restarted_backend_keeps_delivering_without_a_new_queue_object(mut harness: Harness) {
+    let mut queue = harness.open(SHORT_LEASE).await;
+    let before: Vec<Job> = (0..3).map(job).collect();
+    queue.enqueue_many(&before).await.expect("enqueue");
+    let leased = queue
+        .fetch("dies", 1, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(leased.len(), 1);
+
+    harness.restart().await;
+    if harness.durable() {
+        // The embedded queue is a file: drop the queue and open it again.
+        drop(queue);
+        queue = harness.open(SHORT_LEASE).await;
+        let started = Instant::now();
+        let deliveries = collect(&*queue, "after", 3, Duration::from_secs(5)).await;
+        println!(
+            "after reopening: {} jobs back in {:?}",
+            deliveries.len(),
+            started.elapsed()
+        );
+        let ids: HashSet<&str> = deliveries.iter().map(|d| d.job.id.as_str()).collect();
+        let want: HashSet<&str> = before.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, want, "pending and leased jobs survive the restart");
+        let reclaimed = deliveries
+            .iter()
+            .find(|d| d.job.id == leased[0].job.id)
+            .expect("the leased job");
+        assert_eq!(reclaimed.attempt, 2);
+        queue.ack(&receipts(&deliveries)).await.expect("ack");
+    } else {
+        // Redis came back empty (no persistence): the same queue object
+        // re-creates its group and keeps working.
+        let started = Instant::now();
+        assert_eq!(queue.depth().await.expect("depth after restart"), 0);
+        println!(
+            "first command after the Redis restart answered in {:?}",
+            started.elapsed()
+        );
+    }
+
+    let after = job(10);
+    assert!(queue.enqueue(&after).await.expect("enqueue after restart"));
+    let deliveries = queue
+        .fetch("after", 10, Duration::from_secs(5))
+        .await
+        .expect("fetch after restart");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].job, after);
+    queue.ack(&receipts(&deliveries)).await.expect("ack");
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+
+    if harness.durable() {
+        return;
+    }
+    // A fetch blocked across a Redis restart recovers too.
+    let fetcher = {
+        let queue = Arc::clone(&queue);
+        tokio::spawn(async move { collect(&*queue, "across", 1, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    harness.restart().await;
+    let across = job(11);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queue.enqueue(&across).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "enqueue keeps failing after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = fetcher.await.expect("fetcher");
+    assert_eq!(
+        got.len(),
+        1,
+        "a fetch waiting across the restart gets the new job"
+    );
+    assert_eq!(got[0].job, across);
+    queue.ack(&receipts(&got)).await.expect("ack");
+}
+
+async fn a_fetch_wakes_on_an_enqueue_through_another_queue_object(harness: Harness) {
+    // As in production: the API enqueues through its own queue object.
+    let producer = harness.open(LONG_LEASE).await;
+    let consumer = harness.open(LONG_LEASE).await;
+    let fetcher = tokio::spawn(async move {
+        let deliveries = consumer
+            .fetch("worker", 1, Duration::from_secs(5))
+            .await
+            .expect("fetch");
+        (deliveries, Instant::now(), consumer)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    producer.enqueue(&job(1)).await.expect("enqueue");
+    let (deliveries, received, consumer) = fetcher.await.expect("fetcher");
+    let took = received.duration_since(sent);
+    assert_eq!(deliveries.len(), 1);
+    assert!(
+        took < Duration::from_millis(200),
+        "the other object's fetch took {took:?}"
+    );
+    consumer.ack(&receipts(&deliveries)).await.expect("ack");
+}
+
+// ---------------------------------------------------------------- Redis only
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_queue_forgets_dead_consumers_that_hold_nothing() {
+    let harness = Harness::redis();
+    let Storage::Redis { url, prefix, .. } = &harness.storage else {
+        unreachable!()
+    };
+    let queue = RedisQueue::connect(url, prefix, LONG_LEASE).await.expect("Redis");
+    queue.enqueue(&job(1)).await.expect("enqueue");
+    queue.enqueue(&job(2)).await.expect("enqueue");
+    let done = queue
+        .fetch("finished", 1, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    queue.ack(&receipts(&done)).await.expect("ack");
+    let held = queue
+        .fetch("holding", 1, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(held.len(), 1);
+    // "finished" holds nothing and goes; "holding" keeps its delivery.
+    assert_eq!(queue.prune_consumers(Duration::ZERO).await.expect("prune"), 1);
+    queue.ack(&receipts(&held)).await.expect("ack");
+    assert_eq!(queue.depth().await.expect("depth"), 0);
+    harness.cleanup().await;
+}
+
+// ---------------------------------------------------------------- bus
+
+async fn with_bus<F, Fut>(redis: bool, test: F)
+where
+    F: FnOnce(Arc<dyn Bus>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let harness = Harness::redis();
+    let bus: Arc<dyn Bus> = if redis {
+        let Storage::Redis { url, prefix, .. } = &harness.storage else {
+            unreachable!()
+        };
+        Arc::new(
+            RedisBus::connect(url, prefix)
+                .await
+                .expect("Redis must be running at 127.0.0.1:6379"),
+        )
+    } else {
+        Arc::new(LocalBus::new())
+    };
+    let outcome = tokio::spawn(test(bus)).await;
+    harness.cleanup().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// Instantiates each bus test as `queue::redis_bus::<name>` and
+/// `queue::local_bus::<name>`.
+macro_rules! bus_conformance {
+    ($($test:ident),+ $(,)?) => {
+        mod redis_bus {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    with_bus(true, super::$test).await;
+                }
+            )+
+        }
+
+        mod local_bus {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    with_bus(false, super::$test).await;
+                }
+            )+
+        }
+    };
+}
+
+bus_conformance!(
+    a_reply_sent_before_the_wait_is_received,
+    a_reply_sent_during_the_wait_wakes_the_waiter,
+    a_wait_without_reply_times_out_with_none,
+    a_publish_reaches_every_subscriber,
+);
+
+async fn a_reply_sent_before_the_wait_is_received(bus: Arc<dyn Bus>) {
+    bus.reply("req-1", &json!({ "ok": true }), Duration::from_secs(10))
+        .await
+        .expect("reply");
+    let reply = bus
+        .wait_reply("req-1", Duration::from_secs(2))
+        .await
+        .expect("wait");
+    assert_eq!(reply, Some(json!({ "ok": true })));
+    // A reply is consumed by its waiter.
+    let again = bus
+        .wait_reply("req-1", Duration::from_millis(100))
+        .await
+        .expect("wait again");
+    assert_eq!(again, None);
+}
+
+async fn a_reply_sent_during_the_wait_wakes_the_waiter(bus: Arc<dyn Bus>) {
+    let waiter = {
+        let bus = Arc::clone(&bus);
+        tokio::spawn(async move {
+            let reply = bus
+                .wait_reply("req-2", Duration::from_secs(5))
+                .await
+                .expect("wait");
+            (reply, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    bus.reply("req-2", &json!({ "latency": "low" }), Duration::from_secs(10))
+        .await
+        .expect("reply");
+    let (reply, received) = waiter.await.expect("waiter");
+    assert_eq!(reply, Some(json!({ "latency": "low" })));
+    let took = received.duration_since(sent);
+    println!("reply reached its waiter in {took:?}");
+    assert!(took < Duration::from_millis(200), "the waiter took {took:?}");
+}
+
+async fn a_wait_without_reply_times_out_with_none(bus: Arc<dyn Bus>) {
+    let started = Instant::now();
+    let reply = bus
+        .wait_reply("nobody-answers", Duration::from_millis(300))
+        .await
+        .expect("wait");
+    assert_eq!(reply, None);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(290), "returned after {waited:?}");
+    assert!(waited < Duration::from_secs(2), "overslept: {waited:?}");
+    // An expired reply is gone.
+    bus.reply("short-lived", &json!(1), Duration::from_millis(50))
+        .await
+        .expect("reply");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        bus.wait_reply("short-lived", Duration::ZERO).await.expect("wait"),
+        None
+    );
+}
+
+async fn a_publish_reaches_every_subscriber(bus: Arc<dyn Bus>) {
+    bus.publish("connectors", &json!({ "before": "any subscriber" }))
+        .await
+        .expect("publish");
+    let mut first = bus.subscribe("connectors").await.expect("subscribe");
+    let mut second = bus.subscribe("connectors").await.expect("subscribe");
+    let mut other = bus.subscribe("other-channel").await.expect("subscribe");
+    let event = json!({ "event": "connector_changed", "connector_uuid": "c-1" });
+    bus.publish("connectors", &event).await.expect("publish");
+    for stream in [&mut first, &mut second] {
+        let got = tokio::time::timeout(Duration::from_secs(2), stream.next())
+            .await
+            .expect("a message");
+        assert_eq!(got, Some(event.clone()));
+    }
+    let nothing = tokio::time::timeout(Duration::from_millis(200), other.next()).await;
+    assert!(nothing.is_err(), "another channel's subscriber got {nothing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_bus_subscription_survives_a_redis_restart() {
+    let mut server = PrivateRedis::start().await;
+    let bus = RedisBus::connect(&server.url(), "test-bus")
+        .await
+        .expect("private Redis");
+    let mut events = bus.subscribe("connectors").await.expect("subscribe");
+    bus.publish("connectors", &json!({ "n": 0 }))
+        .await
+        .expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(2), events.next())
+        .await
+        .expect("a message");
+    assert_eq!(got, Some(json!({ "n": 0 })));
+
+    server.restart().await;
+    let restarted = Instant::now();
+    // The subscription comes back on its own; publish until it hears.
+    let mut n = 1;
+    let heard = loop {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "the subscription never came back"
+        );
+        if bus.publish("connectors", &json!({ "n": n })).await.is_ok()
+            && let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await
+        {
+            break message;
+        }
+        n += 1;
+    };
+    println!(
+        "subscription heard again {:?} after the restart",
+        restarted.elapsed()
+    );
+    assert!(heard["n"].as_u64().is_some_and(|m| m >= 1));
+
+    // Replies work on the restarted server too.
+    bus.reply("after-restart", &json!("yes"), Duration::from_secs(5))
+        .await
+        .expect("reply");
+    assert_eq!(
+        bus.wait_reply("after-restart", Duration::from_secs(2))
+            .await
+            .expect("wait"),
+        Some(json!("yes"))
+    );
+}
+
+// ---------------------------------------------------------------- benchmark
+
+/// The queue benchmark (loadtests/queue/run.sh runs it in release mode):
+/// drain rate of 20,000 no-op jobs by one worker at concurrency 50, and
+/// pickup latency (enqueue call to handler start) at 200 jobs/s offered, for
+/// both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run loadtests/queue/run.sh"]
+async fn bench_queue_throughput_and_pickup() {
+    const JOBS: usize = 20_000;
+    const CONCURRENCY: usize = 50;
+    const OFFERED_PER_SEC: u64 = 200;
+    const PICKUP_JOBS: usize = 2_000;
+
+    for backend in ["redis", "embedded"] {
+        let harness = if backend == "redis" {
+            Harness::redis()
+        } else {
+            Harness::embedded()
+        };
+        let producer = harness.open(LONG_LEASE).await;
+        let queue = harness.open(LONG_LEASE).await;
+
+        // Drain: a backlog of JOBS no-op jobs.
+        let jobs: Vec<Job> = (0..JOBS).map(job).collect();
+        let started = Instant::now();
+        producer.enqueue_many(&jobs).await.expect("enqueue");
+        let enqueue_rate = JOBS as f64 / started.elapsed().as_secs_f64();
+        let done = Arc::new(AtomicUsize::new(0));
+        let all_done = Arc::new(Notify::new());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let started = Instant::now();
+        let worker = {
+            let done = Arc::clone(&done);
+            let all_done = Arc::clone(&all_done);
+            tokio::spawn(run_worker(
+                Arc::clone(&queue),
+                WorkerOptions::new("bench", CONCURRENCY),
+                move |_job: Job| {
+                    let done = Arc::clone(&done);
+                    let all_done = Arc::clone(&all_done);
+                    async move {
+                        if done.fetch_add(1, Ordering::Relaxed) + 1 == JOBS {
+                            all_done.notify_one();
+                        }
+                        Ok(())
+                    }
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            ))
+        };
+        tokio::time::timeout(Duration::from_secs(300), all_done.notified())
+            .await
+            .expect("the backlog drains");
+        let drained = started.elapsed();
+        let _ = stop.send(());
+        worker.await.expect("worker task").expect("worker");
+        let drain_rate = JOBS as f64 / drained.as_secs_f64();
+        assert_eq!(queue.depth().await.expect("depth"), 0);
+
+        // Pickup: an idle worker, jobs offered at a steady rate.
+        let base = Instant::now();
+        let pickups = Arc::new(Mutex::new(Vec::with_capacity(PICKUP_JOBS)));
+        let picked = Arc::new(AtomicUsize::new(0));
+        let all_picked = Arc::new(Notify::new());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let worker = {
+            let pickups = Arc::clone(&pickups);
+            let picked = Arc::clone(&picked);
+            let all_picked = Arc::clone(&all_picked);
+            tokio::spawn(run_worker(
+                Arc::clone(&queue),
+                WorkerOptions::new("bench", CONCURRENCY),
+                move |job: Job| {
+                    let now = base.elapsed().as_micros() as u64;
+                    let sent = job.payload["sent_us"].as_u64().unwrap_or(now);
+                    pickups.lock().expect("lock").push(now.saturating_sub(sent));
+                    let picked = Arc::clone(&picked);
+                    let all_picked = Arc::clone(&all_picked);
+                    async move {
+                        if picked.fetch_add(1, Ordering::Relaxed) + 1 == PICKUP_JOBS {
+                            all_picked.notify_one();
+                        }
+                        Ok(())
+                    }
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            ))
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await; // the worker is idle and blocked
+        // Baseline for the pickup: a bare round trip (PING / SELECT 1) at the
+        // same rate, in the same process, at the same moment.
+        let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / OFFERED_PER_SEC));
+        let mut pings = Vec::with_capacity(PICKUP_JOBS / 2);
+        for _ in 0..PICKUP_JOBS / 2 {
+            ticks.tick().await;
+            let sent = Instant::now();
+            producer.ping().await.expect("ping");
+            pings.push(sent.elapsed().as_micros() as u64);
+        }
+        pings.sort_unstable();
+        let mut enqueue_calls = Vec::with_capacity(PICKUP_JOBS);
+        for _ in 0..PICKUP_JOBS {
+            ticks.tick().await;
+            let sent = base.elapsed().as_micros() as u64;
+            let job = Job::new(JobKind::TestConnection, json!({ "sent_us": sent }));
+            producer.enqueue(&job).await.expect("enqueue");
+            enqueue_calls.push(base.elapsed().as_micros() as u64 - sent);
+        }
+        enqueue_calls.sort_unstable();
+        tokio::time::timeout(Duration::from_secs(60), all_picked.notified())
+            .await
+            .expect("all picked up");
+        let _ = stop.send(());
+        worker.await.expect("worker task").expect("worker");
+        let mut pickups = pickups.lock().expect("lock").clone();
+        pickups.sort_unstable();
+        let pct = |sorted: &[u64], p: f64| {
+            sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)] as f64 / 1000.0
+        };
+        println!(
+            "BENCH queue={backend} enqueue_many={enqueue_rate:.0} jobs/s drain({JOBS} jobs, 1 worker x {CONCURRENCY})={drain_rate:.0} jobs/s pickup@{OFFERED_PER_SEC}/s p50={:.2} ms p99={:.2} ms max={:.2} ms enqueue_call_p50={:.2} ms enqueue_call_p99={:.2} ms ping_p50={:.2} ms ping_p99={:.2} ms",
+            pct(&pickups, 0.50),
+            pct(&pickups, 0.99),
+            pct(&pickups, 1.0),
+            pct(&enqueue_calls, 0.50),
+            pct(&enqueue_calls, 0.99),
+            pct(&pings, 0.50),
+            pct(&pings, 0.99),
+        );
+        harness.cleanup().await;
+    }
+}

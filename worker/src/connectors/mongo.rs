@@ -1,0 +1,421 @@
+//! MongoDB: one driver `Client` (which is its own pool) per connector.
+//!
+//! The connection string is the one config field that is a whole option
+//! string, so it is parsed with the driver's own parser and then vetted:
+//! options that name local files (`tlsCAFile`, `tlsCertificateKeyFile`),
+//! Unix sockets, and authentication mechanisms that fetch credentials from
+//! the worker's environment or cloud metadata (X.509, AWS, OIDC, GSSAPI,
+//! mechanism properties) are refused. Pool sizes and timeouts come from the
+//! connector's own fields, not from the string.
+//!
+//! Network policy: every seed host (after SRV resolution) is resolved and
+//! checked before the client exists. The driver resolves names itself and
+//! discovers replica-set members from the servers' answers, so the worker
+//! also records every server the driver opens and re-checks them after each
+//! test and on each use; a violation evicts the client. A discovered
+//! member is contacted (a `hello`) before that check can run.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use mongodb::Client;
+use mongodb::bson::{Document, doc};
+use mongodb::event::EventHandler;
+use mongodb::event::sdam::SdamEvent;
+use mongodb::options::{
+    AuthMechanism, ClientOptions, ConnectionString, HostInfo, ReadPreference, SelectionCriteria,
+    ServerAddress, Tls,
+};
+
+use super::config::Config;
+use super::errors::{DriverError, ErrorType, Secrets, from_io};
+use super::network::{self, validate_host};
+use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+
+const DEFAULT_PORT: u16 = 27017;
+
+pub(crate) struct MongoHandle {
+    pub client: Client,
+    pub database: String,
+    /// Every server address the driver opened (seeds and discovered).
+    opened: Arc<Mutex<Vec<ServerAddress>>>,
+    secrets: Secrets,
+}
+
+pub(crate) async fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<MongoHandle, DriverError> {
+    let config = Config::new(&spec.config);
+    let uri = config
+        .secret("connection_string")?
+        .ok_or_else(|| DriverError::invalid_config("config.connection_string is required"))?;
+    let database = config.required_name("database")?.to_owned();
+    let auth_source = config.name("auth_source")?.unwrap_or("admin").to_owned();
+    let replica_set = config.name("replica_set")?.map(str::to_owned);
+    let read_preference = match config.str("read_preference")? {
+        None | Some("primary") => ReadPreference::Primary,
+        Some("primaryPreferred") => ReadPreference::PrimaryPreferred { options: None },
+        Some("secondary") => ReadPreference::Secondary { options: None },
+        Some("secondaryPreferred") => ReadPreference::SecondaryPreferred { options: None },
+        Some("nearest") => ReadPreference::Nearest { options: None },
+        Some(_) => {
+            return Err(DriverError::invalid_config(
+                "config.read_preference must be one of primary, primaryPreferred, secondary, secondaryPreferred, nearest",
+            ));
+        }
+    };
+    let settings = config.pool_settings()?;
+
+    // The driver's parse errors may quote the string: never shown.
+    let parsed = ConnectionString::parse(uri).map_err(|_| {
+        DriverError::invalid_config("config.connection_string is not a valid MongoDB connection string")
+    })?;
+    vet(&parsed)?;
+    let mut options = ClientOptions::parse(parsed).await.map_err(|error| {
+        let secrets = spec.secrets();
+        match map_error(&error, &secrets).kind() {
+            ErrorType::DnsError => DriverError::new(
+                ErrorType::DnsError,
+                "the SRV record of the connection string could not be resolved",
+            ),
+            ErrorType::Timeout => DriverError::new(ErrorType::Timeout, "resolving the SRV record timed out"),
+            _ => DriverError::invalid_config("config.connection_string could not be used"),
+        }
+    })?;
+    // Only network step so far: the SRV lookup of a `mongodb+srv` string.
+    // Now the hosts are known: check them all before the client exists.
+    check_hosts(&options.hosts, policy).await?;
+
+    options.app_name = Some("ferry-worker".into());
+    options.max_pool_size = Some(settings.max_connections);
+    options.min_pool_size = Some(0);
+    options.max_idle_time = Some(settings.idle_timeout);
+    // Slightly inside the test's overall bound, so that the driver's own
+    // (more telling) server-selection error wins the race.
+    let inside = settings.connect_timeout.mul_f64(0.9);
+    options.connect_timeout = Some(inside);
+    options.server_selection_timeout = Some(inside);
+    options.default_database = Some(database.clone());
+    options.selection_criteria = Some(SelectionCriteria::ReadPreference(read_preference));
+    if let Some(replica_set) = replica_set {
+        options.repl_set_name = Some(replica_set);
+    }
+    if let Some(credential) = options.credential.as_mut()
+        && credential.source.is_none()
+    {
+        // An authSource in the string wins over the field's default.
+        credential.source = Some(auth_source);
+    }
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    let recorder = opened.clone();
+    options.sdam_event_handler = Some(EventHandler::callback(move |event: SdamEvent| {
+        if let SdamEvent::ServerOpening(opening) = event
+            && let Ok(mut opened) = recorder.lock()
+            && !opened.contains(&opening.address)
+        {
+            opened.push(opening.address);
+        }
+    }));
+    let client = Client::with_options(options)
+        .map_err(|_| DriverError::invalid_config("config.connection_string could not be used"))?;
+    Ok(MongoHandle {
+        client,
+        database,
+        opened,
+        secrets: spec.secrets(),
+    })
+}
+
+/// Refuses connection-string options that read local files, reach Unix
+/// sockets or take credentials from the worker's environment.
+pub(crate) fn vet(parsed: &ConnectionString) -> Result<(), DriverError> {
+    let refuse = |what: &str| {
+        Err(DriverError::invalid_config(format!(
+            "config.connection_string: {what} is not allowed"
+        )))
+    };
+    if let Some(Tls::Enabled(tls)) = &parsed.tls {
+        if tls.ca_file_path.is_some() {
+            return refuse("tlsCAFile");
+        }
+        if tls.cert_key_file_path.is_some() {
+            return refuse("tlsCertificateKeyFile");
+        }
+    }
+    if let Some(credential) = &parsed.credential {
+        match &credential.mechanism {
+            None | Some(AuthMechanism::ScramSha1 | AuthMechanism::ScramSha256 | AuthMechanism::Plain) => {}
+            Some(_) => return refuse("this authMechanism (use SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN)"),
+        }
+        if credential.mechanism_properties.is_some() {
+            return refuse("authMechanismProperties");
+        }
+    }
+    if let HostInfo::HostIdentifiers(hosts) = &parsed.host_info {
+        for host in hosts {
+            match host {
+                ServerAddress::Tcp { host, .. } => validate_host("connection_string host", host)?,
+                _ => return refuse("a Unix socket host"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_hosts(hosts: &[ServerAddress], policy: &NetworkPolicy) -> Result<(), DriverError> {
+    for address in hosts {
+        match address {
+            ServerAddress::Tcp { host, port } => {
+                validate_host("connection_string host", host)?;
+                network::resolve(host, port.unwrap_or(DEFAULT_PORT), policy).await?;
+            }
+            _ => {
+                return Err(DriverError::invalid_config(
+                    "config.connection_string: a Unix socket host is not allowed",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl MongoHandle {
+    /// `hello` (server time), `buildInfo` (version) and the database names
+    /// when the user may list them.
+    pub async fn test(&self, policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
+        let admin = self.client.database("admin");
+        let result = async {
+            let hello = admin.run_command(doc! { "hello": 1 }).await?;
+            let build = admin.run_command(doc! { "buildInfo": 1 }).await?;
+            let names = self.client.list_database_names().await;
+            Ok::<_, mongodb::error::Error>((hello, build, names))
+        }
+        .await;
+        // Whatever happened, the servers the driver talked to must be allowed.
+        self.check_opened(policy).await?;
+        let (hello, build, names) = result.map_err(|error| map_error(&error, &self.secrets))?;
+        let schemas = match names {
+            Ok(names) => Some(names),
+            Err(error) if is_unauthorized(&error) => None,
+            Err(error) => return Err(map_error(&error, &self.secrets)),
+        };
+        Ok(TestDetails {
+            version: build_version(&build),
+            server_time: local_time(&hello),
+            schemas,
+        })
+    }
+
+    /// Re-checks every server the driver has opened against the policy.
+    pub async fn check_opened(&self, policy: &NetworkPolicy) -> Result<(), DriverError> {
+        if policy.allow_private_networks {
+            return Ok(());
+        }
+        let opened: Vec<ServerAddress> = match self.opened.lock() {
+            Ok(opened) => opened.clone(),
+            Err(_) => return Err(DriverError::unknown("the MongoDB client's state is unavailable")),
+        };
+        check_hosts(&opened, policy).await
+    }
+
+    pub fn close(&self) {
+        let client = self.client.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { client.shutdown().await });
+        }
+    }
+}
+
+fn is_unauthorized(error: &mongodb::error::Error) -> bool {
+    matches!(error.kind.as_ref(), mongodb::error::ErrorKind::Command(command) if command.code == 13)
+}
+
+fn build_version(build: &Document) -> Option<String> {
+    build
+        .get_str("version")
+        .ok()
+        .map(|version| format!("MongoDB {version}"))
+}
+
+fn local_time(hello: &Document) -> Option<DateTime<Utc>> {
+    let time = hello.get_datetime("localTime").ok()?;
+    DateTime::from_timestamp_millis(time.timestamp_millis())
+}
+
+/// The classes of driver failure [`classify`] tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Authentication,
+    Command,
+    ServerSelection,
+    Dns,
+    Other,
+}
+
+/// Maps a driver error. The driver folds most connection failures into a
+/// server-selection timeout whose message describes each server's last
+/// error, so that text is read (never shown) to find the cause.
+pub(crate) fn map_error(error: &mongodb::error::Error, secrets: &Secrets) -> DriverError {
+    use mongodb::error::ErrorKind as K;
+    let mapped = match error.kind.as_ref() {
+        K::Authentication { message, .. } => classify(Failure::Authentication, message, None),
+        K::Command(command) => classify(Failure::Command, &command.message, Some(command.code)),
+        K::ServerSelection { message, .. } | K::ConnectionPoolCleared { message, .. } => {
+            classify(Failure::ServerSelection, message, None)
+        }
+        K::DnsResolve { message, .. } => classify(Failure::Dns, message, None),
+        K::Io(io) => from_io(io, "the MongoDB server"),
+        K::InvalidArgument { .. } => DriverError::invalid_config("the MongoDB settings were rejected"),
+        K::InvalidTlsConfig { .. } => {
+            DriverError::new(ErrorType::TlsError, "the TLS settings could not be used")
+        }
+        _ => classify(Failure::Other, "", None),
+    };
+    mapped.redacted(secrets)
+}
+
+/// The pure part of [`map_error`], for unit tests (nx-27017, the test peer,
+/// has no authentication, so credential failures are covered here).
+pub(crate) fn classify(failure: Failure, message: &str, code: Option<i32>) -> DriverError {
+    let text = message.to_ascii_lowercase();
+    let auth = |code: Option<i32>| {
+        let error = DriverError::new(ErrorType::AuthenticationFailed, "invalid username or password");
+        match code {
+            Some(code) => error.with_code(code.to_string()),
+            None => error,
+        }
+    };
+    match failure {
+        Failure::Authentication => auth(code.or(Some(18))),
+        // 18 AuthenticationFailed, 13 Unauthorized, 8000 Atlas' AtlasError
+        // (bad auth), 11 UserNotFound.
+        Failure::Command if matches!(code, Some(18 | 13 | 8000 | 11)) => auth(code),
+        Failure::Command => {
+            let error = DriverError::unknown("the server reported an error");
+            match code {
+                Some(code) => error.with_code(code.to_string()),
+                None => error,
+            }
+        }
+        Failure::Dns => DriverError::new(ErrorType::DnsError, "the MongoDB host name could not be resolved"),
+        Failure::ServerSelection | Failure::Other => {
+            if text.contains("authentication") || text.contains("scram") {
+                auth(Some(18))
+            } else if text.contains("connection refused") || text.contains("os error 111") {
+                DriverError::new(
+                    ErrorType::ConnectionRefused,
+                    "the MongoDB server refused the connection",
+                )
+            } else if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+                DriverError::new(
+                    ErrorType::TlsError,
+                    "the TLS handshake with the MongoDB server failed",
+                )
+            } else if text.contains("failed to lookup")
+                || text.contains("no record found")
+                || text.contains("name or service not known")
+                || text.contains("dns")
+            {
+                DriverError::new(ErrorType::DnsError, "the MongoDB host name could not be resolved")
+            } else if failure == Failure::ServerSelection || text.contains("timed out") {
+                DriverError::new(ErrorType::Timeout, "no MongoDB server became available in time")
+            } else {
+                DriverError::unknown("the MongoDB operation failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authentication_failures_are_authentication_failed_with_the_server_code() {
+        let error = classify(
+            Failure::Authentication,
+            "SCRAM failure: Authentication failed.",
+            None,
+        );
+        assert_eq!(
+            (error.kind(), error.code()),
+            (ErrorType::AuthenticationFailed, Some("18"))
+        );
+        let error = classify(Failure::Command, "Authentication failed.", Some(18));
+        assert_eq!(
+            (error.kind(), error.code()),
+            (ErrorType::AuthenticationFailed, Some("18"))
+        );
+        let error = classify(Failure::Command, "bad auth : authentication failed", Some(8000));
+        assert_eq!(
+            (error.kind(), error.code()),
+            (ErrorType::AuthenticationFailed, Some("8000"))
+        );
+        let error = classify(
+            Failure::Command,
+            "not authorized on admin to execute command",
+            Some(13),
+        );
+        assert_eq!(error.kind(), ErrorType::AuthenticationFailed);
+    }
+
+    #[test]
+    fn server_selection_timeouts_are_read_for_their_cause() {
+        let refused = "Server selection timeout: No available servers. Topology: { Type: Unknown, Servers: [ \
+                       { Address: 127.0.0.1:1, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {} } ] }";
+        assert_eq!(
+            classify(Failure::ServerSelection, refused, None).kind(),
+            ErrorType::ConnectionRefused
+        );
+        let auth = "Server selection timeout: ... Error: Kind: An error occurred during authentication: SCRAM failure";
+        assert_eq!(
+            classify(Failure::ServerSelection, auth, None).kind(),
+            ErrorType::AuthenticationFailed
+        );
+        let tls = "Server selection timeout: ... Error: invalid peer certificate: UnknownIssuer";
+        assert_eq!(
+            classify(Failure::ServerSelection, tls, None).kind(),
+            ErrorType::TlsError
+        );
+        let silent =
+            "Server selection timeout: No available servers. Topology: { Type: Unknown, Servers: [] }";
+        assert_eq!(
+            classify(Failure::ServerSelection, silent, None).kind(),
+            ErrorType::Timeout
+        );
+    }
+
+    #[test]
+    fn command_errors_keep_their_code_and_map_through_the_driver_type() {
+        let command: mongodb::error::CommandError =
+            serde_json::from_value(serde_json::json!({"code": 18, "codeName": "AuthenticationFailed", "errmsg": "Authentication failed."}))
+                .expect("command error");
+        let error = mongodb::error::Error::from(mongodb::error::ErrorKind::Command(command));
+        let mapped = map_error(&error, &Secrets::default());
+        assert_eq!(
+            (mapped.kind(), mapped.code()),
+            (ErrorType::AuthenticationFailed, Some("18"))
+        );
+    }
+
+    #[test]
+    fn connection_strings_naming_local_files_or_environment_credentials_are_refused() {
+        for bad in [
+            "mongodb://db.example.com/?tls=true&tlsCAFile=/etc/ssl/private/ca.pem",
+            "mongodb://db.example.com/?tls=true&tlsCertificateKeyFile=/etc/ferry/client.pem",
+            "mongodb://db.example.com/?authMechanism=MONGODB-X509",
+            "mongodb://user@db.example.com/?authMechanism=MONGODB-OIDC&authMechanismProperties=ENVIRONMENT:azure",
+            "mongodb://%2Ftmp%2Fmongodb-27017.sock",
+        ] {
+            let parsed = ConnectionString::parse(bad);
+            let refused = match parsed {
+                Ok(parsed) => vet(&parsed).is_err(),
+                Err(_) => true,
+            };
+            assert!(refused, "{bad}");
+        }
+        let ok = ConnectionString::parse(
+            "mongodb://app:pw@db1.example.com:27017,db2.example.com/?replicaSet=rs0&authSource=admin",
+        )
+        .expect("parses");
+        assert!(vet(&ok).is_ok());
+    }
+}

@@ -1,0 +1,249 @@
+//! MySQL and MariaDB: sqlx pools built field by field from the config.
+//!
+//! `LOAD DATA LOCAL INFILE` is impossible on these connections: sqlx-mysql
+//! never sets the `CLIENT_LOCAL_FILES` capability in its handshake (see
+//! `sqlx-mysql/src/connection/stream.rs`), so the server refuses the
+//! statement (error 1148) and a hostile server's file request is never
+//! answered with a file. The integration suite proves it against MariaDB.
+
+use std::net::SocketAddr;
+
+use chrono::NaiveDateTime;
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::{AssertSqlSafe, Executor};
+
+use super::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
+use super::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
+use super::network::{self, Endpoint, validate_host};
+use super::postgres::close_pool;
+use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+
+const MODES: [SslMode; 5] = [
+    SslMode::Disable,
+    SslMode::Prefer,
+    SslMode::Require,
+    SslMode::VerifyCa,
+    SslMode::VerifyFull,
+];
+
+/// Schemas every server has; not reported as the user's databases.
+const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "performance_schema", "mysql", "sys"];
+
+pub(crate) struct MySqlHandle {
+    pub pool: MySqlPool,
+    pub endpoint: Endpoint,
+    pub settings: PoolSettings,
+    secrets: Secrets,
+}
+
+pub(crate) async fn open(
+    spec: &ConnectorSpec,
+    policy: &NetworkPolicy,
+) -> Result<(MySqlHandle, Vec<SocketAddr>), DriverError> {
+    let config = Config::new(&spec.config);
+    let host = config.required_name("host")?;
+    validate_host("host", host)?;
+    let port = config.port("port", 3306)?;
+    let database = config.required_name("database")?;
+    let username = config.required_name("username")?;
+    let password = config.secret("password")?;
+    let mode = ssl_mode(&config, &MODES)?;
+    let root = root_cert(&config)?;
+    let charset = config.name("charset")?.unwrap_or("utf8mb4");
+    // sqlx sends `SET NAMES <charset>`: only a bare identifier may get there.
+    if charset.is_empty()
+        || charset.len() > 32
+        || !charset.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(DriverError::invalid_config(
+            "config.charset must be a character set name such as utf8mb4",
+        ));
+    }
+    let settings = config.pool_settings()?;
+
+    let (endpoint, addrs) = Endpoint::open(host, port, policy, mode == SslMode::VerifyFull).await?;
+
+    let mut options = MySqlConnectOptions::new()
+        .host(&endpoint.connect_host())
+        .port(port)
+        .username(username)
+        .database(database)
+        .charset(charset)
+        // Keep the server's SQL mode: users' queries must mean what they
+        // mean in their own client (`||` stays OR).
+        .pipes_as_concat(false)
+        .ssl_mode(match mode {
+            SslMode::Disable => MySqlSslMode::Disabled,
+            SslMode::Allow | SslMode::Prefer => MySqlSslMode::Preferred,
+            SslMode::Require => MySqlSslMode::Required,
+            SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+            SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+        });
+    if let Some(password) = password {
+        options = options.password(password);
+    }
+    if let Some(pem) = root {
+        options = options.ssl_ca_from_pem(pem);
+    }
+
+    let statement_timeout = settings.statement_timeout;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(0)
+        .acquire_timeout(settings.connect_timeout)
+        .idle_timeout(Some(settings.idle_timeout))
+        .max_lifetime(Some(settings.max_lifetime))
+        .after_connect(move |connection, _meta| {
+            Box::pin(async move {
+                // MariaDB: max_statement_time (seconds, all statements);
+                // MySQL 5.7.8+: max_execution_time (ms, SELECT only). A
+                // failure here must not fail the connection (the pool would
+                // retry it until acquire_timeout), so it is only logged.
+                let seconds = statement_timeout.as_secs();
+                let mariadb = format!("SET SESSION max_statement_time = {seconds}");
+                let mysql = format!("SET SESSION max_execution_time = {}", seconds * 1000);
+                if connection.execute(sqlx::raw_sql(AssertSqlSafe(mariadb))).await.is_err()
+                    && let Err(error) = connection.execute(sqlx::raw_sql(AssertSqlSafe(mysql))).await
+                {
+                    tracing::warn!(error = %error.to_string().chars().take(200).collect::<String>(), "mysql statement timeout not set");
+                }
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options);
+    Ok((
+        MySqlHandle {
+            pool,
+            endpoint,
+            settings,
+            secrets: spec.secrets(),
+        },
+        addrs,
+    ))
+}
+
+impl MySqlHandle {
+    /// Tests through the pool (a cold pool first gets a bare TCP probe, see
+    /// the PostgreSQL driver): `VERSION()`, `UTC_TIMESTAMP()` and the
+    /// databases the user can see.
+    pub async fn test(&self, addrs: &[SocketAddr]) -> Result<TestDetails, DriverError> {
+        if self.pool.size() == 0 {
+            network::probe(&self.endpoint.host, addrs, self.settings.connect_timeout).await?;
+        }
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        let (version, now): (String, NaiveDateTime) = sqlx::query_as("SELECT VERSION(), UTC_TIMESTAMP()")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        // information_schema.SCHEMATA lists exactly what SHOW DATABASES
+        // would, and types as text on both MySQL and MariaDB.
+        let databases: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(|error| self.map_error(&error))?;
+        let databases = databases
+            .into_iter()
+            .filter(|name| !SYSTEM_SCHEMAS.contains(&name.as_str()))
+            .collect();
+        // Back to the pool now (sqlx would do it in a spawned task after a
+        // ping), so that the next use finds this connection idle.
+        connection.return_to_pool().await;
+        Ok(TestDetails {
+            version: Some(display_version(&version)),
+            server_time: Some(now.and_utc()),
+            schemas: Some(databases),
+        })
+    }
+
+    pub fn close(&self) {
+        close_pool(self.pool.clone());
+    }
+
+    pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
+        map_error(error, &self.endpoint.target(), &self.secrets)
+    }
+}
+
+/// `MariaDB 10.11.19` from `10.11.19-MariaDB-0+deb12u1`, `MySQL 8.0.36`
+/// from `8.0.36` or `8.0.36-log`.
+pub(crate) fn display_version(version: &str) -> String {
+    let number = version.split(['-', ' ']).next().unwrap_or(version);
+    if version.to_ascii_lowercase().contains("mariadb") {
+        format!("MariaDB {number}")
+    } else {
+        format!("MySQL {number}")
+    }
+}
+
+/// Maps a sqlx error met on a MySQL/MariaDB connection; the code is the
+/// MySQL error number.
+pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) -> DriverError {
+    match error {
+        sqlx::Error::Database(database) => {
+            let number = database
+                .try_downcast_ref::<MySqlDatabaseError>()
+                .map(MySqlDatabaseError::number);
+            let server_text = secrets.scrub(database.message());
+            let with = |kind: ErrorType, fallback: &str| {
+                let error =
+                    DriverError::new(kind, server_text.clone().unwrap_or_else(|| fallback.to_owned()));
+                match number {
+                    Some(number) => error.with_code(number.to_string()),
+                    None => error,
+                }
+            };
+            match number {
+                // 1045 bad credentials, 1044 no access to the database,
+                // 1130 host not allowed, 1251/2059 authentication plugin.
+                Some(1045 | 1044 | 1130 | 1251 | 2059 | 1698) => {
+                    with(ErrorType::AuthenticationFailed, "invalid username or password")
+                }
+                Some(1049) => with(ErrorType::DatabaseNotFound, "the database does not exist"),
+                Some(1040 | 1129 | 1203) => with(
+                    ErrorType::ConnectionRefused,
+                    "the server is not accepting connections",
+                ),
+                _ => with(ErrorType::Unknown, "the server reported an error"),
+            }
+        }
+        sqlx::Error::Io(io) => from_io(io, target),
+        sqlx::Error::Tls(tls) => DriverError::new(
+            ErrorType::TlsError,
+            format!("TLS with {target} failed: {}", tls_reason(&tls.to_string())),
+        ),
+        sqlx::Error::PoolTimedOut => DriverError::new(
+            ErrorType::Timeout,
+            format!("no connection to {target} became available in time"),
+        ),
+        sqlx::Error::PoolClosed => {
+            DriverError::unknown("the connector's pool was closed (its configuration changed)")
+        }
+        sqlx::Error::Configuration(_) => DriverError::invalid_config("the connection settings were rejected"),
+        sqlx::Error::Protocol(text) if looks_like_tls(text) => DriverError::new(
+            ErrorType::TlsError,
+            format!("TLS with {target} failed: {}", tls_reason(text)),
+        ),
+        sqlx::Error::Protocol(_) => DriverError::unknown(format!(
+            "{target} answered with something that is not the expected protocol"
+        )),
+        _ => DriverError::unknown(format!("the query on {target} failed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_name_the_flavour() {
+        assert_eq!(display_version("10.11.19-MariaDB-0+deb12u1"), "MariaDB 10.11.19");
+        assert_eq!(display_version("8.0.36"), "MySQL 8.0.36");
+        assert_eq!(display_version("8.0.36-log"), "MySQL 8.0.36");
+    }
+}

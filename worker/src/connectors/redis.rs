@@ -1,0 +1,357 @@
+//! Redis: a deadpool-redis pool of multiplexed connections per connector.
+//!
+//! The worker authenticates and selects the database itself (in the pool's
+//! `post_create` hook) instead of letting the redis crate do it, so that the
+//! server's own error code (`WRONGPASS`, `NOAUTH`, `ERR … DB index is out of
+//! range`) reaches the test result. deadpool has no idle timeout or maximum
+//! lifetime of its own: a `pre_recycle` hook refuses expired connections at
+//! checkout and a reaper task closes idle ones in the background.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_redis::redis::{self, AsyncConnectionConfig, IntoConnectionInfo, RedisError, Value};
+use deadpool_redis::{Hook, HookError, Manager, Pool, PoolError, Runtime};
+use tokio_util::sync::CancellationToken;
+
+use super::config::Config;
+use super::errors::{DriverError, ErrorType, Secrets, from_io};
+use super::network::{Endpoint, validate_host};
+use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+
+pub(crate) struct RedisHandle {
+    pub pool: Pool,
+    pub endpoint: Endpoint,
+    reaper: CancellationToken,
+    secrets: Secrets,
+}
+
+struct Credentials {
+    username: Option<String>,
+    password: Option<String>,
+    database: i64,
+}
+
+pub(crate) async fn open(
+    spec: &ConnectorSpec,
+    policy: &NetworkPolicy,
+) -> Result<(RedisHandle, Vec<SocketAddr>), DriverError> {
+    let config = Config::new(&spec.config);
+    let host = config.required_name("host")?;
+    validate_host("host", host)?;
+    let port = config.port("port", 6379)?;
+    let username = config.name("username")?.map(str::to_owned);
+    let password = config.secret("password")?.map(str::to_owned);
+    let database = match config.uint("database")?.unwrap_or(0) {
+        index @ 0..=1_000_000 => index as i64,
+        _ => {
+            return Err(DriverError::invalid_config(
+                "config.database must be a database index such as 0",
+            ));
+        }
+    };
+    if config.bool("tls", false)? {
+        return Err(DriverError::invalid_config(
+            "config.tls: TLS connections to Redis are not supported by this worker build",
+        ));
+    }
+    if username.is_some() && password.is_none() {
+        return Err(DriverError::invalid_config(
+            "config.username needs config.password",
+        ));
+    }
+    let settings = config.pool_settings()?;
+
+    let (endpoint, addrs) = Endpoint::open(host, port, policy, false).await?;
+
+    let info = redis::ConnectionAddr::Tcp(endpoint.connect_host(), port)
+        .into_connection_info()
+        .map_err(|_| DriverError::invalid_config("the Redis address was rejected"))?
+        .set_redis_settings(redis::RedisConnectionInfo::default().set_db(0));
+    let connection_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.statement_timeout));
+    let manager = Manager::new_with_config(info, connection_config)
+        .map_err(|_| DriverError::invalid_config("the Redis address was rejected"))?;
+
+    let credentials = Arc::new(Credentials {
+        username,
+        password,
+        database,
+    });
+    let (idle, lifetime) = (settings.idle_timeout, settings.max_lifetime);
+    let pool = Pool::builder(manager)
+        .max_size(settings.max_connections as usize)
+        .wait_timeout(Some(settings.connect_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .runtime(Runtime::Tokio1)
+        .post_create(Hook::async_fn(move |connection, _| {
+            let credentials = credentials.clone();
+            Box::pin(async move {
+                handshake(connection, &credentials)
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        }))
+        .pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if metrics.age() >= lifetime || metrics.last_used() >= idle {
+                Err(HookError::message("connection expired"))
+            } else {
+                Ok(())
+            }
+        }))
+        .build()
+        .map_err(|_| DriverError::unknown("the Redis pool could not be built"))?;
+
+    let reaper = CancellationToken::new();
+    spawn_reaper(pool.clone(), idle, lifetime, reaper.clone());
+    Ok((
+        RedisHandle {
+            pool,
+            endpoint,
+            reaper,
+            secrets: spec.secrets(),
+        },
+        addrs,
+    ))
+}
+
+/// `AUTH` (with the username when there is one; falling back to the
+/// password alone on servers before 6.0) and `SELECT`.
+async fn handshake(
+    connection: &mut redis::aio::MultiplexedConnection,
+    credentials: &Credentials,
+) -> Result<(), RedisError> {
+    if let Some(password) = &credentials.password {
+        let with_user = match &credentials.username {
+            Some(username) => {
+                redis::cmd("AUTH")
+                    .arg(username)
+                    .arg(password)
+                    .query_async::<()>(connection)
+                    .await
+            }
+            None => {
+                redis::cmd("AUTH")
+                    .arg(password)
+                    .query_async::<()>(connection)
+                    .await
+            }
+        };
+        match with_user {
+            Ok(()) => {}
+            Err(error)
+                if credentials.username.is_some()
+                    && error
+                        .detail()
+                        .is_some_and(|detail| detail.contains("wrong number of arguments")) =>
+            {
+                redis::cmd("AUTH")
+                    .arg(password)
+                    .query_async::<()>(connection)
+                    .await?;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if credentials.database != 0 {
+        redis::cmd("SELECT")
+            .arg(credentials.database)
+            .query_async::<()>(connection)
+            .await?;
+    }
+    Ok(())
+}
+
+fn spawn_reaper(pool: Pool, idle: Duration, lifetime: Duration, stop: CancellationToken) {
+    let period = (idle.min(lifetime) / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+            pool.retain(|_, metrics| metrics.last_used() < idle && metrics.age() < lifetime);
+        }
+    });
+}
+
+impl RedisHandle {
+    /// `INFO server` (version) and `TIME` on a pooled connection.
+    pub async fn test(&self) -> Result<TestDetails, DriverError> {
+        let mut connection = self
+            .pool
+            .get()
+            .await
+            .map_err(|error| self.map_pool_error(error))?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        let time: Vec<Value> = redis::cmd("TIME")
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        Ok(TestDetails {
+            version: display_version(&info),
+            server_time: server_time(&time),
+            schemas: None,
+        })
+    }
+
+    pub fn close(&self) {
+        self.reaper.cancel();
+        self.pool.close();
+    }
+
+    pub fn map_pool_error(&self, error: PoolError) -> DriverError {
+        match error {
+            PoolError::Backend(error) | PoolError::PostCreateHook(HookError::Backend(error)) => {
+                self.map_error(&error)
+            }
+            PoolError::Timeout(_) => DriverError::new(
+                ErrorType::Timeout,
+                format!(
+                    "no connection to {} became available in time",
+                    self.endpoint.target()
+                ),
+            ),
+            PoolError::Closed => {
+                DriverError::unknown("the connector's pool was closed (its configuration changed)")
+            }
+            PoolError::PostCreateHook(HookError::Message(_)) | PoolError::NoRuntimeSpecified => {
+                DriverError::unknown("the Redis connection could not be set up")
+            }
+        }
+    }
+
+    pub fn map_error(&self, error: &RedisError) -> DriverError {
+        map_error(error, &self.endpoint.target(), &self.secrets)
+    }
+}
+
+impl Drop for RedisHandle {
+    fn drop(&mut self) {
+        self.reaper.cancel();
+    }
+}
+
+/// `Redis 7.0.15` (or `Valkey 8.0.1`) from an `INFO server` reply.
+fn display_version(info: &str) -> Option<String> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(':')))
+            .map(str::trim)
+    };
+    if let Some(valkey) = field("valkey_version") {
+        return Some(format!("Valkey {valkey}"));
+    }
+    field("redis_version").map(|version| format!("Redis {version}"))
+}
+
+/// `TIME` answers `[unix seconds, microseconds]` as bulk strings.
+fn server_time(reply: &[Value]) -> Option<DateTime<Utc>> {
+    let number = |value: &Value| -> Option<i64> {
+        match value {
+            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+            Value::SimpleString(text) => text.parse().ok(),
+            Value::Int(number) => Some(*number),
+            _ => None,
+        }
+    };
+    let seconds = number(reply.first()?)?;
+    let micros = number(reply.get(1)?)?;
+    DateTime::from_timestamp(seconds, u32::try_from(micros * 1000).ok()?)
+}
+
+/// Maps a redis error; server errors keep their code (`WRONGPASS`, …).
+pub(crate) fn map_error(error: &RedisError, target: &str, secrets: &Secrets) -> DriverError {
+    let detail = error.detail().and_then(|detail| secrets.scrub(detail));
+    let described = |kind: ErrorType, fallback: &str| {
+        let message = match (error.code(), &detail) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            _ => fallback.to_owned(),
+        };
+        let mapped = DriverError::new(kind, message);
+        match error.code() {
+            Some(code) => mapped.with_code(code),
+            None => mapped,
+        }
+    };
+    if error.is_connection_refusal() {
+        return DriverError::new(
+            ErrorType::ConnectionRefused,
+            format!("connection refused by {target}"),
+        );
+    }
+    if error.is_timeout() {
+        return DriverError::new(ErrorType::Timeout, format!("{target} did not answer in time"));
+    }
+    match error.code() {
+        Some("WRONGPASS" | "NOAUTH" | "NOPERM") => {
+            return described(ErrorType::AuthenticationFailed, "invalid username or password");
+        }
+        Some(_)
+            if detail
+                .as_deref()
+                .is_some_and(|text| text.contains("invalid password")) =>
+        {
+            return described(ErrorType::AuthenticationFailed, "invalid username or password");
+        }
+        Some(_)
+            if error
+                .detail()
+                .is_some_and(|text| text.contains("DB index is out of range")) =>
+        {
+            return described(ErrorType::DatabaseNotFound, "the database index is out of range");
+        }
+        _ => {}
+    }
+    match error.kind() {
+        redis::ErrorKind::AuthenticationFailed => {
+            DriverError::new(ErrorType::AuthenticationFailed, "invalid username or password")
+        }
+        redis::ErrorKind::Io => match std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+        {
+            Some(io) => from_io(io, target),
+            None => DriverError::new(
+                ErrorType::ConnectionRefused,
+                format!("the connection to {target} failed"),
+            ),
+        },
+        redis::ErrorKind::InvalidClientConfig => {
+            DriverError::invalid_config("the Redis settings were rejected")
+        }
+        _ => described(ErrorType::Unknown, "the server reported an error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_and_time_replies_are_read() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(display_version(info).as_deref(), Some("Redis 7.0.15"));
+        assert_eq!(
+            display_version("redis_version:7.2.4\r\nvalkey_version:8.0.1\r\n").as_deref(),
+            Some("Valkey 8.0.1")
+        );
+        let time = [
+            Value::BulkString(b"1700000000".to_vec()),
+            Value::BulkString(b"250000".to_vec()),
+        ];
+        let parsed = server_time(&time).expect("time");
+        assert_eq!(parsed.timestamp(), 1_700_000_000);
+        assert_eq!(parsed.timestamp_subsec_millis(), 250);
+    }
+}

@@ -1,0 +1,474 @@
+//! REST APIs: one reqwest client per connector, with the connector's auth
+//! (none, bearer, basic, API key header, OAuth2 client credentials) and
+//! extra headers.
+//!
+//! The network policy is enforced by the client's DNS resolver (every
+//! connection, including the token endpoint's) and, for IP-literal URLs that
+//! bypass resolution, when the URLs are checked. Redirects are followed
+//! only within the same origin (a credential header must not travel to
+//! another host); proxies from the environment are ignored.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{StatusCode, Url};
+use serde_json::Value;
+
+use super::config::Config;
+use super::errors::{DriverError, ErrorType, from_io, looks_like_tls, tls_reason};
+use super::network::{self, parse_ip_literal};
+use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+
+const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+const MAX_REDIRECTS: usize = 5;
+/// Tokens are renewed this long before they expire.
+const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+
+/// Headers a connector may not set: they belong to the HTTP layer.
+const FORBIDDEN_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+enum Auth {
+    None,
+    Bearer(HeaderValue),
+    Basic(HeaderValue),
+    ApiKey(HeaderName, HeaderValue),
+    OAuth2 {
+        token_url: Url,
+        client_id: String,
+        client_secret: String,
+        scope: Option<String>,
+    },
+}
+
+struct CachedToken {
+    value: HeaderValue,
+    expires_at: Instant,
+}
+
+pub(crate) struct RestHandle {
+    pub client: reqwest::Client,
+    pub base_url: Url,
+    test_url: Url,
+    auth: Auth,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestHandle, DriverError> {
+    let config = Config::new(&spec.config);
+    let base_url = http_url("base_url", config.required_str("base_url")?)?;
+    check_literal(&base_url, policy)?;
+    let test_url = match config.str("test_path")? {
+        Some(path) => append_path(&base_url, path)?,
+        None => base_url.clone(),
+    };
+    let timeout = config.seconds("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)?;
+    let required_secret = |key: &str| {
+        config
+            .secret(key)?
+            .ok_or_else(|| DriverError::invalid_config(format!("config.{key} is required")))
+    };
+    let auth = match config.str("auth_type")?.unwrap_or("none") {
+        "none" => Auth::None,
+        "bearer" => Auth::Bearer(sensitive(
+            "auth_token",
+            &format!("Bearer {}", required_secret("auth_token")?),
+        )?),
+        "basic" => {
+            let username = config.required_name("username")?;
+            let password = config.secret("password")?.unwrap_or("");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            Auth::Basic(sensitive("password", &format!("Basic {encoded}"))?)
+        }
+        "api_key" => {
+            let name = config.required_name("api_key_header")?;
+            let name = header_name("api_key_header", name)?;
+            Auth::ApiKey(
+                name,
+                sensitive("api_key_value", required_secret("api_key_value")?)?,
+            )
+        }
+        "oauth2" => {
+            let token_url = http_url("token_url", config.required_str("token_url")?)?;
+            check_literal(&token_url, policy)?;
+            Auth::OAuth2 {
+                token_url,
+                client_id: config.required_name("client_id")?.to_owned(),
+                client_secret: required_secret("client_secret")?.to_owned(),
+                scope: config.name("scope")?.map(str::to_owned),
+            }
+        }
+        _ => {
+            return Err(DriverError::invalid_config(
+                "config.auth_type must be one of none, bearer, basic, api_key, oauth2",
+            ));
+        }
+    };
+
+    let mut headers = HeaderMap::new();
+    if let Some(extra) = config.object("headers")? {
+        for (name, value) in extra {
+            let Value::String(value) = value else {
+                return Err(DriverError::invalid_config(format!(
+                    "config.headers.{name} must be a string"
+                )));
+            };
+            let header = header_name("headers", name)?;
+            if FORBIDDEN_HEADERS.contains(&header.as_str()) {
+                return Err(DriverError::invalid_config(format!(
+                    "config.headers may not set {name}"
+                )));
+            }
+            headers.insert(header, sensitive("headers", value)?);
+        }
+    }
+
+    let origin = base_url.origin();
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .no_proxy()
+        .dns_resolver(Arc::new(PolicyResolver {
+            policy: policy.clone(),
+        }))
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS || attempt.url().origin() != origin {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("ferry-worker/", env!("CARGO_PKG_VERSION")))
+        .default_headers(headers)
+        .build()
+        .map_err(|_| DriverError::unknown("the HTTP client could not be built"))?;
+    Ok(RestHandle {
+        client,
+        base_url,
+        test_url,
+        auth,
+        token: tokio::sync::Mutex::new(None),
+    })
+}
+
+fn http_url(field: &str, text: &str) -> Result<Url, DriverError> {
+    let invalid = |why: &str| DriverError::invalid_config(format!("config.{field} {why}"));
+    let url = Url::parse(text).map_err(|_| invalid("is not a valid URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("must be an http or https URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("must name a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must not contain credentials (use the auth fields)"));
+    }
+    Ok(url)
+}
+
+/// `base` with `path` (and its query, if any) appended to its path.
+fn append_path(base: &Url, path: &str) -> Result<Url, DriverError> {
+    if path.contains("://") || path.starts_with("//") || path.contains(['#', '\\']) {
+        return Err(DriverError::invalid_config(
+            "config.test_path must be a path such as /health",
+        ));
+    }
+    let (path_part, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let mut url = base.clone();
+    let joined = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path_part.trim_start_matches('/')
+    );
+    url.set_path(&joined);
+    url.set_query(query.or(base.query()));
+    if url.origin() != base.origin() {
+        return Err(DriverError::invalid_config(
+            "config.test_path must stay on the base_url's host",
+        ));
+    }
+    Ok(url)
+}
+
+/// IP-literal hosts never reach the resolver: check them here.
+fn check_literal(url: &Url, policy: &NetworkPolicy) -> Result<(), DriverError> {
+    if let Some(ip) = url.host_str().and_then(parse_ip_literal) {
+        let port = url.port_or_known_default().unwrap_or(0);
+        network::check(&ip.to_string(), &[SocketAddr::new(ip, port)], policy)?;
+    }
+    Ok(())
+}
+
+fn header_name(field: &str, name: &str) -> Result<HeaderName, DriverError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        DriverError::invalid_config(format!("config.{field}: {name:?} is not a valid header name"))
+    })
+}
+
+fn sensitive(field: &str, value: &str) -> Result<HeaderValue, DriverError> {
+    let mut value = HeaderValue::from_str(value)
+        .map_err(|_| DriverError::invalid_config(format!("config.{field} is not a valid header value")))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Resolves names with the system resolver and applies the network policy
+/// to every address, so no connection the client makes can reach a
+/// private address when the policy forbids it.
+struct PolicyResolver {
+    policy: NetworkPolicy,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs = network::resolve(&host, 0, &policy)
+                .await
+                .map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { Box::new(error) })?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+impl RestHandle {
+    /// `GET`s the test URL with the connector's auth: 2xx/3xx succeed
+    /// (version = `Server` header, server time = `Date` header), 401/403 are
+    /// `authentication_failed`, other statuses `http_error`, all with the
+    /// status as code.
+    pub async fn test(&self) -> Result<TestDetails, DriverError> {
+        let mut response = self.get(&self.test_url).await?;
+        if response.status() == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::OAuth2 { .. }) {
+            // The cached token may have been revoked: fetch a new one once.
+            *self.token.lock().await = None;
+            response = self.get(&self.test_url).await?;
+        }
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            let header_text = |name: header::HeaderName| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let version = header_text(header::SERVER).map(|server| server.chars().take(100).collect());
+            let server_time = header_text(header::DATE)
+                .and_then(|date| DateTime::parse_from_rfc2822(&date).ok())
+                .map(|date| date.with_timezone(&Utc));
+            return Ok(TestDetails {
+                version,
+                server_time,
+                schemas: None,
+            });
+        }
+        Err(status_error(status, "the API"))
+    }
+
+    /// A request with the connector's auth applied.
+    pub async fn get(&self, url: &Url) -> Result<reqwest::Response, DriverError> {
+        let mut request = self.client.get(url.clone());
+        request = match &self.auth {
+            Auth::None => request,
+            Auth::Bearer(value) | Auth::Basic(value) => request.header(header::AUTHORIZATION, value.clone()),
+            Auth::ApiKey(name, value) => request.header(name.clone(), value.clone()),
+            Auth::OAuth2 { .. } => request.header(header::AUTHORIZATION, self.access_token().await?),
+        };
+        request.send().await.map_err(|error| self.map_error(&error, url))
+    }
+
+    /// The OAuth2 access token as an `Authorization` value, from the cache
+    /// or the token endpoint (client credentials grant, HTTP Basic client
+    /// authentication as RFC 6749 §2.3.1 requires servers to support).
+    async fn access_token(&self) -> Result<HeaderValue, DriverError> {
+        let Auth::OAuth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+        } = &self.auth
+        else {
+            return Err(DriverError::unknown("the connector does not use OAuth2"));
+        };
+        let mut cached = self.token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && token.expires_at > Instant::now() + TOKEN_MARGIN
+        {
+            return Ok(token.value.clone());
+        }
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        let response = self
+            .client
+            .post(token_url.clone())
+            .basic_auth(client_id, Some(client_secret))
+            .header(header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|error| self.map_error(&error, token_url))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(match status {
+                StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    DriverError::new(
+                        ErrorType::AuthenticationFailed,
+                        format!(
+                            "the token endpoint refused the client credentials (HTTP {})",
+                            status.as_u16()
+                        ),
+                    )
+                    .with_code(status.as_u16().to_string())
+                }
+                _ => status_error(status, "the token endpoint"),
+            });
+        }
+        let body: Value = response.json().await.map_err(|_| {
+            DriverError::new(
+                ErrorType::AuthenticationFailed,
+                "the token endpoint did not answer with a JSON token",
+            )
+        })?;
+        let Some(access_token) = body.get("access_token").and_then(Value::as_str) else {
+            return Err(DriverError::new(
+                ErrorType::AuthenticationFailed,
+                "the token endpoint answered without an access_token",
+            ));
+        };
+        let lifetime = body.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
+        let value = sensitive("access_token", &format!("Bearer {access_token}"))?;
+        *cached = Some(CachedToken {
+            value: value.clone(),
+            expires_at: Instant::now() + Duration::from_secs(lifetime),
+        });
+        Ok(value)
+    }
+
+    /// Maps a request failure without ever showing the URL (it may carry a
+    /// key in its query).
+    fn map_error(&self, error: &reqwest::Error, url: &Url) -> DriverError {
+        let target = format!(
+            "{}:{}",
+            url.host_str().unwrap_or("?"),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let mut source = std::error::Error::source(error);
+        let mut io = None;
+        let mut tls_text = None;
+        while let Some(cause) = source {
+            if let Some(policy) = cause.downcast_ref::<DriverError>() {
+                return policy.clone();
+            }
+            if io.is_none()
+                && let Some(found) = cause.downcast_ref::<std::io::Error>()
+            {
+                io = Some(found);
+            }
+            let text = cause.to_string();
+            if tls_text.is_none() && looks_like_tls(&text) {
+                tls_text = Some(text);
+            }
+            source = cause.source();
+        }
+        if error.is_timeout() {
+            return DriverError::new(ErrorType::Timeout, format!("{target} did not answer in time"));
+        }
+        if let Some(text) = tls_text {
+            return DriverError::new(
+                ErrorType::TlsError,
+                format!("TLS with {target} failed: {}", tls_reason(&text)),
+            );
+        }
+        if let Some(io) = io {
+            return from_io(io, &target);
+        }
+        if error.is_connect() {
+            return DriverError::new(
+                ErrorType::ConnectionRefused,
+                format!("could not connect to {target}"),
+            );
+        }
+        DriverError::unknown(format!("the request to {target} failed"))
+    }
+}
+
+fn status_error(status: StatusCode, who: &str) -> DriverError {
+    let code = status.as_u16().to_string();
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => DriverError::new(
+            ErrorType::AuthenticationFailed,
+            format!("{who} refused the credentials (HTTP {code})"),
+        ),
+        _ => DriverError::new(ErrorType::HttpError, format!("{who} answered HTTP {code}")),
+    }
+    .with_code(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_path_is_appended_to_the_base_path_and_cannot_leave_the_host() {
+        let base = Url::parse("https://api.example.com/v1/").expect("url");
+        assert_eq!(
+            append_path(&base, "/health").expect("joined").as_str(),
+            "https://api.example.com/v1/health"
+        );
+        assert_eq!(
+            append_path(&base, "status?deep=1").expect("joined").as_str(),
+            "https://api.example.com/v1/status?deep=1"
+        );
+        for bad in ["//evil.example/x", "http://evil.example/", "/a#b"] {
+            assert!(append_path(&base, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_must_be_http_without_credentials() {
+        assert!(http_url("base_url", "https://api.example.com").is_ok());
+        for bad in [
+            "ftp://x.example",
+            "https://user:pw@api.example.com",
+            "not a url",
+            "file:///etc/passwd",
+        ] {
+            assert!(http_url("base_url", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_authentication_failed_or_http_error() {
+        let unauthorized = status_error(StatusCode::UNAUTHORIZED, "the API");
+        assert_eq!(
+            (unauthorized.kind(), unauthorized.code()),
+            (ErrorType::AuthenticationFailed, Some("401"))
+        );
+        let broken = status_error(StatusCode::INTERNAL_SERVER_ERROR, "the API");
+        assert_eq!(
+            (broken.kind(), broken.code()),
+            (ErrorType::HttpError, Some("500"))
+        );
+    }
+}

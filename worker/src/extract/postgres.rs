@@ -1,0 +1,1253 @@
+//! PostgreSQL and Redshift extraction.
+//!
+//! A query without parameters runs as `COPY (query) TO STDOUT WITH (FORMAT
+//! binary)`; one with parameters, or one `COPY` refuses (utility statements,
+//! Redshift), runs through the extended protocol with binary results. Both
+//! paths hand every field's binary wire value to the same [`Decoder`], so
+//! they give identical Arrow arrays. Column types come from preparing the
+//! query; numeric precision and scale from the source table column's type
+//! modifier (`pg_attribute.atttypmod`) when the column is a plain table
+//! column.
+//!
+//! A query abandoned half-way (cancel, a decode or upload error) is cancelled
+//! on the server with `pg_cancel_backend` from another connection, and its
+//! connection is closed rather than returned to the pool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
+    Int16Builder, Int32Builder, Int64Builder, ListArray, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::array::NullBufferBuilder;
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use ferry_shared::domain::params::{BoundQuery, ParamValue};
+use futures::Stream;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgColumn, PgConnection, PgPool, PgTypeInfo, PgTypeKind, Postgres};
+use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, Type, TypeInfo, ValueRef};
+
+use super::columns::{MAX_DECIMAL128_PRECISION, UNCONSTRAINED_DECIMAL, pow10};
+use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
+
+/// Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// Days between 1970-01-01 and 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+/// How long cleaning up an abandoned query may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) async fn extract(pool: &PgPool, query: &BoundQuery, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+    let mut cancel = Cancellable::new(out.cancel());
+    let mut session = Session::open(pool, &mut cancel).await?;
+    let columns = session.describe(query, &mut cancel).await?;
+    let schema = out.start(columns.iter().map(ColumnSpec::field).collect())?;
+    if !query.is_parameterised() && out.options().postgres_copy {
+        match session.copy(query, &columns, &schema, out, &mut cancel).await {
+            Err(Attempt::Refused(reason)) => {
+                tracing::debug!(%reason, "COPY refused; reading through the extended protocol");
+                // A refused COPY leaves a ReadyForQuery sqlx does not expect:
+                // that connection is closed and a fresh one used.
+                session.discard().await;
+                session = Session::open(pool, &mut cancel).await?;
+            }
+            Err(Attempt::Failed(error)) => return Err(error),
+            Ok(()) => return Ok(ReadPath::PostgresCopy),
+        }
+    }
+    session.extended(query, &columns, &schema, out, &mut cancel).await?;
+    Ok(ReadPath::PostgresExtended)
+}
+
+enum Attempt {
+    /// COPY was refused before any row was read: try the extended protocol.
+    Refused(String),
+    Failed(ExtractError),
+}
+
+impl From<ExtractError> for Attempt {
+    fn from(error: ExtractError) -> Self {
+        Attempt::Failed(error)
+    }
+}
+
+/// One pooled connection and the server process behind it.
+struct Session<'p> {
+    pool: &'p PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+    pid: i32,
+    /// A query is running whose result has not been read to the end.
+    busy: bool,
+}
+
+impl<'p> Session<'p> {
+    async fn open(pool: &'p PgPool, cancel: &mut Cancellable<'_>) -> Result<Session<'p>, ExtractError> {
+        let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
+        let pid: i32 = cancel
+            .run(sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn))
+            .await?
+            .map_err(database_error)?;
+        Ok(Session { pool, conn: Some(conn), pid, busy: false })
+    }
+
+    fn conn(&mut self) -> Result<&mut PgConnection, ExtractError> {
+        self.conn.as_deref_mut().ok_or_else(|| ExtractError::internal("the database connection is gone"))
+    }
+
+    /// Prepares the query to learn its columns and maps them to Arrow.
+    async fn describe(
+        &mut self,
+        query: &BoundQuery,
+        cancel: &mut Cancellable<'_>,
+    ) -> Result<Vec<ColumnSpec>, ExtractError> {
+        let types: Vec<PgTypeInfo> = query.params.iter().map(param_type).collect();
+        let conn = self.conn()?;
+        let statement = cancel
+            .run(conn.prepare_with(AssertSqlSafe(query.sql.clone()).into_sql_str(), &types))
+            .await?
+            .map_err(database_error)?;
+        let typmods = cancel.run(typmods(conn, statement.columns())).await?;
+        statement
+            .columns()
+            .iter()
+            .map(|column| {
+                let typmod = typmods.get(&column.ordinal()).copied().unwrap_or(-1);
+                let kind = PgKind::resolve(column.type_info(), typmod).map_err(|type_name| {
+                    ExtractError::unsupported(format!(
+                        "column \"{}\" has type {type_name}, which Ferry cannot export yet; cast it in the query \
+                         (for example \"{}\"::text)",
+                        column.name(),
+                        column.name()
+                    ))
+                })?;
+                Ok(ColumnSpec { name: column.name().to_owned(), kind })
+            })
+            .collect()
+    }
+
+    /// Binary COPY of the query, decoded as it streams.
+    async fn copy(
+        &mut self,
+        query: &BoundQuery,
+        columns: &[ColumnSpec],
+        schema: &SchemaRef,
+        out: &mut Output<'_>,
+        cancel: &mut Cancellable<'_>,
+    ) -> Result<(), Attempt> {
+        let statement = format!("COPY (\n{}\n) TO STDOUT WITH (FORMAT binary)", trim_statement(&query.sql));
+        let mut clean = false;
+        self.busy = true;
+        let result = async {
+            let conn = self.conn()?;
+            let stream = match cancel.run(conn.copy_out_raw(&statement)).await? {
+                Ok(stream) => stream,
+                Err(sqlx::Error::Database(error)) => {
+                    clean = true;
+                    return Err(Attempt::Refused(error.message().to_owned()));
+                }
+                Err(error) => return Err(Attempt::Failed(database_error(error))),
+            };
+            let mut batch = BatchDecoder::new(columns, schema.clone());
+            let mut parser = CopyParser::default();
+            stream_batches(stream, &mut clean, cancel, out, &mut batch, |chunk, batch| parser.feed(chunk, batch))
+                .await?;
+            if !parser.finished {
+                return Err(ExtractError::internal("the COPY stream ended without its trailer").into());
+            }
+            Ok(())
+        }
+        .await;
+        self.settle(clean).await;
+        result
+    }
+
+    /// The extended protocol with binary results and bound parameters.
+    async fn extended(
+        &mut self,
+        query: &BoundQuery,
+        columns: &[ColumnSpec],
+        schema: &SchemaRef,
+        out: &mut Output<'_>,
+        cancel: &mut Cancellable<'_>,
+    ) -> Result<(), ExtractError> {
+        let types: Vec<PgTypeInfo> = query.params.iter().map(param_type).collect();
+        let mut clean = false;
+        self.busy = true;
+        let result = async {
+            let conn = self.conn()?;
+            let statement = cancel
+                .run(conn.prepare_with(AssertSqlSafe(query.sql.clone()).into_sql_str(), &types))
+                .await?
+                .map_err(database_error)?;
+            let mut bound = statement.query();
+            for param in &query.params {
+                bound = match param {
+                    ParamValue::Text(v) => bound.bind(v.as_str()),
+                    ParamValue::Integer(v) => bound.bind(*v),
+                    ParamValue::Number(v) => bound.bind(*v),
+                    ParamValue::Boolean(v) => bound.bind(*v),
+                    ParamValue::Date(v) => bound.bind(*v),
+                    ParamValue::Timestamp(v) => bound.bind(*v),
+                };
+            }
+            let stream = bound.fetch(&mut *conn);
+            let mut batch = BatchDecoder::new(columns, schema.clone());
+            stream_batches(stream, &mut clean, cancel, out, &mut batch, |row: sqlx::postgres::PgRow, batch| {
+                batch.push_row(&row)
+            })
+            .await
+        }
+        .await;
+        self.settle(clean).await;
+        result
+    }
+
+    /// After a query: a connection whose result was read to the end goes
+    /// back to the pool; otherwise the query is cancelled and the connection
+    /// closed.
+    async fn settle(&mut self, clean: bool) {
+        if clean {
+            self.busy = false;
+        } else {
+            self.kill().await;
+        }
+    }
+
+    async fn kill(&mut self) {
+        self.busy = false;
+        if let Some(conn) = self.conn.take() {
+            let raw = conn.detach();
+            cancel_backend(self.pool, self.pid).await;
+            let _ = tokio::time::timeout(CANCEL_TIMEOUT, raw.close_hard()).await;
+        }
+    }
+
+    /// Closes the connection without returning it to the pool.
+    async fn discard(&mut self) {
+        self.busy = false;
+        if let Some(conn) = self.conn.take() {
+            let _ = tokio::time::timeout(CANCEL_TIMEOUT, conn.detach().close_hard()).await;
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    /// Dropped mid-query (the step's task was cancelled): cancel the query
+    /// and close the connection from a spawned task.
+    fn drop(&mut self) {
+        if !self.busy {
+            return;
+        }
+        let (Some(conn), Ok(handle)) = (self.conn.take(), tokio::runtime::Handle::try_current()) else { return };
+        let raw = conn.detach();
+        let pool = self.pool.clone();
+        let pid = self.pid;
+        handle.spawn(async move {
+            cancel_backend(&pool, pid).await;
+            drop(raw);
+        });
+    }
+}
+
+/// `pg_cancel_backend(pid)` from another connection: an idle pooled one if
+/// there is one, else a fresh one with the pool's options (the pool may be
+/// exhausted by the very steps being cancelled).
+async fn cancel_backend(pool: &PgPool, pid: i32) {
+    let cancel = async {
+        let statement = sqlx::query("SELECT pg_cancel_backend($1)").bind(pid);
+        match pool.try_acquire() {
+            Some(mut conn) => statement.execute(&mut *conn).await.map(|_| ()),
+            None => {
+                let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+                statement.execute(&mut conn).await?;
+                conn.close().await
+            }
+        }
+    };
+    match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(pid, %error, "cancelling an abandoned query failed"),
+        Err(_) => tracing::warn!(pid, "cancelling an abandoned query timed out"),
+    }
+}
+
+/// Reads `stream` to the end, decoding items with `decode` into `batch` and
+/// writing a record batch whenever it is full. `clean` is set when the
+/// stream ended by itself (fully read, or with a server error after which
+/// the driver resynchronised the connection).
+async fn stream_batches<S, T, D>(
+    mut stream: S,
+    clean: &mut bool,
+    cancel: &mut Cancellable<'_>,
+    out: &mut Output<'_>,
+    batch: &mut BatchDecoder,
+    mut decode: D,
+) -> Result<(), ExtractError>
+where
+    S: Stream<Item = Result<T, sqlx::Error>> + Unpin,
+    D: FnMut(T, &mut BatchDecoder) -> Result<(), ExtractError>,
+{
+    let (batch_rows, batch_bytes) = (out.options().batch_rows.max(1), out.options().batch_bytes.max(1));
+    loop {
+        match cancel.next(&mut stream).await? {
+            Some(Ok(item)) => {
+                decode(item, batch)?;
+                if batch.rows >= batch_rows || batch.bytes >= batch_bytes {
+                    out.write(batch.finish()?).await?;
+                }
+            }
+            Some(Err(error)) => {
+                *clean = matches!(error, sqlx::Error::Database(_));
+                return Err(database_error(error));
+            }
+            None => {
+                *clean = true;
+                break;
+            }
+        }
+    }
+    drop(stream);
+    if batch.rows > 0 {
+        out.write(batch.finish()?).await?;
+    }
+    Ok(())
+}
+
+/// Strips trailing whitespace and semicolons so the query can sit inside
+/// `COPY ( … )`.
+fn trim_statement(sql: &str) -> &str {
+    sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';')
+}
+
+fn param_type(value: &ParamValue) -> PgTypeInfo {
+    match value {
+        ParamValue::Text(_) => <String as Type<Postgres>>::type_info(),
+        ParamValue::Integer(_) => <i64 as Type<Postgres>>::type_info(),
+        ParamValue::Number(_) => <f64 as Type<Postgres>>::type_info(),
+        ParamValue::Boolean(_) => <bool as Type<Postgres>>::type_info(),
+        ParamValue::Date(_) => <chrono::NaiveDate as Type<Postgres>>::type_info(),
+        ParamValue::Timestamp(_) => <chrono::DateTime<chrono::Utc> as Type<Postgres>>::type_info(),
+    }
+}
+
+/// Type modifiers of result columns that come straight from a table column
+/// and whose type uses one (numeric). The lookup is best effort: without
+/// it numerics are treated as unconstrained.
+async fn typmods(conn: &mut PgConnection, columns: &[PgColumn]) -> HashMap<usize, i32> {
+    let wanted: Vec<(usize, u32, i16)> = columns
+        .iter()
+        .filter(|c| uses_typmod(c.type_info()))
+        .filter_map(|c| Some((c.ordinal(), c.relation_id()?.0, c.relation_attribute_no()?)))
+        .collect();
+    if wanted.is_empty() {
+        return HashMap::new();
+    }
+    let mut relations: Vec<u32> = wanted.iter().map(|(_, rel, _)| *rel).collect();
+    relations.sort_unstable();
+    relations.dedup();
+    // The list holds OIDs the server itself reported, not user input.
+    let list = relations.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT attrelid::int8, attnum::int4, atttypmod FROM pg_catalog.pg_attribute \
+         WHERE attrelid IN ({list}) AND attnum > 0"
+    );
+    let rows = match sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *conn).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::debug!(%error, "reading column type modifiers failed; numerics are unconstrained");
+            return HashMap::new();
+        }
+    };
+    let mut by_attribute = HashMap::new();
+    for row in rows {
+        let (Ok(rel), Ok(num), Ok(typmod)) =
+            (row.try_get::<i64, _>(0), row.try_get::<i32, _>(1), row.try_get::<i32, _>(2))
+        else {
+            continue;
+        };
+        by_attribute.insert((rel, num), typmod);
+    }
+    wanted
+        .into_iter()
+        .filter_map(|(ordinal, rel, num)| {
+            by_attribute.get(&(i64::from(rel), i32::from(num))).map(|typmod| (ordinal, *typmod))
+        })
+        .collect()
+}
+
+fn uses_typmod(info: &PgTypeInfo) -> bool {
+    match info.kind() {
+        PgTypeKind::Array(element) => uses_typmod(element),
+        _ => info.oid().map(|o| o.0) == Some(oid::NUMERIC),
+    }
+}
+
+/// Built-in type OIDs (pg_type.dat); they are stable across servers.
+mod oid {
+    pub const BOOL: u32 = 16;
+    pub const BYTEA: u32 = 17;
+    pub const CHAR: u32 = 18;
+    pub const NAME: u32 = 19;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const OID: u32 = 26;
+    pub const JSON: u32 = 114;
+    pub const XML: u32 = 142;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const UNKNOWN: u32 = 705;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const DATE: u32 = 1082;
+    pub const TIME: u32 = 1083;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const NUMERIC: u32 = 1700;
+    pub const UUID: u32 = 2950;
+    pub const JSONB: u32 = 3802;
+}
+
+/// How a column's binary values are decoded, and into which Arrow type.
+#[derive(Debug, Clone, PartialEq)]
+enum PgKind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    /// `oid` → Int64 (unsigned 32-bit values, portable to every reader).
+    Oid,
+    Float4,
+    Float8,
+    /// numeric → Decimal128(precision, scale).
+    Numeric { precision: u8, scale: i8 },
+    /// numeric wider than Decimal128 → its exact text.
+    NumericText,
+    /// text, varchar, bpchar, name, json, xml, enums, citext.
+    Text,
+    /// `"char"`: one byte.
+    Char,
+    /// jsonb: a version byte, then the JSON text.
+    Jsonb,
+    Bytea,
+    /// uuid → its canonical lowercase text.
+    Uuid,
+    Date,
+    Time,
+    Timestamp { utc: bool },
+    Array { element_oid: u32, element: Box<PgKind> },
+}
+
+impl PgKind {
+    /// The mapping of `design.md`; `Err` carries the type's name.
+    fn resolve(info: &PgTypeInfo, typmod: i32) -> Result<PgKind, String> {
+        let kind = match info.oid().map(|o| o.0) {
+            Some(oid::BOOL) => PgKind::Bool,
+            Some(oid::BYTEA) => PgKind::Bytea,
+            Some(oid::CHAR) => PgKind::Char,
+            Some(oid::NAME | oid::TEXT | oid::JSON | oid::XML | oid::UNKNOWN | oid::BPCHAR | oid::VARCHAR) => {
+                PgKind::Text
+            }
+            Some(oid::INT8) => PgKind::Int8,
+            Some(oid::INT2) => PgKind::Int2,
+            Some(oid::INT4) => PgKind::Int4,
+            Some(oid::OID) => PgKind::Oid,
+            Some(oid::FLOAT4) => PgKind::Float4,
+            Some(oid::FLOAT8) => PgKind::Float8,
+            Some(oid::DATE) => PgKind::Date,
+            Some(oid::TIME) => PgKind::Time,
+            Some(oid::TIMESTAMP) => PgKind::Timestamp { utc: false },
+            Some(oid::TIMESTAMPTZ) => PgKind::Timestamp { utc: true },
+            Some(oid::NUMERIC) => numeric_kind(typmod),
+            Some(oid::UUID) => PgKind::Uuid,
+            Some(oid::JSONB) => PgKind::Jsonb,
+            _ => match info.kind() {
+                PgTypeKind::Array(element) if !matches!(element.kind(), PgTypeKind::Array(_)) => {
+                    let element_oid = element.oid().map(|o| o.0).ok_or_else(|| info.name().to_owned())?;
+                    let element = PgKind::resolve(element, typmod).map_err(|_| info.name().to_owned())?;
+                    PgKind::Array { element_oid, element: Box::new(element) }
+                }
+                // An enum's binary form is its label.
+                PgTypeKind::Enum(_) => PgKind::Text,
+                // A domain is sent as its base type.
+                PgTypeKind::Domain(base) => PgKind::resolve(base, -1).map_err(|_| info.name().to_owned())?,
+                PgTypeKind::Simple if info.name().eq_ignore_ascii_case("citext") => PgKind::Text,
+                _ => return Err(info.name().to_owned()),
+            },
+        };
+        Ok(kind)
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            PgKind::Bool => DataType::Boolean,
+            PgKind::Int2 => DataType::Int16,
+            PgKind::Int4 => DataType::Int32,
+            PgKind::Int8 | PgKind::Oid => DataType::Int64,
+            PgKind::Float4 => DataType::Float32,
+            PgKind::Float8 => DataType::Float64,
+            PgKind::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
+            PgKind::NumericText | PgKind::Text | PgKind::Char | PgKind::Jsonb | PgKind::Uuid => DataType::Utf8,
+            PgKind::Bytea => DataType::Binary,
+            PgKind::Date => DataType::Date32,
+            PgKind::Time => DataType::Time64(TimeUnit::Microsecond),
+            PgKind::Timestamp { utc } => {
+                DataType::Timestamp(TimeUnit::Microsecond, utc.then(|| Arc::from("UTC")))
+            }
+            PgKind::Array { element, .. } => DataType::List(item_field(element)),
+        }
+    }
+}
+
+fn item_field(element: &PgKind) -> FieldRef {
+    Arc::new(Field::new_list_field(element.data_type(), true))
+}
+
+/// numeric(p, s) → Decimal128(p, s); unconstrained → Decimal128(38, 10);
+/// wider than 38 digits → exact text. PostgreSQL 15 allows a negative
+/// scale (rounding to tens, hundreds…) and a scale above the precision:
+/// both are widened to a Decimal128 that holds every value exactly.
+fn numeric_kind(typmod: i32) -> PgKind {
+    if typmod < 4 {
+        let (precision, scale) = UNCONSTRAINED_DECIMAL;
+        return PgKind::Numeric { precision, scale };
+    }
+    let modifier = typmod - 4;
+    let precision = (modifier >> 16) & 0xffff;
+    // An 11-bit two's complement field since PostgreSQL 15.
+    let scale = ((modifier & 0x7ff) ^ 1024) - 1024;
+    let (precision, scale) = if scale < 0 { (precision - scale, 0) } else { (precision.max(scale), scale) };
+    match (u8::try_from(precision), i8::try_from(scale)) {
+        (Ok(p), Ok(s)) if p <= MAX_DECIMAL128_PRECISION && p > 0 => PgKind::Numeric { precision: p, scale: s },
+        _ => PgKind::NumericText,
+    }
+}
+
+/// A result column: its name and how to decode it.
+#[derive(Debug, Clone)]
+struct ColumnSpec {
+    name: String,
+    kind: PgKind,
+}
+
+impl ColumnSpec {
+    fn field(&self) -> Field {
+        Field::new(&self.name, self.kind.data_type(), true)
+    }
+}
+
+/// Decodes rows field by field into Arrow builders, one per column.
+struct BatchDecoder {
+    schema: SchemaRef,
+    names: Vec<String>,
+    decoders: Vec<Decoder>,
+    rows: usize,
+    /// Wire bytes of the rows in this batch.
+    bytes: usize,
+}
+
+impl BatchDecoder {
+    fn new(columns: &[ColumnSpec], schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            names: columns.iter().map(|c| c.name.clone()).collect(),
+            decoders: columns.iter().map(|c| Decoder::new(&c.kind)).collect(),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, column: usize, value: Option<&[u8]>) -> Result<(), ExtractError> {
+        let Some(decoder) = self.decoders.get_mut(column) else {
+            return Err(ExtractError::internal(format!("the server sent a value for unknown column {column}")));
+        };
+        decoder.push(value).map_err(|error| error.in_column(&self.names[column]))
+    }
+
+    /// One row of the extended protocol (its values are in binary format).
+    fn push_row(&mut self, row: &sqlx::postgres::PgRow) -> Result<(), ExtractError> {
+        if row.len() != self.decoders.len() {
+            return Err(ExtractError::internal("the row does not have the described columns"));
+        }
+        for column in 0..self.decoders.len() {
+            let value = row.try_get_raw(column).map_err(database_error)?;
+            let bytes = if value.is_null() {
+                None
+            } else {
+                let bytes = value.as_bytes().map_err(|e| ExtractError::internal(e.to_string()))?;
+                self.bytes += bytes.len();
+                Some(bytes)
+            };
+            self.push(column, bytes)?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, ExtractError> {
+        let arrays = self
+            .decoders
+            .iter_mut()
+            .map(Decoder::finish)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ExtractError::internal(format!("assembling a record batch failed: {e}")))?;
+        self.rows = 0;
+        self.bytes = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| ExtractError::internal(format!("assembling a record batch failed: {e}")))
+    }
+}
+
+/// The binary COPY stream: a header, then tuples (field count, then per
+/// field a length, -1 for null, and the value), then a -1 trailer.
+/// PostgreSQL sends one tuple per CopyData message and the header inside
+/// the first one; the parser does not rely on that and carries any partial
+/// tuple over to the next chunk.
+#[derive(Default)]
+struct CopyParser {
+    header_done: bool,
+    finished: bool,
+    carry: Vec<u8>,
+}
+
+const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+impl CopyParser {
+    fn feed(&mut self, chunk: bytes::Bytes, batch: &mut BatchDecoder) -> Result<(), ExtractError> {
+        if self.carry.is_empty() {
+            let used = self.parse(&chunk, batch)?;
+            if used < chunk.len() {
+                self.carry.extend_from_slice(&chunk[used..]);
+            }
+        } else {
+            self.carry.extend_from_slice(&chunk);
+            let carry = std::mem::take(&mut self.carry);
+            let used = self.parse(&carry, batch)?;
+            self.carry = carry;
+            self.carry.drain(..used);
+        }
+        Ok(())
+    }
+
+    /// Parses every complete tuple of `buf`; returns the bytes consumed.
+    fn parse(&mut self, buf: &[u8], batch: &mut BatchDecoder) -> Result<usize, ExtractError> {
+        let mut pos = 0;
+        if !self.header_done {
+            if buf.len() < COPY_SIGNATURE.len() + 8 {
+                return Ok(0);
+            }
+            if &buf[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
+                return Err(ExtractError::internal("the COPY stream does not start with the binary signature"));
+            }
+            let extension = read_i32(buf, COPY_SIGNATURE.len() + 4).unwrap_or(0);
+            let end = COPY_SIGNATURE.len() + 8 + usize::try_from(extension).unwrap_or(0);
+            if buf.len() < end {
+                return Ok(0);
+            }
+            pos = end;
+            self.header_done = true;
+        }
+        let columns = batch.decoders.len();
+        while !self.finished {
+            let Some(count) = read_i16(buf, pos) else { break };
+            if count == -1 {
+                self.finished = true;
+                pos += 2;
+                break;
+            }
+            if usize::try_from(count).ok() != Some(columns) {
+                return Err(ExtractError::internal(format!(
+                    "a COPY tuple has {count} fields where {columns} columns were described"
+                )));
+            }
+            // Find the tuple's end before decoding anything of it.
+            let mut end = pos + 2;
+            let mut complete = true;
+            for _ in 0..columns {
+                let Some(len) = read_i32(buf, end) else {
+                    complete = false;
+                    break;
+                };
+                end += 4 + usize::try_from(len).unwrap_or(0);
+                if end > buf.len() {
+                    complete = false;
+                    break;
+                }
+            }
+            if !complete {
+                break;
+            }
+            let mut at = pos + 2;
+            for column in 0..columns {
+                let len = read_i32(buf, at).unwrap_or(-1);
+                at += 4;
+                if len < 0 {
+                    batch.push(column, None)?;
+                } else {
+                    let len = len as usize;
+                    batch.push(column, Some(&buf[at..at + len]))?;
+                    at += len;
+                }
+            }
+            batch.rows += 1;
+            batch.bytes += end - pos;
+            pos = end;
+        }
+        Ok(pos)
+    }
+}
+
+fn read_i16(buf: &[u8], at: usize) -> Option<i16> {
+    buf.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+}
+
+fn read_i32(buf: &[u8], at: usize) -> Option<i32> {
+    buf.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Why a value could not be decoded.
+#[derive(Debug)]
+enum DecodeError {
+    /// The wire value does not have the described type's shape.
+    Malformed(String),
+    /// The value exists but has no faithful Arrow form under the policies.
+    Unrepresentable(String),
+}
+
+impl DecodeError {
+    fn in_column(self, column: &str) -> ExtractError {
+        match self {
+            DecodeError::Malformed(m) => ExtractError::internal(format!("column \"{column}\": {m}")),
+            DecodeError::Unrepresentable(m) => ExtractError::unsupported(format!("column \"{column}\": {m}")),
+        }
+    }
+}
+
+fn fixed<const N: usize>(value: &[u8]) -> Result<[u8; N], DecodeError> {
+    value
+        .try_into()
+        .map_err(|_| DecodeError::Malformed(format!("expected a {N}-byte value, got {} bytes", value.len())))
+}
+
+fn utf8(value: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(value).map_err(|_| DecodeError::Malformed("text is not valid UTF-8".into()))
+}
+
+/// One column's Arrow builder plus its binary decoding.
+enum Decoder {
+    Bool(BooleanBuilder),
+    Int2(Int16Builder),
+    Int4(Int32Builder),
+    Int8(Int64Builder),
+    Oid(Int64Builder),
+    Float4(Float32Builder),
+    Float8(Float64Builder),
+    Numeric { builder: Decimal128Builder, precision: u8, scale: i8 },
+    NumericText(StringBuilder),
+    Text(StringBuilder),
+    Char(StringBuilder),
+    Jsonb(StringBuilder),
+    Bytea(BinaryBuilder),
+    Uuid(StringBuilder),
+    Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Array(Box<ListDecoder>),
+}
+
+struct ListDecoder {
+    item: FieldRef,
+    element_oid: u32,
+    offsets: Vec<i32>,
+    validity: NullBufferBuilder,
+    child: Decoder,
+}
+
+impl Decoder {
+    fn new(kind: &PgKind) -> Decoder {
+        match kind {
+            PgKind::Bool => Decoder::Bool(BooleanBuilder::new()),
+            PgKind::Int2 => Decoder::Int2(Int16Builder::new()),
+            PgKind::Int4 => Decoder::Int4(Int32Builder::new()),
+            PgKind::Int8 => Decoder::Int8(Int64Builder::new()),
+            PgKind::Oid => Decoder::Oid(Int64Builder::new()),
+            PgKind::Float4 => Decoder::Float4(Float32Builder::new()),
+            PgKind::Float8 => Decoder::Float8(Float64Builder::new()),
+            PgKind::Numeric { precision, scale } => Decoder::Numeric {
+                builder: Decimal128Builder::new().with_data_type(DataType::Decimal128(*precision, *scale)),
+                precision: *precision,
+                scale: *scale,
+            },
+            PgKind::NumericText => Decoder::NumericText(StringBuilder::new()),
+            PgKind::Text => Decoder::Text(StringBuilder::new()),
+            PgKind::Char => Decoder::Char(StringBuilder::new()),
+            PgKind::Jsonb => Decoder::Jsonb(StringBuilder::new()),
+            PgKind::Bytea => Decoder::Bytea(BinaryBuilder::new()),
+            PgKind::Uuid => Decoder::Uuid(StringBuilder::new()),
+            PgKind::Date => Decoder::Date(Date32Builder::new()),
+            PgKind::Time => Decoder::Time(Time64MicrosecondBuilder::new()),
+            PgKind::Timestamp { utc } => Decoder::Timestamp(
+                TimestampMicrosecondBuilder::new().with_timezone_opt(utc.then(|| Arc::<str>::from("UTC"))),
+            ),
+            PgKind::Array { element_oid, element } => Decoder::Array(Box::new(ListDecoder {
+                item: item_field(element),
+                element_oid: *element_oid,
+                offsets: vec![0],
+                validity: NullBufferBuilder::new(0),
+                child: Decoder::new(element),
+            })),
+        }
+    }
+
+    fn push(&mut self, value: Option<&[u8]>) -> Result<(), DecodeError> {
+        let Some(v) = value else {
+            self.push_null();
+            return Ok(());
+        };
+        match self {
+            Decoder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
+            Decoder::Int2(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
+            Decoder::Int4(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
+            Decoder::Int8(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Decoder::Oid(b) => b.append_value(i64::from(u32::from_be_bytes(fixed(v)?))),
+            Decoder::Float4(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
+            Decoder::Float8(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
+            Decoder::Numeric { builder, precision, scale } => {
+                builder.append_value(numeric_to_decimal(v, *precision, *scale)?)
+            }
+            Decoder::NumericText(b) => b.append_value(numeric_to_string(v)?),
+            Decoder::Text(b) => b.append_value(utf8(v)?),
+            Decoder::Char(b) => b.append_value(String::from_utf8_lossy(v)),
+            Decoder::Jsonb(b) => match v.split_first() {
+                Some((1, json)) => b.append_value(utf8(json)?),
+                _ => return Err(DecodeError::Malformed("unknown jsonb format version".into())),
+            },
+            Decoder::Bytea(b) => b.append_value(v),
+            Decoder::Uuid(b) => {
+                let mut text = [0u8; 36];
+                b.append_value(uuid_text(&fixed::<16>(v)?, &mut text)?)
+            }
+            Decoder::Date(b) => b.append_value(date(i32::from_be_bytes(fixed(v)?))?),
+            Decoder::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Decoder::Timestamp(b) => b.append_value(timestamp(i64::from_be_bytes(fixed(v)?))?),
+            Decoder::Array(list) => list.push(v)?,
+        }
+        Ok(())
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            Decoder::Bool(b) => b.append_null(),
+            Decoder::Int2(b) => b.append_null(),
+            Decoder::Int4(b) => b.append_null(),
+            Decoder::Int8(b) | Decoder::Oid(b) => b.append_null(),
+            Decoder::Float4(b) => b.append_null(),
+            Decoder::Float8(b) => b.append_null(),
+            Decoder::Numeric { builder, .. } => builder.append_null(),
+            Decoder::NumericText(b) | Decoder::Text(b) | Decoder::Char(b) | Decoder::Jsonb(b) | Decoder::Uuid(b) => {
+                b.append_null()
+            }
+            Decoder::Bytea(b) => b.append_null(),
+            Decoder::Date(b) => b.append_null(),
+            Decoder::Time(b) => b.append_null(),
+            Decoder::Timestamp(b) => b.append_null(),
+            Decoder::Array(list) => {
+                let last = list.offsets.last().copied().unwrap_or(0);
+                list.offsets.push(last);
+                list.validity.append_null();
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef, arrow::error::ArrowError> {
+        Ok(match self {
+            Decoder::Bool(b) => Arc::new(b.finish()),
+            Decoder::Int2(b) => Arc::new(b.finish()),
+            Decoder::Int4(b) => Arc::new(b.finish()),
+            Decoder::Int8(b) | Decoder::Oid(b) => Arc::new(b.finish()),
+            Decoder::Float4(b) => Arc::new(b.finish()),
+            Decoder::Float8(b) => Arc::new(b.finish()),
+            Decoder::Numeric { builder, .. } => Arc::new(builder.finish()),
+            Decoder::NumericText(b) | Decoder::Text(b) | Decoder::Char(b) | Decoder::Jsonb(b) | Decoder::Uuid(b) => {
+                Arc::new(b.finish())
+            }
+            Decoder::Bytea(b) => Arc::new(b.finish()),
+            Decoder::Date(b) => Arc::new(b.finish()),
+            Decoder::Time(b) => Arc::new(b.finish()),
+            Decoder::Timestamp(b) => Arc::new(b.finish()),
+            Decoder::Array(list) => {
+                let offsets = std::mem::replace(&mut list.offsets, vec![0]);
+                let values = list.child.finish()?;
+                let nulls = list.validity.finish();
+                Arc::new(ListArray::try_new(list.item.clone(), OffsetBuffer::new(offsets.into()), values, nulls)?)
+            }
+        })
+    }
+}
+
+impl ListDecoder {
+    /// A binary array: dimensions, a has-nulls flag, the element OID, per
+    /// dimension its length and lower bound, then the elements. Several
+    /// dimensions are flattened in row-major order (policy in design.md).
+    fn push(&mut self, v: &[u8]) -> Result<(), DecodeError> {
+        let malformed = || DecodeError::Malformed("malformed array value".into());
+        let dimensions = read_i32(v, 0).ok_or_else(malformed)?;
+        let element_oid = read_i32(v, 8).ok_or_else(malformed)? as u32;
+        if dimensions < 0 {
+            return Err(malformed());
+        }
+        if dimensions > 0 && element_oid != self.element_oid {
+            return Err(DecodeError::Malformed(format!(
+                "array elements have type {element_oid}, {} was described",
+                self.element_oid
+            )));
+        }
+        let mut count: usize = if dimensions == 0 { 0 } else { 1 };
+        let mut at = 12;
+        for _ in 0..dimensions {
+            let len = read_i32(v, at).ok_or_else(malformed)?;
+            count = count.checked_mul(usize::try_from(len).map_err(|_| malformed())?).ok_or_else(malformed)?;
+            at += 8;
+        }
+        for _ in 0..count {
+            let len = read_i32(v, at).ok_or_else(malformed)?;
+            at += 4;
+            if len < 0 {
+                self.child.push(None)?;
+            } else {
+                let end = at + len as usize;
+                self.child.push(Some(v.get(at..end).ok_or_else(malformed)?))?;
+                at = end;
+            }
+        }
+        let last = self.offsets.last().copied().unwrap_or(0);
+        let next = i32::try_from(count).ok().and_then(|c| last.checked_add(c)).ok_or_else(|| {
+            DecodeError::Unrepresentable("more than 2^31 array elements in one batch".into())
+        })?;
+        self.offsets.push(next);
+        self.validity.append_non_null();
+        Ok(())
+    }
+}
+
+/// Days since 2000-01-01 → Date32. ±infinity become i32::MAX / -i32::MAX,
+/// the values DuckDB reads as ±infinity.
+fn date(days: i32) -> Result<i32, DecodeError> {
+    match days {
+        i32::MAX => Ok(i32::MAX),
+        i32::MIN => Ok(-i32::MAX),
+        days => days
+            .checked_add(PG_EPOCH_DAYS)
+            .ok_or_else(|| DecodeError::Unrepresentable(format!("date {days} days after 2000-01-01 is out of range"))),
+    }
+}
+
+/// Microseconds since 2000-01-01 → since 1970-01-01. ±infinity become
+/// i64::MAX / -i64::MAX (DuckDB's ±infinity).
+fn timestamp(micros: i64) -> Result<i64, DecodeError> {
+    match micros {
+        i64::MAX => Ok(i64::MAX),
+        i64::MIN => Ok(-i64::MAX),
+        micros => micros
+            .checked_add(PG_EPOCH_MICROS)
+            .filter(|m| *m != i64::MAX && *m != -i64::MAX)
+            .ok_or_else(|| DecodeError::Unrepresentable("timestamp out of range".into())),
+    }
+}
+
+/// A uuid's canonical lowercase text, formatted into `out`.
+fn uuid_text<'b>(bytes: &[u8; 16], out: &'b mut [u8; 36]) -> Result<&'b str, DecodeError> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[at] = b'-';
+            at += 1;
+        }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    std::str::from_utf8(out).map_err(|_| DecodeError::Malformed("uuid formatting failed".into()))
+}
+
+const NUMERIC_POS: u16 = 0x0000;
+const NUMERIC_NEG: u16 = 0x4000;
+const NUMERIC_NAN: u16 = 0xC000;
+const NUMERIC_PINF: u16 = 0xD000;
+const NUMERIC_NINF: u16 = 0xF000;
+
+/// A numeric's header and base-10000 digits.
+struct Numeric<'a> {
+    weight: i32,
+    sign: u16,
+    dscale: u16,
+    digits: &'a [u8],
+}
+
+impl Numeric<'_> {
+    fn parse(v: &[u8]) -> Result<Numeric<'_>, DecodeError> {
+        let malformed = || DecodeError::Malformed("malformed numeric value".into());
+        let header = v.get(..8).ok_or_else(malformed)?;
+        let ndigits = i16::from_be_bytes([header[0], header[1]]);
+        let weight = i16::from_be_bytes([header[2], header[3]]);
+        let sign = u16::from_be_bytes([header[4], header[5]]);
+        let dscale = u16::from_be_bytes([header[6], header[7]]);
+        let digits = &v[8..];
+        if ndigits < 0 || digits.len() != ndigits as usize * 2 {
+            return Err(malformed());
+        }
+        Ok(Numeric { weight: i32::from(weight), sign, dscale, digits })
+    }
+
+    fn ndigits(&self) -> i32 {
+        (self.digits.len() / 2) as i32
+    }
+
+    /// The base-10000 digit of group `g` (10000^g), zero outside the value.
+    fn group(&self, g: i32) -> i128 {
+        let index = self.weight - g;
+        if index < 0 || index >= self.ndigits() {
+            return 0;
+        }
+        let at = index as usize * 2;
+        i128::from(u16::from_be_bytes([self.digits[at], self.digits[at + 1]]))
+    }
+
+    fn special(&self) -> Option<&'static str> {
+        match self.sign {
+            NUMERIC_NAN => Some("NaN"),
+            NUMERIC_PINF => Some("Infinity"),
+            NUMERIC_NINF => Some("-Infinity"),
+            _ => None,
+        }
+    }
+}
+
+/// A binary numeric as a Decimal128 value at `scale`, rounding further
+/// digits half away from zero (only unconstrained numerics have any).
+/// NaN and ±Infinity have no decimal form and are errors (policy).
+fn numeric_to_decimal(v: &[u8], precision: u8, scale: i8) -> Result<i128, DecodeError> {
+    let n = Numeric::parse(v)?;
+    if let Some(special) = n.special() {
+        return Err(DecodeError::Unrepresentable(format!(
+            "{special} has no decimal form; cast the column to float8 or text in the query"
+        )));
+    }
+    if n.sign != NUMERIC_POS && n.sign != NUMERIC_NEG {
+        return Err(DecodeError::Malformed("malformed numeric sign".into()));
+    }
+    let scale = u32::try_from(scale).unwrap_or(0);
+    let overflow =
+        || DecodeError::Unrepresentable(format!("a value does not fit decimal({precision},{scale}); cast it to text"));
+    // Groups from the highest down to the one holding the scale-th
+    // fractional digit; of that last group only the digits within the
+    // scale are kept, the first dropped digit decides rounding.
+    let fraction_groups = scale.div_ceil(4) as i32;
+    let extra = fraction_groups as u32 * 4 - scale;
+    let mut acc: i128 = 0;
+    let mut round_up = false;
+    let mut g = n.weight;
+    while g >= -fraction_groups {
+        let digit = n.group(g);
+        if g == -fraction_groups && extra > 0 {
+            let cut = pow10(extra);
+            acc = acc.checked_mul(pow10(4 - extra)).and_then(|a| a.checked_add(digit / cut)).ok_or_else(overflow)?;
+            round_up = (digit % cut) * 2 >= cut;
+        } else {
+            acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(digit)).ok_or_else(overflow)?;
+        }
+        g -= 1;
+    }
+    if extra == 0 {
+        round_up = n.group(-fraction_groups - 1) >= 5_000;
+    }
+    if round_up {
+        acc += 1;
+    }
+    if acc >= pow10(u32::from(precision.min(MAX_DECIMAL128_PRECISION))) {
+        return Err(overflow());
+    }
+    Ok(if n.sign == NUMERIC_NEG { -acc } else { acc })
+}
+
+/// A binary numeric's exact text (`-12.3400`, `NaN`, `Infinity`).
+fn numeric_to_string(v: &[u8]) -> Result<String, DecodeError> {
+    let n = Numeric::parse(v)?;
+    if let Some(special) = n.special() {
+        return Ok(special.to_owned());
+    }
+    let mut text = String::with_capacity(n.digits.len() * 2 + 4);
+    if n.sign == NUMERIC_NEG {
+        text.push('-');
+    }
+    if n.weight < 0 {
+        text.push('0');
+    } else {
+        for g in (0..=n.weight).rev() {
+            if g == n.weight {
+                text.push_str(&n.group(g).to_string());
+            } else {
+                text.push_str(&format!("{:04}", n.group(g)));
+            }
+        }
+    }
+    if n.dscale > 0 {
+        text.push('.');
+        let mut fraction = String::with_capacity(usize::from(n.dscale) + 4);
+        let mut g = -1;
+        while fraction.len() < usize::from(n.dscale) {
+            fraction.push_str(&format!("{:04}", n.group(g)));
+            g -= 1;
+        }
+        fraction.truncate(usize::from(n.dscale));
+        text.push_str(&fraction);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a binary numeric from its text, as numeric_send would.
+    fn numeric(text: &str) -> Vec<u8> {
+        let (negative, body) = text.strip_prefix('-').map_or((false, text), |b| (true, b));
+        let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+        let dscale = frac.len() as u16;
+        let int_pad = (4 - int.len() % 4) % 4;
+        let int = format!("{}{int}", "0".repeat(int_pad));
+        let frac_pad = (4 - frac.len() % 4) % 4;
+        let frac = format!("{frac}{}", "0".repeat(frac_pad));
+        let mut groups: Vec<u16> = int
+            .as_bytes()
+            .chunks(4)
+            .chain(frac.as_bytes().chunks(4))
+            .map(|c| std::str::from_utf8(c).expect("ascii").parse().expect("digits"))
+            .collect();
+        let mut weight = (int.len() / 4) as i16 - 1;
+        while groups.first() == Some(&0) {
+            groups.remove(0);
+            weight -= 1;
+        }
+        while groups.last() == Some(&0) {
+            groups.pop();
+        }
+        if groups.is_empty() {
+            weight = 0;
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+        out.extend_from_slice(&weight.to_be_bytes());
+        out.extend_from_slice(&(if negative { NUMERIC_NEG } else { NUMERIC_POS }).to_be_bytes());
+        out.extend_from_slice(&dscale.to_be_bytes());
+        for g in groups {
+            out.extend_from_slice(&g.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn numerics_decode_exactly_at_their_scale() {
+        assert_eq!(numeric_to_decimal(&numeric("1234.56"), 12, 2).expect("d"), 123_456);
+        assert_eq!(numeric_to_decimal(&numeric("-1234.56"), 12, 2).expect("d"), -123_456);
+        assert_eq!(numeric_to_decimal(&numeric("0.0001"), 10, 4).expect("d"), 1);
+        assert_eq!(numeric_to_decimal(&numeric("0"), 10, 4).expect("d"), 0);
+        assert_eq!(numeric_to_decimal(&numeric("100000000"), 12, 0).expect("d"), 100_000_000);
+        assert_eq!(numeric_to_decimal(&numeric("12.5"), 12, 5).expect("d"), 1_250_000);
+        assert_eq!(
+            numeric_to_decimal(&numeric("-0.00000000000000000000000000000000000001"), 38, 38).expect("d"),
+            -1
+        );
+        let max = "9".repeat(38);
+        assert_eq!(numeric_to_decimal(&numeric(&max), 38, 0).expect("d"), pow10(38) - 1);
+        let max_scaled = format!("{}.{}", "9".repeat(36), "99");
+        assert_eq!(numeric_to_decimal(&numeric(&max_scaled), 38, 2).expect("d"), pow10(38) - 1);
+    }
+
+    #[test]
+    fn unconstrained_numerics_round_half_away_from_zero() {
+        assert_eq!(numeric_to_decimal(&numeric("0.00000000005"), 38, 10).expect("d"), 1);
+        assert_eq!(numeric_to_decimal(&numeric("-0.00000000005"), 38, 10).expect("d"), -1);
+        assert_eq!(numeric_to_decimal(&numeric("0.00000000004999"), 38, 10).expect("d"), 0);
+        assert_eq!(numeric_to_decimal(&numeric("2.345"), 10, 2).expect("d"), 235);
+        assert_eq!(numeric_to_decimal(&numeric("1.99995"), 10, 4).expect("d"), 20_000);
+        assert_eq!(numeric_to_decimal(&numeric("1.00005"), 10, 4).expect("d"), 10_001);
+        assert!(numeric_to_decimal(&numeric(&"9".repeat(29)), 38, 10).is_err());
+    }
+
+    #[test]
+    fn special_numerics_are_errors_and_text_keeps_them() {
+        let nan = [0, 0, 0, 0, 0xC0, 0, 0, 0];
+        assert!(matches!(numeric_to_decimal(&nan, 10, 2), Err(DecodeError::Unrepresentable(_))));
+        assert_eq!(numeric_to_string(&nan).expect("text"), "NaN");
+        assert_eq!(numeric_to_string(&numeric("-1234.5600")).expect("text"), "-1234.5600");
+        assert_eq!(numeric_to_string(&numeric("0.0012")).expect("text"), "0.0012");
+        assert_eq!(numeric_to_string(&numeric("10000")).expect("text"), "10000");
+        assert_eq!(numeric_to_string(&numeric("0")).expect("text"), "0");
+    }
+
+    #[test]
+    fn typmods_give_precision_and_scale() {
+        let typmod = |p: i32, s: i32| ((p << 16) | (s & 0x7ff)) + 4;
+        assert_eq!(numeric_kind(typmod(12, 2)), PgKind::Numeric { precision: 12, scale: 2 });
+        assert_eq!(numeric_kind(-1), PgKind::Numeric { precision: 38, scale: 10 });
+        assert_eq!(numeric_kind(typmod(50, 10)), PgKind::NumericText);
+        assert_eq!(numeric_kind(typmod(5, -2)), PgKind::Numeric { precision: 7, scale: 0 });
+        assert_eq!(numeric_kind(typmod(2, 5)), PgKind::Numeric { precision: 5, scale: 5 });
+    }
+
+    #[test]
+    fn dates_and_timestamps_shift_epochs_and_keep_infinity() {
+        assert_eq!(date(0).expect("date"), 10_957);
+        assert_eq!(date(-1).expect("date"), 10_956);
+        assert_eq!(date(i32::MAX).expect("date"), i32::MAX);
+        assert_eq!(date(i32::MIN).expect("date"), -i32::MAX);
+        assert_eq!(timestamp(0).expect("ts"), PG_EPOCH_MICROS);
+        assert_eq!(timestamp(-1).expect("ts"), PG_EPOCH_MICROS - 1);
+        assert_eq!(timestamp(i64::MAX).expect("ts"), i64::MAX);
+        assert_eq!(timestamp(i64::MIN).expect("ts"), -i64::MAX);
+    }
+
+    #[test]
+    fn the_copy_parser_carries_partial_tuples_across_chunks() {
+        let columns = vec![
+            ColumnSpec { name: "a".into(), kind: PgKind::Int4 },
+            ColumnSpec { name: "b".into(), kind: PgKind::Text },
+        ];
+        let schema = Arc::new(arrow::datatypes::Schema::new(columns.iter().map(ColumnSpec::field).collect::<Vec<_>>()));
+        let mut stream = Vec::new();
+        stream.extend_from_slice(COPY_SIGNATURE);
+        stream.extend_from_slice(&0i32.to_be_bytes());
+        stream.extend_from_slice(&0i32.to_be_bytes());
+        for i in 0..3i32 {
+            stream.extend_from_slice(&2i16.to_be_bytes());
+            stream.extend_from_slice(&4i32.to_be_bytes());
+            stream.extend_from_slice(&i.to_be_bytes());
+            if i == 1 {
+                stream.extend_from_slice(&(-1i32).to_be_bytes());
+            } else {
+                stream.extend_from_slice(&3i32.to_be_bytes());
+                stream.extend_from_slice(b"abc");
+            }
+        }
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        for chunk_size in [1, 3, 7, stream.len()] {
+            let mut batch = BatchDecoder::new(&columns, schema.clone());
+            let mut parser = CopyParser::default();
+            for chunk in stream.chunks(chunk_size) {
+                parser.feed(bytes::Bytes::copy_from_slice(chunk), &mut batch).expect("feed");
+            }
+            assert!(parser.finished);
+            let batch = batch.finish().expect("batch");
+            assert_eq!(batch.num_rows(), 3);
+            assert_eq!(batch.column(1).null_count(), 1);
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! SQLite extraction. SQLite is dynamically typed: a column's Arrow type
+//! comes from its declared type's affinity when it has one (INTEGER, REAL,
+//! TEXT, BLOB, and the BOOLEAN / DATE / TIME / DATETIME names sqlx knows);
+//! expression columns and other declarations (NUMERIC, DECIMAL, JSON, …)
+//! take the type of the values in the first batch. Values are coerced to
+//! the column's type where that is lossless and are an `unsupported_type`
+//! error where not.
+
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use ferry_shared::domain::params::{BoundQuery, ParamValue};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
+
+use super::columns::{Builder, MICROS_PER_DAY};
+use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
+
+pub(super) async fn extract(
+    pool: &SqlitePool,
+    query: &BoundQuery,
+    out: &mut Output<'_>,
+) -> Result<ReadPath, ExtractError> {
+    let mut cancel = Cancellable::new(out.cancel());
+    let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
+    let statement = cancel
+        .run(conn.prepare(AssertSqlSafe(query.sql.clone()).into_sql_str()))
+        .await?
+        .map_err(database_error)?;
+    let mut columns: Vec<(String, Affinity)> = statement
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_owned(), Affinity::declared(c.type_info().name())))
+        .collect();
+
+    let mut bound = statement.query();
+    for param in &query.params {
+        bound = match param {
+            ParamValue::Text(v) => bound.bind(v.as_str()),
+            ParamValue::Integer(v) => bound.bind(*v),
+            ParamValue::Number(v) => bound.bind(*v),
+            ParamValue::Boolean(v) => bound.bind(*v),
+            ParamValue::Date(v) => bound.bind(*v),
+            // SQLite's own datetime text: `YYYY-MM-DD HH:MM:SS.SSS`, in UTC.
+            ParamValue::Timestamp(v) => bound.bind(v.naive_utc()),
+        };
+    }
+    let (batch_rows, batch_bytes) = (out.options().batch_rows.max(1), out.options().batch_bytes.max(1));
+    let mut complete = false;
+    let result = async {
+        let mut stream = bound.fetch(&mut *conn);
+        let mut rows: Vec<Vec<Value>> = Vec::new();
+        let mut bytes = 0;
+        let mut writer: Option<BatchWriter> = None;
+        loop {
+            let next = cancel.next(&mut stream).await?;
+            let done = match next {
+                Some(Ok(row)) => {
+                    let values = read_row(&row, columns.len())?;
+                    bytes += values.iter().map(Value::size).sum::<usize>();
+                    rows.push(values);
+                    false
+                }
+                Some(Err(error)) => {
+                    complete = true;
+                    return Err(database_error(error));
+                }
+                None => {
+                    complete = true;
+                    true
+                }
+            };
+            if rows.len() >= batch_rows || bytes >= batch_bytes || done {
+                if writer.is_none() {
+                    // The first batch settles the types of dynamic columns.
+                    for (index, (_, affinity)) in columns.iter_mut().enumerate() {
+                        if *affinity == Affinity::Dynamic {
+                            *affinity = Affinity::infer(rows.iter().map(|r| &r[index]));
+                        }
+                    }
+                    let fields = columns.iter().map(|(name, a)| Field::new(name, a.data_type(), true)).collect();
+                    let schema = out.start(fields)?;
+                    writer = Some(BatchWriter::new(&columns, schema));
+                }
+                if let Some(writer) = writer.as_mut()
+                    && !rows.is_empty()
+                {
+                    out.write(writer.build(&rows)?).await?;
+                }
+                rows.clear();
+                bytes = 0;
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    if !complete {
+        // Stop the statement by closing the connection rather than handing
+        // a half-read one back to the pool.
+        drop(conn.detach());
+    }
+    result.map(|()| ReadPath::Sqlite)
+}
+
+/// A value as SQLite stored it.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Value {
+    fn size(&self) -> usize {
+        match self {
+            Value::Null => 0,
+            Value::Integer(_) | Value::Real(_) => 8,
+            Value::Text(s) => s.len(),
+            Value::Blob(b) => b.len(),
+        }
+    }
+}
+
+fn read_row(row: &SqliteRow, columns: usize) -> Result<Vec<Value>, ExtractError> {
+    (0..columns)
+        .map(|i| {
+            let raw = row.try_get_raw(i).map_err(database_error)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let storage = raw.type_info().name().to_owned();
+            let value = match storage.as_str() {
+                "INTEGER" | "BOOLEAN" => Value::Integer(row.try_get_unchecked(i).map_err(database_error)?),
+                "REAL" => Value::Real(row.try_get_unchecked(i).map_err(database_error)?),
+                "BLOB" => Value::Blob(row.try_get_unchecked(i).map_err(database_error)?),
+                _ => Value::Text(row.try_get_unchecked(i).map_err(database_error)?),
+            };
+            Ok(value)
+        })
+        .collect()
+}
+
+/// A column's type: declared, or to be inferred from the first batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Affinity {
+    Integer,
+    Real,
+    Text,
+    Blob,
+    Boolean,
+    Date,
+    Time,
+    Datetime,
+    Dynamic,
+}
+
+impl Affinity {
+    /// From sqlx's reading of the declared type (`NULL` when there is none
+    /// or sqlx does not know it).
+    fn declared(name: &str) -> Affinity {
+        match name {
+            "INTEGER" => Affinity::Integer,
+            "REAL" => Affinity::Real,
+            "TEXT" => Affinity::Text,
+            "BLOB" => Affinity::Blob,
+            "BOOLEAN" => Affinity::Boolean,
+            "DATE" => Affinity::Date,
+            "TIME" => Affinity::Time,
+            "DATETIME" => Affinity::Datetime,
+            _ => Affinity::Dynamic,
+        }
+    }
+
+    /// All integers → Integer; numbers → Real; all text → Text; all blobs →
+    /// Blob; a mix, or nothing but nulls → Text.
+    fn infer<'v>(values: impl Iterator<Item = &'v Value>) -> Affinity {
+        let (mut ints, mut reals, mut texts, mut blobs) = (0, 0, 0, 0);
+        for value in values {
+            match value {
+                Value::Null => {}
+                Value::Integer(_) => ints += 1,
+                Value::Real(_) => reals += 1,
+                Value::Text(_) => texts += 1,
+                Value::Blob(_) => blobs += 1,
+            }
+        }
+        match (ints, reals, texts, blobs) {
+            (i, 0, 0, 0) if i > 0 => Affinity::Integer,
+            (_, r, 0, 0) if r > 0 => Affinity::Real,
+            (0, 0, 0, b) if b > 0 => Affinity::Blob,
+            _ => Affinity::Text,
+        }
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            Affinity::Integer => DataType::Int64,
+            Affinity::Real => DataType::Float64,
+            Affinity::Text | Affinity::Dynamic => DataType::Utf8,
+            Affinity::Blob => DataType::Binary,
+            Affinity::Boolean => DataType::Boolean,
+            Affinity::Date => DataType::Date32,
+            Affinity::Time => DataType::Time64(TimeUnit::Microsecond),
+            Affinity::Datetime => DataType::Timestamp(TimeUnit::Microsecond, None),
+        }
+    }
+}
+
+struct BatchWriter {
+    schema: SchemaRef,
+    columns: Vec<(String, Builder)>,
+}
+
+impl BatchWriter {
+    fn new(columns: &[(String, Affinity)], schema: SchemaRef) -> Self {
+        let columns = columns
+            .iter()
+            .filter_map(|(name, affinity)| Some((name.clone(), Builder::new(&affinity.data_type())?)))
+            .collect();
+        Self { schema, columns }
+    }
+
+    fn build(&mut self, rows: &[Vec<Value>]) -> Result<RecordBatch, ExtractError> {
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for (index, (name, builder)) in self.columns.iter_mut().enumerate() {
+            for row in rows {
+                append(builder, &row[index]).map_err(|message| {
+                    ExtractError::unsupported(format!(
+                        "column \"{name}\": {message}; cast it in the query (CAST(… AS TEXT))"
+                    ))
+                })?;
+            }
+            arrays.push(builder.finish());
+        }
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| ExtractError::internal(format!("assembling a record batch failed: {e}")))
+    }
+}
+
+/// Appends `value` coerced to the builder's type, or says why it cannot be.
+fn append(builder: &mut Builder, value: &Value) -> Result<(), String> {
+    if *value == Value::Null {
+        builder.append_null();
+        return Ok(());
+    }
+    let mismatch = |what: &str| format!("the value {} is not {what}", describe(value));
+    match builder {
+        Builder::Int64(b) => b.append_value(match value {
+            Value::Integer(i) => *i,
+            Value::Real(r) if r.fract() == 0.0 && r.abs() < 9.0e15 => *r as i64,
+            Value::Text(t) => t.trim().parse().map_err(|_| mismatch("an integer"))?,
+            _ => return Err(mismatch("an integer")),
+        }),
+        Builder::Float64(b) => b.append_value(match value {
+            Value::Integer(i) => *i as f64,
+            Value::Real(r) => *r,
+            Value::Text(t) => t.trim().parse().map_err(|_| mismatch("a number"))?,
+            _ => return Err(mismatch("a number")),
+        }),
+        Builder::Boolean(b) => b.append_value(match value {
+            Value::Integer(i) => *i != 0,
+            Value::Real(r) => *r != 0.0,
+            Value::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "t" | "yes" => true,
+                "0" | "false" | "f" | "no" => false,
+                _ => return Err(mismatch("a boolean")),
+            },
+            Value::Blob(_) | Value::Null => return Err(mismatch("a boolean")),
+        }),
+        Builder::Utf8(b) => match value {
+            Value::Text(t) => b.append_value(t),
+            Value::Integer(i) => b.append_value(i.to_string()),
+            Value::Real(r) => b.append_value(r.to_string()),
+            Value::Blob(bytes) => b.append_value(std::str::from_utf8(bytes).map_err(|_| mismatch("UTF-8 text"))?),
+            Value::Null => b.append_null(),
+        },
+        Builder::Binary(b) => match value {
+            Value::Blob(bytes) => b.append_value(bytes),
+            Value::Text(t) => b.append_value(t.as_bytes()),
+            _ => return Err(mismatch("a blob")),
+        },
+        Builder::Date32(b) => {
+            let micros = datetime_micros(value).ok_or_else(|| mismatch("a date"))?;
+            b.append_value(i32::try_from(micros.div_euclid(MICROS_PER_DAY)).map_err(|_| mismatch("a date"))?)
+        }
+        Builder::Timestamp(b) => b.append_value(datetime_micros(value).ok_or_else(|| mismatch("a datetime"))?),
+        Builder::Time64(b) => b.append_value(match value {
+            Value::Text(t) => time_micros(t).ok_or_else(|| mismatch("a time"))?,
+            _ => return Err(mismatch("a time")),
+        }),
+        _ => return Err("internal type mismatch".into()),
+    }
+    Ok(())
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".into(),
+        Value::Integer(i) => i.to_string(),
+        Value::Real(r) => r.to_string(),
+        Value::Text(t) => format!("'{}'", t.chars().take(40).collect::<String>()),
+        Value::Blob(b) => format!("a {}-byte blob", b.len()),
+    }
+}
+
+/// Microseconds since 1970 of a date or datetime: ISO text (`YYYY-MM-DD`,
+/// `YYYY-MM-DD HH:MM[:SS[.fff]]`, `T` separator, optional `Z`/offset,
+/// converted to UTC), an integer (Unix seconds) or a real (Julian day), as
+/// SQLite's date functions read them.
+fn datetime_micros(value: &Value) -> Option<i64> {
+    match value {
+        Value::Integer(seconds) => seconds.checked_mul(1_000_000),
+        Value::Real(julian) => {
+            let micros = (julian - 2_440_587.5) * 86_400_000_000.0;
+            micros.is_finite().then(|| micros.round() as i64)
+        }
+        Value::Text(text) => {
+            let text = text.trim();
+            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                return Some(date.and_time(NaiveTime::MIN).and_utc().timestamp_micros());
+            }
+            for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+                if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+                    return Some(naive.and_utc().timestamp_micros());
+                }
+            }
+            for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+                if let Ok(zoned) = DateTime::parse_from_str(text, format) {
+                    return Some(zoned.timestamp_micros());
+                }
+            }
+            DateTime::parse_from_rfc3339(text).ok().map(|zoned| zoned.timestamp_micros())
+        }
+        Value::Blob(_) | Value::Null => None,
+    }
+}
+
+fn time_micros(text: &str) -> Option<i64> {
+    let text = text.trim();
+    ["%H:%M:%S%.f", "%H:%M"]
+        .iter()
+        .find_map(|format| NaiveTime::parse_from_str(text, format).ok())
+        .map(|time| (time - NaiveTime::MIN).num_microseconds().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_columns_take_the_first_batch_types() {
+        let ints = [Value::Integer(1), Value::Null, Value::Integer(3)];
+        assert_eq!(Affinity::infer(ints.iter()), Affinity::Integer);
+        let numbers = [Value::Integer(1), Value::Real(2.5)];
+        assert_eq!(Affinity::infer(numbers.iter()), Affinity::Real);
+        let mixed = [Value::Integer(1), Value::Text("x".into())];
+        assert_eq!(Affinity::infer(mixed.iter()), Affinity::Text);
+        assert_eq!(Affinity::infer([Value::Null].iter()), Affinity::Text);
+        assert_eq!(Affinity::declared("NULL"), Affinity::Dynamic);
+    }
+
+    #[test]
+    fn sqlite_dates_read_as_its_date_functions_do() {
+        assert_eq!(datetime_micros(&Value::Text("1970-01-02".into())), Some(MICROS_PER_DAY));
+        assert_eq!(datetime_micros(&Value::Text("1970-01-01 00:00:01.5".into())), Some(1_500_000));
+        assert_eq!(datetime_micros(&Value::Text("1970-01-01T01:00:00+01:00".into())), Some(0));
+        assert_eq!(datetime_micros(&Value::Integer(2)), Some(2_000_000));
+        assert_eq!(datetime_micros(&Value::Real(2_440_588.5)), Some(MICROS_PER_DAY));
+        assert_eq!(time_micros("01:00:00.25"), Some(3_600_250_000));
+    }
+
+    #[test]
+    fn values_that_do_not_fit_their_column_are_errors() {
+        let mut builder = Builder::new(&DataType::Int64).expect("builder");
+        assert!(append(&mut builder, &Value::Real(2.0)).is_ok());
+        assert!(append(&mut builder, &Value::Real(2.5)).is_err());
+        assert!(append(&mut builder, &Value::Text("x".into())).is_err());
+    }
+}

@@ -1,0 +1,295 @@
+//! `execute_project`: takes the execution (bumping its attempt, the fencing
+//! token), keeps the lease alive, runs the steps in order from the first one
+//! not completed, and records every transition under that attempt.
+//!
+//! The job is only a wake-up: a duplicate or late delivery finds the
+//! execution leased or finished and does nothing. A worker that loses its
+//! lease (paused past it, partitioned) stops at once and writes nothing
+//! more — the store rejects its writes and the sink checks the lease before
+//! an object becomes visible.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferry_shared::connectors::merge;
+use ferry_shared::domain::params::{self, Placeholder};
+use ferry_shared::domain::{ConnectorStatus, Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus};
+use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
+use ferry_shared::queue::JobError;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::connectors::ConnectorSpec;
+use crate::extract::{SqlSource, run_sql_step};
+
+/// Why the worker stopped an execution early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// A caller asked to cancel.
+    Cancelled,
+    /// A newer attempt owns the execution.
+    Fenced,
+}
+
+/// How a run of the steps ended.
+enum Ended {
+    AllCompleted,
+    /// A step failed; the store already marked the execution failed.
+    StepFailed,
+    Stopped(Stop),
+}
+
+/// Shared between the step runner, the heartbeat and the cancel listener.
+struct Watch {
+    cancel: CancellationToken,
+    stop: Mutex<Option<Stop>>,
+    step: Mutex<Option<String>>,
+    rows: AtomicI64,
+    bytes: AtomicI64,
+}
+
+impl Watch {
+    fn stop(&self, why: Stop) {
+        if let Ok(mut stop) = self.stop.lock() {
+            stop.get_or_insert(why);
+        }
+        self.cancel.cancel();
+    }
+
+    fn reason(&self) -> Option<Stop> {
+        self.stop.lock().ok().and_then(|s| *s)
+    }
+
+    fn set_step(&self, step: Option<String>) {
+        self.rows.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        if let Ok(mut current) = self.step.lock() {
+            *current = step;
+        }
+    }
+}
+
+pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
+    let job: ExecuteProjectJob =
+        serde_json::from_value(payload).map_err(|e| JobError::Abort(format!("malformed execute_project job: {e}")))?;
+    let retry = |e: ferry_shared::Error| JobError::Retry(e.to_string());
+    let claimed = shared.store.claim_execution(&job.execution_id, &shared.identity, shared.lease).await.map_err(retry)?;
+    let Some(lease) = claimed else {
+        tracing::debug!(execution_id = %job.execution_id, "execution already taken or finished");
+        return Ok(());
+    };
+    tracing::info!(execution_id = %lease.execution_id, attempt = lease.attempt, "execution taken");
+    let Some(execution) = shared.store.load_execution(&lease.execution_id).await.map_err(retry)? else {
+        return Ok(());
+    };
+    let watch = Arc::new(Watch {
+        cancel: CancellationToken::new(),
+        stop: Mutex::new(None),
+        step: Mutex::new(None),
+        rows: AtomicI64::new(0),
+        bytes: AtomicI64::new(0),
+    });
+    let heartbeat = tokio::spawn(heartbeat(shared.clone(), lease.clone(), watch.clone()));
+    let listener = tokio::spawn(listen_for_cancel(shared.clone(), lease.execution_id.clone(), watch.clone()));
+    let ended = run_steps(shared, &lease, &execution, &watch).await;
+    heartbeat.abort();
+    listener.abort();
+    let result = match ended {
+        Ended::AllCompleted => finish(shared, &lease, ExecutionStatus::Completed).await,
+        Ended::Stopped(Stop::Cancelled) => finish(shared, &lease, ExecutionStatus::Cancelled).await,
+        Ended::StepFailed => Ok(()),
+        Ended::Stopped(Stop::Fenced) => {
+            tracing::warn!(execution_id = %lease.execution_id, attempt = lease.attempt, "lease lost; a newer attempt owns the execution");
+            Ok(())
+        }
+    };
+    announce(shared, &lease.execution_id).await;
+    result
+}
+
+async fn finish(shared: &Shared, lease: &Lease, status: ExecutionStatus) -> Result<(), JobError> {
+    match shared.store.finish_execution(lease, status).await {
+        Ok(finished) => {
+            if finished {
+                tracing::info!(execution_id = %lease.execution_id, status = status.as_str(), "execution finished");
+            }
+            Ok(())
+        }
+        Err(e) => Err(JobError::Retry(e.to_string())),
+    }
+}
+
+/// Runs every step not completed yet, in order.
+async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, watch: &Arc<Watch>) -> Ended {
+    if execution.status == ExecutionStatus::Cancelling {
+        return Ended::Stopped(Stop::Cancelled);
+    }
+    let mut steps: Vec<&StepRun> = execution.steps.iter().collect();
+    steps.sort_by_key(|s| s.position);
+    for step in steps.into_iter().filter(|s| s.status != StepRunStatus::Completed) {
+        if let Some(why) = watch.reason() {
+            return Ended::Stopped(why);
+        }
+        if !shared.store.start_step(lease, &step.step_id).await.unwrap_or(false) {
+            return Ended::Stopped(watch.reason().unwrap_or(Stop::Fenced));
+        }
+        watch.set_step(Some(step.step_id.clone()));
+        announce(shared, &lease.execution_id).await;
+        let result = run_step(shared, lease, execution, step, watch).await;
+        watch.set_step(None);
+        match result {
+            Ok((rows, bytes, url)) => {
+                if !shared.store.complete_step(lease, &step.step_id, rows, bytes, &url).await.unwrap_or(false) {
+                    return Ended::Stopped(Stop::Fenced);
+                }
+                tracing::info!(execution_id = %lease.execution_id, step_id = %step.step_id, rows, bytes, "step completed");
+            }
+            Err(error) => {
+                if let Some(why) = watch.reason() {
+                    return Ended::Stopped(why);
+                }
+                tracing::warn!(
+                    execution_id = %lease.execution_id,
+                    step_id = %step.step_id,
+                    error_type = %error.error_type,
+                    error = %error.message,
+                    "step failed"
+                );
+                return match shared.store.fail_step(lease, &step.step_id, &error).await {
+                    Ok(true) => Ended::StepFailed,
+                    _ => Ended::Stopped(Stop::Fenced),
+                };
+            }
+        }
+        announce(shared, &lease.execution_id).await;
+    }
+    Ended::AllCompleted
+}
+
+fn step_error(error_type: &str, message: impl Into<String>) -> StepError {
+    StepError { error_type: error_type.to_owned(), message: message.into() }
+}
+
+/// Runs one step and returns its rows, bytes and object URL.
+async fn run_step(
+    shared: &Arc<Shared>,
+    lease: &Lease,
+    execution: &Execution,
+    step: &StepRun,
+    watch: &Arc<Watch>,
+) -> Result<(i64, i64, String), StepError> {
+    if step.step_type != "sql_query" {
+        return Err(step_error(
+            "unsupported_step_type",
+            format!("{} steps are not executed by this version of Ferry", step.step_type),
+        ));
+    }
+    let config = step.config.as_object().cloned().unwrap_or_default();
+    let connector_uuid = config.get("connector_uuid").and_then(Value::as_str).unwrap_or_default();
+    let connector = shared
+        .store
+        .get_connector(&execution.org_id, connector_uuid)
+        .await
+        .map_err(|e| step_error("internal", e.to_string()))?
+        .ok_or_else(|| step_error("not_found", format!("connector {connector_uuid} no longer exists")))?;
+    if connector.status == ConnectorStatus::Disabled {
+        return Err(step_error("connector_disabled", format!("connector {connector_uuid} is disabled")));
+    }
+    let secrets = shared
+        .vault
+        .open(&connector.uuid, &connector.secrets)
+        .map_err(|_| step_error("invalid_config", "the connector's credentials could not be decrypted"))?;
+    let spec = ConnectorSpec {
+        uuid: connector.uuid.clone(),
+        connector_type: connector.connector_type.clone(),
+        version: connector.config_version,
+        config: merge(&connector.config, &secrets),
+    };
+    let placeholder = match connector.connector_type.as_str() {
+        "postgresql" | "redshift" => Placeholder::Dollar,
+        _ => Placeholder::Question,
+    };
+    let query = config.get("query").and_then(Value::as_str).unwrap_or_default();
+    let declared = config.get("parameters").and_then(Value::as_object).cloned().unwrap_or_default();
+    let bound = params::bind(query, &declared, &execution.parameters, placeholder)
+        .map_err(|e| step_error("invalid_parameters", e.to_string()))?;
+    let driver_error = |e: crate::pools::DriverError| step_error(&e.failure.error_type, e.failure.message);
+    let source = match connector.connector_type.as_str() {
+        "postgresql" | "redshift" => SqlSource::Postgres(shared.pools.postgres(&spec).await.map_err(driver_error)?),
+        "mysql" => SqlSource::MySql(shared.pools.mysql(&spec).await.map_err(driver_error)?),
+        "sqlite" => SqlSource::Sqlite(shared.pools.sqlite(&spec).await.map_err(driver_error)?),
+        other => {
+            return Err(step_error("unsupported_connector", format!("sql_query steps cannot run on {other} connectors")));
+        }
+    };
+    let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
+    let progress = {
+        let watch = watch.clone();
+        move |rows: i64, bytes: i64| {
+            watch.rows.store(rows, Ordering::Relaxed);
+            watch.bytes.store(bytes, Ordering::Relaxed);
+        }
+    };
+    let fence = || {
+        let shared = shared.clone();
+        let lease = lease.clone();
+        async move {
+            matches!(
+                shared.store.renew_lease(&lease, shared.lease).await,
+                Ok(Some(ExecutionStatus::Running))
+            )
+        }
+    };
+    let output = run_sql_step(&source, &bound, &shared.objects, &path, &progress, &watch.cancel, fence)
+        .await
+        .map_err(|e| step_error(&e.error_type, e.message))?;
+    Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
+}
+
+/// Renews the lease every third of it, records the running step's progress,
+/// and stops the run when the lease is lost or a cancel was requested.
+async fn heartbeat(shared: Arc<Shared>, lease: Lease, watch: Arc<Watch>) {
+    let period = shared.lease / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        match shared.store.renew_lease(&lease, shared.lease).await {
+            Ok(Some(ExecutionStatus::Cancelling)) => watch.stop(Stop::Cancelled),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                watch.stop(Stop::Fenced);
+                return;
+            }
+            Err(error) => tracing::warn!(execution_id = %lease.execution_id, %error, "lease renewal failed; retrying"),
+        }
+        let step = watch.step.lock().ok().and_then(|s| s.clone());
+        if let Some(step) = step {
+            let rows = watch.rows.load(Ordering::Relaxed);
+            let bytes = watch.bytes.load(Ordering::Relaxed);
+            let _ = shared.store.step_progress(&lease, &step, rows, bytes).await;
+        }
+    }
+}
+
+/// Reacts to a cancel at once instead of at the next heartbeat.
+async fn listen_for_cancel(shared: Arc<Shared>, execution_id: String, watch: Arc<Watch>) {
+    let Ok(mut events) = shared.bus.subscribe(EXECUTION_EVENTS).await else { return };
+    while let Some(value) = events.next().await {
+        if let Ok(event) = serde_json::from_value::<ExecutionEvent>(value)
+            && event.execution_id == execution_id
+            && event.kind == "cancel"
+        {
+            watch.stop(Stop::Cancelled);
+            return;
+        }
+    }
+}
+
+/// Tells waiters (sync execute, event streams) to re-read the execution.
+async fn announce(shared: &Shared, execution_id: &str) {
+    let event = ExecutionEvent { execution_id: execution_id.to_owned(), kind: "changed".into() };
+    if let Ok(value) = serde_json::to_value(&event) {
+        let _ = shared.bus.publish(EXECUTION_EVENTS, &value).await;
+    }
+}

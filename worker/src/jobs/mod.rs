@@ -1,0 +1,4 @@
+//! Job handlers, one module per job kind.
+
+pub mod execute_project;
+pub mod test_connection;

@@ -1,0 +1,486 @@
+//! The pool registry: one driver pool per connector (uuid + config
+//! version), created on first use, replaced when a newer config version
+//! shows up, closed on eviction.
+//!
+//! A pool is created once even when several tasks ask for it at the same
+//! time (a per-slot `OnceCell`; a failed creation is not cached). A request
+//! carrying an *older* version than the registered one (a job queued before
+//! the connector changed) gets a one-off pool that is never registered, so
+//! it cannot replace the current one. Every use re-resolves the connector's
+//! host and re-applies the network policy; a pool pinned to an address the
+//! host no longer resolves to is rebuilt, and a pool whose host now resolves
+//! to a forbidden address is evicted.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use chrono::Utc;
+use ferry_shared::domain::TestOutcome;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+pub use crate::connectors::DriverError;
+use crate::connectors::mongo::MongoHandle;
+use crate::connectors::mysql::MySqlHandle;
+use crate::connectors::postgres::PgHandle;
+use crate::connectors::redis::RedisHandle;
+use crate::connectors::rest::RestHandle;
+use crate::connectors::sqlite::SqliteHandle;
+use crate::connectors::{
+    self, ConnectorKind, ConnectorSpec, ErrorType, NetworkPolicy, TestDetails, mongo, mysql, postgres, redis,
+    rest, sqlite,
+};
+
+/// The pools of every connector this worker has used. Cheap to clone.
+#[derive(Clone)]
+pub struct PoolRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: NetworkPolicy,
+    slots: Mutex<HashMap<String, Slot>>,
+    metrics: Metrics,
+}
+
+/// The registered pool of one connector, by config version.
+struct Slot {
+    version: i64,
+    cell: Arc<tokio::sync::OnceCell<Arc<Pooled>>>,
+}
+
+/// A built pool; the gauge counts it while it lives.
+struct Pooled {
+    handle: DriverPool,
+    _gauge: GaugeGuard,
+}
+
+enum DriverPool {
+    Postgres(PgHandle),
+    MySql(MySqlHandle),
+    Sqlite(SqliteHandle),
+    Redis(RedisHandle),
+    Mongo(MongoHandle),
+    Rest(Box<RestHandle>),
+}
+
+/// A pool to use, and whether it must be closed after this use.
+struct Checkout {
+    pooled: Arc<Pooled>,
+    /// The addresses a new connection may use (network drivers only).
+    addrs: Vec<SocketAddr>,
+    one_off: bool,
+}
+
+impl PoolRegistry {
+    /// A registry applying `policy`, with its metrics registered in
+    /// `metrics` (`ferry_worker_pools{type}`,
+    /// `ferry_worker_connection_tests_total{type,result}`; `result` is
+    /// `success` or the error type). A registration conflict is logged and
+    /// the metrics still count, unexported.
+    pub fn new(policy: NetworkPolicy, metrics: &prometheus::Registry) -> Self {
+        PoolRegistry {
+            inner: Arc::new(Inner {
+                policy,
+                slots: Mutex::new(HashMap::new()),
+                metrics: Metrics::new(metrics),
+            }),
+        }
+    }
+
+    pub fn policy(&self) -> &NetworkPolicy {
+        &self.inner.policy
+    }
+
+    /// Runs a connection test through the connector's pool (created on first
+    /// use). Bounded by the connector's `connection_timeout_seconds`
+    /// (`timeout_seconds` for REST APIs); never panics; the failure message
+    /// never contains the connector's secrets.
+    pub async fn test(&self, spec: &ConnectorSpec) -> TestOutcome {
+        let tested_at = Utc::now();
+        let started = Instant::now();
+        let limit = connectors::test_timeout(spec);
+        let registry = self.clone();
+        let owned = spec.clone();
+        // A task of its own: a panicking driver becomes an `unknown` failure.
+        let task = tokio::spawn(async move { tokio::time::timeout(limit, registry.run_test(&owned)).await });
+        let result = match task.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_elapsed)) => Err(DriverError::timeout(limit)),
+            Err(_) => Err(DriverError::unknown("the connection test failed unexpectedly")),
+        };
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let type_label = type_label(&spec.connector_type);
+        match result {
+            Ok(details) => {
+                self.inner
+                    .metrics
+                    .tests
+                    .with_label_values(&[type_label, "success"])
+                    .inc();
+                TestOutcome {
+                    connector_uuid: spec.uuid.clone(),
+                    tested_at,
+                    latency_ms,
+                    version: details.version,
+                    server_time: details.server_time,
+                    schemas_available: details.schemas,
+                    error: None,
+                }
+            }
+            Err(error) => {
+                let error = error.redacted(&spec.secrets());
+                self.inner
+                    .metrics
+                    .tests
+                    .with_label_values(&[type_label, error.kind().as_str()])
+                    .inc();
+                tracing::info!(
+                    connector_uuid = %spec.uuid,
+                    connector_type = type_label,
+                    error_type = error.kind().as_str(),
+                    error = %error.message(),
+                    "connection test failed"
+                );
+                TestOutcome {
+                    connector_uuid: spec.uuid.clone(),
+                    tested_at,
+                    latency_ms,
+                    version: None,
+                    server_time: None,
+                    schemas_available: None,
+                    error: Some(error.failure),
+                }
+            }
+        }
+    }
+
+    async fn run_test(&self, spec: &ConnectorSpec) -> Result<TestDetails, DriverError> {
+        let checkout = self.checkout(spec).await?;
+        let result = match &checkout.pooled.handle {
+            DriverPool::Postgres(handle) => handle.test(&checkout.addrs).await,
+            DriverPool::MySql(handle) => handle.test(&checkout.addrs).await,
+            DriverPool::Sqlite(handle) => handle.test().await,
+            DriverPool::Redis(handle) => handle.test().await,
+            DriverPool::Mongo(handle) => handle.test(&self.inner.policy).await,
+            DriverPool::Rest(handle) => handle.test().await,
+        };
+        if checkout.one_off {
+            checkout.pooled.close();
+        } else if result
+            .as_ref()
+            .is_err_and(|error| error.kind() == ErrorType::BlockedAddress)
+        {
+            self.discard(&spec.uuid, &checkout.pooled);
+        }
+        result
+    }
+
+    /// Drops every pool of this connector (all versions). Idle connections
+    /// close now; connections in use close when they are returned.
+    pub fn evict(&self, connector_uuid: &str) {
+        let removed = self.slots().remove(connector_uuid);
+        if let Some(slot) = removed {
+            slot.close();
+        }
+    }
+
+    /// How many connectors have a pool registered.
+    pub fn pool_count(&self) -> usize {
+        self.slots()
+            .values()
+            .filter(|slot| slot.cell.initialized())
+            .count()
+    }
+
+    /// The PostgreSQL/Redshift pool of `spec` (created on first use).
+    pub async fn postgres(&self, spec: &ConnectorSpec) -> Result<sqlx::PgPool, DriverError> {
+        expect_family(
+            spec,
+            &[ConnectorKind::Postgres, ConnectorKind::Redshift],
+            "PostgreSQL",
+        )?;
+        match &self.checkout_bounded(spec).await?.pooled.handle {
+            DriverPool::Postgres(handle) => Ok(handle.pool.clone()),
+            _ => Err(wrong_family(spec, "PostgreSQL")),
+        }
+    }
+
+    /// The MySQL/MariaDB pool of `spec` (created on first use).
+    pub async fn mysql(&self, spec: &ConnectorSpec) -> Result<sqlx::MySqlPool, DriverError> {
+        expect_family(spec, &[ConnectorKind::MySql], "MySQL")?;
+        match &self.checkout_bounded(spec).await?.pooled.handle {
+            DriverPool::MySql(handle) => Ok(handle.pool.clone()),
+            _ => Err(wrong_family(spec, "MySQL")),
+        }
+    }
+
+    /// The read-only SQLite pool of `spec` (created on first use).
+    pub async fn sqlite(&self, spec: &ConnectorSpec) -> Result<sqlx::SqlitePool, DriverError> {
+        expect_family(spec, &[ConnectorKind::Sqlite], "SQLite")?;
+        match &self.checkout_bounded(spec).await?.pooled.handle {
+            DriverPool::Sqlite(handle) => Ok(handle.pool.clone()),
+            _ => Err(wrong_family(spec, "SQLite")),
+        }
+    }
+
+    /// The Redis pool of `spec` (created on first use); connections come
+    /// authenticated and on the configured database.
+    pub async fn redis(&self, spec: &ConnectorSpec) -> Result<deadpool_redis::Pool, DriverError> {
+        expect_family(spec, &[ConnectorKind::Redis], "Redis")?;
+        match &self.checkout_bounded(spec).await?.pooled.handle {
+            DriverPool::Redis(handle) => Ok(handle.pool.clone()),
+            _ => Err(wrong_family(spec, "Redis")),
+        }
+    }
+
+    /// The MongoDB client of `spec` (created on first use) and the
+    /// connector's database name.
+    pub async fn mongodb(&self, spec: &ConnectorSpec) -> Result<(mongodb::Client, String), DriverError> {
+        expect_family(spec, &[ConnectorKind::MongoDb], "MongoDB")?;
+        match &self.checkout_bounded(spec).await?.pooled.handle {
+            DriverPool::Mongo(handle) => Ok((handle.client.clone(), handle.database.clone())),
+            _ => Err(wrong_family(spec, "MongoDB")),
+        }
+    }
+
+    /// The HTTP client of a REST connector (its extra headers applied; the
+    /// auth header is added per request by the driver) and its base URL.
+    pub async fn rest(&self, spec: &ConnectorSpec) -> Result<(reqwest::Client, url::Url), DriverError> {
+        expect_family(spec, &[ConnectorKind::RestApi], "REST API")?;
+        match &self.checkout_bounded(spec).await?.pooled.handle {
+            DriverPool::Rest(handle) => Ok((handle.client.clone(), handle.base_url.clone())),
+            _ => Err(wrong_family(spec, "REST API")),
+        }
+    }
+
+    async fn checkout_bounded(&self, spec: &ConnectorSpec) -> Result<Checkout, DriverError> {
+        let limit = connectors::test_timeout(spec);
+        tokio::time::timeout(limit, self.checkout(spec))
+            .await
+            .map_err(|_| DriverError::timeout(limit))?
+    }
+
+    /// The pool for `spec`, built if needed, with the network re-checked.
+    async fn checkout(&self, spec: &ConnectorSpec) -> Result<Checkout, DriverError> {
+        let kind = ConnectorKind::parse(&spec.connector_type).ok_or_else(|| {
+            DriverError::invalid_config(format!(
+                "this worker has no driver for connector type {:?}",
+                spec.connector_type
+            ))
+        })?;
+        // Two rounds: the second one follows a host that moved to a new address.
+        for _ in 0..2 {
+            let Some(cell) = self.slot_for(spec) else {
+                let pooled = Arc::new(self.build(spec, kind).await?);
+                let addrs = self.recheck(spec, &pooled).await?.unwrap_or_default();
+                return Ok(Checkout {
+                    pooled,
+                    addrs,
+                    one_off: true,
+                });
+            };
+            let pooled = cell
+                .get_or_try_init(|| async { self.build(spec, kind).await.map(Arc::new) })
+                .await?
+                .clone();
+            match self.recheck(spec, &pooled).await? {
+                Some(addrs) => {
+                    return Ok(Checkout {
+                        pooled,
+                        addrs,
+                        one_off: false,
+                    });
+                }
+                None => self.discard(&spec.uuid, &pooled),
+            }
+        }
+        Err(DriverError::unknown(
+            "the connector's host keeps changing address",
+        ))
+    }
+
+    /// Re-applies the network policy; `Ok(None)` asks for a rebuild.
+    async fn recheck(
+        &self,
+        spec: &ConnectorSpec,
+        pooled: &Arc<Pooled>,
+    ) -> Result<Option<Vec<SocketAddr>>, DriverError> {
+        let policy = &self.inner.policy;
+        let result = match &pooled.handle {
+            DriverPool::Postgres(handle) => handle.endpoint.recheck(policy).await,
+            DriverPool::MySql(handle) => handle.endpoint.recheck(policy).await,
+            DriverPool::Redis(handle) => handle.endpoint.recheck(policy).await,
+            DriverPool::Mongo(handle) => handle.check_opened(policy).await.map(|()| Some(Vec::new())),
+            DriverPool::Sqlite(_) | DriverPool::Rest(_) => Ok(Some(Vec::new())),
+        };
+        if result
+            .as_ref()
+            .is_err_and(|error| error.kind() == ErrorType::BlockedAddress)
+        {
+            self.discard(&spec.uuid, pooled);
+        }
+        result
+    }
+
+    /// The cell of the registered pool for this version, registering a new
+    /// slot (and closing the older version's pool) when the version is
+    /// newer; `None` when the spec's version is older than the registered
+    /// one.
+    fn slot_for(&self, spec: &ConnectorSpec) -> Option<Arc<tokio::sync::OnceCell<Arc<Pooled>>>> {
+        let mut slots = self.slots();
+        match slots.get(&spec.uuid) {
+            Some(slot) if slot.version == spec.version => return Some(slot.cell.clone()),
+            Some(slot) if slot.version > spec.version => return None,
+            _ => {}
+        }
+        let cell = Arc::new(tokio::sync::OnceCell::new());
+        let replaced = slots.insert(
+            spec.uuid.clone(),
+            Slot {
+                version: spec.version,
+                cell: cell.clone(),
+            },
+        );
+        drop(slots);
+        if let Some(old) = replaced {
+            old.close();
+        }
+        Some(cell)
+    }
+
+    /// Unregisters and closes `pooled` if it is still the registered pool.
+    fn discard(&self, uuid: &str, pooled: &Arc<Pooled>) {
+        let mut slots = self.slots();
+        let registered = slots
+            .get(uuid)
+            .and_then(|slot| slot.cell.get())
+            .is_some_and(|current| Arc::ptr_eq(current, pooled));
+        if registered {
+            slots.remove(uuid);
+        }
+        drop(slots);
+        pooled.close();
+    }
+
+    async fn build(&self, spec: &ConnectorSpec, kind: ConnectorKind) -> Result<Pooled, DriverError> {
+        let policy = &self.inner.policy;
+        let handle = match kind {
+            ConnectorKind::Postgres | ConnectorKind::Redshift => {
+                DriverPool::Postgres(postgres::open(spec, kind, policy).await?.0)
+            }
+            ConnectorKind::MySql => DriverPool::MySql(mysql::open(spec, policy).await?.0),
+            ConnectorKind::Redis => DriverPool::Redis(redis::open(spec, policy).await?.0),
+            ConnectorKind::Sqlite => DriverPool::Sqlite(sqlite::open(spec, policy)?),
+            ConnectorKind::MongoDb => DriverPool::Mongo(mongo::open(spec, policy).await?),
+            ConnectorKind::RestApi => DriverPool::Rest(Box::new(rest::open(spec, policy)?)),
+        };
+        tracing::debug!(connector_uuid = %spec.uuid, version = spec.version, connector_type = kind.as_str(), "pool created");
+        Ok(Pooled {
+            handle,
+            _gauge: GaugeGuard::new(self.inner.metrics.pools.with_label_values(&[kind.as_str()])),
+        })
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every critical section is a single map operation).
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Slot {
+    fn close(self) {
+        if let Some(pooled) = self.cell.get() {
+            pooled.close();
+        }
+    }
+}
+
+impl Pooled {
+    fn close(&self) {
+        match &self.handle {
+            DriverPool::Postgres(handle) => handle.close(),
+            DriverPool::MySql(handle) => handle.close(),
+            DriverPool::Sqlite(handle) => handle.close(),
+            DriverPool::Redis(handle) => handle.close(),
+            DriverPool::Mongo(handle) => handle.close(),
+            // Dropping the client closes its idle connections.
+            DriverPool::Rest(_) => {}
+        }
+    }
+}
+
+fn expect_family(spec: &ConnectorSpec, kinds: &[ConnectorKind], family: &str) -> Result<(), DriverError> {
+    match ConnectorKind::parse(&spec.connector_type) {
+        Some(kind) if kinds.contains(&kind) => Ok(()),
+        _ => Err(wrong_family(spec, family)),
+    }
+}
+
+fn wrong_family(spec: &ConnectorSpec, family: &str) -> DriverError {
+    DriverError::invalid_config(format!(
+        "connector type {:?} is not a {family} connector",
+        spec.connector_type
+    ))
+}
+
+/// The `type` label: a known connector type or `other` (bounded).
+fn type_label(connector_type: &str) -> &'static str {
+    ConnectorKind::parse(connector_type).map_or("other", ConnectorKind::as_str)
+}
+
+struct Metrics {
+    pools: IntGaugeVec,
+    tests: IntCounterVec,
+}
+
+impl Metrics {
+    fn new(registry: &prometheus::Registry) -> Self {
+        let pools = IntGaugeVec::new(
+            Opts::new(
+                "ferry_worker_pools",
+                "Connection pools this worker holds, by connector type",
+            ),
+            &["type"],
+        )
+        .expect("static metric definition");
+        let tests = IntCounterVec::new(
+            Opts::new(
+                "ferry_worker_connection_tests_total",
+                "Connection tests run, by connector type and result (success or the error type)",
+            ),
+            &["type", "result"],
+        )
+        .expect("static metric definition");
+        for collector in [
+            Box::new(pools.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tests.clone()),
+        ] {
+            if let Err(error) = registry.register(collector) {
+                tracing::warn!(%error, "worker pool metrics not registered");
+            }
+        }
+        Metrics { pools, tests }
+    }
+}
+
+/// Counts a pool in the gauge for as long as it lives.
+struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
