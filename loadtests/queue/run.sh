@@ -42,26 +42,26 @@ echo "$plain"
 echo "pipelined (-P 16):"
 echo "$piped"
 
-field() { # field <line> <key>: the value after "<key>="
-    sed -n "s/.*$2=\([^ ]*\).*/\1/p" <<<"$1"
+field() { # field <line> <key>: the value after " <key>="
+    sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"
 }
 
 echo
 echo "== side by side =="
-printf '%-34s %18s %26s\n' "system" "ops or jobs / s" "pickup p50 / p99 @200/s"
+printf '%-34s %18s %34s\n' "system" "ops or jobs / s" "p50 / p99 latency @200/s"
 while read -r line; do
     backend="$(field "$line" queue)"
     drain="$(sed -n 's/.*drain([^)]*)=\([0-9]*\).*/\1/p' <<<"$line")"
-    printf '%-34s %18s %26s\n' "ferry $backend: drain 20k, 1 x 50" "$drain" \
+    printf '%-34s %18s %34s\n' "ferry $backend: drain 20k, 1 x 50" "$drain" \
         "$(field "$line" p50) / $(field "$line" p99) ms"
-    printf '%-34s %18s %26s\n' "ferry $backend: enqueue_many" "$(field "$line" enqueue_many)" \
+    printf '%-34s %18s %34s\n' "ferry $backend: enqueue_many" "$(field "$line" enqueue_many)" \
         "$(field "$line" enqueue_call_p50) / $(field "$line" enqueue_call_p99) ms (1 enqueue)"
-    printf '%-34s %18s %26s\n' "ferry $backend: bare round trip" "-" \
+    printf '%-34s %18s %34s\n' "ferry $backend: bare round trip" "-" \
         "$(field "$line" ping_p50) / $(field "$line" ping_p99) ms (ping)"
 done < <(grep '^BENCH' "$log")
 while read -r line; do
-    printf '%-34s %18s %26s\n' "redis-benchmark ${line%%:*}" "$(sed -n 's/.*: \([0-9.]*\) requests.*/\1/p' <<<"$line")" "-"
+    printf '%-34s %18s %34s\n' "redis-benchmark ${line%%:*}" "$(sed -n 's/.*: \([0-9.]*\) requests.*/\1/p' <<<"$line")" "-"
 done <<<"$plain"
 while read -r line; do
-    printf '%-34s %18s %26s\n' "redis-benchmark ${line%%:*} -P 16" "$(sed -n 's/.*: \([0-9.]*\) requests.*/\1/p' <<<"$line")" "-"
+    printf '%-34s %18s %34s\n' "redis-benchmark ${line%%:*} -P 16" "$(sed -n 's/.*: \([0-9.]*\) requests.*/\1/p' <<<"$line")" "-"
 done <<<"$piped"

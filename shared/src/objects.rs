@@ -84,19 +84,35 @@ fn invalid(message: impl Into<String>) -> Error {
 }
 
 fn open_file(url: &Url) -> Result<ObjectTarget> {
-    if url.host_str().is_some_and(|host| !host.is_empty() && host != "localhost") {
-        return Err(invalid("file:// URLs must name a local absolute directory (file:///abs/dir)"));
+    if url
+        .host_str()
+        .is_some_and(|host| !host.is_empty() && host != "localhost")
+    {
+        return Err(invalid(
+            "file:// URLs must name a local absolute directory (file:///abs/dir)",
+        ));
     }
     let dir = url
         .to_file_path()
         .map_err(|()| invalid("file:// URLs must name a local absolute directory (file:///abs/dir)"))?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| invalid(format!("cannot create the results directory {}: {e}", dir.display())))?;
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| invalid(format!("cannot open the results directory {}: {e}", dir.display())))?;
-    let store = LocalFileSystem::new_with_prefix(&dir)
-        .map_err(|e| invalid(format!("cannot open the results directory {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        invalid(format!(
+            "cannot create the results directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let dir = dir.canonicalize().map_err(|e| {
+        invalid(format!(
+            "cannot open the results directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
+        invalid(format!(
+            "cannot open the results directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     let base = Url::from_directory_path(&dir)
         .map_err(|()| invalid(format!("cannot express {} as a file:// URL", dir.display())))?;
     Ok(ObjectTarget {
@@ -107,16 +123,27 @@ fn open_file(url: &Url) -> Result<ObjectTarget> {
 }
 
 fn open_s3(raw: &str, url: &Url, options: &[(&str, &str)]) -> Result<ObjectTarget> {
-    let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| invalid("s3:// URLs need a bucket: s3://bucket/prefix"))?;
-    let prefix = Path::from_url_path(url.path()).map_err(|_| invalid("the s3:// prefix is not a valid object path"))?;
+    let bucket = url
+        .host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| invalid("s3:// URLs need a bucket: s3://bucket/prefix"))?;
+    let prefix = Path::from_url_path(url.path())
+        .map_err(|_| invalid("the s3:// prefix is not a valid object path"))?;
     let mut builder = AmazonS3Builder::from_env().with_url(raw);
     for (key, value) in options {
-        let key = AmazonS3ConfigKey::from_str(key).map_err(|_| invalid(format!("unknown S3 option '{key}'")))?;
+        let key =
+            AmazonS3ConfigKey::from_str(key).map_err(|_| invalid(format!("unknown S3 option '{key}'")))?;
         builder = builder.with_config(key, *value);
     }
     // The builder's errors name configuration keys, never secret values.
-    let store = builder.build().map_err(|e| invalid(format!("cannot open the S3 store: {e}")))?;
-    Ok(ObjectTarget { store: Arc::new(store), prefix, base_url: format!("s3://{bucket}") })
+    let store = builder
+        .build()
+        .map_err(|e| invalid(format!("cannot open the S3 store: {e}")))?;
+    Ok(ObjectTarget {
+        store: Arc::new(store),
+        prefix,
+        base_url: format!("s3://{bucket}"),
+    })
 }
 
 #[cfg(test)]
@@ -141,7 +168,10 @@ mod tests {
         assert_eq!(path.as_ref(), "results/exec_1/step_2.parquet");
         let reported = target.url_of(&path);
         let canonical = root.canonicalize().expect("canonical");
-        assert_eq!(reported, format!("file://{}/results/exec_1/step_2.parquet", canonical.display()));
+        assert_eq!(
+            reported,
+            format!("file://{}/results/exec_1/step_2.parquet", canonical.display())
+        );
         assert_eq!(target.path_of(&reported), Some(path));
     }
 
@@ -149,19 +179,32 @@ mod tests {
     fn s3_urls_keep_their_prefix_in_object_paths() {
         let target = ObjectTarget::open_with_options(
             "s3://bucket/some/prefix",
-            &[("aws_region", "us-east-1"), ("aws_access_key_id", "x"), ("aws_secret_access_key", "y")],
+            &[
+                ("aws_region", "us-east-1"),
+                ("aws_access_key_id", "x"),
+                ("aws_secret_access_key", "y"),
+            ],
         )
         .expect("open");
         let path = target.step_path("exec_1", "step_2");
         assert_eq!(path.as_ref(), "some/prefix/results/exec_1/step_2.parquet");
-        assert_eq!(target.url_of(&path), "s3://bucket/some/prefix/results/exec_1/step_2.parquet");
+        assert_eq!(
+            target.url_of(&path),
+            "s3://bucket/some/prefix/results/exec_1/step_2.parquet"
+        );
     }
 
     #[test]
     fn other_schemes_and_relative_paths_are_validation_errors() {
         assert_eq!(field(ObjectTarget::open("gs://bucket/x")).as_deref(), Some(FIELD));
         assert_eq!(field(ObjectTarget::open("not a url")).as_deref(), Some(FIELD));
-        assert_eq!(field(ObjectTarget::open("s3:///no-bucket")).as_deref(), Some(FIELD));
-        assert_eq!(field(ObjectTarget::open("file://remote-host/dir")).as_deref(), Some(FIELD));
+        assert_eq!(
+            field(ObjectTarget::open("s3:///no-bucket")).as_deref(),
+            Some(FIELD)
+        );
+        assert_eq!(
+            field(ObjectTarget::open("file://remote-host/dir")).as_deref(),
+            Some(FIELD)
+        );
     }
 }

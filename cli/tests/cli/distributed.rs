@@ -12,20 +12,20 @@ use crate::{HS_SECRET, KEY, PgDatabase, Running, ferry, free_port, http_send, ps
 const NEW_KEY: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
 /// A PostgreSQL login role with a password, dropped at the end.
-struct Role {
-    name: String,
-    password: String,
+pub(crate) struct Role {
+    pub(crate) name: String,
+    pub(crate) password: String,
 }
 
 impl Role {
-    fn create(tag: &str) -> Role {
+    pub(crate) fn create(tag: &str) -> Role {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let role = Role { name: format!("ferry_{tag}_{}", stamp % 1_000_000_000), password: format!("Pw-{stamp}-secret") };
         psql(&format!("CREATE ROLE {} LOGIN PASSWORD '{}'", role.name, role.password));
         role
     }
 
-    fn config(&self) -> Value {
+    pub(crate) fn config(&self) -> Value {
         json!({"host": "127.0.0.1", "port": 5432, "database": "postgres", "username": self.name,
                "password": self.password, "connection_timeout_seconds": 5})
     }
@@ -45,14 +45,14 @@ impl Drop for Role {
 }
 
 /// A distributed deployment: its database, Redis prefix and keys.
-struct Deployment {
-    database: PgDatabase,
-    prefix: String,
-    dir: tempfile::TempDir,
+pub(crate) struct Deployment {
+    pub(crate) database: PgDatabase,
+    pub(crate) prefix: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Deployment {
-    fn new() -> Deployment {
+    pub(crate) fn new() -> Deployment {
         let database = PgDatabase::create();
         let prefix = format!("ferry-test-{}", database.name);
         let deployment = Deployment { database, prefix, dir: tempfile::tempdir().expect("dir") };
@@ -61,7 +61,7 @@ impl Deployment {
         deployment
     }
 
-    fn command(&self, keys: &str) -> Command {
+    pub(crate) fn command(&self, keys: &str) -> Command {
         let mut command = ferry(self.dir.path());
         command
             .env("FERRY_DATABASE_URL", self.database.url())

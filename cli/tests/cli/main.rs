@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod bench;
 mod distributed;
+mod resilience;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

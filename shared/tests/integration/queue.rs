@@ -99,8 +99,16 @@ impl PrivateRedis {
 
     /// Kills the server and starts an empty one on the same port.
     async fn restart(&mut self) {
+        self.kill();
+        self.start_again().await;
+    }
+
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    async fn start_again(&mut self) {
         self.child = Self::spawn(self.port, &self.dir);
         self.wait_ready().await;
     }
@@ -1046,6 +1054,59 @@ async fn redis_queue_forgets_dead_consumers_that_hold_nothing() {
     harness.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_worker_waits_out_a_redis_outage_and_carries_on() {
+    let mut server = PrivateRedis::start().await;
+    let queue: Arc<dyn Queue> = Arc::new(
+        RedisQueue::connect(&server.url(), "test-outage", SHORT_LEASE)
+            .await
+            .expect("private Redis"),
+    );
+    let seen = Arc::new(Seen::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(run_worker(
+        Arc::clone(&queue),
+        WorkerOptions::new("test-worker", 4),
+        test_handler(Arc::clone(&seen)),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let before = job(1);
+    queue.enqueue(&before).await.expect("enqueue");
+    seen.until(Duration::from_secs(5), |runs| runs.contains_key(&before.id))
+        .await;
+
+    // Redis is down for two seconds, then back empty.
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!worker.is_finished(), "the worker gave up during the outage");
+    server.start_again().await;
+
+    let after = job(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queue.enqueue(&after).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "enqueue keeps failing after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = Instant::now();
+    seen.until(Duration::from_secs(10), |runs| runs.contains_key(&after.id))
+        .await;
+    println!(
+        "first job after the outage ran {:?} after its enqueue",
+        back.elapsed()
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops")
+        .expect("worker task")
+        .expect("worker result");
+}
+
 // ---------------------------------------------------------------- bus
 
 async fn with_bus<F, Fut>(redis: bool, test: F)
@@ -1249,9 +1310,17 @@ async fn bench_queue_throughput_and_pickup() {
     const OFFERED_PER_SEC: u64 = 200;
     const PICKUP_JOBS: usize = 2_000;
 
+    // FERRY_BENCH_REDIS_URL points the Redis half at another server.
+    let redis_url = std::env::var("FERRY_BENCH_REDIS_URL").unwrap_or_else(|_| REDIS_URL.to_owned());
     for backend in ["redis", "embedded"] {
         let harness = if backend == "redis" {
-            Harness::redis()
+            Harness {
+                storage: Storage::Redis {
+                    url: redis_url.clone(),
+                    prefix: unique_prefix(),
+                    private: None,
+                },
+            }
         } else {
             Harness::embedded()
         };

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder,
+    UInt64Builder,
 };
 use arrow::datatypes::{DataType, TimeUnit};
 
@@ -41,7 +42,11 @@ pub(crate) enum Builder {
     UInt64(UInt64Builder),
     Float32(Float32Builder),
     Float64(Float64Builder),
-    Decimal { builder: Decimal128Builder, precision: u8, scale: i8 },
+    Decimal {
+        builder: Decimal128Builder,
+        precision: u8,
+        scale: i8,
+    },
     Utf8(StringBuilder),
     Binary(BinaryBuilder),
     Date32(Date32Builder),
@@ -65,7 +70,9 @@ impl Builder {
             DataType::Float32 => Builder::Float32(Float32Builder::new()),
             DataType::Float64 => Builder::Float64(Float64Builder::new()),
             DataType::Decimal128(precision, scale) => Builder::Decimal {
-                builder: Decimal128Builder::new().with_precision_and_scale(*precision, *scale).ok()?,
+                builder: Decimal128Builder::new()
+                    .with_precision_and_scale(*precision, *scale)
+                    .ok()?,
                 precision: *precision,
                 scale: *scale,
             },
@@ -139,14 +146,19 @@ pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128
     };
     let (mantissa, exponent) = match body.find(['e', 'E']) {
         Some(at) => {
-            let exponent: i32 = body[at + 1..].parse().map_err(|_| format!("'{text}' is not a decimal number"))?;
+            let exponent: i32 = body[at + 1..]
+                .parse()
+                .map_err(|_| format!("'{text}' is not a decimal number"))?;
             (&body[..at], exponent)
         }
         None => (body, 0),
     };
     let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     if integer.is_empty() && fraction.is_empty()
-        || !integer.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit())
+        || !integer
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return Err(format!("'{text}' is not a decimal number"));
     }
@@ -156,18 +168,33 @@ pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128
     let overflow = || format!("{text} does not fit a decimal({precision},{scale})");
     let mut acc: i128 = 0;
     let mut round_up = false;
-    let digits: Vec<u8> = integer.bytes().chain(fraction.bytes()).map(|b| b - b'0').collect();
-    let keep = if shift >= 0 { digits.len() } else { digits.len().saturating_sub(shift.unsigned_abs() as usize) };
+    let digits: Vec<u8> = integer
+        .bytes()
+        .chain(fraction.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    let keep = if shift >= 0 {
+        digits.len()
+    } else {
+        digits.len().saturating_sub(shift.unsigned_abs() as usize)
+    };
     for (i, digit) in digits.iter().enumerate() {
         if i < keep {
-            acc = acc.checked_mul(10).and_then(|a| a.checked_add(i128::from(*digit))).ok_or_else(overflow)?;
+            acc = acc
+                .checked_mul(10)
+                .and_then(|a| a.checked_add(i128::from(*digit)))
+                .ok_or_else(overflow)?;
         } else {
             round_up = *digit >= 5;
             break;
         }
     }
     if shift > 0 {
-        let factor = u32::try_from(shift).ok().filter(|s| *s <= 38).map(pow10).ok_or_else(overflow)?;
+        let factor = u32::try_from(shift)
+            .ok()
+            .filter(|s| *s <= 38)
+            .map(pow10)
+            .ok_or_else(overflow)?;
         acc = acc.checked_mul(factor).ok_or_else(overflow)?;
     }
     if round_up {
@@ -198,6 +225,9 @@ mod tests {
         assert!(parse_decimal("12345", 4, 0).is_err());
         assert!(parse_decimal("abc", 10, 0).is_err());
         assert!(parse_decimal("", 10, 0).is_err());
-        assert_eq!(parse_decimal("99999999999999999999999999999999999999", 38, 0), Ok(pow10(38) - 1));
+        assert_eq!(
+            parse_decimal("99999999999999999999999999999999999999", 38, 0),
+            Ok(pow10(38) - 1)
+        );
     }
 }

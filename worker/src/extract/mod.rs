@@ -77,7 +77,10 @@ pub struct ExtractError {
 
 impl ExtractError {
     pub fn new(error_type: &str, message: impl Into<String>) -> Self {
-        Self { error_type: error_type.to_owned(), message: message.into() }
+        Self {
+            error_type: error_type.to_owned(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn cancelled() -> Self {
@@ -102,10 +105,13 @@ impl From<SinkError> for ExtractError {
         match error {
             SinkError::Cancelled => ExtractError::cancelled(),
             SinkError::Fenced => ExtractError::new("fenced", error.to_string()),
-            SinkError::Upload(e) => {
-                ExtractError::new("upload_failed", format!("writing the result to object storage failed: {e}"))
+            SinkError::Upload(e) => ExtractError::new(
+                "upload_failed",
+                format!("writing the result to object storage failed: {e}"),
+            ),
+            SinkError::Encode(e) => {
+                ExtractError::internal(format!("encoding the result as Parquet failed: {e}"))
             }
-            SinkError::Encode(e) => ExtractError::internal(format!("encoding the result as Parquet failed: {e}")),
         }
     }
 }
@@ -126,7 +132,12 @@ pub struct ExtractOptions {
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        Self { batch_rows: 16 * 1024, batch_bytes: 16 * 1024 * 1024, postgres_copy: true, sink: SinkOptions::default() }
+        Self {
+            batch_rows: 16 * 1024,
+            batch_bytes: 16 * 1024 * 1024,
+            postgres_copy: true,
+            sink: SinkOptions::default(),
+        }
     }
 }
 
@@ -154,7 +165,17 @@ where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = bool> + Send,
 {
-    run_sql_step_with(&ExtractOptions::default(), source, query, target, path, progress, cancel, fence).await
+    run_sql_step_with(
+        &ExtractOptions::default(),
+        source,
+        query,
+        target,
+        path,
+        progress,
+        cancel,
+        fence,
+    )
+    .await
 }
 
 /// [`run_sql_step`] with explicit [`ExtractOptions`].
@@ -176,7 +197,14 @@ where
     if cancel.is_cancelled() {
         return Err(ExtractError::cancelled());
     }
-    let mut out = Output { target, path, options, progress, cancel, sink: None };
+    let mut out = Output {
+        target,
+        path,
+        options,
+        progress,
+        cancel,
+        sink: None,
+    };
     let read = match source {
         SqlSource::Postgres(pool) => postgres::extract(pool, query, &mut out).await,
         SqlSource::MySql(pool) => mysql::extract(pool, query, &mut out).await,
@@ -193,7 +221,9 @@ where
         }
     };
     let Some(sink) = sink else {
-        return Err(ExtractError::internal("the query finished without describing its columns"));
+        return Err(ExtractError::internal(
+            "the query finished without describing its columns",
+        ));
     };
     let output = sink.finish(cancel, fence).await?;
     let rows = i64::try_from(output.rows).unwrap_or(i64::MAX);
@@ -247,8 +277,15 @@ impl<'a> Output<'a> {
 
     /// Encodes and uploads one batch and reports progress.
     pub(crate) async fn write(&mut self, batch: RecordBatch) -> Result<(), ExtractError> {
+        // Checked per batch too: a stream that is always ready never lets
+        // the cancellation future be polled.
+        if self.cancel.is_cancelled() {
+            return Err(ExtractError::cancelled());
+        }
         let Some(sink) = self.sink.as_mut() else {
-            return Err(ExtractError::internal("a batch arrived before the columns were described"));
+            return Err(ExtractError::internal(
+                "a batch arrived before the columns were described",
+            ));
         };
         sink.write(&batch, self.cancel).await?;
         let rows = i64::try_from(sink.rows()).unwrap_or(i64::MAX);
@@ -286,11 +323,16 @@ pub(crate) struct Cancellable<'a> {
 
 impl<'a> Cancellable<'a> {
     pub(crate) fn new(token: &'a CancellationToken) -> Self {
-        Self { cancelled: Box::pin(token.cancelled()) }
+        Self {
+            cancelled: Box::pin(token.cancelled()),
+        }
     }
 
     /// The stream's next item, or `Err` once cancelled.
-    pub(crate) async fn next<S: Stream + Unpin>(&mut self, stream: &mut S) -> Result<Option<S::Item>, ExtractError> {
+    pub(crate) async fn next<S: Stream + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<Option<S::Item>, ExtractError> {
         std::future::poll_fn(|cx| {
             if let Poll::Ready(item) = stream.poll_next_unpin(cx) {
                 return Poll::Ready(Ok(item));
@@ -341,9 +383,10 @@ pub(crate) fn database_error(error: sqlx::Error) -> ExtractError {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => {
-            ExtractError::new("connection_failed", format!("the database connection failed: {error}"))
-        }
+        | sqlx::Error::Protocol(_) => ExtractError::new(
+            "connection_failed",
+            format!("the database connection failed: {error}"),
+        ),
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
             ExtractError::unsupported(error.to_string())
         }
@@ -353,7 +396,9 @@ pub(crate) fn database_error(error: sqlx::Error) -> ExtractError {
 
 fn is_timeout_message(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
-    message.contains("timeout") || message.contains("max_statement_time") || message.contains("maximum statement")
+    message.contains("timeout")
+        || message.contains("max_statement_time")
+        || message.contains("maximum statement")
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
-use super::columns::{Builder, MAX_DECIMAL128_PRECISION, MICROS_PER_DAY, UNCONSTRAINED_DECIMAL, parse_decimal};
+use super::columns::{
+    Builder, MAX_DECIMAL128_PRECISION, MICROS_PER_DAY, UNCONSTRAINED_DECIMAL, parse_decimal,
+};
 use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,7 +58,12 @@ pub(super) async fn extract(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let schema = out.start(columns.iter().map(|(name, kind)| Field::new(name, kind.data_type(), true)).collect())?;
+    let schema = out.start(
+        columns
+            .iter()
+            .map(|(name, kind)| Field::new(name, kind.data_type(), true))
+            .collect(),
+    )?;
 
     let mut bound = statement.query();
     for param in &query.params {
@@ -112,10 +119,15 @@ async fn kill(pool: &MySqlPool, conn: PoolConnection<MySql>, id: u64) {
     let statement = format!("KILL QUERY {id}");
     let run = async {
         match pool.try_acquire() {
-            Some(mut other) => other.execute(sqlx::raw_sql(AssertSqlSafe(statement.as_str()))).await.map(|_| ()),
+            Some(mut other) => other
+                .execute(sqlx::raw_sql(AssertSqlSafe(statement.as_str())))
+                .await
+                .map(|_| ()),
             None => {
                 let mut other = MySqlConnection::connect_with(&pool.connect_options()).await?;
-                other.execute(sqlx::raw_sql(AssertSqlSafe(statement.as_str()))).await?;
+                other
+                    .execute(sqlx::raw_sql(AssertSqlSafe(statement.as_str())))
+                    .await?;
                 other.close().await
             }
         }
@@ -173,13 +185,20 @@ async fn catalog(
         }
     };
     let text = |row: &MySqlRow, i: usize| -> Option<String> {
-        row.try_get::<Option<String>, _>(i)
-            .ok()
-            .flatten()
-            .or_else(|| row.try_get::<Option<Vec<u8>>, _>(i).ok().flatten().map(|b| String::from_utf8_lossy(&b).into()))
+        row.try_get::<Option<String>, _>(i).ok().flatten().or_else(|| {
+            row.try_get::<Option<Vec<u8>>, _>(i)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into())
+        })
     };
     let number = |row: &MySqlRow, i: usize| -> Option<u64> {
-        row.try_get::<Option<u64>, _>(i).ok().flatten().or_else(|| row.try_get::<Option<i64>, _>(i).ok().flatten().and_then(|v| u64::try_from(v).ok()))
+        row.try_get::<Option<u64>, _>(i).ok().flatten().or_else(|| {
+            row.try_get::<Option<i64>, _>(i)
+                .ok()
+                .flatten()
+                .and_then(|v| u64::try_from(v).ok())
+        })
     };
     rows.iter()
         .filter_map(|row| {
@@ -211,7 +230,10 @@ enum MyKind {
     UInt64,
     Float32,
     Float64,
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     /// DECIMAL wider than 38 digits → exact text.
     DecimalText,
     Text,
@@ -219,7 +241,9 @@ enum MyKind {
     Date,
     /// DATETIME (no zone) or TIMESTAMP (UTC: sqlx sets the session zone to
     /// +00:00).
-    Timestamp { utc: bool },
+    Timestamp {
+        utc: bool,
+    },
     Time,
     /// BIT(n > 1) → UInt64.
     Bits,
@@ -243,9 +267,10 @@ impl MyKind {
             "DOUBLE" => MyKind::Float64,
             "DECIMAL" => match info.and_then(|i| Some((i.precision?, i.scale?))) {
                 Some((precision, scale)) => match (u8::try_from(precision), i8::try_from(scale)) {
-                    (Ok(p), Ok(s)) if p <= MAX_DECIMAL128_PRECISION && p > 0 => {
-                        MyKind::Decimal { precision: p, scale: s }
-                    }
+                    (Ok(p), Ok(s)) if p <= MAX_DECIMAL128_PRECISION && p > 0 => MyKind::Decimal {
+                        precision: p,
+                        scale: s,
+                    },
                     _ => MyKind::DecimalText,
                 },
                 None => {
@@ -262,9 +287,8 @@ impl MyKind {
                 _ => MyKind::Bits,
             },
             "NULL" => MyKind::Null,
-            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" | "JSON" => {
-                MyKind::Text
-            }
+            "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET"
+            | "JSON" => MyKind::Text,
             // Binary-collated text is flagged like a blob; the catalog tells.
             "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
                 match info.and_then(|i| i.charset.as_deref()) {
@@ -315,14 +339,23 @@ impl RowBatch {
             .iter()
             .filter_map(|(name, kind)| Some((name.clone(), kind.clone(), Builder::new(&kind.data_type())?)))
             .collect();
-        Self { schema, columns, rows: 0, bytes: 0 }
+        Self {
+            schema,
+            columns,
+            rows: 0,
+            bytes: 0,
+        }
     }
 
     fn push(&mut self, row: &MySqlRow) -> Result<(), ExtractError> {
         for (i, (name, kind, builder)) in self.columns.iter_mut().enumerate() {
             let bytes = decode(row, i, kind, builder).map_err(|e| {
                 let message = format!("column \"{name}\": {}", e.message);
-                if e.unsupported { ExtractError::unsupported(message) } else { ExtractError::internal(message) }
+                if e.unsupported {
+                    ExtractError::unsupported(message)
+                } else {
+                    ExtractError::internal(message)
+                }
             })?;
             self.bytes += bytes;
         }
@@ -331,7 +364,11 @@ impl RowBatch {
     }
 
     fn finish(&mut self) -> Result<RecordBatch, ExtractError> {
-        let arrays = self.columns.iter_mut().map(|(_, _, builder)| builder.finish()).collect();
+        let arrays = self
+            .columns
+            .iter_mut()
+            .map(|(_, _, builder)| builder.finish())
+            .collect();
         self.rows = 0;
         self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), arrays)
@@ -345,18 +382,25 @@ struct DecodeError {
 }
 
 fn malformed(error: impl std::fmt::Display) -> DecodeError {
-    DecodeError { message: error.to_string(), unsupported: false }
+    DecodeError {
+        message: error.to_string(),
+        unsupported: false,
+    }
 }
 
 fn unrepresentable(message: impl Into<String>) -> DecodeError {
-    DecodeError { message: message.into(), unsupported: true }
+    DecodeError {
+        message: message.into(),
+        unsupported: true,
+    }
 }
 
 /// Decodes column `i` of `row` into `builder`; returns the value's size.
 fn decode(row: &MySqlRow, i: usize, kind: &MyKind, builder: &mut Builder) -> Result<usize, DecodeError> {
     macro_rules! get {
         ($t:ty) => {
-            row.try_get_unchecked::<Option<$t>, _>(i).map_err(malformed)?
+            row.try_get_unchecked::<Option<$t>, _>(i)
+                .map_err(malformed)?
         };
     }
     macro_rules! int {
@@ -392,7 +436,14 @@ fn decode(row: &MySqlRow, i: usize, kind: &MyKind, builder: &mut Builder) -> Res
             b.append_option(get!(f64));
             8
         }
-        (MyKind::Decimal { .. }, Builder::Decimal { builder, precision, scale }) => match get!(&str) {
+        (
+            MyKind::Decimal { .. },
+            Builder::Decimal {
+                builder,
+                precision,
+                scale,
+            },
+        ) => match get!(&str) {
             Some(text) => {
                 builder.append_value(parse_decimal(text, *precision, *scale).map_err(unrepresentable)?);
                 text.len()
@@ -427,7 +478,13 @@ fn decode(row: &MySqlRow, i: usize, kind: &MyKind, builder: &mut Builder) -> Res
             }
         },
         (MyKind::Date, Builder::Date32(b)) => {
-            b.append_option(get!(&[u8]).map(parse_datetime).transpose()?.flatten().map(|(days, _)| days));
+            b.append_option(
+                get!(&[u8])
+                    .map(parse_datetime)
+                    .transpose()?
+                    .flatten()
+                    .map(|(days, _)| days),
+            );
             4
         }
         (MyKind::Timestamp { .. }, Builder::Timestamp(b)) => {
@@ -454,10 +511,15 @@ fn parse_datetime(v: &[u8]) -> Result<Option<(i32, i64)>, DecodeError> {
     if len == 0 {
         return Ok(None);
     }
-    let b = rest.get(..len).filter(|_| len >= 4).ok_or_else(|| malformed("short date value"))?;
+    let b = rest
+        .get(..len)
+        .filter(|_| len >= 4)
+        .ok_or_else(|| malformed("short date value"))?;
     let year = i32::from(u16::from_le_bytes([b[0], b[1]]));
     let (month, day) = (u32::from(b[2]), u32::from(b[3]));
-    let Some(date) = NaiveDate::from_ymd_opt(year, month, day) else { return Ok(None) };
+    let Some(date) = NaiveDate::from_ymd_opt(year, month, day) else {
+        return Ok(None);
+    };
     let days = date.signed_duration_since(NaiveDate::default()).num_days();
     let days = i32::try_from(days).map_err(malformed)?;
     let mut micros = 0i64;
@@ -479,10 +541,14 @@ fn parse_time(v: &[u8]) -> Result<i64, DecodeError> {
     if len == 0 {
         return Ok(0);
     }
-    let b = rest.get(..len).filter(|_| len >= 8).ok_or_else(|| malformed("short time value"))?;
+    let b = rest
+        .get(..len)
+        .filter(|_| len >= 8)
+        .ok_or_else(|| malformed("short time value"))?;
     let negative = b[0] != 0;
     let days = i64::from(u32::from_le_bytes([b[1], b[2], b[3], b[4]]));
-    let mut micros = ((days * 24 + i64::from(b[5])) * 3600 + i64::from(b[6]) * 60 + i64::from(b[7])) * 1_000_000;
+    let mut micros =
+        ((days * 24 + i64::from(b[5])) * 3600 + i64::from(b[6]) * 60 + i64::from(b[7])) * 1_000_000;
     if len >= 12 {
         micros += i64::from(u32::from_le_bytes([b[8], b[9], b[10], b[11]]));
     }
@@ -500,9 +566,15 @@ mod tests {
 
     #[test]
     fn binary_dates_times_and_zero_dates_decode() {
-        assert_eq!(parse_datetime(&[4, 0xb2, 0x07, 1, 1]).ok().flatten(), Some((0, 0)));
+        assert_eq!(
+            parse_datetime(&[4, 0xb2, 0x07, 1, 1]).ok().flatten(),
+            Some((0, 0))
+        );
         let dt = [11, 0xd0, 0x07, 1, 1, 1, 2, 3, 0x40, 0x42, 0x0f, 0];
-        assert_eq!(parse_datetime(&dt).ok().flatten(), Some((10_957, 3_723_000_000 + 1_000_000)));
+        assert_eq!(
+            parse_datetime(&dt).ok().flatten(),
+            Some((10_957, 3_723_000_000 + 1_000_000))
+        );
         assert_eq!(parse_datetime(&[0]).ok().flatten(), None);
         assert_eq!(parse_datetime(&[4, 0xe8, 0x07, 2, 0]).ok().flatten(), None);
         assert_eq!(parse_time(&[8, 0, 0, 0, 0, 0, 1, 2, 3]).ok(), Some(3_723_000_000));
@@ -512,28 +584,50 @@ mod tests {
 
     #[test]
     fn protocol_types_and_the_catalog_give_arrow_types() {
-        let info = |data_type: &str, column_type: &str, charset: Option<&str>, p: Option<u64>, s: Option<u64>| {
-            ColumnInfo {
-                data_type: data_type.into(),
-                precision: p,
-                scale: s,
-                charset: charset.map(Into::into),
-                column_type: column_type.into(),
-            }
-        };
+        let info =
+            |data_type: &str, column_type: &str, charset: Option<&str>, p: Option<u64>, s: Option<u64>| {
+                ColumnInfo {
+                    data_type: data_type.into(),
+                    precision: p,
+                    scale: s,
+                    charset: charset.map(Into::into),
+                    column_type: column_type.into(),
+                }
+            };
         assert_eq!(
-            MyKind::resolve("DECIMAL", Some(&info("decimal", "decimal(12,3)", None, Some(12), Some(3)))),
-            Ok(MyKind::Decimal { precision: 12, scale: 3 })
+            MyKind::resolve(
+                "DECIMAL",
+                Some(&info("decimal", "decimal(12,3)", None, Some(12), Some(3)))
+            ),
+            Ok(MyKind::Decimal {
+                precision: 12,
+                scale: 3
+            })
         );
-        assert_eq!(MyKind::resolve("DECIMAL", None), Ok(MyKind::Decimal { precision: 38, scale: 10 }));
         assert_eq!(
-            MyKind::resolve("DECIMAL", Some(&info("decimal", "decimal(65,30)", None, Some(65), Some(30)))),
+            MyKind::resolve("DECIMAL", None),
+            Ok(MyKind::Decimal {
+                precision: 38,
+                scale: 10
+            })
+        );
+        assert_eq!(
+            MyKind::resolve(
+                "DECIMAL",
+                Some(&info("decimal", "decimal(65,30)", None, Some(65), Some(30)))
+            ),
             Ok(MyKind::DecimalText)
         );
-        assert_eq!(MyKind::resolve("BIT", Some(&info("bit", "bit(1)", None, None, None))), Ok(MyKind::Bool));
+        assert_eq!(
+            MyKind::resolve("BIT", Some(&info("bit", "bit(1)", None, None, None))),
+            Ok(MyKind::Bool)
+        );
         assert_eq!(MyKind::resolve("BIT", None), Ok(MyKind::Bits));
         assert_eq!(
-            MyKind::resolve("LONGBLOB", Some(&info("longtext", "longtext", Some("utf8mb4"), None, None))),
+            MyKind::resolve(
+                "LONGBLOB",
+                Some(&info("longtext", "longtext", Some("utf8mb4"), None, None))
+            ),
             Ok(MyKind::Text)
         );
         assert_eq!(MyKind::resolve("LONGBLOB", None), Ok(MyKind::Bytes));

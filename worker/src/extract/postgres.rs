@@ -17,12 +17,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, ListArray, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder,
-};
 use arrow::array::NullBufferBuilder;
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -30,7 +30,9 @@ use ferry_shared::domain::params::{BoundQuery, ParamValue};
 use futures::Stream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgColumn, PgConnection, PgPool, PgTypeInfo, PgTypeKind, Postgres};
-use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, Type, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, Type, TypeInfo, ValueRef,
+};
 
 use super::columns::{MAX_DECIMAL128_PRECISION, UNCONSTRAINED_DECIMAL, pow10};
 use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
@@ -42,12 +44,16 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 /// How long cleaning up an abandoned query may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) async fn extract(pool: &PgPool, query: &BoundQuery, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+pub(super) async fn extract(
+    pool: &PgPool,
+    query: &BoundQuery,
+    out: &mut Output<'_>,
+) -> Result<ReadPath, ExtractError> {
     let mut cancel = Cancellable::new(out.cancel());
     let mut session = Session::open(pool, &mut cancel).await?;
     let columns = session.describe(query, &mut cancel).await?;
     let schema = out.start(columns.iter().map(ColumnSpec::field).collect())?;
-    if !query.is_parameterised() && out.options().postgres_copy {
+    if !query.is_parameterised() && out.options().postgres_copy && session.copy_capable() {
         match session.copy(query, &columns, &schema, out, &mut cancel).await {
             Err(Attempt::Refused(reason)) => {
                 tracing::debug!(%reason, "COPY refused; reading through the extended protocol");
@@ -60,7 +66,9 @@ pub(super) async fn extract(pool: &PgPool, query: &BoundQuery, out: &mut Output<
             Ok(()) => return Ok(ReadPath::PostgresCopy),
         }
     }
-    session.extended(query, &columns, &schema, out, &mut cancel).await?;
+    session
+        .extended(query, &columns, &schema, out, &mut cancel)
+        .await?;
     Ok(ReadPath::PostgresExtended)
 }
 
@@ -92,11 +100,28 @@ impl<'p> Session<'p> {
             .run(sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn))
             .await?
             .map_err(database_error)?;
-        Ok(Session { pool, conn: Some(conn), pid, busy: false })
+        Ok(Session {
+            pool,
+            conn: Some(conn),
+            pid,
+            busy: false,
+        })
+    }
+
+    /// `COPY (query) … (FORMAT binary)` needs PostgreSQL 9.0; Redshift
+    /// reports 8.0.2 and has no COPY TO STDOUT, so it goes straight to the
+    /// extended protocol.
+    fn copy_capable(&self) -> bool {
+        self.conn
+            .as_deref()
+            .and_then(PgConnection::server_version_num)
+            .is_none_or(|v| v >= 90_000)
     }
 
     fn conn(&mut self) -> Result<&mut PgConnection, ExtractError> {
-        self.conn.as_deref_mut().ok_or_else(|| ExtractError::internal("the database connection is gone"))
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| ExtractError::internal("the database connection is gone"))
     }
 
     /// Prepares the query to learn its columns and maps them to Arrow.
@@ -139,7 +164,10 @@ impl<'p> Session<'p> {
         out: &mut Output<'_>,
         cancel: &mut Cancellable<'_>,
     ) -> Result<(), Attempt> {
-        let statement = format!("COPY (\n{}\n) TO STDOUT WITH (FORMAT binary)", trim_statement(&query.sql));
+        let statement = format!(
+            "COPY (\n{}\n) TO STDOUT WITH (FORMAT binary)",
+            trim_statement(&query.sql)
+        );
         let mut clean = false;
         self.busy = true;
         let result = async {
@@ -154,8 +182,10 @@ impl<'p> Session<'p> {
             };
             let mut batch = BatchDecoder::new(columns, schema.clone());
             let mut parser = CopyParser::default();
-            stream_batches(stream, &mut clean, cancel, out, &mut batch, |chunk, batch| parser.feed(chunk, batch))
-                .await?;
+            stream_batches(stream, &mut clean, cancel, out, &mut batch, |chunk, batch| {
+                parser.feed(chunk, batch)
+            })
+            .await?;
             if !parser.finished {
                 return Err(ExtractError::internal("the COPY stream ended without its trailer").into());
             }
@@ -197,9 +227,14 @@ impl<'p> Session<'p> {
             }
             let stream = bound.fetch(&mut *conn);
             let mut batch = BatchDecoder::new(columns, schema.clone());
-            stream_batches(stream, &mut clean, cancel, out, &mut batch, |row: sqlx::postgres::PgRow, batch| {
-                batch.push_row(&row)
-            })
+            stream_batches(
+                stream,
+                &mut clean,
+                cancel,
+                out,
+                &mut batch,
+                |row: sqlx::postgres::PgRow, batch| batch.push_row(&row),
+            )
             .await
         }
         .await;
@@ -243,7 +278,9 @@ impl Drop for Session<'_> {
         if !self.busy {
             return;
         }
-        let (Some(conn), Ok(handle)) = (self.conn.take(), tokio::runtime::Handle::try_current()) else { return };
+        let (Some(conn), Ok(handle)) = (self.conn.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
         let raw = conn.detach();
         let pool = self.pool.clone();
         let pid = self.pid;
@@ -365,9 +402,11 @@ async fn typmods(conn: &mut PgConnection, columns: &[PgColumn]) -> HashMap<usize
     };
     let mut by_attribute = HashMap::new();
     for row in rows {
-        let (Ok(rel), Ok(num), Ok(typmod)) =
-            (row.try_get::<i64, _>(0), row.try_get::<i32, _>(1), row.try_get::<i32, _>(2))
-        else {
+        let (Ok(rel), Ok(num), Ok(typmod)) = (
+            row.try_get::<i64, _>(0),
+            row.try_get::<i32, _>(1),
+            row.try_get::<i32, _>(2),
+        ) else {
             continue;
         };
         by_attribute.insert((rel, num), typmod);
@@ -375,7 +414,9 @@ async fn typmods(conn: &mut PgConnection, columns: &[PgColumn]) -> HashMap<usize
     wanted
         .into_iter()
         .filter_map(|(ordinal, rel, num)| {
-            by_attribute.get(&(i64::from(rel), i32::from(num))).map(|typmod| (ordinal, *typmod))
+            by_attribute
+                .get(&(i64::from(rel), i32::from(num)))
+                .map(|typmod| (ordinal, *typmod))
         })
         .collect()
 }
@@ -426,7 +467,10 @@ enum PgKind {
     Float4,
     Float8,
     /// numeric → Decimal128(precision, scale).
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     /// numeric wider than Decimal128 → its exact text.
     NumericText,
     /// text, varchar, bpchar, name, json, xml, enums, citext.
@@ -440,8 +484,13 @@ enum PgKind {
     Uuid,
     Date,
     Time,
-    Timestamp { utc: bool },
-    Array { element_oid: u32, element: Box<PgKind> },
+    Timestamp {
+        utc: bool,
+    },
+    Array {
+        element_oid: u32,
+        element: Box<PgKind>,
+    },
 }
 
 impl PgKind {
@@ -451,9 +500,9 @@ impl PgKind {
             Some(oid::BOOL) => PgKind::Bool,
             Some(oid::BYTEA) => PgKind::Bytea,
             Some(oid::CHAR) => PgKind::Char,
-            Some(oid::NAME | oid::TEXT | oid::JSON | oid::XML | oid::UNKNOWN | oid::BPCHAR | oid::VARCHAR) => {
-                PgKind::Text
-            }
+            Some(
+                oid::NAME | oid::TEXT | oid::JSON | oid::XML | oid::UNKNOWN | oid::BPCHAR | oid::VARCHAR,
+            ) => PgKind::Text,
             Some(oid::INT8) => PgKind::Int8,
             Some(oid::INT2) => PgKind::Int2,
             Some(oid::INT4) => PgKind::Int4,
@@ -471,7 +520,10 @@ impl PgKind {
                 PgTypeKind::Array(element) if !matches!(element.kind(), PgTypeKind::Array(_)) => {
                     let element_oid = element.oid().map(|o| o.0).ok_or_else(|| info.name().to_owned())?;
                     let element = PgKind::resolve(element, typmod).map_err(|_| info.name().to_owned())?;
-                    PgKind::Array { element_oid, element: Box::new(element) }
+                    PgKind::Array {
+                        element_oid,
+                        element: Box::new(element),
+                    }
                 }
                 // An enum's binary form is its label.
                 PgTypeKind::Enum(_) => PgKind::Text,
@@ -493,7 +545,9 @@ impl PgKind {
             PgKind::Float4 => DataType::Float32,
             PgKind::Float8 => DataType::Float64,
             PgKind::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
-            PgKind::NumericText | PgKind::Text | PgKind::Char | PgKind::Jsonb | PgKind::Uuid => DataType::Utf8,
+            PgKind::NumericText | PgKind::Text | PgKind::Char | PgKind::Jsonb | PgKind::Uuid => {
+                DataType::Utf8
+            }
             PgKind::Bytea => DataType::Binary,
             PgKind::Date => DataType::Date32,
             PgKind::Time => DataType::Time64(TimeUnit::Microsecond),
@@ -522,9 +576,16 @@ fn numeric_kind(typmod: i32) -> PgKind {
     let precision = (modifier >> 16) & 0xffff;
     // An 11-bit two's complement field since PostgreSQL 15.
     let scale = ((modifier & 0x7ff) ^ 1024) - 1024;
-    let (precision, scale) = if scale < 0 { (precision - scale, 0) } else { (precision.max(scale), scale) };
+    let (precision, scale) = if scale < 0 {
+        (precision - scale, 0)
+    } else {
+        (precision.max(scale), scale)
+    };
     match (u8::try_from(precision), i8::try_from(scale)) {
-        (Ok(p), Ok(s)) if p <= MAX_DECIMAL128_PRECISION && p > 0 => PgKind::Numeric { precision: p, scale: s },
+        (Ok(p), Ok(s)) if p <= MAX_DECIMAL128_PRECISION && p > 0 => PgKind::Numeric {
+            precision: p,
+            scale: s,
+        },
         _ => PgKind::NumericText,
     }
 }
@@ -565,22 +626,30 @@ impl BatchDecoder {
 
     fn push(&mut self, column: usize, value: Option<&[u8]>) -> Result<(), ExtractError> {
         let Some(decoder) = self.decoders.get_mut(column) else {
-            return Err(ExtractError::internal(format!("the server sent a value for unknown column {column}")));
+            return Err(ExtractError::internal(format!(
+                "the server sent a value for unknown column {column}"
+            )));
         };
-        decoder.push(value).map_err(|error| error.in_column(&self.names[column]))
+        decoder
+            .push(value)
+            .map_err(|error| error.in_column(&self.names[column]))
     }
 
     /// One row of the extended protocol (its values are in binary format).
     fn push_row(&mut self, row: &sqlx::postgres::PgRow) -> Result<(), ExtractError> {
         if row.len() != self.decoders.len() {
-            return Err(ExtractError::internal("the row does not have the described columns"));
+            return Err(ExtractError::internal(
+                "the row does not have the described columns",
+            ));
         }
         for column in 0..self.decoders.len() {
             let value = row.try_get_raw(column).map_err(database_error)?;
             let bytes = if value.is_null() {
                 None
             } else {
-                let bytes = value.as_bytes().map_err(|e| ExtractError::internal(e.to_string()))?;
+                let bytes = value
+                    .as_bytes()
+                    .map_err(|e| ExtractError::internal(e.to_string()))?;
                 self.bytes += bytes.len();
                 Some(bytes)
             };
@@ -643,7 +712,9 @@ impl CopyParser {
                 return Ok(0);
             }
             if &buf[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
-                return Err(ExtractError::internal("the COPY stream does not start with the binary signature"));
+                return Err(ExtractError::internal(
+                    "the COPY stream does not start with the binary signature",
+                ));
             }
             let extension = read_i32(buf, COPY_SIGNATURE.len() + 4).unwrap_or(0);
             let end = COPY_SIGNATURE.len() + 8 + usize::try_from(extension).unwrap_or(0);
@@ -708,7 +779,8 @@ fn read_i16(buf: &[u8], at: usize) -> Option<i16> {
 }
 
 fn read_i32(buf: &[u8], at: usize) -> Option<i32> {
-    buf.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    buf.get(at..at + 4)
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Why a value could not be decoded.
@@ -748,7 +820,11 @@ enum Decoder {
     Oid(Int64Builder),
     Float4(Float32Builder),
     Float8(Float64Builder),
-    Numeric { builder: Decimal128Builder, precision: u8, scale: i8 },
+    Numeric {
+        builder: Decimal128Builder,
+        precision: u8,
+        scale: i8,
+    },
     NumericText(StringBuilder),
     Text(StringBuilder),
     Char(StringBuilder),
@@ -818,9 +894,11 @@ impl Decoder {
             Decoder::Oid(b) => b.append_value(i64::from(u32::from_be_bytes(fixed(v)?))),
             Decoder::Float4(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
             Decoder::Float8(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
-            Decoder::Numeric { builder, precision, scale } => {
-                builder.append_value(numeric_to_decimal(v, *precision, *scale)?)
-            }
+            Decoder::Numeric {
+                builder,
+                precision,
+                scale,
+            } => builder.append_value(numeric_to_decimal(v, *precision, *scale)?),
             Decoder::NumericText(b) => b.append_value(numeric_to_string(v)?),
             Decoder::Text(b) => b.append_value(utf8(v)?),
             Decoder::Char(b) => b.append_value(String::from_utf8_lossy(v)),
@@ -850,9 +928,11 @@ impl Decoder {
             Decoder::Float4(b) => b.append_null(),
             Decoder::Float8(b) => b.append_null(),
             Decoder::Numeric { builder, .. } => builder.append_null(),
-            Decoder::NumericText(b) | Decoder::Text(b) | Decoder::Char(b) | Decoder::Jsonb(b) | Decoder::Uuid(b) => {
-                b.append_null()
-            }
+            Decoder::NumericText(b)
+            | Decoder::Text(b)
+            | Decoder::Char(b)
+            | Decoder::Jsonb(b)
+            | Decoder::Uuid(b) => b.append_null(),
             Decoder::Bytea(b) => b.append_null(),
             Decoder::Date(b) => b.append_null(),
             Decoder::Time(b) => b.append_null(),
@@ -874,9 +954,11 @@ impl Decoder {
             Decoder::Float4(b) => Arc::new(b.finish()),
             Decoder::Float8(b) => Arc::new(b.finish()),
             Decoder::Numeric { builder, .. } => Arc::new(builder.finish()),
-            Decoder::NumericText(b) | Decoder::Text(b) | Decoder::Char(b) | Decoder::Jsonb(b) | Decoder::Uuid(b) => {
-                Arc::new(b.finish())
-            }
+            Decoder::NumericText(b)
+            | Decoder::Text(b)
+            | Decoder::Char(b)
+            | Decoder::Jsonb(b)
+            | Decoder::Uuid(b) => Arc::new(b.finish()),
             Decoder::Bytea(b) => Arc::new(b.finish()),
             Decoder::Date(b) => Arc::new(b.finish()),
             Decoder::Time(b) => Arc::new(b.finish()),
@@ -885,7 +967,12 @@ impl Decoder {
                 let offsets = std::mem::replace(&mut list.offsets, vec![0]);
                 let values = list.child.finish()?;
                 let nulls = list.validity.finish();
-                Arc::new(ListArray::try_new(list.item.clone(), OffsetBuffer::new(offsets.into()), values, nulls)?)
+                Arc::new(ListArray::try_new(
+                    list.item.clone(),
+                    OffsetBuffer::new(offsets.into()),
+                    values,
+                    nulls,
+                )?)
             }
         })
     }
@@ -912,7 +999,9 @@ impl ListDecoder {
         let mut at = 12;
         for _ in 0..dimensions {
             let len = read_i32(v, at).ok_or_else(malformed)?;
-            count = count.checked_mul(usize::try_from(len).map_err(|_| malformed())?).ok_or_else(malformed)?;
+            count = count
+                .checked_mul(usize::try_from(len).map_err(|_| malformed())?)
+                .ok_or_else(malformed)?;
             at += 8;
         }
         for _ in 0..count {
@@ -927,9 +1016,12 @@ impl ListDecoder {
             }
         }
         let last = self.offsets.last().copied().unwrap_or(0);
-        let next = i32::try_from(count).ok().and_then(|c| last.checked_add(c)).ok_or_else(|| {
-            DecodeError::Unrepresentable("more than 2^31 array elements in one batch".into())
-        })?;
+        let next = i32::try_from(count)
+            .ok()
+            .and_then(|c| last.checked_add(c))
+            .ok_or_else(|| {
+                DecodeError::Unrepresentable("more than 2^31 array elements in one batch".into())
+            })?;
         self.offsets.push(next);
         self.validity.append_non_null();
         Ok(())
@@ -942,9 +1034,9 @@ fn date(days: i32) -> Result<i32, DecodeError> {
     match days {
         i32::MAX => Ok(i32::MAX),
         i32::MIN => Ok(-i32::MAX),
-        days => days
-            .checked_add(PG_EPOCH_DAYS)
-            .ok_or_else(|| DecodeError::Unrepresentable(format!("date {days} days after 2000-01-01 is out of range"))),
+        days => days.checked_add(PG_EPOCH_DAYS).ok_or_else(|| {
+            DecodeError::Unrepresentable(format!("date {days} days after 2000-01-01 is out of range"))
+        }),
     }
 }
 
@@ -1003,7 +1095,12 @@ impl Numeric<'_> {
         if ndigits < 0 || digits.len() != ndigits as usize * 2 {
             return Err(malformed());
         }
-        Ok(Numeric { weight: i32::from(weight), sign, dscale, digits })
+        Ok(Numeric {
+            weight: i32::from(weight),
+            sign,
+            dscale,
+            digits,
+        })
     }
 
     fn ndigits(&self) -> i32 {
@@ -1044,8 +1141,11 @@ fn numeric_to_decimal(v: &[u8], precision: u8, scale: i8) -> Result<i128, Decode
         return Err(DecodeError::Malformed("malformed numeric sign".into()));
     }
     let scale = u32::try_from(scale).unwrap_or(0);
-    let overflow =
-        || DecodeError::Unrepresentable(format!("a value does not fit decimal({precision},{scale}); cast it to text"));
+    let overflow = || {
+        DecodeError::Unrepresentable(format!(
+            "a value does not fit decimal({precision},{scale}); cast it to text"
+        ))
+    };
     // Groups from the highest down to the one holding the scale-th
     // fractional digit; of that last group only the digits within the
     // scale are kept, the first dropped digit decides rounding.
@@ -1057,11 +1157,18 @@ fn numeric_to_decimal(v: &[u8], precision: u8, scale: i8) -> Result<i128, Decode
     while g >= -fraction_groups {
         let digit = n.group(g);
         if g == -fraction_groups && extra > 0 {
-            let cut = pow10(extra);
-            acc = acc.checked_mul(pow10(4 - extra)).and_then(|a| a.checked_add(digit / cut)).ok_or_else(overflow)?;
+            // A base-10000 digit fits u32: keep the division off i128.
+            let (digit, cut) = (digit as u32, 10u32.pow(extra));
+            acc = acc
+                .checked_mul(pow10(4 - extra))
+                .and_then(|a| a.checked_add(i128::from(digit / cut)))
+                .ok_or_else(overflow)?;
             round_up = (digit % cut) * 2 >= cut;
         } else {
-            acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(digit)).ok_or_else(overflow)?;
+            acc = acc
+                .checked_mul(10_000)
+                .and_then(|a| a.checked_add(digit))
+                .ok_or_else(overflow)?;
         }
         g -= 1;
     }
@@ -1155,27 +1262,51 @@ mod tests {
 
     #[test]
     fn numerics_decode_exactly_at_their_scale() {
-        assert_eq!(numeric_to_decimal(&numeric("1234.56"), 12, 2).expect("d"), 123_456);
-        assert_eq!(numeric_to_decimal(&numeric("-1234.56"), 12, 2).expect("d"), -123_456);
+        assert_eq!(
+            numeric_to_decimal(&numeric("1234.56"), 12, 2).expect("d"),
+            123_456
+        );
+        assert_eq!(
+            numeric_to_decimal(&numeric("-1234.56"), 12, 2).expect("d"),
+            -123_456
+        );
         assert_eq!(numeric_to_decimal(&numeric("0.0001"), 10, 4).expect("d"), 1);
         assert_eq!(numeric_to_decimal(&numeric("0"), 10, 4).expect("d"), 0);
-        assert_eq!(numeric_to_decimal(&numeric("100000000"), 12, 0).expect("d"), 100_000_000);
+        assert_eq!(
+            numeric_to_decimal(&numeric("100000000"), 12, 0).expect("d"),
+            100_000_000
+        );
         assert_eq!(numeric_to_decimal(&numeric("12.5"), 12, 5).expect("d"), 1_250_000);
         assert_eq!(
             numeric_to_decimal(&numeric("-0.00000000000000000000000000000000000001"), 38, 38).expect("d"),
             -1
         );
         let max = "9".repeat(38);
-        assert_eq!(numeric_to_decimal(&numeric(&max), 38, 0).expect("d"), pow10(38) - 1);
+        assert_eq!(
+            numeric_to_decimal(&numeric(&max), 38, 0).expect("d"),
+            pow10(38) - 1
+        );
         let max_scaled = format!("{}.{}", "9".repeat(36), "99");
-        assert_eq!(numeric_to_decimal(&numeric(&max_scaled), 38, 2).expect("d"), pow10(38) - 1);
+        assert_eq!(
+            numeric_to_decimal(&numeric(&max_scaled), 38, 2).expect("d"),
+            pow10(38) - 1
+        );
     }
 
     #[test]
     fn unconstrained_numerics_round_half_away_from_zero() {
-        assert_eq!(numeric_to_decimal(&numeric("0.00000000005"), 38, 10).expect("d"), 1);
-        assert_eq!(numeric_to_decimal(&numeric("-0.00000000005"), 38, 10).expect("d"), -1);
-        assert_eq!(numeric_to_decimal(&numeric("0.00000000004999"), 38, 10).expect("d"), 0);
+        assert_eq!(
+            numeric_to_decimal(&numeric("0.00000000005"), 38, 10).expect("d"),
+            1
+        );
+        assert_eq!(
+            numeric_to_decimal(&numeric("-0.00000000005"), 38, 10).expect("d"),
+            -1
+        );
+        assert_eq!(
+            numeric_to_decimal(&numeric("0.00000000004999"), 38, 10).expect("d"),
+            0
+        );
         assert_eq!(numeric_to_decimal(&numeric("2.345"), 10, 2).expect("d"), 235);
         assert_eq!(numeric_to_decimal(&numeric("1.99995"), 10, 4).expect("d"), 20_000);
         assert_eq!(numeric_to_decimal(&numeric("1.00005"), 10, 4).expect("d"), 10_001);
@@ -1185,9 +1316,15 @@ mod tests {
     #[test]
     fn special_numerics_are_errors_and_text_keeps_them() {
         let nan = [0, 0, 0, 0, 0xC0, 0, 0, 0];
-        assert!(matches!(numeric_to_decimal(&nan, 10, 2), Err(DecodeError::Unrepresentable(_))));
+        assert!(matches!(
+            numeric_to_decimal(&nan, 10, 2),
+            Err(DecodeError::Unrepresentable(_))
+        ));
         assert_eq!(numeric_to_string(&nan).expect("text"), "NaN");
-        assert_eq!(numeric_to_string(&numeric("-1234.5600")).expect("text"), "-1234.5600");
+        assert_eq!(
+            numeric_to_string(&numeric("-1234.5600")).expect("text"),
+            "-1234.5600"
+        );
         assert_eq!(numeric_to_string(&numeric("0.0012")).expect("text"), "0.0012");
         assert_eq!(numeric_to_string(&numeric("10000")).expect("text"), "10000");
         assert_eq!(numeric_to_string(&numeric("0")).expect("text"), "0");
@@ -1196,11 +1333,35 @@ mod tests {
     #[test]
     fn typmods_give_precision_and_scale() {
         let typmod = |p: i32, s: i32| ((p << 16) | (s & 0x7ff)) + 4;
-        assert_eq!(numeric_kind(typmod(12, 2)), PgKind::Numeric { precision: 12, scale: 2 });
-        assert_eq!(numeric_kind(-1), PgKind::Numeric { precision: 38, scale: 10 });
+        assert_eq!(
+            numeric_kind(typmod(12, 2)),
+            PgKind::Numeric {
+                precision: 12,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            numeric_kind(-1),
+            PgKind::Numeric {
+                precision: 38,
+                scale: 10
+            }
+        );
         assert_eq!(numeric_kind(typmod(50, 10)), PgKind::NumericText);
-        assert_eq!(numeric_kind(typmod(5, -2)), PgKind::Numeric { precision: 7, scale: 0 });
-        assert_eq!(numeric_kind(typmod(2, 5)), PgKind::Numeric { precision: 5, scale: 5 });
+        assert_eq!(
+            numeric_kind(typmod(5, -2)),
+            PgKind::Numeric {
+                precision: 7,
+                scale: 0
+            }
+        );
+        assert_eq!(
+            numeric_kind(typmod(2, 5)),
+            PgKind::Numeric {
+                precision: 5,
+                scale: 5
+            }
+        );
     }
 
     #[test]
@@ -1218,10 +1379,18 @@ mod tests {
     #[test]
     fn the_copy_parser_carries_partial_tuples_across_chunks() {
         let columns = vec![
-            ColumnSpec { name: "a".into(), kind: PgKind::Int4 },
-            ColumnSpec { name: "b".into(), kind: PgKind::Text },
+            ColumnSpec {
+                name: "a".into(),
+                kind: PgKind::Int4,
+            },
+            ColumnSpec {
+                name: "b".into(),
+                kind: PgKind::Text,
+            },
         ];
-        let schema = Arc::new(arrow::datatypes::Schema::new(columns.iter().map(ColumnSpec::field).collect::<Vec<_>>()));
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            columns.iter().map(ColumnSpec::field).collect::<Vec<_>>(),
+        ));
         let mut stream = Vec::new();
         stream.extend_from_slice(COPY_SIGNATURE);
         stream.extend_from_slice(&0i32.to_be_bytes());
@@ -1242,7 +1411,9 @@ mod tests {
             let mut batch = BatchDecoder::new(&columns, schema.clone());
             let mut parser = CopyParser::default();
             for chunk in stream.chunks(chunk_size) {
-                parser.feed(bytes::Bytes::copy_from_slice(chunk), &mut batch).expect("feed");
+                parser
+                    .feed(bytes::Bytes::copy_from_slice(chunk), &mut batch)
+                    .expect("feed");
             }
             assert!(parser.finished);
             let batch = batch.finish().expect("batch");

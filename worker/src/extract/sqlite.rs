@@ -78,7 +78,10 @@ pub(super) async fn extract(
                             *affinity = Affinity::infer(rows.iter().map(|r| &r[index]));
                         }
                     }
-                    let fields = columns.iter().map(|(name, a)| Field::new(name, a.data_type(), true)).collect();
+                    let fields = columns
+                        .iter()
+                        .map(|(name, a)| Field::new(name, a.data_type(), true))
+                        .collect();
                     let schema = out.start(fields)?;
                     writer = Some(BatchWriter::new(&columns, schema));
                 }
@@ -275,7 +278,9 @@ fn append(builder: &mut Builder, value: &Value) -> Result<(), String> {
             Value::Text(t) => b.append_value(t),
             Value::Integer(i) => b.append_value(i.to_string()),
             Value::Real(r) => b.append_value(r.to_string()),
-            Value::Blob(bytes) => b.append_value(std::str::from_utf8(bytes).map_err(|_| mismatch("UTF-8 text"))?),
+            Value::Blob(bytes) => {
+                b.append_value(std::str::from_utf8(bytes).map_err(|_| mismatch("UTF-8 text"))?)
+            }
             Value::Null => b.append_null(),
         },
         Builder::Binary(b) => match value {
@@ -287,7 +292,9 @@ fn append(builder: &mut Builder, value: &Value) -> Result<(), String> {
             let micros = datetime_micros(value).ok_or_else(|| mismatch("a date"))?;
             b.append_value(i32::try_from(micros.div_euclid(MICROS_PER_DAY)).map_err(|_| mismatch("a date"))?)
         }
-        Builder::Timestamp(b) => b.append_value(datetime_micros(value).ok_or_else(|| mismatch("a datetime"))?),
+        Builder::Timestamp(b) => {
+            b.append_value(datetime_micros(value).ok_or_else(|| mismatch("a datetime"))?)
+        }
         Builder::Time64(b) => b.append_value(match value {
             Value::Text(t) => time_micros(t).ok_or_else(|| mismatch("a time"))?,
             _ => return Err(mismatch("a time")),
@@ -323,7 +330,12 @@ fn datetime_micros(value: &Value) -> Option<i64> {
             if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
                 return Some(date.and_time(NaiveTime::MIN).and_utc().timestamp_micros());
             }
-            for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+            for format in [
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M",
+                "%Y-%m-%dT%H:%M",
+            ] {
                 if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
                     return Some(naive.and_utc().timestamp_micros());
                 }
@@ -333,7 +345,9 @@ fn datetime_micros(value: &Value) -> Option<i64> {
                     return Some(zoned.timestamp_micros());
                 }
             }
-            DateTime::parse_from_rfc3339(text).ok().map(|zoned| zoned.timestamp_micros())
+            DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|zoned| zoned.timestamp_micros())
         }
         Value::Blob(_) | Value::Null => None,
     }
@@ -365,9 +379,18 @@ mod tests {
 
     #[test]
     fn sqlite_dates_read_as_its_date_functions_do() {
-        assert_eq!(datetime_micros(&Value::Text("1970-01-02".into())), Some(MICROS_PER_DAY));
-        assert_eq!(datetime_micros(&Value::Text("1970-01-01 00:00:01.5".into())), Some(1_500_000));
-        assert_eq!(datetime_micros(&Value::Text("1970-01-01T01:00:00+01:00".into())), Some(0));
+        assert_eq!(
+            datetime_micros(&Value::Text("1970-01-02".into())),
+            Some(MICROS_PER_DAY)
+        );
+        assert_eq!(
+            datetime_micros(&Value::Text("1970-01-01 00:00:01.5".into())),
+            Some(1_500_000)
+        );
+        assert_eq!(
+            datetime_micros(&Value::Text("1970-01-01T01:00:00+01:00".into())),
+            Some(0)
+        );
         assert_eq!(datetime_micros(&Value::Integer(2)), Some(2_000_000));
         assert_eq!(datetime_micros(&Value::Real(2_440_588.5)), Some(MICROS_PER_DAY));
         assert_eq!(time_micros("01:00:00.25"), Some(3_600_250_000));

@@ -31,6 +31,12 @@ enum Stop {
     Cancelled,
     /// A newer attempt owns the execution.
     Fenced,
+    /// The metadata store could not be reached to confirm the lease: this
+    /// attempt published nothing and records nothing more; the job is
+    /// retried, and whichever attempt owns the execution once the store
+    /// answers redoes the step. (Never a step failure: a store outage is not
+    /// the step's fault.)
+    Unconfirmed,
 }
 
 /// How a run of the steps ended.
@@ -103,6 +109,10 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
         Ended::Stopped(Stop::Fenced) => {
             tracing::warn!(execution_id = %lease.execution_id, attempt = lease.attempt, "lease lost; a newer attempt owns the execution");
             Ok(())
+        }
+        Ended::Stopped(Stop::Unconfirmed) => {
+            tracing::warn!(execution_id = %lease.execution_id, attempt = lease.attempt, "the metadata store is unavailable; the execution will be resumed");
+            Err(JobError::Retry("the metadata store could not confirm the execution lease".into()))
         }
     };
     announce(shared, &lease.execution_id).await;
@@ -192,7 +202,12 @@ async fn run_step(
         .store
         .get_connector(&execution.org_id, connector_uuid)
         .await
-        .map_err(|e| step_error("internal", e.to_string()))?
+        .map_err(|e| {
+            if matches!(e, ferry_shared::Error::Unavailable(_)) {
+                watch.stop(Stop::Unconfirmed);
+            }
+            step_error("internal", e.to_string())
+        })?
         .ok_or_else(|| step_error("not_found", format!("connector {connector_uuid} no longer exists")))?;
     if connector.status == ConnectorStatus::Disabled {
         return Err(step_error("connector_disabled", format!("connector {connector_uuid} is disabled")));
@@ -232,14 +247,29 @@ async fn run_step(
             watch.bytes.store(bytes, Ordering::Relaxed);
         }
     };
+    // Publishes only under a confirmed lease. A refusal also says why, so
+    // that the run stops as cancelled, fenced or unconfirmed instead of
+    // recording the step as failed.
     let fence = || {
         let shared = shared.clone();
         let lease = lease.clone();
+        let watch = watch.clone();
         async move {
-            matches!(
-                shared.store.renew_lease(&lease, shared.lease).await,
-                Ok(Some(ExecutionStatus::Running))
-            )
+            match shared.store.renew_lease(&lease, shared.lease).await {
+                Ok(Some(ExecutionStatus::Running)) => true,
+                Ok(Some(ExecutionStatus::Cancelling)) => {
+                    watch.stop(Stop::Cancelled);
+                    false
+                }
+                Ok(_) => {
+                    watch.stop(Stop::Fenced);
+                    false
+                }
+                Err(_) => {
+                    watch.stop(Stop::Unconfirmed);
+                    false
+                }
+            }
         }
     };
     let output = run_sql_step(&source, &bound, &shared.objects, &path, &progress, &watch.cancel, fence)

@@ -38,11 +38,17 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn run(command: &mut Command, what: &str) -> String {
-    let output = command.output().unwrap_or_else(|error| panic!("{what}: could not run: {error}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{what}: could not run: {error}"));
     if !output.status.success() {
         panic!(
             "{what} failed ({}):\n{}\n{}",
@@ -73,7 +79,10 @@ where
 }
 
 pub fn query(sql: &str, params: Vec<ParamValue>) -> BoundQuery {
-    BoundQuery { sql: sql.to_owned(), params }
+    BoundQuery {
+        sql: sql.to_owned(),
+        params,
+    }
 }
 
 // ---------------------------------------------------------------- PostgreSQL
@@ -93,7 +102,9 @@ pub async fn pg_pool(database: &str, size: u32) -> PgPool {
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(pg_options(database))
         .await
-        .unwrap_or_else(|error| panic!("PostgreSQL on 127.0.0.1:5432 is required (scripts/services.sh): {error}"))
+        .unwrap_or_else(|error| {
+            panic!("PostgreSQL on 127.0.0.1:5432 is required (scripts/services.sh): {error}")
+        })
 }
 
 /// A fresh database on the shared server, dropped at the end of the test.
@@ -111,7 +122,11 @@ pub async fn pg_fixture() -> PgFixture {
         .await
         .expect("create database");
     let pool = pg_pool(&database, 5).await;
-    PgFixture { database, pool, admin }
+    PgFixture {
+        database,
+        pool,
+        admin,
+    }
 }
 
 impl PgFixture {
@@ -144,7 +159,17 @@ impl Drop for PgFixture {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c", &sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+                &sql,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -189,7 +214,9 @@ pub async fn maria_fixture() -> MariaFixture {
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
-        .unwrap_or_else(|error| panic!("MariaDB on 127.0.0.1:3306 is required (scripts/services.sh): {error}"));
+        .unwrap_or_else(|error| {
+            panic!("MariaDB on 127.0.0.1:3306 is required (scripts/services.sh): {error}")
+        });
     MariaFixture { database: name, pool }
 }
 
@@ -210,7 +237,10 @@ impl Drop for MariaFixture {
     fn drop(&mut self) {
         let _ = Command::new("mariadb")
             .args(["--socket", MARIADB_SOCKET, "-u", "root", "-e"])
-            .arg(format!("DROP DATABASE IF EXISTS `{0}`; DROP USER IF EXISTS '{0}'@'%';", self.database))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS `{0}`; DROP USER IF EXISTS '{0}'@'%';",
+                self.database
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -226,8 +256,14 @@ pub struct SqliteFixture {
 
 pub async fn sqlite_fixture() -> SqliteFixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("db.sqlite")).create_if_missing(true);
-    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(2).connect_with(options).await.expect("sqlite");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("db.sqlite"))
+        .create_if_missing(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .expect("sqlite");
     SqliteFixture { pool, _dir: dir }
 }
 
@@ -310,7 +346,11 @@ pub struct S3Peer {
 
 pub async fn s3_peer() -> S3Peer {
     let venv = s3_peer_venv();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let mut child = Command::new(venv.join("bin/moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -320,18 +360,34 @@ pub async fn s3_peer() -> S3Peer {
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = reqwest::Client::new();
     loop {
-        if client.get(format!("http://127.0.0.1:{port}/")).send().await.is_ok() {
+        if client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("moto_server exited before listening: {status}");
         }
-        assert!(Instant::now() < deadline, "moto_server did not listen on {port} within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not listen on {port} within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let bucket = "ferry-results".to_owned();
-    let created = client.put(format!("http://127.0.0.1:{port}/{bucket}")).send().await.expect("create bucket");
-    assert!(created.status().is_success(), "create bucket: {}", created.status());
+    let created = client
+        .put(format!("http://127.0.0.1:{port}/{bucket}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(
+        created.status().is_success(),
+        "create bucket: {}",
+        created.status()
+    );
     S3Peer { child, port, bucket }
 }
 
@@ -360,7 +416,10 @@ impl S3Peer {
             .text()
             .await
             .expect("body");
-        assert!(body.contains("ListMultipartUploadsResult"), "unexpected answer: {body}");
+        assert!(
+            body.contains("ListMultipartUploadsResult"),
+            "unexpected answer: {body}"
+        );
         body.matches("<Upload>").count()
     }
 }
@@ -382,8 +441,15 @@ pub struct CountingStore {
 impl CountingStore {
     pub fn wrap(target: &ObjectTarget) -> (ObjectTarget, Arc<AtomicUsize>) {
         let parts = Arc::new(AtomicUsize::new(0));
-        let store = CountingStore { inner: target.store.clone(), parts: parts.clone() };
-        let wrapped = ObjectTarget { store: Arc::new(store), prefix: target.prefix.clone(), base_url: target.base_url.clone() };
+        let store = CountingStore {
+            inner: target.store.clone(),
+            parts: parts.clone(),
+        };
+        let wrapped = ObjectTarget {
+            store: Arc::new(store),
+            prefix: target.prefix.clone(),
+            base_url: target.base_url.clone(),
+        };
         (wrapped, parts)
     }
 }
@@ -418,7 +484,12 @@ impl MultipartUpload for CountingUpload {
 
 #[async_trait]
 impl ObjectStore for CountingStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -428,7 +499,10 @@ impl ObjectStore for CountingStore {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(CountingUpload { inner, parts: self.parts.clone() }))
+        Ok(Box::new(CountingUpload {
+            inner,
+            parts: self.parts.clone(),
+        }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -466,7 +540,12 @@ pub fn options_with_parts(part_size: usize, row_group_rows: usize) -> ExtractOpt
 }
 
 /// Runs a step with default options, no progress and an agreeing fence.
-pub async fn extract(source: &SqlSource, query: &BoundQuery, target: &ObjectTarget, path: &Path) -> Result<StepOutput, ExtractError> {
+pub async fn extract(
+    source: &SqlSource,
+    query: &BoundQuery,
+    target: &ObjectTarget,
+    path: &Path,
+) -> Result<StepOutput, ExtractError> {
     extract_with(&ExtractOptions::default(), source, query, target, path).await
 }
 
@@ -478,12 +557,29 @@ pub async fn extract_with(
     path: &Path,
 ) -> Result<StepOutput, ExtractError> {
     let cancel = CancellationToken::new();
-    run_sql_step_with(options, source, query, target, path, &|_, _| {}, &cancel, || async { true }).await
+    run_sql_step_with(
+        options,
+        source,
+        query,
+        target,
+        path,
+        &|_, _| {},
+        &cancel,
+        || async { true },
+    )
+    .await
 }
 
 /// The object's bytes.
 pub async fn object_bytes(target: &ObjectTarget, path: &Path) -> Bytes {
-    target.store.get(path).await.expect("get object").bytes().await.expect("object bytes")
+    target
+        .store
+        .get(path)
+        .await
+        .expect("get object")
+        .bytes()
+        .await
+        .expect("object bytes")
 }
 
 /// Whether an object exists at `path`.
@@ -508,7 +604,11 @@ pub async fn read_parquet(target: &ObjectTarget, path: &Path) -> (RecordBatch, A
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet reader");
     let metadata = builder.metadata().clone();
     let schema = builder.schema().clone();
-    let batches: Vec<RecordBatch> = builder.build().expect("build").collect::<Result<_, _>>().expect("read batches");
+    let batches: Vec<RecordBatch> = builder
+        .build()
+        .expect("build")
+        .collect::<Result<_, _>>()
+        .expect("read batches");
     let batch = arrow::compute::concat_batches(&schema, &batches).expect("concat");
     (batch, metadata)
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array,
-    Int8Array, Int16Array, Int32Array, Int64Array, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
-    UInt8Array, UInt16Array, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
+    Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, StringArray, Time64MicrosecondArray,
+    TimestampMicrosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, NaiveDateTime};
@@ -43,7 +43,10 @@ INSERT INTO everything VALUES
 "#;
 
 fn micros(text: &str) -> i64 {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").expect("timestamp").and_utc().timestamp_micros()
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .expect("timestamp")
+        .and_utc()
+        .timestamp_micros()
 }
 
 fn days(text: &str) -> i32 {
@@ -52,7 +55,9 @@ fn days(text: &str) -> i32 {
 }
 
 fn check(batch: &RecordBatch, name: &str, expected: ArrayRef) {
-    let actual = batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    let actual = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     assert_eq!(actual.data_type(), expected.data_type(), "type of {name}");
     assert_eq!(actual.as_ref(), expected.as_ref(), "values of {name}");
 }
@@ -63,22 +68,67 @@ async fn mariadb_types_round_trip_value_for_value_with_nulls() {
     db.exec(EVERYTHING).await;
     let files = file_target();
     let path = files.target.step_path("exec_my", "step_1");
-    let output = extract(&db.source(), &query("SELECT * FROM everything ORDER BY id", vec![]), &files.target, &path)
-        .await
-        .expect("extract");
+    let output = extract(
+        &db.source(),
+        &query("SELECT * FROM everything ORDER BY id", vec![]),
+        &files.target,
+        &path,
+    )
+    .await
+    .expect("extract");
     assert_eq!(output.read_path, ReadPath::MySql);
     assert_eq!(output.rows, 3);
     let (batch, _) = read_parquet(&files.target, &path).await;
-    check(&batch, "ti", Arc::new(Int8Array::from(vec![Some(-128), Some(127), None])));
-    check(&batch, "tu", Arc::new(UInt8Array::from(vec![Some(0), Some(255), None])));
-    check(&batch, "si", Arc::new(Int16Array::from(vec![Some(-32768), Some(32767), None])));
-    check(&batch, "su", Arc::new(UInt16Array::from(vec![Some(0), Some(65535), None])));
-    check(&batch, "mi", Arc::new(Int32Array::from(vec![Some(-8_388_608), Some(8_388_607), None])));
-    check(&batch, "mu", Arc::new(UInt32Array::from(vec![Some(0), Some(16_777_215), None])));
-    check(&batch, "i", Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(i32::MAX), None])));
-    check(&batch, "iu", Arc::new(UInt32Array::from(vec![Some(0), Some(u32::MAX), None])));
-    check(&batch, "bi", Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None])));
-    check(&batch, "bu", Arc::new(UInt64Array::from(vec![Some(0), Some(u64::MAX), None])));
+    check(
+        &batch,
+        "ti",
+        Arc::new(Int8Array::from(vec![Some(-128), Some(127), None])),
+    );
+    check(
+        &batch,
+        "tu",
+        Arc::new(UInt8Array::from(vec![Some(0), Some(255), None])),
+    );
+    check(
+        &batch,
+        "si",
+        Arc::new(Int16Array::from(vec![Some(-32768), Some(32767), None])),
+    );
+    check(
+        &batch,
+        "su",
+        Arc::new(UInt16Array::from(vec![Some(0), Some(65535), None])),
+    );
+    check(
+        &batch,
+        "mi",
+        Arc::new(Int32Array::from(vec![Some(-8_388_608), Some(8_388_607), None])),
+    );
+    check(
+        &batch,
+        "mu",
+        Arc::new(UInt32Array::from(vec![Some(0), Some(16_777_215), None])),
+    );
+    check(
+        &batch,
+        "i",
+        Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(i32::MAX), None])),
+    );
+    check(
+        &batch,
+        "iu",
+        Arc::new(UInt32Array::from(vec![Some(0), Some(u32::MAX), None])),
+    );
+    check(
+        &batch,
+        "bi",
+        Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None])),
+    );
+    check(
+        &batch,
+        "bu",
+        Arc::new(UInt64Array::from(vec![Some(0), Some(u64::MAX), None])),
+    );
     check(
         &batch,
         "dec_",
@@ -97,15 +147,63 @@ async fn mariadb_types_round_trip_value_for_value_with_nulls() {
             None,
         ])),
     );
-    check(&batch, "f", Arc::new(Float32Array::from(vec![Some(-1.5), Some(3.25), None])));
-    check(&batch, "d", Arc::new(Float64Array::from(vec![Some(-2.25), Some(1e300), None])));
-    check(&batch, "vc", Arc::new(StringArray::from(vec![Some("héllo"), Some("x"), None])));
-    check(&batch, "tx", Arc::new(StringArray::from(vec![Some(""), Some("long text"), None])));
-    check(&batch, "bin_text", Arc::new(StringArray::from(vec![Some("Bin"), Some("bin"), None])));
-    check(&batch, "js", Arc::new(StringArray::from(vec![Some(r#"{"a": 1}"#), Some("[1, 2]"), None])));
-    check(&batch, "bl", Arc::new(BinaryArray::from(vec![Some(&b"\x00\xff"[..]), Some(&b"\xde\xad\xbe\xef"[..]), None])));
-    check(&batch, "vb", Arc::new(BinaryArray::from(vec![Some(&b""[..]), Some(&b"\x01\x02"[..]), None])));
-    check(&batch, "dt", Arc::new(Date32Array::from(vec![Some(days("1000-01-01")), Some(days("9999-12-31")), None])));
+    check(
+        &batch,
+        "f",
+        Arc::new(Float32Array::from(vec![Some(-1.5), Some(3.25), None])),
+    );
+    check(
+        &batch,
+        "d",
+        Arc::new(Float64Array::from(vec![Some(-2.25), Some(1e300), None])),
+    );
+    check(
+        &batch,
+        "vc",
+        Arc::new(StringArray::from(vec![Some("héllo"), Some("x"), None])),
+    );
+    check(
+        &batch,
+        "tx",
+        Arc::new(StringArray::from(vec![Some(""), Some("long text"), None])),
+    );
+    check(
+        &batch,
+        "bin_text",
+        Arc::new(StringArray::from(vec![Some("Bin"), Some("bin"), None])),
+    );
+    check(
+        &batch,
+        "js",
+        Arc::new(StringArray::from(vec![Some(r#"{"a": 1}"#), Some("[1, 2]"), None])),
+    );
+    check(
+        &batch,
+        "bl",
+        Arc::new(BinaryArray::from(vec![
+            Some(&b"\x00\xff"[..]),
+            Some(&b"\xde\xad\xbe\xef"[..]),
+            None,
+        ])),
+    );
+    check(
+        &batch,
+        "vb",
+        Arc::new(BinaryArray::from(vec![
+            Some(&b""[..]),
+            Some(&b"\x01\x02"[..]),
+            None,
+        ])),
+    );
+    check(
+        &batch,
+        "dt",
+        Arc::new(Date32Array::from(vec![
+            Some(days("1000-01-01")),
+            Some(days("9999-12-31")),
+            None,
+        ])),
+    );
     check(
         &batch,
         "dtm",
@@ -119,23 +217,57 @@ async fn mariadb_types_round_trip_value_for_value_with_nulls() {
         &batch,
         "ts",
         Arc::new(
-            TimestampMicrosecondArray::from(vec![Some(1_000_000), Some(micros("2038-01-19 03:14:07.999999")), None])
-                .with_timezone("UTC"),
+            TimestampMicrosecondArray::from(vec![
+                Some(1_000_000),
+                Some(micros("2038-01-19 03:14:07.999999")),
+                None,
+            ])
+            .with_timezone("UTC"),
         ),
     );
-    check(&batch, "tm", Arc::new(Time64MicrosecondArray::from(vec![Some(0), Some(86_399_999_999), None])));
-    check(&batch, "yr", Arc::new(Int16Array::from(vec![Some(1901), Some(2155), None])));
-    check(&batch, "flag", Arc::new(BooleanArray::from(vec![Some(false), Some(true), None])));
-    check(&batch, "bit1", Arc::new(BooleanArray::from(vec![Some(false), Some(true), None])));
-    check(&batch, "bits", Arc::new(UInt64Array::from(vec![Some(0), Some(4095), None])));
-    check(&batch, "en", Arc::new(StringArray::from(vec![Some("a"), Some("b"), None])));
+    check(
+        &batch,
+        "tm",
+        Arc::new(Time64MicrosecondArray::from(vec![
+            Some(0),
+            Some(86_399_999_999),
+            None,
+        ])),
+    );
+    check(
+        &batch,
+        "yr",
+        Arc::new(Int16Array::from(vec![Some(1901), Some(2155), None])),
+    );
+    check(
+        &batch,
+        "flag",
+        Arc::new(BooleanArray::from(vec![Some(false), Some(true), None])),
+    );
+    check(
+        &batch,
+        "bit1",
+        Arc::new(BooleanArray::from(vec![Some(false), Some(true), None])),
+    );
+    check(
+        &batch,
+        "bits",
+        Arc::new(UInt64Array::from(vec![Some(0), Some(4095), None])),
+    );
+    check(
+        &batch,
+        "en",
+        Arc::new(StringArray::from(vec![Some("a"), Some("b"), None])),
+    );
 }
 
 #[tokio::test]
 async fn mariadb_parameters_are_bound_values_and_expressions_get_types() {
     let db = maria_fixture().await;
-    db.exec("CREATE TABLE t (name VARCHAR(40), amount DECIMAL(10,2), day DATE)").await;
-    db.exec("INSERT INTO t VALUES ('alice', 10.50, '2024-01-01'), ('x'' OR ''1''=''1', 2.25, '2024-02-01')").await;
+    db.exec("CREATE TABLE t (name VARCHAR(40), amount DECIMAL(10,2), day DATE)")
+        .await;
+    db.exec("INSERT INTO t VALUES ('alice', 10.50, '2024-01-01'), ('x'' OR ''1''=''1', 2.25, '2024-02-01')")
+        .await;
     let files = file_target();
     for (n, name, expected) in [(0, "x' OR '1'='1", 1), (1, "nobody' OR '1'='1", 0)] {
         let path = files.target.step_path("exec_my_params", &format!("step_{n}"));
@@ -147,13 +279,28 @@ async fn mariadb_parameters_are_bound_values_and_expressions_get_types() {
                 ParamValue::Number(1.0),
             ],
         );
-        extract(&db.source(), &bound, &files.target, &path).await.expect("extract");
+        extract(&db.source(), &bound, &files.target, &path)
+            .await
+            .expect("extract");
         let (batch, _) = read_parquet(&files.target, &path).await;
-        assert_eq!(batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), expected, "{name}");
+        assert_eq!(
+            batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            expected,
+            "{name}"
+        );
         // SUM over DECIMAL(10,2) is an expression: Decimal128(38, 10).
-        assert_eq!(batch.column(1).data_type(), &arrow::datatypes::DataType::Decimal128(38, 10));
+        assert_eq!(
+            batch.column(1).data_type(),
+            &arrow::datatypes::DataType::Decimal128(38, 10)
+        );
     }
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(&db.pool).await.expect("t still exists");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+        .fetch_one(&db.pool)
+        .await
+        .expect("t still exists");
     assert_eq!(rows, 2);
 }
 
@@ -192,6 +339,9 @@ async fn mariadb_cancel_stops_a_running_query() {
         .trim()
         .to_owned()
     };
-    assert!(eventually(Duration::from_secs(5), || async { sleeping() == "0" }).await, "SLEEP still running");
+    assert!(
+        eventually(Duration::from_secs(5), || async { sleeping() == "0" }).await,
+        "SLEEP still running"
+    );
     assert!(files.files().is_empty());
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, BooleanBuilder, Date32Array, Decimal128Array,
-    Decimal128Builder, Float64Array, Int16Array, Int32Array, Int32Builder, Int64Array, ListBuilder, StringArray,
-    StringBuilder, Time64MicrosecondArray, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Decimal128Builder, Float64Array, Int16Array, Int32Array, Int32Builder, Int64Array, ListBuilder,
+    StringArray, StringBuilder, Time64MicrosecondArray, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Float32Type, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -67,7 +68,10 @@ INSERT INTO everything VALUES
 "#;
 
 fn micros(text: &str) -> i64 {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").expect("timestamp").and_utc().timestamp_micros()
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .expect("timestamp")
+        .and_utc()
+        .timestamp_micros()
 }
 
 fn days(text: &str) -> i32 {
@@ -76,7 +80,9 @@ fn days(text: &str) -> i32 {
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
-    batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name} in {:?}", batch.schema()))
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name} in {:?}", batch.schema()))
 }
 
 fn check(batch: &RecordBatch, name: &str, expected: ArrayRef) {
@@ -86,7 +92,11 @@ fn check(batch: &RecordBatch, name: &str, expected: ArrayRef) {
 }
 
 fn decimal(values: &[Option<i128>], precision: u8, scale: i8) -> ArrayRef {
-    Arc::new(Decimal128Array::from(values.to_vec()).with_precision_and_scale(precision, scale).expect("decimal"))
+    Arc::new(
+        Decimal128Array::from(values.to_vec())
+            .with_precision_and_scale(precision, scale)
+            .expect("decimal"),
+    )
 }
 
 fn timestamps(values: &[Option<i64>], utc: bool) -> ArrayRef {
@@ -98,18 +108,54 @@ fn timestamps(values: &[Option<i64>], utc: bool) -> ArrayRef {
 fn check_everything(batch: &RecordBatch) {
     assert_eq!(batch.num_rows(), 6);
     check(batch, "id", Arc::new(Int32Array::from(vec![1, 2, 3, 4, 5, 6])));
-    check(batch, "i2", Arc::new(Int16Array::from(vec![Some(-32768), Some(32767), None, Some(0), Some(0), Some(0)])));
+    check(
+        batch,
+        "i2",
+        Arc::new(Int16Array::from(vec![
+            Some(-32768),
+            Some(32767),
+            None,
+            Some(0),
+            Some(0),
+            Some(0),
+        ])),
+    );
     check(
         batch,
         "i4",
-        Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(i32::MAX), None, Some(0), Some(0), Some(0)])),
+        Arc::new(Int32Array::from(vec![
+            Some(i32::MIN),
+            Some(i32::MAX),
+            None,
+            Some(0),
+            Some(0),
+            Some(0),
+        ])),
     );
     check(
         batch,
         "i8",
-        Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None, Some(0), Some(0), Some(0)])),
+        Arc::new(Int64Array::from(vec![
+            Some(i64::MIN),
+            Some(i64::MAX),
+            None,
+            Some(0),
+            Some(0),
+            Some(0),
+        ])),
     );
-    check(batch, "o", Arc::new(Int64Array::from(vec![Some(0), Some(4_294_967_295), None, Some(1), Some(1), Some(1)])));
+    check(
+        batch,
+        "o",
+        Arc::new(Int64Array::from(vec![
+            Some(0),
+            Some(4_294_967_295),
+            None,
+            Some(1),
+            Some(1),
+            Some(1),
+        ])),
+    );
     let f4 = column(batch, "f4").as_primitive::<Float32Type>();
     assert_eq!(f4.data_type(), &DataType::Float32);
     assert_eq!(f4.value(0), -1.5);
@@ -118,9 +164,31 @@ fn check_everything(batch: &RecordBatch) {
     check(
         batch,
         "f8",
-        Arc::new(Float64Array::from(vec![Some(f64::NEG_INFINITY), Some(1e308), None, Some(0.0), Some(0.0), Some(0.0)])),
+        Arc::new(Float64Array::from(vec![
+            Some(f64::NEG_INFINITY),
+            Some(1e308),
+            None,
+            Some(0.0),
+            Some(0.0),
+            Some(0.0),
+        ])),
     );
-    check(batch, "n", decimal(&[Some(-999_999_999_999), Some(999_999_999_999), None, Some(0), Some(0), Some(0)], 12, 2));
+    check(
+        batch,
+        "n",
+        decimal(
+            &[
+                Some(-999_999_999_999),
+                Some(999_999_999_999),
+                None,
+                Some(0),
+                Some(0),
+                Some(0),
+            ],
+            12,
+            2,
+        ),
+    );
     check(
         batch,
         "n_wide",
@@ -155,15 +223,56 @@ fn check_everything(batch: &RecordBatch) {
         ),
     );
     let text = |values: &[Option<&str>]| -> ArrayRef { Arc::new(StringArray::from(values.to_vec())) };
-    check(batch, "t", text(&[Some(""), Some("multi\nline \"quoted\" ✓"), None, Some("x"), Some("x"), Some("x")]));
-    check(batch, "vc", text(&[Some("héllo"), Some(""), None, Some("x"), Some("x"), Some("x")]));
-    check(batch, "bp", text(&[Some("ab  "), Some("abcd"), None, Some("x   "), Some("x   "), Some("x   ")]));
-    check(batch, "nm", text(&[Some("pg_class"), Some("x"), None, Some("x"), Some("x"), Some("x")]));
-    check(batch, "ch", text(&[Some("x"), Some("y"), None, Some("x"), Some("x"), Some("x")]));
+    check(
+        batch,
+        "t",
+        text(&[
+            Some(""),
+            Some("multi\nline \"quoted\" ✓"),
+            None,
+            Some("x"),
+            Some("x"),
+            Some("x"),
+        ]),
+    );
+    check(
+        batch,
+        "vc",
+        text(&[Some("héllo"), Some(""), None, Some("x"), Some("x"), Some("x")]),
+    );
+    check(
+        batch,
+        "bp",
+        text(&[
+            Some("ab  "),
+            Some("abcd"),
+            None,
+            Some("x   "),
+            Some("x   "),
+            Some("x   "),
+        ]),
+    );
+    check(
+        batch,
+        "nm",
+        text(&[Some("pg_class"), Some("x"), None, Some("x"), Some("x"), Some("x")]),
+    );
+    check(
+        batch,
+        "ch",
+        text(&[Some("x"), Some("y"), None, Some("x"), Some("x"), Some("x")]),
+    );
     check(
         batch,
         "b",
-        Arc::new(BooleanArray::from(vec![Some(false), Some(true), None, Some(true), Some(true), Some(true)])),
+        Arc::new(BooleanArray::from(vec![
+            Some(false),
+            Some(true),
+            None,
+            Some(true),
+            Some(true),
+            Some(true),
+        ])),
     );
     check(
         batch,
@@ -232,11 +341,29 @@ fn check_everything(batch: &RecordBatch) {
             Some(ones),
         ]),
     );
-    check(batch, "j", text(&[Some(r#"{"a": [1, 2]}"#), Some("[]"), None, Some("null"), Some("null"), Some("null")]));
+    check(
+        batch,
+        "j",
+        text(&[
+            Some(r#"{"a": [1, 2]}"#),
+            Some("[]"),
+            None,
+            Some("null"),
+            Some("null"),
+            Some("null"),
+        ]),
+    );
     check(
         batch,
         "jb",
-        text(&[Some(r#"{"b": null}"#), Some(r#"{"k": [1, "two", {"x": 3.5}]}"#), None, Some("1"), Some(r#""s""#), Some("null")]),
+        text(&[
+            Some(r#"{"b": null}"#),
+            Some(r#"{"k": [1, "two", {"x": 3.5}]}"#),
+            None,
+            Some("1"),
+            Some(r#""s""#),
+            Some("null"),
+        ]),
     );
     check(
         batch,
@@ -250,7 +377,18 @@ fn check_everything(batch: &RecordBatch) {
             Some(&b"\x00"[..]),
         ])),
     );
-    check(batch, "m", text(&[Some("sad"), Some("happy"), None, Some("happy"), Some("happy"), Some("happy")]));
+    check(
+        batch,
+        "m",
+        text(&[
+            Some("sad"),
+            Some("happy"),
+            None,
+            Some("happy"),
+            Some("happy"),
+            Some("happy"),
+        ]),
+    );
 
     let mut a_i4 = ListBuilder::new(Int32Builder::new());
     a_i4.append(true);
@@ -323,15 +461,27 @@ async fn every_mapped_postgres_type_round_trips_value_for_value_through_copy() {
     pg.exec(EVERYTHING).await;
     let files = file_target();
     let path = files.target.step_path("exec_types", "step_copy");
-    let output = extract(&pg.source(), &query("SELECT * FROM everything ORDER BY id", vec![]), &files.target, &path)
-        .await
-        .expect("extract");
+    let output = extract(
+        &pg.source(),
+        &query("SELECT * FROM everything ORDER BY id", vec![]),
+        &files.target,
+        &path,
+    )
+    .await
+    .expect("extract");
     assert_eq!(output.read_path, ReadPath::PostgresCopy);
     assert_eq!(output.rows, 6);
     let (batch, metadata) = read_parquet(&files.target, &path).await;
-    assert_eq!(output.bytes as usize, object_bytes(&files.target, &path).await.len());
+    assert_eq!(
+        output.bytes as usize,
+        object_bytes(&files.target, &path).await.len()
+    );
     let column = metadata.row_group(0).column(0);
-    assert!(matches!(column.compression(), parquet::basic::Compression::ZSTD(_)), "{:?}", column.compression());
+    assert!(
+        matches!(column.compression(), parquet::basic::Compression::ZSTD(_)),
+        "{:?}",
+        column.compression()
+    );
     check_everything(&batch);
 }
 
@@ -341,28 +491,51 @@ async fn copy_and_the_parameterised_extended_protocol_write_identical_parquet() 
     pg.exec(EVERYTHING).await;
     let files = file_target();
     let copy_path = files.target.step_path("exec_paths", "copy");
-    let copy = extract(&pg.source(), &query("SELECT * FROM everything ORDER BY id", vec![]), &files.target, &copy_path)
-        .await
-        .expect("copy");
+    let copy = extract(
+        &pg.source(),
+        &query("SELECT * FROM everything ORDER BY id", vec![]),
+        &files.target,
+        &copy_path,
+    )
+    .await
+    .expect("copy");
     assert_eq!(copy.read_path, ReadPath::PostgresCopy);
 
     let bound_path = files.target.step_path("exec_paths", "bound");
-    let bound = query("SELECT * FROM everything WHERE id > $1 AND t IS DISTINCT FROM $2 ORDER BY id", vec![
-        ParamValue::Integer(-1000),
-        ParamValue::Text("no such text".into()),
-    ]);
-    let extended = extract(&pg.source(), &bound, &files.target, &bound_path).await.expect("extended");
+    let bound = query(
+        "SELECT * FROM everything WHERE id > $1 AND t IS DISTINCT FROM $2 ORDER BY id",
+        vec![
+            ParamValue::Integer(-1000),
+            ParamValue::Text("no such text".into()),
+        ],
+    );
+    let extended = extract(&pg.source(), &bound, &files.target, &bound_path)
+        .await
+        .expect("extended");
     assert_eq!(extended.read_path, ReadPath::PostgresExtended);
 
     let forced_path = files.target.step_path("exec_paths", "forced");
-    let forced_options = ExtractOptions { postgres_copy: false, ..ExtractOptions::default() };
+    let forced_options = ExtractOptions {
+        postgres_copy: false,
+        ..ExtractOptions::default()
+    };
     let plain = query("SELECT * FROM everything ORDER BY id", vec![]);
-    let forced = extract_with(&forced_options, &pg.source(), &plain, &files.target, &forced_path).await.expect("forced");
+    let forced = extract_with(&forced_options, &pg.source(), &plain, &files.target, &forced_path)
+        .await
+        .expect("forced");
     assert_eq!(forced.read_path, ReadPath::PostgresExtended);
 
     let copy_bytes = object_bytes(&files.target, &copy_path).await;
-    assert_eq!(copy_bytes, object_bytes(&files.target, &bound_path).await, "COPY vs bound extended protocol");
-    assert_eq!(copy_bytes, object_bytes(&files.target, &forced_path).await, "COPY vs extended protocol");
+    assert_eq!(
+        copy_bytes,
+        object_bytes(&files.target, &bound_path).await,
+        "COPY vs bound extended protocol"
+    );
+    assert_eq!(
+        copy_bytes,
+        object_bytes(&files.target, &forced_path).await,
+        "COPY vs extended protocol"
+    );
     let (batch, _) = read_parquet(&files.target, &bound_path).await;
     check_everything(&batch);
 }
@@ -370,18 +543,33 @@ async fn copy_and_the_parameterised_extended_protocol_write_identical_parquet() 
 #[tokio::test]
 async fn an_injection_attempt_through_a_parameter_is_only_a_value() {
     let pg = pg_fixture().await;
-    pg.exec("CREATE TABLE t (name text); INSERT INTO t VALUES ('alice'), ('''; DROP TABLE t; --')").await;
+    pg.exec("CREATE TABLE t (name text); INSERT INTO t VALUES ('alice'), ('''; DROP TABLE t; --')")
+        .await;
     let files = file_target();
     let attack = "'; DROP TABLE t; --";
     for (n, value) in [(0, "nobody'; DROP TABLE t; --"), (1, attack)] {
         let path = files.target.step_path("exec_inject", &format!("step_{n}"));
-        let bound = query("SELECT count(*) AS n FROM t WHERE name = $1", vec![ParamValue::Text(value.into())]);
-        extract(&pg.source(), &bound, &files.target, &path).await.expect("extract");
+        let bound = query(
+            "SELECT count(*) AS n FROM t WHERE name = $1",
+            vec![ParamValue::Text(value.into())],
+        );
+        extract(&pg.source(), &bound, &files.target, &path)
+            .await
+            .expect("extract");
         let (batch, _) = read_parquet(&files.target, &path).await;
-        assert_eq!(batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), n, "matches for {value}");
+        assert_eq!(
+            batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            n,
+            "matches for {value}"
+        );
     }
-    let still_there: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&pg.pool).await.expect("table t still exists");
+    let still_there: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+        .fetch_one(&pg.pool)
+        .await
+        .expect("table t still exists");
     assert_eq!(still_there, 2);
 }
 
@@ -395,9 +583,15 @@ async fn a_result_larger_than_one_part_uploads_several_parts_and_flushes_row_gro
     let (target, parts) = CountingStore::wrap(&files.target);
     let path = target.step_path("exec_large", "step_1");
     let options = options_with_parts(1024 * 1024, 100_000);
-    let output = extract_with(&options, &pg.source(), &query(WIDE_ROWS, vec![]), &target, &path).await.expect("extract");
+    let output = extract_with(&options, &pg.source(), &query(WIDE_ROWS, vec![]), &target, &path)
+        .await
+        .expect("extract");
     assert_eq!(output.rows, 300_000);
-    assert!(parts.load(Ordering::SeqCst) >= 5, "parts written: {}", parts.load(Ordering::SeqCst));
+    assert!(
+        parts.load(Ordering::SeqCst) >= 5,
+        "parts written: {}",
+        parts.load(Ordering::SeqCst)
+    );
     assert_eq!(output.parts, parts.load(Ordering::SeqCst));
     let (batch, metadata) = read_parquet(&target, &path).await;
     assert_eq!(batch.num_rows(), 300_000);
@@ -405,7 +599,11 @@ async fn a_result_larger_than_one_part_uploads_several_parts_and_flushes_row_gro
     assert_eq!(output.row_groups, 3);
     let ids = batch.column(0).as_primitive::<arrow::datatypes::Int32Type>();
     assert_eq!((ids.value(0), ids.value(299_999)), (1, 300_000));
-    assert_eq!(objects(&files.target).await, vec![path.clone()], "only the object, no staging files");
+    assert_eq!(
+        objects(&files.target).await,
+        vec![path.clone()],
+        "only the object, no staging files"
+    );
 }
 
 #[tokio::test]
@@ -415,15 +613,24 @@ async fn a_result_larger_than_one_part_uploads_several_parts_on_s3() {
     let target = s3.target("tenant-a");
     let path = target.step_path("exec_large", "step_1");
     let options = options_with_parts(5 * 1024 * 1024, 100_000);
-    let output = extract_with(&options, &pg.source(), &query(WIDE_ROWS, vec![]), &target, &path).await.expect("extract");
+    let output = extract_with(&options, &pg.source(), &query(WIDE_ROWS, vec![]), &target, &path)
+        .await
+        .expect("extract");
     assert!(output.parts >= 3, "{output:?}");
     // S3 names a multipart object's part count in its ETag.
     let e_tag = output.e_tag.clone().expect("e_tag");
-    assert!(e_tag.trim_matches('"').ends_with(&format!("-{}", output.parts)), "ETag {e_tag} for {} parts", output.parts);
+    assert!(
+        e_tag.trim_matches('"').ends_with(&format!("-{}", output.parts)),
+        "ETag {e_tag} for {} parts",
+        output.parts
+    );
     let (batch, metadata) = read_parquet(&target, &path).await;
     assert_eq!(batch.num_rows(), 300_000);
     assert_eq!(metadata.num_row_groups(), 3);
-    assert_eq!(target.url_of(&path), format!("s3://ferry-results/tenant-a/results/exec_large/step_1.parquet"));
+    assert_eq!(
+        target.url_of(&path),
+        format!("s3://ferry-results/tenant-a/results/exec_large/step_1.parquet")
+    );
     assert_eq!(s3.open_uploads().await, 0);
 }
 
@@ -482,12 +689,21 @@ async fn cancel_mid_step_stops_the_query_and_leaves_no_object_nor_open_upload() 
     assert_eq!(error.error_type, "cancelled", "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(most_open, 1, "a multipart upload was open while the step ran");
-    assert!(eventually(Duration::from_secs(5), || async { pg.running(&marker).await == 0 }).await, "query still running");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            pg.running(&marker).await == 0
+        })
+        .await,
+        "query still running"
+    );
     assert_eq!(s3.open_uploads().await, 0, "multipart uploads left open");
     assert!(!exists(&target, &path).await);
     assert!(objects(&target).await.is_empty());
     // The pool still works after its connection was closed.
-    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pg.pool).await.expect("pool usable");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pg.pool)
+        .await
+        .expect("pool usable");
     assert_eq!(one, 1);
 }
 
@@ -497,7 +713,10 @@ async fn cancel_before_the_first_row_stops_a_long_query_on_both_paths() {
     let files = file_target();
     for (n, bound) in [
         query("SELECT 1 AS copy_sleep FROM pg_sleep(60)", vec![]),
-        query("SELECT 1 AS bound_sleep FROM pg_sleep($1)", vec![ParamValue::Number(60.0)]),
+        query(
+            "SELECT 1 AS bound_sleep FROM pg_sleep($1)",
+            vec![ParamValue::Number(60.0)],
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -523,9 +742,16 @@ async fn cancel_before_the_first_row_stops_a_long_query_on_both_paths() {
         .await
         .expect_err("cancelled");
         assert_eq!(error.error_type, "cancelled");
-        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
         assert!(
-            eventually(Duration::from_secs(5), || async { pg.running("pg_sleep").await == 0 }).await,
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                pg.running("pg_sleep").await == 0
+            })
+            .await,
             "pg_sleep still running after cancel"
         );
         assert!(files.files().is_empty(), "{:?}", files.files());
@@ -568,15 +794,23 @@ async fn an_empty_result_is_a_parquet_file_with_the_schema() {
     pg.exec(EVERYTHING).await;
     let files = file_target();
     let path = files.target.step_path("exec_empty", "step_1");
-    let output = extract(&pg.source(), &query("SELECT * FROM everything WHERE false", vec![]), &files.target, &path)
-        .await
-        .expect("extract");
+    let output = extract(
+        &pg.source(),
+        &query("SELECT * FROM everything WHERE false", vec![]),
+        &files.target,
+        &path,
+    )
+    .await
+    .expect("extract");
     assert_eq!(output.rows, 0);
     let (batch, metadata) = read_parquet(&files.target, &path).await;
     assert_eq!(batch.num_rows(), 0);
     assert_eq!(metadata.num_row_groups(), 0);
     assert_eq!(batch.schema().fields().len(), 30);
-    assert_eq!(batch.schema().field_with_name("n").expect("n").data_type(), &DataType::Decimal128(12, 2));
+    assert_eq!(
+        batch.schema().field_with_name("n").expect("n").data_type(),
+        &DataType::Decimal128(12, 2)
+    );
     assert_eq!(
         batch.schema().field_with_name("tstz").expect("tstz").data_type(),
         &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -588,8 +822,14 @@ async fn statements_copy_refuses_fall_back_to_the_extended_protocol() {
     let pg = pg_fixture().await;
     let files = file_target();
     let path = files.target.step_path("exec_show", "step_1");
-    let output =
-        extract(&pg.source(), &query("SHOW server_version_num;", vec![]), &files.target, &path).await.expect("extract");
+    let output = extract(
+        &pg.source(),
+        &query("SHOW server_version_num;", vec![]),
+        &files.target,
+        &path,
+    )
+    .await
+    .expect("extract");
     assert_eq!(output.read_path, ReadPath::PostgresExtended);
     let (batch, _) = read_parquet(&files.target, &path).await;
     assert!(batch.column(0).as_string::<i32>().value(0).starts_with("15"));
@@ -600,15 +840,22 @@ async fn a_trailing_semicolon_and_comment_still_extract() {
     let pg = pg_fixture().await;
     let files = file_target();
     let path = files.target.step_path("exec_comment", "step_1");
-    let output =
-        extract(&pg.source(), &query("SELECT 1 AS one, 1 AS one; -- the end", vec![]), &files.target, &path)
-            .await
-            .expect("extract");
+    let output = extract(
+        &pg.source(),
+        &query("SELECT 1 AS one, 1 AS one; -- the end", vec![]),
+        &files.target,
+        &path,
+    )
+    .await
+    .expect("extract");
     let (batch, _) = read_parquet(&files.target, &path).await;
     assert_eq!(batch.num_rows(), 1);
     let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["one", "one_2"], "duplicate names made unique");
-    assert!(matches!(output.read_path, ReadPath::PostgresCopy | ReadPath::PostgresExtended));
+    assert!(matches!(
+        output.read_path,
+        ReadPath::PostgresCopy | ReadPath::PostgresExtended
+    ));
 }
 
 #[tokio::test]
@@ -616,18 +863,36 @@ async fn unsupported_types_and_special_numerics_are_named_errors() {
     let pg = pg_fixture().await;
     let files = file_target();
     let path = files.target.step_path("exec_bad", "step_1");
-    let error = extract(&pg.source(), &query("SELECT interval '1 day' AS span", vec![]), &files.target, &path)
-        .await
-        .expect_err("interval");
+    let error = extract(
+        &pg.source(),
+        &query("SELECT interval '1 day' AS span", vec![]),
+        &files.target,
+        &path,
+    )
+    .await
+    .expect_err("interval");
     assert_eq!(error.error_type, "unsupported_type");
     let message = error.message.to_ascii_lowercase();
-    assert!(message.contains("span") && message.contains("interval"), "{}", error.message);
+    assert!(
+        message.contains("span") && message.contains("interval"),
+        "{}",
+        error.message
+    );
 
-    let error = extract(&pg.source(), &query("SELECT 'NaN'::numeric(10,2) AS amount", vec![]), &files.target, &path)
-        .await
-        .expect_err("NaN");
+    let error = extract(
+        &pg.source(),
+        &query("SELECT 'NaN'::numeric(10,2) AS amount", vec![]),
+        &files.target,
+        &path,
+    )
+    .await
+    .expect_err("NaN");
     assert_eq!(error.error_type, "unsupported_type");
-    assert!(error.message.contains("amount") && error.message.contains("NaN"), "{}", error.message);
+    assert!(
+        error.message.contains("amount") && error.message.contains("NaN"),
+        "{}",
+        error.message
+    );
     assert!(files.files().is_empty());
 }
 
@@ -636,8 +901,13 @@ async fn sql_errors_are_invalid_query_errors_and_leave_nothing() {
     let pg = pg_fixture().await;
     let files = file_target();
     let path = files.target.step_path("exec_err", "step_1");
-    for sql in ["SELECT * FROM no_such_table", "SELECT 1 / (g - 5) FROM generate_series(1, 10) g"] {
-        let error = extract(&pg.source(), &query(sql, vec![]), &files.target, &path).await.expect_err(sql);
+    for sql in [
+        "SELECT * FROM no_such_table",
+        "SELECT 1 / (g - 5) FROM generate_series(1, 10) g",
+    ] {
+        let error = extract(&pg.source(), &query(sql, vec![]), &files.target, &path)
+            .await
+            .expect_err(sql);
         assert_eq!(error.error_type, "invalid_query", "{sql}: {error:?}");
         assert!(error.message.contains("SQLSTATE"), "{}", error.message);
     }
@@ -691,16 +961,33 @@ async fn dropping_a_running_step_still_aborts_its_upload_and_cancels_its_query()
     };
     let options = options_with_parts(5 * 1024 * 1024, 50_000);
     let cancel = CancellationToken::new();
-    let step = run_sql_step_with(&options, &pg.source(), &query(&sql, vec![]), &target, &path, &progress, &cancel, || async {
-        true
-    });
+    let (source, bound) = (pg.source(), query(&sql, vec![]));
+    let step = run_sql_step_with(
+        &options,
+        &source,
+        &bound,
+        &target,
+        &path,
+        &progress,
+        &cancel,
+        || async { true },
+    );
     tokio::select! {
         result = step => panic!("the step finished: {result:?}"),
         () = reached.notified() => {}
     }
     // The step's future is gone (its task was aborted): cleanup runs from
     // spawned tasks.
-    assert!(eventually(Duration::from_secs(10), || async { s3.open_uploads().await == 0 }).await, "upload left open");
-    assert!(eventually(Duration::from_secs(10), || async { pg.running(&marker).await == 0 }).await, "query still running");
+    assert!(
+        eventually(Duration::from_secs(10), || async { s3.open_uploads().await == 0 }).await,
+        "upload left open"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            pg.running(&marker).await == 0
+        })
+        .await,
+        "query still running"
+    );
     assert!(objects(&target).await.is_empty());
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray, Time64MicrosecondArray,
-    TimestampMicrosecondArray,
+    ArrayRef, BinaryArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    Time64MicrosecondArray, TimestampMicrosecondArray,
 };
 use arrow::record_batch::RecordBatch;
 use ferry_shared::domain::params::ParamValue;
@@ -14,7 +14,9 @@ use ferry_worker::extract::ReadPath;
 use crate::helpers::*;
 
 fn check(batch: &RecordBatch, name: &str, expected: ArrayRef) {
-    let actual = batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    let actual = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     assert_eq!(actual.data_type(), expected.data_type(), "type of {name}");
     assert_eq!(actual.as_ref(), expected.as_ref(), "values of {name}");
 }
@@ -33,54 +35,136 @@ async fn sqlite_declared_and_dynamic_types_round_trip() {
     .await;
     let files = file_target();
     let path = files.target.step_path("exec_lite", "step_1");
-    let sql = "SELECT *, i + 0 AS expr_int, r * 2 AS expr_real, upper(t) AS expr_text FROM everything ORDER BY id";
-    let output = extract(&db.source(), &query(sql, vec![]), &files.target, &path).await.expect("extract");
+    let sql =
+        "SELECT *, i + 0 AS expr_int, r * 2 AS expr_real, upper(t) AS expr_text FROM everything ORDER BY id";
+    let output = extract(&db.source(), &query(sql, vec![]), &files.target, &path)
+        .await
+        .expect("extract");
     assert_eq!(output.read_path, ReadPath::Sqlite);
     let (batch, _) = read_parquet(&files.target, &path).await;
-    check(&batch, "i", Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None])));
-    check(&batch, "r", Arc::new(Float64Array::from(vec![Some(-1.5), Some(1e300), None])));
-    check(&batch, "t", Arc::new(StringArray::from(vec![Some("héllo"), Some(""), None])));
-    check(&batch, "b", Arc::new(BinaryArray::from(vec![Some(&b"\x00\xff"[..]), Some(&b""[..]), None])));
-    check(&batch, "flag", Arc::new(BooleanArray::from(vec![Some(false), Some(true), None])));
-    check(&batch, "day", Arc::new(Date32Array::from(vec![Some(10_956), Some(10_957), None])));
+    check(
+        &batch,
+        "i",
+        Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None])),
+    );
+    check(
+        &batch,
+        "r",
+        Arc::new(Float64Array::from(vec![Some(-1.5), Some(1e300), None])),
+    );
+    check(
+        &batch,
+        "t",
+        Arc::new(StringArray::from(vec![Some("héllo"), Some(""), None])),
+    );
+    check(
+        &batch,
+        "b",
+        Arc::new(BinaryArray::from(vec![
+            Some(&b"\x00\xff"[..]),
+            Some(&b""[..]),
+            None,
+        ])),
+    );
+    check(
+        &batch,
+        "flag",
+        Arc::new(BooleanArray::from(vec![Some(false), Some(true), None])),
+    );
+    check(
+        &batch,
+        "day",
+        Arc::new(Date32Array::from(vec![Some(10_956), Some(10_957), None])),
+    );
     check(
         &batch,
         "at",
-        Arc::new(TimestampMicrosecondArray::from(vec![Some(946_684_799_500_000), Some(946_684_800_000_000), None])),
+        Arc::new(TimestampMicrosecondArray::from(vec![
+            Some(946_684_799_500_000),
+            Some(946_684_800_000_000),
+            None,
+        ])),
     );
-    check(&batch, "tm", Arc::new(Time64MicrosecondArray::from(vec![Some(1_000_000), Some(86_399_999_999), None])));
+    check(
+        &batch,
+        "tm",
+        Arc::new(Time64MicrosecondArray::from(vec![
+            Some(1_000_000),
+            Some(86_399_999_999),
+            None,
+        ])),
+    );
     // NUMERIC and JSON declarations are dynamic: typed by their values.
-    check(&batch, "amount", Arc::new(Int64Array::from(vec![Some(10), Some(20), None])));
-    check(&batch, "doc", Arc::new(StringArray::from(vec![Some(r#"{"a": 1}"#), Some("[]"), None])));
-    check(&batch, "expr_int", Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None])));
-    check(&batch, "expr_real", Arc::new(Float64Array::from(vec![Some(-3.0), Some(2e300), None])));
-    check(&batch, "expr_text", Arc::new(StringArray::from(vec![Some("HéLLO"), Some(""), None])));
+    check(
+        &batch,
+        "amount",
+        Arc::new(Int64Array::from(vec![Some(10), Some(20), None])),
+    );
+    check(
+        &batch,
+        "doc",
+        Arc::new(StringArray::from(vec![Some(r#"{"a": 1}"#), Some("[]"), None])),
+    );
+    check(
+        &batch,
+        "expr_int",
+        Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None])),
+    );
+    check(
+        &batch,
+        "expr_real",
+        Arc::new(Float64Array::from(vec![Some(-3.0), Some(2e300), None])),
+    );
+    check(
+        &batch,
+        "expr_text",
+        Arc::new(StringArray::from(vec![Some("HéLLO"), Some(""), None])),
+    );
 }
 
 #[tokio::test]
 async fn sqlite_parameters_are_bound_values() {
     let db = sqlite_fixture().await;
-    db.exec("CREATE TABLE t (name TEXT, n INTEGER); INSERT INTO t VALUES ('a', 1), ('x''; DROP TABLE t; --', 2);").await;
+    db.exec(
+        "CREATE TABLE t (name TEXT, n INTEGER); INSERT INTO t VALUES ('a', 1), ('x''; DROP TABLE t; --', 2);",
+    )
+    .await;
     let files = file_target();
     let path = files.target.step_path("exec_lite_params", "step_1");
     let bound = query(
         "SELECT n FROM t WHERE name = ? AND n >= ?",
-        vec![ParamValue::Text("x'; DROP TABLE t; --".into()), ParamValue::Integer(2)],
+        vec![
+            ParamValue::Text("x'; DROP TABLE t; --".into()),
+            ParamValue::Integer(2),
+        ],
     );
-    extract(&db.source(), &bound, &files.target, &path).await.expect("extract");
+    extract(&db.source(), &bound, &files.target, &path)
+        .await
+        .expect("extract");
     let (batch, _) = read_parquet(&files.target, &path).await;
     check(&batch, "n", Arc::new(Int64Array::from(vec![2])));
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&db.pool).await.expect("t still exists");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+        .fetch_one(&db.pool)
+        .await
+        .expect("t still exists");
     assert_eq!(rows, 2);
 }
 
 #[tokio::test]
 async fn sqlite_values_that_do_not_fit_their_column_are_unsupported_type_errors() {
     let db = sqlite_fixture().await;
-    db.exec("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1), ('not a number');").await;
+    db.exec("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1), ('not a number');")
+        .await;
     let files = file_target();
     let path = files.target.step_path("exec_lite_bad", "step_1");
-    let error = extract(&db.source(), &query("SELECT n FROM t", vec![]), &files.target, &path).await.expect_err("bad");
+    let error = extract(
+        &db.source(),
+        &query("SELECT n FROM t", vec![]),
+        &files.target,
+        &path,
+    )
+    .await
+    .expect_err("bad");
     assert_eq!(error.error_type, "unsupported_type");
     assert!(error.message.contains("'not a number'"), "{}", error.message);
     assert!(files.files().is_empty());

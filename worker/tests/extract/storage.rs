@@ -9,27 +9,41 @@ use crate::helpers::*;
 async fn round_trip_and_retry(target: &ObjectTarget, expected_url_prefix: &str) {
     let db = sqlite_fixture().await;
     let path = target.step_path("exec_store", "step_1");
-    assert_eq!(target.url_of(&path), format!("{expected_url_prefix}/results/exec_store/step_1.parquet"));
+    assert_eq!(
+        target.url_of(&path),
+        format!("{expected_url_prefix}/results/exec_store/step_1.parquet")
+    );
     assert_eq!(target.path_of(&target.url_of(&path)).as_ref(), Some(&path));
     for n in [3, 5] {
         let bound = query(
             "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < ?) SELECT x FROM s",
             vec![ParamValue::Integer(n)],
         );
-        let output = extract(&db.source(), &bound, target, &path).await.expect("extract");
+        let output = extract(&db.source(), &bound, target, &path)
+            .await
+            .expect("extract");
         assert_eq!(output.rows, n);
         assert_eq!(output.parts, 0, "a small result is one PUT");
         assert!(output.e_tag.is_some());
         let (batch, _) = read_parquet(target, &path).await;
         assert_eq!(batch.num_rows() as i64, n);
     }
-    assert_eq!(objects(target).await, vec![path], "a retry overwrites, never duplicates");
+    assert_eq!(
+        objects(target).await,
+        vec![path],
+        "a retry overwrites, never duplicates"
+    );
 }
 
 #[tokio::test]
 async fn a_step_round_trips_through_file_storage_and_a_retry_overwrites() {
     let files = file_target();
-    let root = files.dir.path().join("results-root").canonicalize().expect("root");
+    let root = files
+        .dir
+        .path()
+        .join("results-root")
+        .canonicalize()
+        .expect("root");
     round_trip_and_retry(&files.target, &format!("file://{}", root.display())).await;
     assert_eq!(files.files().len(), 1);
 }
