@@ -25,7 +25,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// A connection test on create/update failed (400 `connection_failed`);
     /// `extra` carries `details` and `test_results`.
-    ConnectionFailed { message: String, extra: Map<String, Value> },
+    ConnectionFailed {
+        message: String,
+        extra: Map<String, Value>,
+    },
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -94,7 +97,9 @@ impl IntoResponse for ApiError {
                 );
                 map.insert("field".into(), "Content-Type".into());
                 let mut response = (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(map)).into_response();
-                response.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+                response
+                    .headers_mut()
+                    .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
                 return response;
             }
             ApiError::Domain(error) => {

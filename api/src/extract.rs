@@ -56,7 +56,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         match inner.classify() {
             Category::Syntax | Category::Eof | Category::Io => Error::validation(
                 "body",
-                format!("malformed JSON at line {} column {}", inner.line(), inner.column()),
+                format!(
+                    "malformed JSON at line {} column {}",
+                    inner.line(),
+                    inner.column()
+                ),
             )
             .into(),
             Category::Data => field_error(&path, &inner.to_string()),
@@ -110,7 +114,11 @@ impl FromRequestParts<AppState> for Caller {
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
@@ -155,6 +163,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
             }
             return Err(ApiError::UnsupportedMediaType);
         }
-        Json::<T>::from_request(request, state).await.map(|Json(value)| OptionalJson(Some(value)))
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|Json(value)| OptionalJson(Some(value)))
     }
 }

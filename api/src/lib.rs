@@ -64,9 +64,19 @@ pub struct Backends {
 
 impl AppState {
     /// Builds the state and registers the API's metrics in `registry`.
-    pub fn new(backends: Backends, verifier: Arc<Verifier>, registry: Registry) -> ferry_shared::Result<Self> {
+    pub fn new(
+        backends: Backends,
+        verifier: Arc<Verifier>,
+        registry: Registry,
+    ) -> ferry_shared::Result<Self> {
         let http_metrics = HttpMetrics::register(&registry).map_err(Error::internal)?;
-        let Backends { store, queue, bus, vault, objects } = backends;
+        let Backends {
+            store,
+            queue,
+            bus,
+            vault,
+            objects,
+        } = backends;
         Ok(AppState {
             store,
             queue,
@@ -96,7 +106,9 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { max_body_bytes: 1024 * 1024 }
+        ApiConfig {
+            max_body_bytes: 1024 * 1024,
+        }
     }
 }
 

@@ -19,12 +19,20 @@ impl HttpMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let labels = ["method", "route", "status"];
         let requests = IntCounterVec::new(
-            Opts::new("ferry_http_requests_total", "HTTP requests answered, by route template, method and status"),
+            Opts::new(
+                "ferry_http_requests_total",
+                "HTTP requests answered, by route template, method and status",
+            ),
             &labels,
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("ferry_http_request_duration_seconds", "HTTP request latency in seconds")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "ferry_http_request_duration_seconds",
+                "HTTP request latency in seconds",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &labels,
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -45,6 +53,9 @@ pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: N
     let status = response.status().as_u16().to_string();
     let labels = [method.as_str(), route.as_str(), status.as_str()];
     metrics.requests.with_label_values(&labels).inc();
-    metrics.duration.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+    metrics
+        .duration
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
     response
 }

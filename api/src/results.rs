@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use ferry_shared::Error;
 use ferry_shared::objects::ObjectTarget;
+use futures::FutureExt;
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use object_store::ObjectStore;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use object_store::ObjectStore;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
@@ -44,7 +44,13 @@ fn read_error(error: impl std::fmt::Display) -> Error {
     Error::internal(format!("cannot read the step result: {error}"))
 }
 
-pub async fn respond(target: &ObjectTarget, path: &Path, format: Format, offset: usize, limit: usize) -> ApiResult<Response> {
+pub async fn respond(
+    target: &ObjectTarget,
+    path: &Path,
+    format: Format,
+    offset: usize,
+    limit: usize,
+) -> ApiResult<Response> {
     if format == Format::Parquet {
         let result = target.store.get(path).await.map_err(read_error)?;
         let size = result.meta.size;
@@ -60,11 +66,21 @@ pub async fn respond(target: &ObjectTarget, path: &Path, format: Format, offset:
             .into_response());
     }
     let size = target.store.head(path).await.map_err(read_error)?.size;
-    let reader = ObjectFile { store: target.store.clone(), path: path.clone(), size };
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(read_error)?;
+    let reader = ObjectFile {
+        store: target.store.clone(),
+        path: path.clone(),
+        size,
+    };
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(read_error)?;
     let total_rows = builder.metadata().file_metadata().num_rows();
     let schema = builder.schema().clone();
-    let stream = builder.with_offset(offset).with_limit(limit).build().map_err(read_error)?;
+    let stream = builder
+        .with_offset(offset)
+        .with_limit(limit)
+        .build()
+        .map_err(read_error)?;
     let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(read_error)?;
     match format {
         Format::Csv => {
@@ -72,13 +88,20 @@ pub async fn respond(target: &ObjectTarget, path: &Path, format: Format, offset:
             {
                 let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
                 if batches.is_empty() {
-                    writer.write(&RecordBatch::new_empty(schema.clone())).map_err(read_error)?;
+                    writer
+                        .write(&RecordBatch::new_empty(schema.clone()))
+                        .map_err(read_error)?;
                 }
                 for batch in &batches {
                     writer.write(batch).map_err(read_error)?;
                 }
             }
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                out,
+            )
+                .into_response())
         }
         _ => {
             let columns: Vec<Value> = schema
@@ -146,7 +169,9 @@ fn type_name(data_type: &DataType) -> String {
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p},{s})"),
         DataType::Boolean => "boolean".into(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::FixedSizeBinary(_) | DataType::BinaryView => "binary".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::FixedSizeBinary(_) | DataType::BinaryView => {
+            "binary".into()
+        }
         DataType::Date32 | DataType::Date64 => "date".into(),
         DataType::Time32(_) | DataType::Time64(_) => "time".into(),
         DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
@@ -177,8 +202,15 @@ fn cell(column: &dyn Array, row: usize) -> ApiResult<Value> {
     if column.is_null(row) {
         return Ok(Value::Null);
     }
-    let integer = |v: i64| if v.abs() <= MAX_SAFE_INTEGER { Value::from(v) } else { Value::from(v.to_string()) };
-    let float = |v: f64| serde_json::Number::from_f64(v).map_or_else(|| Value::from(v.to_string()), Value::Number);
+    let integer = |v: i64| {
+        if v.abs() <= MAX_SAFE_INTEGER {
+            Value::from(v)
+        } else {
+            Value::from(v.to_string())
+        }
+    };
+    let float =
+        |v: f64| serde_json::Number::from_f64(v).map_or_else(|| Value::from(v.to_string()), Value::Number);
     let b64 = |bytes: &[u8]| Value::from(base64::engine::general_purpose::STANDARD.encode(bytes));
     Ok(match column.data_type() {
         DataType::Int8 => integer(i64::from(column.as_primitive::<Int8Type>().value(row))),
@@ -190,7 +222,11 @@ fn cell(column: &dyn Array, row: usize) -> ApiResult<Value> {
         DataType::UInt32 => Value::from(column.as_primitive::<UInt32Type>().value(row)),
         DataType::UInt64 => {
             let v = column.as_primitive::<UInt64Type>().value(row);
-            if v <= MAX_SAFE_INTEGER as u64 { Value::from(v) } else { Value::from(v.to_string()) }
+            if v <= MAX_SAFE_INTEGER as u64 {
+                Value::from(v)
+            } else {
+                Value::from(v.to_string())
+            }
         }
         DataType::Float32 => float(f64::from(column.as_primitive::<Float32Type>().value(row))),
         DataType::Float64 => float(column.as_primitive::<Float64Type>().value(row)),
@@ -202,9 +238,18 @@ fn cell(column: &dyn Array, row: usize) -> ApiResult<Value> {
         DataType::FixedSizeBinary(_) => b64(column.as_fixed_size_binary().value(row)),
         DataType::Timestamp(unit, zone) => {
             let nanos = match unit {
-                TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000_000),
-                TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1_000_000),
-                TimeUnit::Microsecond => column.as_primitive::<TimestampMicrosecondType>().value(row).saturating_mul(1_000),
+                TimeUnit::Second => column
+                    .as_primitive::<TimestampSecondType>()
+                    .value(row)
+                    .saturating_mul(1_000_000_000),
+                TimeUnit::Millisecond => column
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(row)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Microsecond => column
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .value(row)
+                    .saturating_mul(1_000),
                 TimeUnit::Nanosecond => column.as_primitive::<TimestampNanosecondType>().value(row),
             };
             let at = chrono::DateTime::from_timestamp_nanos(nanos);
@@ -216,11 +261,19 @@ fn cell(column: &dyn Array, row: usize) -> ApiResult<Value> {
         }
         DataType::List(_) => {
             let values = column.as_list::<i32>().value(row);
-            Value::Array((0..values.len()).map(|i| cell(values.as_ref(), i)).collect::<ApiResult<_>>()?)
+            Value::Array(
+                (0..values.len())
+                    .map(|i| cell(values.as_ref(), i))
+                    .collect::<ApiResult<_>>()?,
+            )
         }
         DataType::LargeList(_) => {
             let values = column.as_list::<i64>().value(row);
-            Value::Array((0..values.len()).map(|i| cell(values.as_ref(), i)).collect::<ApiResult<_>>()?)
+            Value::Array(
+                (0..values.len())
+                    .map(|i| cell(values.as_ref(), i))
+                    .collect::<ApiResult<_>>()?,
+            )
         }
         _ => {
             let formatter = ArrayFormatter::try_new(column, &FormatOptions::default()).map_err(read_error)?;

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
-use ferry_shared::config::{AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, Settings, WorkerArgs, redact_url};
+use ferry_shared::config::{
+    AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, Settings, WorkerArgs, redact_url,
+};
 use ferry_shared::domain::OrgRole;
+use ferry_shared::objects::ObjectTarget;
 use ferry_shared::queue::{Bus, EmbeddedQueue, LocalBus, Queue, RedisBus, RedisQueue};
 use ferry_shared::store::{self, Store};
-use ferry_shared::objects::ObjectTarget;
 use ferry_shared::vault::Vault;
 use ferry_worker::connectors::NetworkPolicy;
 use tokio::sync::watch;
@@ -142,7 +144,10 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             let registry = prometheus::Registry::new();
             let shutdown = shutdown_signal();
             let api = serve_api(&backends, jwt, registry.clone(), &http, shutdown.clone());
-            let worker = ferry_worker::run(worker_context(&backends, &settings, &worker, registry.clone(), true), wait(shutdown.clone()));
+            let worker = ferry_worker::run(
+                worker_context(&backends, &settings, &worker, registry.clone(), true),
+                wait(shutdown.clone()),
+            );
             let scheduler = ferry_scheduler::run(
                 ferry_scheduler::SchedulerContext::new(
                     backends.store.clone(),
@@ -163,7 +168,14 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             ferry_shared::telemetry::init(settings.log_format);
             let jwt = common.jwt.resolve(Mode::Distributed, &settings.data_dir)?;
             let backends = open_backends(&settings, false).await?;
-            serve_api(&backends, jwt, prometheus::Registry::new(), &http, shutdown_signal()).await
+            serve_api(
+                &backends,
+                jwt,
+                prometheus::Registry::new(),
+                &http,
+                shutdown_signal(),
+            )
+            .await
         }
         Command::Worker { admin, worker } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
@@ -171,9 +183,16 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             let backends = open_backends(&settings, false).await?;
             let registry = prometheus::Registry::new();
             let shutdown = shutdown_signal();
-            let admin_server =
-                admin::serve(admin.admin_listen, backends.store.clone(), registry.clone(), wait(shutdown.clone()));
-            let worker = ferry_worker::run(worker_context(&backends, &settings, &worker, registry, false), wait(shutdown));
+            let admin_server = admin::serve(
+                admin.admin_listen,
+                backends.store.clone(),
+                registry.clone(),
+                wait(shutdown.clone()),
+            );
+            let worker = ferry_worker::run(
+                worker_context(&backends, &settings, &worker, registry, false),
+                wait(shutdown),
+            );
             tokio::try_join!(admin_server, async { worker.await.map_err(Fatal::from) })?;
             Ok(())
         }
@@ -193,21 +212,34 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             };
             let registry = prometheus::Registry::new();
             let shutdown = shutdown_signal();
-            let admin_server =
-                admin::serve(admin.admin_listen, backends.store.clone(), registry.clone(), wait(shutdown.clone()));
-            let context =
-                ferry_scheduler::SchedulerContext::new(backends.store.clone(), registry, backends.queue.clone(), leader);
+            let admin_server = admin::serve(
+                admin.admin_listen,
+                backends.store.clone(),
+                registry.clone(),
+                wait(shutdown.clone()),
+            );
+            let context = ferry_scheduler::SchedulerContext::new(
+                backends.store.clone(),
+                registry,
+                backends.queue.clone(),
+                leader,
+            );
             let scheduler = ferry_scheduler::run(context, wait(shutdown));
             tokio::try_join!(admin_server, async { scheduler.await.map_err(Fatal::from) })?;
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Rotate } => {
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
             ferry_shared::telemetry::init(settings.log_format);
             let store = open_store(&settings).await?;
             let vault = Vault::new(settings.master_keys.clone());
             let rotated = ferry_shared::rotation::rotate_all(store.as_ref(), &vault).await?;
-            println!("re-encrypted {rotated} connector secret(s) under key {}", vault.current_key_id());
+            println!(
+                "re-encrypted {rotated} connector secret(s) under key {}",
+                vault.current_key_id()
+            );
             Ok(())
         }
         Command::Migrate => {
@@ -215,14 +247,27 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             ferry_shared::telemetry::init(settings.log_format);
             let store = open_store(&settings).await?;
             store.migrate().await?;
-            println!("migrations applied to {}", redact_url(settings.database_url.expose()));
+            println!(
+                "migrations applied to {}",
+                redact_url(settings.database_url.expose())
+            );
             Ok(())
         }
-        Command::Token { user, org, admin, email, ttl } => {
+        Command::Token {
+            user,
+            org,
+            admin,
+            email,
+            ttl,
+        } => {
             let data_dir = common.data_dir.clone();
             if common.jwt.jwt_hs256_secret.is_none() {
-                std::fs::create_dir_all(&data_dir)
-                    .map_err(|e| Fatal(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+                std::fs::create_dir_all(&data_dir).map_err(|e| {
+                    Fatal(format!(
+                        "cannot create the data directory {}: {e}",
+                        data_dir.display()
+                    ))
+                })?;
             }
             let jwt = common.jwt.resolve(Mode::Embedded, &data_dir)?;
             let secret = jwt.hs256_secret.as_deref().ok_or_else(|| {
@@ -262,9 +307,14 @@ async fn open_backends(settings: &Settings, single_process: bool) -> Result<Back
     let (queue, bus): (Arc<dyn Queue>, Arc<dyn Bus>) = match &settings.redis_url {
         Some(url) => {
             let url = url.expose();
-            let fail = |e: ferry_shared::Error| Fatal(format!("cannot reach Redis at {}: {e}", redact_url(url)));
-            let queue = RedisQueue::connect(url, &settings.redis_prefix, settings.job_lease).await.map_err(fail)?;
-            let bus = RedisBus::connect(url, &settings.redis_prefix).await.map_err(fail)?;
+            let fail =
+                |e: ferry_shared::Error| Fatal(format!("cannot reach Redis at {}: {e}", redact_url(url)));
+            let queue = RedisQueue::connect(url, &settings.redis_prefix, settings.job_lease)
+                .await
+                .map_err(fail)?;
+            let bus = RedisBus::connect(url, &settings.redis_prefix)
+                .await
+                .map_err(fail)?;
             (Arc::new(queue), Arc::new(bus))
         }
         None if single_process => {
@@ -282,7 +332,10 @@ async fn open_backends(settings: &Settings, single_process: bool) -> Result<Back
         }
     };
     let objects = ObjectTarget::open(&settings.object_store_url).map_err(|e| {
-        Fatal(format!("cannot open the object store {}: {e}", redact_url(&settings.object_store_url)))
+        Fatal(format!(
+            "cannot open the object store {}: {e}",
+            redact_url(&settings.object_store_url)
+        ))
     })?;
     Ok(Backends {
         store,
@@ -310,7 +363,10 @@ fn worker_context(
         lease: settings.job_lease,
         policy: NetworkPolicy {
             allow_private_networks: args.allow_private_networks.unwrap_or(embedded),
-            sqlite_dir: args.sqlite_dir.clone().unwrap_or_else(|| settings.data_dir.join("sqlite")),
+            sqlite_dir: args
+                .sqlite_dir
+                .clone()
+                .unwrap_or_else(|| settings.data_dir.join("sqlite")),
         },
         concurrency: args.worker_concurrency,
     }
@@ -320,7 +376,10 @@ fn worker_context(
 async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, Fatal> {
     let url = settings.database_url.expose();
     store::connect(url).await.map_err(|error| {
-        Fatal(format!("cannot open the metadata database at {}: {error}", redact_url(url)))
+        Fatal(format!(
+            "cannot open the metadata database at {}: {error}",
+            redact_url(url)
+        ))
     })
 }
 
@@ -344,7 +403,12 @@ async fn serve_api(
         registry,
     )?
     .with_sync_timeout(Duration::from_secs(http.sync_timeout_seconds));
-    let app = ferry_api::router(state, &ferry_api::ApiConfig { max_body_bytes: http.max_body_bytes });
+    let app = ferry_api::router(
+        state,
+        &ferry_api::ApiConfig {
+            max_body_bytes: http.max_body_bytes,
+        },
+    );
     let listener = tokio::net::TcpListener::bind(http.listen)
         .await
         .map_err(|e| Fatal(format!("cannot listen on {}: {e}", http.listen)))?;

@@ -61,8 +61,8 @@ pgbench_run() { # pgbench_run <name> <pgbench args…>: "name|tps|latency averag
 }
 baselines="$work/baselines"
 {
-    pgbench_run "pgbench '$(cat "$work/select1.sql")' 1 client" -f "$work/select1.sql" -c 1 -T "$seconds" postgres
-    pgbench_run "pgbench '$(cat "$work/select1.sql")' 16 clients" -f "$work/select1.sql" -c 16 -j 2 -T "$seconds" postgres
+    pgbench_run "pgbench 'select 1 as one' 1 client" -f "$work/select1.sql" -c 1 -T "$seconds" postgres
+    pgbench_run "pgbench 'select 1 as one' 16 clients" -f "$work/select1.sql" -c 16 -j 2 -T "$seconds" postgres
     pgbench_run "pgbench same, new connection each (-C)" -C -f "$work/select1.sql" -c 1 -T "$seconds" postgres
     psql "${pg[@]}" -d postgres -XAtqc "CREATE DATABASE $scratch"
     pgbench "${pg[@]}" -i -q -s 1 "$scratch" >/dev/null 2>&1
@@ -107,6 +107,7 @@ printf '%-52s %14s   %s\n' "  where: queue / claim / step / finish (p50)" "" \
 printf '%-52s %14s   %s\n' "  where: queue / claim / step / finish (mean)" "" \
     "$(field "$latency" queue_mean) / $(field "$latency" claim_mean) / $(field "$latency" step_mean) / $(field "$latency" finish_mean)"
 while IFS='|' read -r name tps lat; do
+    if [ -n "$tps" ] && [ "$tps" != - ]; then tps="$(printf '%.0f' "$tps")"; fi
     printf '%-52s %14s   %s\n' "$name" "${tps:--}" "average ${lat:--}"
 done < <(cat "$baselines"; printf 'psql process per query|-|%.2f\n' "$psql_ms")
 while read -r line; do

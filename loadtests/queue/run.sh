@@ -3,15 +3,14 @@
 # backend, driven by run_worker) next to redis-benchmark on the same Redis,
 # in the same run on the same machine. See README.md beside this script.
 #
-#   bash loadtests/queue/run.sh            # Redis at 127.0.0.1:6379
-#   REDIS_HOST=10.0.0.5 bash loadtests/queue/run.sh
-#
-# The Ferry side always uses redis://127.0.0.1:6379 (the test suite's Redis).
+#   bash loadtests/queue/run.sh                        # Redis at 127.0.0.1:6379
+#   REDIS_HOST=10.0.0.5 REDIS_PORT=6380 bash loadtests/queue/run.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 host="${REDIS_HOST:-127.0.0.1}"
 port="${REDIS_PORT:-6379}"
+export FERRY_BENCH_REDIS_URL="redis://$host:$port"
 # redis-benchmark writes its own keys (key:__rand_int__, mylist): keep them
 # out of the database the tests share.
 db="${REDIS_BENCH_DB:-15}"

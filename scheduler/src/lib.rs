@@ -27,7 +27,7 @@ pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a queued execution may wait for a worker before the reaper
 /// enqueues its job again, by default. Re-enqueueing while the job is still
 /// pending is a no-op, so this only bounds how late a lost job is noticed.
-pub const DEFAULT_QUEUED_GRACE: Duration = Duration::from_secs(60);
+pub const DEFAULT_QUEUED_GRACE: Duration = Duration::from_secs(15);
 
 /// The TTL of the Redis leader lock, by default: a dead leader is replaced
 /// within about 1⅓ × this.

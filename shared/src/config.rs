@@ -204,7 +204,10 @@ impl Settings {
         let data_dir = args.data_dir.clone();
         if mode == Mode::Embedded {
             std::fs::create_dir_all(&data_dir).map_err(|e| {
-                ConfigError(format!("cannot create the data directory {}: {e}", data_dir.display()))
+                ConfigError(format!(
+                    "cannot create the data directory {}: {e}",
+                    data_dir.display()
+                ))
             })?;
         }
         let database_url = match &args.database_url {
@@ -219,13 +222,20 @@ impl Settings {
             Some(url) => url.clone(),
             None => format!("file://{}", absolute(&data_dir.join("objects")).display()),
         };
-        check_url("FERRY_OBJECT_STORE_URL", &object_store_url, &["file", "s3", "gs", "az"])?;
+        check_url(
+            "FERRY_OBJECT_STORE_URL",
+            &object_store_url,
+            &["file", "s3", "gs", "az"],
+        )?;
         let master_keys = match (&args.master_key, mode) {
             (Some(text), _) => MasterKeys::parse(text.expose())?,
             (None, Mode::Embedded) => {
                 let path = data_dir.join("master.key");
                 let text = load_or_generate(&path, || {
-                    format!("k1:{}", base64::engine::general_purpose::STANDARD.encode(random_bytes()))
+                    format!(
+                        "k1:{}",
+                        base64::engine::general_purpose::STANDARD.encode(random_bytes())
+                    )
                 })?;
                 MasterKeys::parse(text.trim())?
             }
@@ -255,7 +265,8 @@ impl JwtArgs {
     /// generated into (or read from) the data directory.
     pub fn resolve(&self, mode: Mode, data_dir: &Path) -> ConfigResult<JwtSettings> {
         let mut hs256_secret = self.jwt_hs256_secret.as_ref().map(|s| s.expose().to_owned());
-        let has_source = hs256_secret.is_some() || self.jwt_public_key.is_some() || self.jwt_jwks_url.is_some();
+        let has_source =
+            hs256_secret.is_some() || self.jwt_public_key.is_some() || self.jwt_jwks_url.is_some();
         if !has_source {
             match mode {
                 Mode::Embedded => {
@@ -275,7 +286,9 @@ impl JwtArgs {
         if let Some(secret) = &hs256_secret
             && secret.len() < 32
         {
-            return Err(ConfigError("FERRY_JWT_HS256_SECRET must be at least 32 characters".into()));
+            return Err(ConfigError(
+                "FERRY_JWT_HS256_SECRET must be at least 32 characters".into(),
+            ));
         }
         if let Some(url) = &self.jwt_jwks_url {
             check_url("FERRY_JWT_JWKS_URL", url, &["http", "https"])?;
@@ -283,7 +296,10 @@ impl JwtArgs {
         if let Some(path) = &self.jwt_public_key
             && !path.is_file()
         {
-            return Err(ConfigError(format!("FERRY_JWT_PUBLIC_KEY: no such file {}", path.display())));
+            return Err(ConfigError(format!(
+                "FERRY_JWT_PUBLIC_KEY: no such file {}",
+                path.display()
+            )));
         }
         Ok(JwtSettings {
             hs256_secret,
@@ -314,11 +330,17 @@ impl MasterKeys {
     pub fn parse(text: &str) -> ConfigResult<Self> {
         let mut keys = Vec::new();
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (kid, encoded) = entry.split_once(':').ok_or_else(|| {
-                ConfigError("FERRY_MASTER_KEY entries are kid:base64(32 bytes)".into())
-            })?;
-            if kid.is_empty() || !kid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(ConfigError("FERRY_MASTER_KEY: a key id is letters, digits, - and _".into()));
+            let (kid, encoded) = entry
+                .split_once(':')
+                .ok_or_else(|| ConfigError("FERRY_MASTER_KEY entries are kid:base64(32 bytes)".into()))?;
+            if kid.is_empty()
+                || !kid
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError(
+                    "FERRY_MASTER_KEY: a key id is letters, digits, - and _".into(),
+                ));
             }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim())
@@ -327,7 +349,9 @@ impl MasterKeys {
                 .try_into()
                 .map_err(|_| ConfigError(format!("FERRY_MASTER_KEY: key {kid} must decode to 32 bytes")))?;
             if keys.iter().any(|(k, _)| k == kid) {
-                return Err(ConfigError(format!("FERRY_MASTER_KEY: key id {kid} appears twice")));
+                return Err(ConfigError(format!(
+                    "FERRY_MASTER_KEY: key id {kid} appears twice"
+                )));
             }
             keys.push((kid.to_owned(), key));
         }
@@ -341,11 +365,15 @@ impl MasterKeys {
 fn check_prefix(prefix: &str) -> ConfigResult<String> {
     let ok = !prefix.is_empty()
         && prefix.len() <= 64
-        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
     if ok {
         Ok(prefix.to_owned())
     } else {
-        Err(ConfigError("FERRY_REDIS_PREFIX is 1-64 letters, digits, - _ : .".into()))
+        Err(ConfigError(
+            "FERRY_REDIS_PREFIX is 1-64 letters, digits, - _ : .".into(),
+        ))
     }
 }
 
@@ -397,8 +425,9 @@ fn check_database_url(url: &str) -> ConfigResult<()> {
     if url.starts_with("sqlite:") {
         return Ok(());
     }
-    check_url("FERRY_DATABASE_URL", url, &["postgres", "postgresql"])
-        .map_err(|_| ConfigError("FERRY_DATABASE_URL must be postgres://user@host:port/db or sqlite://path".into()))
+    check_url("FERRY_DATABASE_URL", url, &["postgres", "postgresql"]).map_err(|_| {
+        ConfigError("FERRY_DATABASE_URL must be postgres://user@host:port/db or sqlite://path".into())
+    })
 }
 
 fn check_url(name: &str, text: &str, schemes: &[&str]) -> ConfigResult<()> {
@@ -443,6 +472,9 @@ mod tests {
 
     #[test]
     fn redaction_hides_passwords() {
-        assert_eq!(redact_url("postgres://u:hunter2@h:5432/d"), "postgres://u:****@h:5432/d");
+        assert_eq!(
+            redact_url("postgres://u:hunter2@h:5432/d"),
+            "postgres://u:****@h:5432/d"
+        );
     }
 }

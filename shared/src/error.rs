@@ -131,9 +131,7 @@ impl From<sqlx::Error> for Error {
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => {
-                Error::Unavailable("the metadata store is unavailable".into())
-            }
+            | sqlx::Error::WorkerCrashed => Error::Unavailable("the metadata store is unavailable".into()),
             sqlx::Error::Database(db) if is_transient_database_error(db.code().as_deref()) => {
                 Error::Unavailable("the metadata store is unavailable".into())
             }
@@ -146,9 +144,7 @@ impl From<sqlx::Error> for Error {
 /// and locked codes (5, 6) are transient.
 fn is_transient_database_error(code: Option<&str>) -> bool {
     match code {
-        Some(code) => {
-            code.starts_with("57P") || code.starts_with("08") || code == "5" || code == "6"
-        }
+        Some(code) => code.starts_with("57P") || code.starts_with("08") || code == "5" || code == "6",
         None => false,
     }
 }

@@ -60,7 +60,13 @@ mod tests {
 
     #[test]
     fn malformed_ids_do_not_match() {
-        for bad in ["", "proj_", "proj_123", "proj01J0000000000000000000000", "PROJ_01J0000000000000000000000"] {
+        for bad in [
+            "",
+            "proj_",
+            "proj_123",
+            "proj01J0000000000000000000000",
+            "PROJ_01J0000000000000000000000",
+        ] {
             assert!(!IdKind::Project.matches(bad), "{bad}");
         }
         assert!(IdKind::Project.matches("proj_01J00000000000000000000000"));

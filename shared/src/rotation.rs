@@ -25,7 +25,10 @@ pub async fn rotate_all(store: &dyn Store, vault: &Vault) -> Result<u64> {
         for connector in batch {
             let secrets = vault.open(&connector.uuid, &connector.secrets)?;
             let resealed = vault.seal(&connector.uuid, &secrets)?;
-            if store.replace_secrets(&connector.uuid, &connector.secrets, &resealed).await? {
+            if store
+                .replace_secrets(&connector.uuid, &connector.secrets, &resealed)
+                .await?
+            {
                 rotated += 1;
                 progressed = true;
                 tracing::info!(connector_uuid = %connector.uuid, from = %connector.secrets.key_id, to = %current, "connector secrets re-encrypted");

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent};
+use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent, EXECUTION_EVENTS, ExecutionEvent};
 use ferry_shared::objects::ObjectTarget;
 use ferry_shared::queue::{Bus, Job, JobError, JobKind, Queue, WorkerOptions, run_worker};
 use ferry_shared::store::Store;
@@ -50,10 +50,16 @@ pub struct Shared {
     /// This process's identity, fresh per start (lease owner).
     pub identity: String,
     pub lease: Duration,
+    /// Cancel requests for executions, fanned out in-process from one bus
+    /// subscription per worker.
+    pub cancels: tokio::sync::broadcast::Sender<String>,
 }
 
 /// Runs the worker until `shutdown` resolves.
-pub async fn run(context: WorkerContext, shutdown: impl Future<Output = ()> + Send + 'static) -> ferry_shared::Result<()> {
+pub async fn run(
+    context: WorkerContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> ferry_shared::Result<()> {
     context.store.ping().await?;
     let identity = format!("worker-{}", ulid::Ulid::new());
     tracing::info!(%identity, "worker starting");
@@ -65,7 +71,21 @@ pub async fn run(context: WorkerContext, shutdown: impl Future<Output = ()> + Se
         pools: PoolRegistry::new(context.policy, &context.registry),
         identity,
         lease: context.lease,
+        cancels: tokio::sync::broadcast::channel(256).0,
     });
+    let mut execution_events = context.bus.subscribe(EXECUTION_EVENTS).await?;
+    let cancel_relay = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(value) = execution_events.next().await {
+                if let Ok(event) = serde_json::from_value::<ExecutionEvent>(value)
+                    && event.kind == "cancel"
+                {
+                    let _ = shared.cancels.send(event.execution_id);
+                }
+            }
+        })
+    };
     let mut events = context.bus.subscribe(CONNECTOR_EVENTS).await?;
     let listener = {
         let shared = shared.clone();
@@ -88,9 +108,13 @@ pub async fn run(context: WorkerContext, shutdown: impl Future<Output = ()> + Se
             async move { dispatch(&shared, job).await }
         }
     };
-    let options = WorkerOptions { name_prefix: "worker".into(), concurrency: context.concurrency.max(1) };
+    let options = WorkerOptions {
+        name_prefix: "worker".into(),
+        concurrency: context.concurrency.max(1),
+    };
     let result = run_worker(context.queue, options, handler, shutdown).await;
     listener.abort();
+    cancel_relay.abort();
     result
 }
 
@@ -98,6 +122,9 @@ async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
     match job.kind {
         JobKind::TestConnection => jobs::test_connection::run(shared, job.payload).await,
         JobKind::ExecuteProject => jobs::execute_project::run(shared, job.payload).await,
-        other => Err(JobError::Abort(format!("this worker does not run {} jobs yet", other.as_str()))),
+        other => Err(JobError::Abort(format!(
+            "this worker does not run {} jobs yet",
+            other.as_str()
+        ))),
     }
 }

@@ -297,7 +297,10 @@ fn parse_bool(field: &str, value: Option<&str>, default: bool) -> ApiResult<bool
         None => Ok(default),
         Some("true") => Ok(true),
         Some("false") => Ok(false),
-        Some(_) => Err(ApiError::validation(field, format!("{field} must be true or false"))),
+        Some(_) => Err(ApiError::validation(
+            field,
+            format!("{field} must be true or false"),
+        )),
     }
 }
 
@@ -307,7 +310,10 @@ fn check_display_name(name: Option<&str>) -> ApiResult<String> {
         return Err(ApiError::validation("display_name", "display_name is required"));
     }
     if name.chars().count() > MAX_NAME {
-        return Err(ApiError::validation("display_name", format!("display_name is at most {MAX_NAME} characters")));
+        return Err(ApiError::validation(
+            "display_name",
+            format!("display_name is at most {MAX_NAME} characters"),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -332,17 +338,28 @@ pub(crate) async fn visible_connector(
     if !IdKind::Connector.matches(uuid) {
         return Err(not_found());
     }
-    let connector = state.store.get_connector(&caller.org_id, uuid).await?.ok_or_else(not_found)?;
+    let connector = state
+        .store
+        .get_connector(&caller.org_id, uuid)
+        .await?
+        .ok_or_else(not_found)?;
     let grant = if caller.is_admin() {
         None
     } else {
-        state.store.role_of(ResourceKind::Connector, uuid, &caller.user_id).await?
+        state
+            .store
+            .role_of(ResourceKind::Connector, uuid, &caller.user_id)
+            .await?
     };
     let role = Role::effective(caller, grant).ok_or_else(not_found)?;
     Ok((connector, role))
 }
 
-async fn editable_connector(state: &AppState, caller: &Principal, uuid: &str) -> ApiResult<(Connector, Role)> {
+async fn editable_connector(
+    state: &AppState,
+    caller: &Principal,
+    uuid: &str,
+) -> ApiResult<(Connector, Role)> {
     let (connector, role) = visible_connector(state, caller, uuid).await?;
     if !role.can_edit() {
         return Err(Error::forbidden("Insufficient permissions to edit this connector").into());
@@ -372,7 +389,10 @@ async fn run_test(state: &AppState, connector: &Connector) -> ApiResult<TestOutc
         reply_to: reply_to.clone(),
     };
     let payload = serde_json::to_value(&payload).map_err(Error::internal)?;
-    state.queue.enqueue(&Job::new(JobKind::TestConnection, payload)).await?;
+    state
+        .queue
+        .enqueue(&Job::new(JobKind::TestConnection, payload))
+        .await?;
     let wait = timeout_of(&connector.config) + QUEUE_MARGIN;
     match state.bus.wait_reply(&reply_to, wait).await? {
         Some(value) => serde_json::from_value(value).map_err(|e| Error::internal(e).into()),
@@ -419,7 +439,10 @@ fn connection_failed(outcome: &TestOutcome) -> ApiError {
     let mut extra = Map::new();
     extra.insert("details".into(), failure.message.into());
     extra.insert("test_results".into(), Value::Object(test_results));
-    ApiError::ConnectionFailed { message: "Failed to connect".into(), extra }
+    ApiError::ConnectionFailed {
+        message: "Failed to connect".into(),
+        extra,
+    }
 }
 
 fn require_driver(connector_type: &str) -> ApiResult<()> {
@@ -435,7 +458,10 @@ fn require_driver(connector_type: &str) -> ApiResult<()> {
 }
 
 async fn announce(state: &AppState, uuid: &str, change: &str) {
-    let event = ConnectorEvent { connector_uuid: uuid.to_owned(), change: change.to_owned() };
+    let event = ConnectorEvent {
+        connector_uuid: uuid.to_owned(),
+        change: change.to_owned(),
+    };
     if let Ok(value) = serde_json::to_value(&event)
         && let Err(error) = state.bus.publish(CONNECTOR_EVENTS, &value).await
     {
@@ -464,10 +490,9 @@ async fn list_connectors(
     };
     let status = match params.status.as_deref() {
         None => None,
-        Some(text) => Some(
-            ConnectorStatus::parse(text)
-                .ok_or_else(|| ApiError::validation("status", "status must be one of active, disabled, error"))?,
-        ),
+        Some(text) => Some(ConnectorStatus::parse(text).ok_or_else(|| {
+            ApiError::validation("status", "status must be one of active, disabled, error")
+        })?),
     };
     let query = ConnectorListQuery {
         is_admin: caller.is_admin(),
@@ -483,8 +508,11 @@ async fn list_connectors(
         .into_iter()
         .map(|(connector, role)| ConnectorView::new(connector, role))
         .collect();
-    let available: Vec<AvailableType> =
-        if include_available { connectors::registry().iter().map(Into::into).collect() } else { Vec::new() };
+    let available: Vec<AvailableType> = if include_available {
+        connectors::registry().iter().map(Into::into).collect()
+    } else {
+        Vec::new()
+    };
     Ok(axum::Json(ConnectorList {
         total_active: active.len(),
         total_available: available.len(),
@@ -514,11 +542,15 @@ async fn create_connector(
     if kind.auth_type.as_str() == "oauth" {
         return Err(ApiError::validation(
             "type",
-            format!("{type_id} connectors are created through the OAuth flow (/api/oauth/{type_id}/authorize)"),
+            format!(
+                "{type_id} connectors are created through the OAuth flow (/api/oauth/{type_id}/authorize)"
+            ),
         ));
     }
     let display_name = check_display_name(body.display_name.as_deref())?;
-    let config = body.config.ok_or_else(|| ApiError::validation("config", "config is required"))?;
+    let config = body
+        .config
+        .ok_or_else(|| ApiError::validation("config", "config is required"))?;
     let SplitConfig { public, secrets } = kind.validate_new(&config)?;
     let test = body.test_connection.unwrap_or(true);
     if test {
@@ -545,7 +577,11 @@ async fn create_connector(
         disabled_by: None,
         disabled_reason: None,
     };
-    let outcome = if test { Some(run_test(&state, &connector).await?) } else { None };
+    let outcome = if test {
+        Some(run_test(&state, &connector).await?)
+    } else {
+        None
+    };
     if let Some(outcome) = &outcome {
         if outcome.error.is_some() {
             return Err(connection_failed(outcome));
@@ -606,7 +642,10 @@ async fn update_connector(
     let (current, role) = editable_connector(&state, &caller, &uuid).await?;
     let kind = connector_type(&current.connector_type)?;
     if body.config.is_some() {
-        let active = state.store.active_executions_using(&caller.org_id, &current.uuid).await?;
+        let active = state
+            .store
+            .active_executions_using(&caller.org_id, &current.uuid)
+            .await?;
         if active > 0 {
             let mut extra = Map::new();
             extra.insert("active_executions".into(), active.into());
@@ -644,7 +683,11 @@ async fn update_connector(
         None
     };
     updated.updated_at = ferry_shared::domain::now();
-    if !state.store.update_connector(&updated, current.config_version).await? {
+    if !state
+        .store
+        .update_connector(&updated, current.config_version)
+        .await?
+    {
         return Err(Error::conflict("The connector was changed concurrently; retry the update").into());
     }
     if let Some(outcome) = &outcome {
@@ -682,10 +725,16 @@ async fn delete_connector(
     if !role.can_delete() {
         return Err(Error::forbidden("Insufficient permissions to delete this connector").into());
     }
-    let usage = state.store.connector_usage(&caller.org_id, &connector.uuid).await?;
+    let usage = state
+        .store
+        .connector_usage(&caller.org_id, &connector.uuid)
+        .await?;
     if !usage.is_empty() && !force {
         let mut extra = Map::new();
-        extra.insert("usage".into(), serde_json::to_value(&usage).map_err(Error::internal)?);
+        extra.insert(
+            "usage".into(),
+            serde_json::to_value(&usage).map_err(Error::internal)?,
+        );
         return Err(Error::Conflict {
             message: format!(
                 "Cannot delete connector: used by {} project{}",
@@ -696,7 +745,10 @@ async fn delete_connector(
         }
         .into());
     }
-    state.store.delete_connector(&caller.org_id, &connector.uuid).await?;
+    state
+        .store
+        .delete_connector(&caller.org_id, &connector.uuid)
+        .await?;
     announce(&state, &uuid, "deleted").await;
     tracing::info!(connector_uuid = %uuid, forced = force && !usage.is_empty(), "connector deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -722,7 +774,11 @@ async fn set_status(
         updated.disabled_by = None;
         updated.disabled_reason = None;
     }
-    if !state.store.update_connector(&updated, current.config_version).await? {
+    if !state
+        .store
+        .update_connector(&updated, current.config_version)
+        .await?
+    {
         return Err(Error::conflict("The connector was changed concurrently; retry").into());
     }
     Ok((updated, role))

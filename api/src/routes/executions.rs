@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use ferry_shared::Error;
 use ferry_shared::domain::params;
 use ferry_shared::domain::{
-    ConnectorStatus, Execution, ExecutionStatus, Principal, Project, StepRun, StepRunStatus, StepType, Trigger,
+    ConnectorStatus, Execution, ExecutionStatus, Principal, Project, StepRun, StepRunStatus, StepType,
+    Trigger,
 };
 use ferry_shared::ids::IdKind;
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
@@ -134,7 +135,11 @@ impl From<&Execution> for ExecutionView {
     fn from(execution: &Execution) -> Self {
         let total = execution.steps.len();
         let completed = execution.completed_steps();
-        let output_files: Vec<String> = execution.steps.iter().filter_map(|s| s.output_file.clone()).collect();
+        let output_files: Vec<String> = execution
+            .steps
+            .iter()
+            .filter_map(|s| s.output_file.clone())
+            .collect();
         let final_file = execution
             .steps
             .last()
@@ -160,13 +165,17 @@ impl From<&Execution> for ExecutionView {
             progress: ProgressView {
                 completed_steps: completed,
                 total_steps: total,
-                percentage: if total == 0 {
-                    if execution.status == ExecutionStatus::Completed { 100 } else { 0 }
-                } else {
-                    u32::try_from(completed * 100 / total).unwrap_or(100)
+                percentage: match (completed * 100).checked_div(total) {
+                    Some(percent) => u32::try_from(percent).unwrap_or(100),
+                    None if execution.status == ExecutionStatus::Completed => 100,
+                    None => 0,
                 },
             },
-            results: ResultsView { total_rows: execution.total_rows(), output_files, final_file },
+            results: ResultsView {
+                total_rows: execution.total_rows(),
+                output_files,
+                final_file,
+            },
         }
     }
 }
@@ -228,7 +237,12 @@ fn execution_not_found() -> ApiError {
     ApiError::not_found("Execution not found")
 }
 
-async fn visible_execution(state: &AppState, caller: &Principal, uuid: &str, execution_id: &str) -> ApiResult<(Project, Execution, ferry_shared::domain::Role)> {
+async fn visible_execution(
+    state: &AppState,
+    caller: &Principal,
+    uuid: &str,
+    execution_id: &str,
+) -> ApiResult<(Project, Execution, ferry_shared::domain::Role)> {
     let (project, role) = visible_project(state, caller, uuid).await?;
     if !IdKind::Execution.matches(execution_id) {
         return Err(execution_not_found());
@@ -242,11 +256,25 @@ async fn visible_execution(state: &AppState, caller: &Principal, uuid: &str, exe
 }
 
 /// Checks parameters and connectors of every step before anything is queued.
-async fn check_steps(state: &AppState, caller: &Principal, steps: &[ferry_shared::domain::Step], supplied: &Map<String, Value>) -> ApiResult<()> {
+async fn check_steps(
+    state: &AppState,
+    caller: &Principal,
+    steps: &[ferry_shared::domain::Step],
+    supplied: &Map<String, Value>,
+) -> ApiResult<()> {
     for step in steps {
         if step.step_type == StepType::SqlQuery {
-            let query = step.config.get("query").and_then(Value::as_str).unwrap_or_default();
-            let declared = step.config.get("parameters").and_then(Value::as_object).cloned().unwrap_or_default();
+            let query = step
+                .config
+                .get("query")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let declared = step
+                .config
+                .get("parameters")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             params::check(query, &declared, supplied)?;
         }
         if let Some(connector_uuid) = step.config.get("connector_uuid").and_then(Value::as_str) {
@@ -260,7 +288,10 @@ async fn check_steps(state: &AppState, caller: &Principal, steps: &[ferry_shared
                 let mut extra = Map::new();
                 extra.insert("step_id".into(), step.step_id.clone().into());
                 return Err(Error::Conflict {
-                    message: format!("Step '{}' uses connector {connector_uuid}, which {problem}", step.name),
+                    message: format!(
+                        "Step '{}' uses connector {connector_uuid}, which {problem}",
+                        step.name
+                    ),
                     extra,
                 }
                 .into());
@@ -271,7 +302,10 @@ async fn check_steps(state: &AppState, caller: &Principal, steps: &[ferry_shared
 }
 
 async fn publish_cancel(state: &AppState, execution_id: &str) {
-    let event = ExecutionEvent { execution_id: execution_id.to_owned(), kind: "cancel".into() };
+    let event = ExecutionEvent {
+        execution_id: execution_id.to_owned(),
+        kind: "cancel".into(),
+    };
     if let Ok(value) = serde_json::to_value(&event)
         && let Err(error) = state.bus.publish(EXECUTION_EVENTS, &value).await
     {
@@ -281,7 +315,13 @@ async fn publish_cancel(state: &AppState, execution_id: &str) {
 
 /// Waits until the execution is terminal or `timeout` passes, waking on
 /// execution events and re-reading the store at least every second.
-async fn wait_terminal(state: &AppState, org_id: &str, project_uuid: &str, execution_id: &str, timeout: Duration) -> ApiResult<Execution> {
+async fn wait_terminal(
+    state: &AppState,
+    org_id: &str,
+    project_uuid: &str,
+    execution_id: &str,
+    timeout: Duration,
+) -> ApiResult<Execution> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut events = state.bus.subscribe(EXECUTION_EVENTS).await.ok();
     loop {
@@ -371,8 +411,10 @@ async fn execute_project(
             .collect(),
     };
     state.store.create_execution(&execution).await?;
-    let payload = serde_json::to_value(ExecuteProjectJob { execution_id: execution.execution_id.clone() })
-        .map_err(Error::internal)?;
+    let payload = serde_json::to_value(ExecuteProjectJob {
+        execution_id: execution.execution_id.clone(),
+    })
+    .map_err(Error::internal)?;
     let mut job = Job::new(JobKind::ExecuteProject, payload);
     job.id = execution.execution_id.clone();
     if let Err(error) = state.queue.enqueue(&job).await {
@@ -381,7 +423,14 @@ async fn execute_project(
     }
     tracing::info!(execution_id = %execution.execution_id, project_uuid = %project.uuid, "execution queued");
     let current = if body.mode == Some(ExecutionMode::Sync) {
-        wait_terminal(&state, &caller.org_id, &project.uuid, &execution.execution_id, state.sync_timeout).await?
+        wait_terminal(
+            &state,
+            &caller.org_id,
+            &project.uuid,
+            &execution.execution_id,
+            state.sync_timeout,
+        )
+        .await?
     } else {
         state
             .store
@@ -488,7 +537,12 @@ async fn step_result(
         None | Some("json") => results::Format::Json,
         Some("csv") => results::Format::Csv,
         Some("parquet") => results::Format::Parquet,
-        Some(_) => return Err(ApiError::validation("format", "format must be json, csv or parquet")),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "format",
+                "format must be json, csv or parquet",
+            ));
+        }
     };
     let limit = match params.limit.as_deref() {
         None => 100,
@@ -511,7 +565,11 @@ async fn step_result(
         .find(|s| s.step_id == step_id)
         .ok_or_else(|| ApiError::not_found("Step not found"))?;
     if step.status != StepRunStatus::Completed {
-        return Err(Error::conflict(format!("Step result is not available: the step is {}", step.status.as_str())).into());
+        return Err(Error::conflict(format!(
+            "Step result is not available: the step is {}",
+            step.status.as_str()
+        ))
+        .into());
     }
     let path = state.objects.step_path(&execution.execution_id, &step.step_id);
     results::respond(&state.objects, &path, format, offset, limit).await
@@ -538,7 +596,10 @@ async fn execution_events(
 }
 
 fn event(name: &str, data: &impl Serialize) -> Event {
-    Event::default().event(name).json_data(data).unwrap_or_else(|_| Event::default().event(name))
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().event(name))
 }
 
 /// Emits events whenever the stored execution changes, until it is terminal.
@@ -592,7 +653,13 @@ fn async_stream(
 
 /// Waits for the execution to differ from `previous` (status, a step's
 /// status or progress), polling the store twice a second.
-async fn wait_change(state: &AppState, org_id: &str, project_uuid: &str, execution_id: &str, previous: Option<&Execution>) -> ApiResult<Execution> {
+async fn wait_change(
+    state: &AppState,
+    org_id: &str,
+    project_uuid: &str,
+    execution_id: &str,
+    previous: Option<&Execution>,
+) -> ApiResult<Execution> {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let current = state
@@ -605,4 +672,3 @@ async fn wait_change(state: &AppState, org_id: &str, project_uuid: &str, executi
         }
     }
 }
-

@@ -42,7 +42,9 @@ async fn healthz() -> axum::Json<HealthStatus> {
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthStatus>, crate::error::ApiError> {
     state.store.ping().await?;
     state.queue.ping().await?;
-    Ok(axum::Json(HealthStatus { status: "ready".into() }))
+    Ok(axum::Json(HealthStatus {
+        status: "ready".into(),
+    }))
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -50,7 +52,12 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthStatus
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     match crate::render_metrics(&state.registry) {
-        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
         Err(error) => crate::error::ApiError::Domain(ferry_shared::Error::internal(error)).into_response(),
     }
 }

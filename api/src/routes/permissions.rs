@@ -108,11 +108,10 @@ async fn grant_permission(
         .map(|u| u.trim().to_owned())
         .filter(|u| !u.is_empty() && u.len() <= 255)
         .ok_or_else(|| ApiError::validation("user_id", "user_id is required"))?;
-    let role = body
-        .permission
-        .as_deref()
-        .and_then(Role::parse)
-        .ok_or_else(|| ApiError::validation("permission", "permission must be owner, editor or viewer"))?;
+    let role =
+        body.permission.as_deref().and_then(Role::parse).ok_or_else(|| {
+            ApiError::validation("permission", "permission must be owner, editor or viewer")
+        })?;
     require_share(role_on(&state, &caller, kind, &uuid).await?)?;
     let grant = Grant {
         resource: kind,
@@ -142,7 +141,9 @@ async fn list_permissions(
     let kind = resource_kind(&kind)?;
     role_on(&state, &caller, kind, &uuid).await?;
     let grants = state.store.list_grants(kind, &uuid).await?;
-    Ok(axum::Json(GrantList { data: grants.into_iter().map(Into::into).collect() }))
+    Ok(axum::Json(GrantList {
+        data: grants.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// Revokes a user's permission. Owners only; the last owner cannot be removed.

@@ -4,8 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use ferry_shared::domain::{
-    NewProject, PageRequest, Principal, Project, ProjectListQuery, ProjectPatch, ProjectSort,
-    ProjectStatus, ResourceKind, Role, SortOrder,
+    NewProject, PageRequest, Principal, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus,
+    ResourceKind, Role, SortOrder,
 };
 use ferry_shared::ids::IdKind;
 use serde::Deserialize;
@@ -94,23 +94,38 @@ pub struct DeleteProjectParams {
 /// Loads a project the caller may see, with the caller's role. Anything the
 /// caller may not see — another organization's, no grant, a malformed id —
 /// is 404.
-pub(crate) async fn visible_project(state: &AppState, caller: &Principal, uuid: &str) -> ApiResult<(Project, Role)> {
+pub(crate) async fn visible_project(
+    state: &AppState,
+    caller: &Principal,
+    uuid: &str,
+) -> ApiResult<(Project, Role)> {
     let not_found = || ApiError::not_found("Project not found");
     if !IdKind::Project.matches(uuid) {
         return Err(not_found());
     }
-    let project = state.store.get_project(&caller.org_id, uuid).await?.ok_or_else(not_found)?;
+    let project = state
+        .store
+        .get_project(&caller.org_id, uuid)
+        .await?
+        .ok_or_else(not_found)?;
     let grant = if caller.is_admin() {
         None
     } else {
-        state.store.role_of(ResourceKind::Project, uuid, &caller.user_id).await?
+        state
+            .store
+            .role_of(ResourceKind::Project, uuid, &caller.user_id)
+            .await?
     };
     let role = Role::effective(caller, grant).ok_or_else(not_found)?;
     Ok((project, role))
 }
 
 /// Loads a project the caller may change: editor or owner, not archived.
-pub(crate) async fn editable_project(state: &AppState, caller: &Principal, uuid: &str) -> ApiResult<(Project, Role)> {
+pub(crate) async fn editable_project(
+    state: &AppState,
+    caller: &Principal,
+    uuid: &str,
+) -> ApiResult<(Project, Role)> {
     let (project, role) = visible_project(state, caller, uuid).await?;
     if !role.can_edit() {
         return Err(Error::forbidden("Insufficient permissions to edit this project").into());
@@ -127,7 +142,10 @@ fn check_name(name: Option<&str>) -> ApiResult<String> {
         return Err(ApiError::validation("name", "Project name is required"));
     }
     if name.chars().count() > MAX_NAME {
-        return Err(ApiError::validation("name", format!("Project name is at most {MAX_NAME} characters")));
+        return Err(ApiError::validation(
+            "name",
+            format!("Project name is at most {MAX_NAME} characters"),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -145,7 +163,10 @@ fn check_description(description: Option<String>) -> ApiResult<Option<String>> {
 fn check_connector_uuids(ids: Vec<String>) -> ApiResult<Vec<String>> {
     for (i, id) in ids.iter().enumerate() {
         if !id.starts_with("conn_") || id.len() > 64 {
-            return Err(ApiError::validation(format!("connector_uuids[{i}]"), "not a connector id (conn_…)"));
+            return Err(ApiError::validation(
+                format!("connector_uuids[{i}]"),
+                "not a connector id (conn_…)",
+            ));
         }
     }
     Ok(ids)
@@ -181,7 +202,10 @@ async fn create_project(
     let project = new.into_project(&caller.org_id, &caller.user_id);
     state.store.create_project(&project).await?;
     tracing::info!(project_uuid = %project.uuid, "project created");
-    Ok((StatusCode::CREATED, axum::Json(ProjectView::new(project, &[], Role::Owner))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(ProjectView::new(project, &[], Role::Owner)),
+    ))
 }
 
 /// Lists the projects the caller may see.
@@ -204,16 +228,16 @@ async fn list_projects(
         page: page_request(params.page.as_deref(), params.limit.as_deref())?,
         sort: match params.sort.as_deref() {
             None => ProjectSort::default(),
-            Some(text) => ProjectSort::parse(text)
-                .ok_or_else(|| ApiError::validation("sort", "sort must be one of created_at, updated_at, name"))?,
+            Some(text) => ProjectSort::parse(text).ok_or_else(|| {
+                ApiError::validation("sort", "sort must be one of created_at, updated_at, name")
+            })?,
         },
         order: sort_order(params.order.as_deref())?,
         status: match params.status.as_deref() {
             None => None,
-            Some(text) => Some(
-                ProjectStatus::parse(text)
-                    .ok_or_else(|| ApiError::validation("status", "status must be one of draft, active, archived"))?,
-            ),
+            Some(text) => Some(ProjectStatus::parse(text).ok_or_else(|| {
+                ApiError::validation("status", "status must be one of draft, active, archived")
+            })?),
         },
         search: params.search.filter(|s| !s.is_empty()),
     };
@@ -306,7 +330,10 @@ async fn update_project(
         },
         status: match body.status {
             Some(ProjectStatus::Draft) => {
-                return Err(ApiError::validation("status", "status may be set to active or archived, never draft"));
+                return Err(ApiError::validation(
+                    "status",
+                    "status may be set to active or archived, never draft",
+                ));
             }
             other => other,
         },
@@ -341,7 +368,12 @@ async fn delete_project(
     let hard = match params.hard_delete.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(_) => return Err(ApiError::validation("hard_delete", "hard_delete must be true or false")),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "hard_delete",
+                "hard_delete must be true or false",
+            ));
+        }
     };
     let (project, role) = visible_project(&state, &caller, &uuid).await?;
     if !role.can_delete() {
@@ -355,7 +387,10 @@ async fn delete_project(
             status: Some(ProjectStatus::Archived),
             ..ProjectPatch::default()
         };
-        state.store.update_project(&caller.org_id, &project.uuid, patch).await?;
+        state
+            .store
+            .update_project(&caller.org_id, &project.uuid, patch)
+            .await?;
         tracing::info!(project_uuid = %project.uuid, "project archived");
     }
     Ok(StatusCode::NO_CONTENT)

@@ -73,7 +73,10 @@ fn check_name(name: Option<&str>) -> ApiResult<String> {
         return Err(ApiError::validation("name", "Step name is required"));
     }
     if name.chars().count() > MAX_NAME {
-        return Err(ApiError::validation("name", format!("Step name is at most {MAX_NAME} characters")));
+        return Err(ApiError::validation(
+            "name",
+            format!("Step name is at most {MAX_NAME} characters"),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -82,7 +85,10 @@ fn check_order(order: Option<i64>) -> ApiResult<Option<i32>> {
     match order {
         None => Ok(None),
         Some(n) if (1..=i64::from(i32::MAX)).contains(&n) => Ok(i32::try_from(n).ok()),
-        Some(_) => Err(ApiError::validation("order", "order must be an integer of at least 1")),
+        Some(_) => Err(ApiError::validation(
+            "order",
+            "order must be an integer of at least 1",
+        )),
     }
 }
 
@@ -96,7 +102,10 @@ fn check_dependencies(steps: &[Step], field: &str) -> ApiResult<()> {
             if !earlier {
                 return Err(ApiError::validation(
                     field,
-                    format!("step {} depends on {dependency}, which must be an earlier step", step.step_id),
+                    format!(
+                        "step {} depends on {dependency}, which must be an earlier step",
+                        step.step_id
+                    ),
                 ));
             }
         }
@@ -156,7 +165,16 @@ async fn create_step(
     }
     let step = state
         .store
-        .insert_step(&project.uuid, NewStep { name, step_type, order, config, dependencies })
+        .insert_step(
+            &project.uuid,
+            NewStep {
+                name,
+                step_type,
+                order,
+                config,
+                dependencies,
+            },
+        )
         .await?;
     tracing::info!(project_uuid = %project.uuid, step_id = %step.step_id, "step created");
     Ok((StatusCode::CREATED, axum::Json(StepView::from(step))))
@@ -177,7 +195,9 @@ async fn list_steps(
 ) -> ApiResult<axum::Json<StepList>> {
     let (project, _) = visible_project(&state, &caller, &uuid).await?;
     let steps = state.store.list_steps(&project.uuid).await?;
-    Ok(axum::Json(StepList { data: steps.into_iter().map(Into::into).collect() }))
+    Ok(axum::Json(StepList {
+        data: steps.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// One step.
@@ -197,7 +217,11 @@ async fn get_step(
     if !IdKind::Step.matches(&step_id) {
         return Err(step_not_found());
     }
-    let step = state.store.get_step(&project.uuid, &step_id).await?.ok_or_else(step_not_found)?;
+    let step = state
+        .store
+        .get_step(&project.uuid, &step_id)
+        .await?
+        .ok_or_else(step_not_found)?;
     Ok(axum::Json(step.into()))
 }
 
@@ -228,7 +252,10 @@ async fn update_step(
         return Err(step_not_found());
     }
     let mut steps = state.store.list_steps(&project.uuid).await?;
-    let current = steps.iter().find(|s| s.step_id == step_id).ok_or_else(step_not_found)?;
+    let current = steps
+        .iter()
+        .find(|s| s.step_id == step_id)
+        .ok_or_else(step_not_found)?;
     if let Some(config) = &body.config {
         current.step_type.validate_config(config)?;
     }
@@ -248,7 +275,15 @@ async fn update_step(
     }
     let step = state
         .store
-        .update_step(&project.uuid, &step_id, StepPatch { name, config: body.config, order })
+        .update_step(
+            &project.uuid,
+            &step_id,
+            StepPatch {
+                name,
+                config: body.config,
+                order,
+            },
+        )
         .await?
         .ok_or_else(step_not_found)?;
     Ok(axum::Json(step.into()))
@@ -314,12 +349,20 @@ async fn reorder_steps(
         && step_ids.len() == steps.len()
         && steps.iter().all(|s| unique.contains(&s.step_id));
     if !complete {
-        return Err(ApiError::validation("step_ids", "step_ids must list every step of the project exactly once"));
+        return Err(ApiError::validation(
+            "step_ids",
+            "step_ids must list every step of the project exactly once",
+        ));
     }
     for step in &mut steps {
-        step.order = step_ids.iter().position(|id| id == &step.step_id).map_or(0, |i| i as i32 + 1);
+        step.order = step_ids
+            .iter()
+            .position(|id| id == &step.step_id)
+            .map_or(0, |i| i as i32 + 1);
     }
     check_dependencies(&steps, "step_ids")?;
     let steps = state.store.reorder_steps(&project.uuid, &step_ids).await?;
-    Ok(axum::Json(StepList { data: steps.into_iter().map(Into::into).collect() }))
+    Ok(axum::Json(StepList {
+        data: steps.into_iter().map(Into::into).collect(),
+    }))
 }

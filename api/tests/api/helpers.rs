@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use ferry_api::{ApiConfig, AppState, Backends};
 use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
-use ferry_shared::domain::OrgRole;
 use ferry_shared::config::MasterKeys;
+use ferry_shared::domain::OrgRole;
 use ferry_shared::queue::{Bus, EmbeddedQueue, LocalBus, Queue};
 use ferry_shared::store::{self, Store};
 use ferry_shared::vault::Vault;
@@ -77,7 +77,8 @@ pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::
     let vault = Arc::new(Vault::new(MasterKeys::parse(MASTER_KEY).expect("keys")));
     let registry = prometheus::Registry::new();
     let objects = Arc::new(
-        ferry_shared::objects::ObjectTarget::open(&format!("file://{}/objects", dir.path().display())).expect("objects"),
+        ferry_shared::objects::ObjectTarget::open(&format!("file://{}/objects", dir.path().display()))
+            .expect("objects"),
     );
     let worker = ferry_worker::WorkerContext {
         objects: objects.clone(),
@@ -100,7 +101,13 @@ pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::
     })
     .await
     .expect("verifier");
-    let backends = Backends { store: store.clone(), queue, bus, vault, objects };
+    let backends = Backends {
+        store: store.clone(),
+        queue,
+        bus,
+        vault,
+        objects,
+    };
     let state = AppState::new(backends, Arc::new(verifier), registry).expect("state");
     let app = ferry_api::router(state, &config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -124,9 +131,11 @@ impl Drop for TestApp {
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async {
                         if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                                .execute(&mut admin)
-                                .await;
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut admin)
+                            .await;
                         }
                     });
                 }
@@ -146,11 +155,19 @@ pub struct User {
 
 impl User {
     pub fn member(id: &str, org: &str) -> User {
-        User { id: id.into(), org: org.into(), role: OrgRole::Member }
+        User {
+            id: id.into(),
+            org: org.into(),
+            role: OrgRole::Member,
+        }
     }
 
     pub fn admin(id: &str, org: &str) -> User {
-        User { id: id.into(), org: org.into(), role: OrgRole::Admin }
+        User {
+            id: id.into(),
+            org: org.into(),
+            role: OrgRole::Admin,
+        }
     }
 
     pub fn token(&self) -> String {
@@ -186,7 +203,10 @@ impl TestApp {
 
     /// Sends a request as `user` with an optional JSON body.
     pub async fn call(&self, user: &User, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut request = self.client.request(method, self.url(path)).bearer_auth(user.token());
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(user.token());
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -211,7 +231,9 @@ impl TestApp {
 
     /// Creates a project and returns its uuid.
     pub async fn create_project(&self, user: &User, name: &str) -> String {
-        let reply = self.post(user, "/api/projects", serde_json::json!({"name": name})).await;
+        let reply = self
+            .post(user, "/api/projects", serde_json::json!({"name": name}))
+            .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
         reply.body["uuid"].as_str().expect("uuid").to_owned()
     }
@@ -222,14 +244,23 @@ pub async fn reply(response: reqwest::Response) -> Reply {
     let headers = response.headers().clone();
     let text = response.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply { status, headers, body, text }
+    Reply {
+        status,
+        headers,
+        body,
+        text,
+    }
 }
 
 /// Asserts the seeds' error shape with this code and field.
 pub fn assert_error(reply: &Reply, status: StatusCode, code: &str, field: Option<&str>) {
     assert_eq!(reply.status, status, "{}", reply.text);
     assert_eq!(reply.body["error"], code, "{}", reply.text);
-    assert!(reply.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", reply.text);
+    assert!(
+        reply.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        reply.text
+    );
     if let Some(field) = field {
         assert_eq!(reply.body["field"], field, "{}", reply.text);
     }

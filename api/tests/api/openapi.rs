@@ -8,9 +8,20 @@ use crate::helpers::{User, reply, spawn_app};
 async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
     let app = spawn_app().await;
     let alice = User::member("user_alice", "org_a");
-    let doc = reply(app.client.get(app.url("/api/openapi.json")).send().await.expect("send")).await;
+    let doc = reply(
+        app.client
+            .get(app.url("/api/openapi.json"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
     assert_eq!(doc.status, StatusCode::OK);
-    assert!(doc.body["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc.body["openapi"]);
+    assert!(
+        doc.body["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc.body["openapi"]
+    );
     assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
 
     let paths = doc.body["paths"].as_object().expect("paths");
@@ -35,7 +46,10 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
         ("GET", "/api/projects/{uuid}/executions"),
         ("GET", "/api/projects/{uuid}/executions/{execution_id}"),
         ("GET", "/api/projects/{uuid}/executions/{execution_id}/events"),
-        ("GET", "/api/projects/{uuid}/executions/{execution_id}/steps/{step_id}/result"),
+        (
+            "GET",
+            "/api/projects/{uuid}/executions/{execution_id}/steps/{step_id}/result",
+        ),
         ("GET", "/api/projects/{uuid}/steps"),
         ("GET", "/api/projects/{uuid}/steps/{step_id}"),
         ("GET", "/healthz"),
@@ -55,14 +69,24 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
         ("PUT", "/api/projects/{uuid}"),
         ("PUT", "/api/projects/{uuid}/steps/{step_id}"),
     ];
-    let expected: Vec<(String, String)> = expected.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
     assert_eq!(documented, expected);
 
     // Every documented operation reaches a handler: never the "no such route"
     // fallback, never 405.
     for (method, path) in &documented {
         let concrete = path
-            .replace("{uuid}", if path.contains("connectors") { "conn_01J00000000000000000000000" } else { "proj_01J00000000000000000000000" })
+            .replace(
+                "{uuid}",
+                if path.contains("connectors") {
+                    "conn_01J00000000000000000000000"
+                } else {
+                    "proj_01J00000000000000000000000"
+                },
+            )
             .replace("{step_id}", "step_01J00000000000000000000000")
             .replace("{execution_id}", "exec_01J00000000000000000000000")
             .replace("{type}", "project")
@@ -90,8 +114,15 @@ async fn docs_viewer_and_its_assets_are_served_by_ferry() {
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.expect("html");
     assert!(html.contains("swagger-ui"), "{html}");
-    assert!(!html.contains("cdn.") && !html.contains("unpkg.com"), "no CDN assets");
-    for asset in ["/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js", "/docs/swagger-initializer.js"] {
+    assert!(
+        !html.contains("cdn.") && !html.contains("unpkg.com"),
+        "no CDN assets"
+    );
+    for asset in [
+        "/docs/swagger-ui.css",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-initializer.js",
+    ] {
         let response = app.client.get(app.url(asset)).send().await.expect("send");
         assert_eq!(response.status(), StatusCode::OK, "{asset}");
         let body = response.text().await.expect("body");

@@ -54,10 +54,15 @@ async fn project_lifecycle_follows_the_seed(backend: Backend) {
     assert_eq!(updated.body["name"], "Q4 2024 Sales Analysis");
     assert!(updated.body["description"].is_null());
     assert_eq!(updated.body["status"], "active");
-    assert_eq!(updated.body["metadata"]["department"], "analytics", "fields not sent are kept");
+    assert_eq!(
+        updated.body["metadata"]["department"], "analytics",
+        "fields not sent are kept"
+    );
     assert_ne!(updated.body["updated_at"], body["updated_at"]);
 
-    let deleted = app.delete(&alice, &format!("/api/projects/{uuid}?hard_delete=true")).await;
+    let deleted = app
+        .delete(&alice, &format!("/api/projects/{uuid}?hard_delete=true"))
+        .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert!(deleted.text.is_empty());
     let gone = app.get(&alice, &format!("/api/projects/{uuid}")).await;
@@ -79,7 +84,12 @@ async fn project_lifecycle_follows_the_seed_on_postgres() {
 async fn create_without_a_name_is_400_validation_error_naming_name() {
     let app = spawn_app().await;
     let alice = User::member("user_alice", "org_a");
-    for body in [json!({}), json!({"name": ""}), json!({"name": "   "}), json!({"name": null})] {
+    for body in [
+        json!({}),
+        json!({"name": ""}),
+        json!({"name": "   "}),
+        json!({"name": null}),
+    ] {
         let reply = app.post(&alice, "/api/projects", body).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("name"));
         assert_eq!(reply.body["message"], "Project name is required");
@@ -92,18 +102,71 @@ async fn wrong_types_are_400_naming_the_field() {
     let alice = User::member("user_alice", "org_a");
     let reply = app.post(&alice, "/api/projects", json!({"name": 5})).await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("name"));
-    let reply = app.post(&alice, "/api/projects", json!({"name": "x", "connector_uuids": "conn_1"})).await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("connector_uuids"));
-    let reply = app.post(&alice, "/api/projects", json!({"name": "x", "connector_uuids": ["conn_1", 7]})).await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("connector_uuids[1]"));
-    let reply = app.post(&alice, "/api/projects", json!({"name": "x", "metadata": [1, 2]})).await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("metadata"));
+    let reply = app
+        .post(
+            &alice,
+            "/api/projects",
+            json!({"name": "x", "connector_uuids": "conn_1"}),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "validation_error",
+        Some("connector_uuids"),
+    );
+    let reply = app
+        .post(
+            &alice,
+            "/api/projects",
+            json!({"name": "x", "connector_uuids": ["conn_1", 7]}),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "validation_error",
+        Some("connector_uuids[1]"),
+    );
+    let reply = app
+        .post(&alice, "/api/projects", json!({"name": "x", "metadata": [1, 2]}))
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "validation_error",
+        Some("metadata"),
+    );
     let uuid = app.create_project(&alice, "p").await;
-    let reply = app.put(&alice, &format!("/api/projects/{uuid}"), json!({"status": "running"})).await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("status"));
-    let reply = app.put(&alice, &format!("/api/projects/{uuid}"), json!({"status": "draft"})).await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("status"));
-    let reply = app.put(&alice, &format!("/api/projects/{uuid}"), json!({"name": null})).await;
+    let reply = app
+        .put(
+            &alice,
+            &format!("/api/projects/{uuid}"),
+            json!({"status": "running"}),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "validation_error",
+        Some("status"),
+    );
+    let reply = app
+        .put(
+            &alice,
+            &format!("/api/projects/{uuid}"),
+            json!({"status": "draft"}),
+        )
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "validation_error",
+        Some("status"),
+    );
+    let reply = app
+        .put(&alice, &format!("/api/projects/{uuid}"), json!({"name": null}))
+        .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("name"));
 }
 
@@ -115,12 +178,23 @@ async fn list_paginates_sorts_filters_and_searches() {
     for name in ["Delta", "alpha", "Charlie", "bravo", "Echo sales"] {
         uuids.push(app.create_project(&alice, name).await);
     }
-    app.put(&alice, &format!("/api/projects/{}", uuids[1]), json!({"description": "Regional SALES numbers"}))
-        .await;
+    app.put(
+        &alice,
+        &format!("/api/projects/{}", uuids[1]),
+        json!({"description": "Regional SALES numbers"}),
+    )
+    .await;
 
-    let page = app.get(&alice, "/api/projects?limit=2&page=2&sort=created_at&order=asc").await;
+    let page = app
+        .get(&alice, "/api/projects?limit=2&page=2&sort=created_at&order=asc")
+        .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-    let names: Vec<_> = page.body["data"].as_array().expect("data").iter().map(|p| p["name"].clone()).collect();
+    let names: Vec<_> = page.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
     assert_eq!(names, [json!("Charlie"), json!("bravo")]);
     assert_eq!(
         page.body["pagination"],
@@ -131,25 +205,58 @@ async fn list_paginates_sorts_filters_and_searches() {
     assert_eq!(item["permissions"]["role"], "owner");
 
     let default = app.get(&alice, "/api/projects").await;
-    let names: Vec<_> = default.body["data"].as_array().expect("data").iter().map(|p| p["name"].clone()).collect();
-    assert_eq!(names.first(), Some(&json!("Echo sales")), "default is created_at desc");
+    let names: Vec<_> = default.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(
+        names.first(),
+        Some(&json!("Echo sales")),
+        "default is created_at desc"
+    );
     assert_eq!(default.body["pagination"]["limit"], 20);
 
     let by_name = app.get(&alice, "/api/projects?sort=name&order=asc").await;
-    let names: Vec<_> = by_name.body["data"].as_array().expect("data").iter().map(|p| p["name"].clone()).collect();
-    assert_eq!(names, [json!("Charlie"), json!("Delta"), json!("Echo sales"), json!("alpha"), json!("bravo")]);
+    let names: Vec<_> = by_name.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            json!("Charlie"),
+            json!("Delta"),
+            json!("Echo sales"),
+            json!("alpha"),
+            json!("bravo")
+        ]
+    );
 
-    let updated = app.get(&alice, "/api/projects?sort=updated_at&order=desc&limit=1").await;
+    let updated = app
+        .get(&alice, "/api/projects?sort=updated_at&order=desc&limit=1")
+        .await;
     assert_eq!(updated.body["data"][0]["name"], "alpha");
 
     let found = app.get(&alice, "/api/projects?search=sales").await;
-    let mut names: Vec<_> = found.body["data"].as_array().expect("data").iter().map(|p| p["name"].clone()).collect();
+    let mut names: Vec<_> = found.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
     names.sort_by_key(|n| n.to_string());
     assert_eq!(names, [json!("Echo sales"), json!("alpha")]);
 
     app.delete(&alice, &format!("/api/projects/{}", uuids[0])).await;
     let visible = app.get(&alice, "/api/projects").await;
-    assert_eq!(visible.body["pagination"]["total"], 4, "archived projects are hidden by default");
+    assert_eq!(
+        visible.body["pagination"]["total"], 4,
+        "archived projects are hidden by default"
+    );
     let archived = app.get(&alice, "/api/projects?status=archived").await;
     assert_eq!(archived.body["pagination"]["total"], 1);
     assert_eq!(archived.body["data"][0]["name"], "Delta");
@@ -188,14 +295,34 @@ async fn other_organizations_and_strangers_get_404_not_403() {
     let uuid = app.create_project(&alice, "secret plans").await;
     let path = format!("/api/projects/{uuid}");
     for user in [&bob, &mallory] {
-        assert_error(&app.get(user, &path).await, StatusCode::NOT_FOUND, "not_found", None);
-        assert_error(&app.put(user, &path, json!({"name": "x"})).await, StatusCode::NOT_FOUND, "not_found", None);
-        assert_error(&app.delete(user, &path).await, StatusCode::NOT_FOUND, "not_found", None);
+        assert_error(
+            &app.get(user, &path).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        );
+        assert_error(
+            &app.put(user, &path, json!({"name": "x"})).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        );
+        assert_error(
+            &app.delete(user, &path).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        );
         let listed = app.get(user, "/api/projects").await;
         assert_eq!(listed.body["pagination"]["total"], 0);
     }
     for bad in ["proj_nope", "conn_01J00000000000000000000000", "1"] {
-        assert_error(&app.get(&alice, &format!("/api/projects/{bad}")).await, StatusCode::NOT_FOUND, "not_found", None);
+        assert_error(
+            &app.get(&alice, &format!("/api/projects/{bad}")).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        );
     }
 }
 
@@ -233,12 +360,27 @@ async fn org_admins_act_as_owner_and_viewers_get_403_on_writes() {
     );
     let listed = app.get(&viewer, "/api/projects").await;
     assert_eq!(listed.body["data"][0]["permissions"]["role"], "viewer");
-    assert_error(&app.put(&viewer, &path, json!({"name": "mine"})).await, StatusCode::FORBIDDEN, "forbidden", None);
-    assert_error(&app.delete(&viewer, &path).await, StatusCode::FORBIDDEN, "forbidden", None);
+    assert_error(
+        &app.put(&viewer, &path, json!({"name": "mine"})).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
+    assert_error(
+        &app.delete(&viewer, &path).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
 
     let renamed = app.put(&admin, &path, json!({"name": "by admin"})).await;
     assert_eq!(renamed.status, StatusCode::OK);
-    assert_eq!(app.delete(&admin, &format!("{path}?hard_delete=true")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&admin, &format!("{path}?hard_delete=true"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[tokio::test]
@@ -251,13 +393,36 @@ async fn soft_delete_archives_and_freezes_the_project() {
     let archived = app.get(&alice, &path).await;
     assert_eq!(archived.status, StatusCode::OK);
     assert_eq!(archived.body["status"], "archived");
-    assert_error(&app.put(&alice, &path, json!({"name": "new"})).await, StatusCode::CONFLICT, "conflict", None);
+    assert_error(
+        &app.put(&alice, &path, json!({"name": "new"})).await,
+        StatusCode::CONFLICT,
+        "conflict",
+        None,
+    );
     let step = app
-        .post(&alice, &format!("{path}/steps"), json!({"name": "s", "type": "transform", "config": {"query": "select 1"}}))
+        .post(
+            &alice,
+            &format!("{path}/steps"),
+            json!({"name": "s", "type": "transform", "config": {"query": "select 1"}}),
+        )
         .await;
     assert_error(&step, StatusCode::CONFLICT, "conflict", None);
-    assert_eq!(app.delete(&alice, &path).await.status, StatusCode::NO_CONTENT, "deleting again is a no-op");
-    assert_error(&app.delete(&alice, &format!("{path}?hard_delete=maybe")).await, StatusCode::BAD_REQUEST, "validation_error", Some("hard_delete"));
-    assert_eq!(app.delete(&alice, &format!("{path}?hard_delete=true")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&alice, &path).await.status,
+        StatusCode::NO_CONTENT,
+        "deleting again is a no-op"
+    );
+    assert_error(
+        &app.delete(&alice, &format!("{path}?hard_delete=maybe")).await,
+        StatusCode::BAD_REQUEST,
+        "validation_error",
+        Some("hard_delete"),
+    );
+    assert_eq!(
+        app.delete(&alice, &format!("{path}?hard_delete=true"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(app.get(&alice, &path).await.status, StatusCode::NOT_FOUND);
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{HS_SECRET, KEY, PgDatabase, Running, ferry, free_port, http_send, psql, psql_value, wait_healthy};
+use crate::{
+    HS_SECRET, KEY, PgDatabase, Running, ferry, free_port, http_send, psql, psql_value, wait_healthy,
+};
 
 const NEW_KEY: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
@@ -19,9 +21,17 @@ pub(crate) struct Role {
 
 impl Role {
     pub(crate) fn create(tag: &str) -> Role {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let role = Role { name: format!("ferry_{tag}_{}", stamp % 1_000_000_000), password: format!("Pw-{stamp}-secret") };
-        psql(&format!("CREATE ROLE {} LOGIN PASSWORD '{}'", role.name, role.password));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let role = Role {
+            name: format!("ferry_{tag}_{}", stamp % 1_000_000_000),
+            password: format!("Pw-{stamp}-secret"),
+        };
+        psql(&format!(
+            "CREATE ROLE {} LOGIN PASSWORD '{}'",
+            role.name, role.password
+        ));
         role
     }
 
@@ -31,15 +41,21 @@ impl Role {
     }
 
     fn connections(&self) -> i64 {
-        psql_value(&format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{}'", self.name))
-            .parse()
-            .unwrap_or(-1)
+        psql_value(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}'",
+            self.name
+        ))
+        .parse()
+        .unwrap_or(-1)
     }
 }
 
 impl Drop for Role {
     fn drop(&mut self) {
-        psql(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'", self.name));
+        psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'",
+            self.name
+        ));
         psql(&format!("DROP ROLE IF EXISTS {}", self.name));
     }
 }
@@ -55,7 +71,11 @@ impl Deployment {
     pub(crate) fn new() -> Deployment {
         let database = PgDatabase::create();
         let prefix = format!("ferry-test-{}", database.name);
-        let deployment = Deployment { database, prefix, dir: tempfile::tempdir().expect("dir") };
+        let deployment = Deployment {
+            database,
+            prefix,
+            dir: tempfile::tempdir().expect("dir"),
+        };
         let out = deployment.command(KEY).arg("migrate").output().expect("migrate");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         deployment
@@ -91,7 +111,13 @@ impl Deployment {
         let port = free_port();
         let child = self
             .command(keys)
-            .args(["worker", "--admin-listen", &format!("127.0.0.1:{port}"), "--worker-concurrency", &concurrency.to_string()])
+            .args([
+                "worker",
+                "--admin-listen",
+                &format!("127.0.0.1:{port}"),
+                "--worker-concurrency",
+                &concurrency.to_string(),
+            ])
             .stderr(Stdio::null())
             .spawn()
             .expect("worker");
@@ -101,7 +127,11 @@ impl Deployment {
     }
 
     fn token(&self) -> String {
-        let out = self.command(KEY).args(["token", "--user", "user_ops", "--org", "org_ops"]).output().expect("token");
+        let out = self
+            .command(KEY)
+            .args(["token", "--user", "user_ops", "--org", "org_ops"])
+            .output()
+            .expect("token");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
@@ -148,7 +178,11 @@ fn separate_api_and_worker_processes_test_connections_and_evict_pools_on_every_w
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "success", "{body}");
     }
-    wait_until("pooled connections from both workers", Duration::from_secs(10), || role.connections() >= 2);
+    wait_until(
+        "pooled connections from both workers",
+        Duration::from_secs(10),
+        || role.connections() >= 2,
+    );
 
     // A config change reaches every worker, which closes its pool.
     let (status, body) = http_send(
@@ -158,7 +192,11 @@ fn separate_api_and_worker_processes_test_connections_and_evict_pools_on_every_w
         Some(json!({"config": {"max_connections": 2}, "test_connection": false})),
     );
     assert_eq!(status, 200, "{body}");
-    wait_until("every pooled connection to close", Duration::from_secs(10), || role.connections() == 0);
+    wait_until(
+        "every pooled connection to close",
+        Duration::from_secs(10),
+        || role.connections() == 0,
+    );
 }
 
 #[test]
@@ -174,30 +212,52 @@ fn keys_rotate_reencrypts_every_secret_and_a_restart_with_only_the_new_key_reads
                 reqwest::Method::POST,
                 &format!("{base}/api/connectors"),
                 &token,
-                Some(json!({"type": "postgresql", "display_name": name, "config": role.config(), "test_connection": false})),
+                Some(
+                    json!({"type": "postgresql", "display_name": name, "config": role.config(), "test_connection": false}),
+                ),
             );
             assert_eq!(status, 201, "{body}");
             uuids.push(body["uuid"].as_str().expect("uuid").to_owned());
         }
     }
-    let key_ids = || psql_value_in(&deployment.database.name, "SELECT string_agg(DISTINCT secrets_key_id, ',') FROM connectors");
+    let key_ids = || {
+        psql_value_in(
+            &deployment.database.name,
+            "SELECT string_agg(DISTINCT secrets_key_id, ',') FROM connectors",
+        )
+    };
     assert_eq!(key_ids(), "k1");
 
     let both = format!("{NEW_KEY},{KEY}");
-    let out = deployment.command(&both).args(["keys", "rotate"]).output().expect("rotate");
+    let out = deployment
+        .command(&both)
+        .args(["keys", "rotate"])
+        .output()
+        .expect("rotate");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(printed.contains("re-encrypted 3 connector secret(s) under key k2"), "{printed}");
+    assert!(
+        printed.contains("re-encrypted 3 connector secret(s) under key k2"),
+        "{printed}"
+    );
     assert_eq!(key_ids(), "k2");
-    let again = deployment.command(&both).args(["keys", "rotate"]).output().expect("rotate");
+    let again = deployment
+        .command(&both)
+        .args(["keys", "rotate"])
+        .output()
+        .expect("rotate");
     assert!(String::from_utf8_lossy(&again.stdout).contains("re-encrypted 0"));
 
     // Only the new key now: every connector still decrypts on a worker.
     let (_api, base) = deployment.api(NEW_KEY);
     let _worker = deployment.worker(NEW_KEY, 2);
     for uuid in &uuids {
-        let (status, body) =
-            http_send(reqwest::Method::POST, &format!("{base}/api/connectors/{uuid}/test"), &token, Some(json!({})));
+        let (status, body) = http_send(
+            reqwest::Method::POST,
+            &format!("{base}/api/connectors/{uuid}/test"),
+            &token,
+            Some(json!({})),
+        );
         assert_eq!(status, 200);
         assert_eq!(body["status"], "success", "{body}");
     }
@@ -228,7 +288,10 @@ fn secrets_never_reach_responses_or_debug_logs_on_success_or_failure() {
     let _running = Running(child);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&format!("{base}/readyz"));
-    let out = ferry(dir.path()).args(["token", "--user", "user_01", "--org", "org_01"]).output().expect("token");
+    let out = ferry(dir.path())
+        .args(["token", "--user", "user_01", "--org", "org_01"])
+        .output()
+        .expect("token");
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
 
     let wrong = "Wr0ng-Passw0rd-zzq";
@@ -240,35 +303,70 @@ fn secrets_never_reach_responses_or_debug_logs_on_success_or_failure() {
         bodies.push(reply.to_string());
         (status, reply)
     };
-    let (status, created) =
-        send(reqwest::Method::POST, "/api/connectors", Some(json!({"type": "postgresql", "display_name": "ok", "config": role.config()})));
+    let (status, created) = send(
+        reqwest::Method::POST,
+        "/api/connectors",
+        Some(json!({"type": "postgresql", "display_name": "ok", "config": role.config()})),
+    );
     assert_eq!(status, 201, "{created}");
     let uuid = created["uuid"].as_str().expect("uuid").to_owned();
     let mut bad = role.config();
     bad["password"] = json!(wrong);
     bad["database"] = json!("no_such_database");
-    let (status, _) = send(reqwest::Method::POST, "/api/connectors", Some(json!({"type": "postgresql", "display_name": "bad", "config": bad})));
+    let (status, _) = send(
+        reqwest::Method::POST,
+        "/api/connectors",
+        Some(json!({"type": "postgresql", "display_name": "bad", "config": bad})),
+    );
     assert_eq!(status, 400, "the database does not exist");
     let mut unknown_host = role.config();
     unknown_host["host"] = json!("no-such-host.invalid");
-    send(reqwest::Method::POST, "/api/connectors", Some(json!({"type": "postgresql", "display_name": "dns", "config": unknown_host})));
     send(
         reqwest::Method::POST,
         "/api/connectors",
-        Some(json!({"type": "mongodb", "display_name": "mongo", "test_connection": true, "config": {
-            "connection_string": format!("mongodb://app:{mongo_password}@127.0.0.1:1/?serverSelectionTimeoutMS=1000"),
-            "database": "analytics", "connection_timeout_seconds": 2}})),
+        Some(json!({"type": "postgresql", "display_name": "dns", "config": unknown_host})),
     );
-    send(reqwest::Method::POST, "/api/connectors", Some(json!({"type": "rest_api", "display_name": "rest", "config": {
-        "base_url": "http://127.0.0.1:1", "auth_type": "bearer", "auth_token": wrong, "timeout_seconds": 2}})));
-    let (status, _) =
-        send(reqwest::Method::PATCH, &format!("/api/connectors/{uuid}"), Some(json!({"config": {"password": rotated, "port": 1}})));
+    send(
+        reqwest::Method::POST,
+        "/api/connectors",
+        Some(
+            json!({"type": "mongodb", "display_name": "mongo", "test_connection": true, "config": {
+            "connection_string": format!("mongodb://app:{mongo_password}@127.0.0.1:1/?serverSelectionTimeoutMS=1000"),
+            "database": "analytics", "connection_timeout_seconds": 2}}),
+        ),
+    );
+    send(
+        reqwest::Method::POST,
+        "/api/connectors",
+        Some(json!({"type": "rest_api", "display_name": "rest", "config": {
+        "base_url": "http://127.0.0.1:1", "auth_type": "bearer", "auth_token": wrong, "timeout_seconds": 2}})),
+    );
+    let (status, _) = send(
+        reqwest::Method::PATCH,
+        &format!("/api/connectors/{uuid}"),
+        Some(json!({"config": {"password": rotated, "port": 1}})),
+    );
     assert_eq!(status, 400, "nothing listens on port 1, so the test fails");
-    send(reqwest::Method::POST, &format!("/api/connectors/{uuid}/test"), Some(json!({})));
+    send(
+        reqwest::Method::POST,
+        &format!("/api/connectors/{uuid}/test"),
+        Some(json!({})),
+    );
     send(reqwest::Method::GET, "/api/connectors", None);
-    send(reqwest::Method::GET, &format!("/api/connectors/{uuid}/health"), None);
+    send(
+        reqwest::Method::GET,
+        &format!("/api/connectors/{uuid}/health"),
+        None,
+    );
     let (status, metrics) = {
-        let text = crate::block_on(async { reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text") });
+        let text = crate::block_on(async {
+            reqwest::get(format!("{base}/metrics"))
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        });
         (200, text)
     };
     assert_eq!(status, 200);

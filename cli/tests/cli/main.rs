@@ -29,7 +29,11 @@ fn ferry(data_dir: &Path) -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A background process killed when dropped.
@@ -89,11 +93,20 @@ fn stderr_of(output: &Output) -> String {
 /// Asserts a configuration failure: non-zero exit, one line, no panic.
 fn assert_one_line_failure(output: &Output, expect: &str) {
     let stderr = stderr_of(output);
-    assert!(!output.status.success(), "expected failure, got success: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    assert!(
+        !output.status.success(),
+        "expected failure, got success: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line expected: {stderr}");
-    assert!(lines[0].starts_with("error: ") && lines[0].contains(expect), "{stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(expect),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -102,10 +115,23 @@ fn help_describes_every_subcommand_and_its_settings() {
     let output = ferry(dir.path()).arg("--help").output().expect("run");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for word in ["up", "api", "worker", "scheduler", "migrate", "token", "FERRY_DATABASE_URL", "FERRY_MASTER_KEY"] {
+    for word in [
+        "up",
+        "api",
+        "worker",
+        "scheduler",
+        "migrate",
+        "token",
+        "FERRY_DATABASE_URL",
+        "FERRY_MASTER_KEY",
+    ] {
         assert!(help.contains(word), "{word} missing from --help:\n{help}");
     }
-    for (sub, var) in [("api", "FERRY_LISTEN"), ("worker", "FERRY_ADMIN_LISTEN"), ("up", "FERRY_JWT_JWKS_URL")] {
+    for (sub, var) in [
+        ("api", "FERRY_LISTEN"),
+        ("worker", "FERRY_ADMIN_LISTEN"),
+        ("up", "FERRY_JWT_JWKS_URL"),
+    ] {
         let output = ferry(dir.path()).args([sub, "--help"]).output().expect("run");
         assert!(output.status.success());
         let text = String::from_utf8_lossy(&output.stdout);
@@ -118,35 +144,60 @@ fn bad_configuration_exits_non_zero_with_one_clear_line() {
     let dir = tempfile::tempdir().expect("dir");
     let out = ferry(dir.path())
         .args(["api"])
-        .env("FERRY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        .env(
+            "FERRY_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
         .env("FERRY_JWT_HS256_SECRET", HS_SECRET)
         .output()
         .expect("run");
     assert_one_line_failure(&out, "FERRY_MASTER_KEY is required");
 
-    let out = ferry(dir.path()).args(["api"]).env("FERRY_MASTER_KEY", KEY).env("FERRY_DATABASE_URL", "postgres://[bad").output().expect("run");
+    let out = ferry(dir.path())
+        .args(["api"])
+        .env("FERRY_MASTER_KEY", KEY)
+        .env("FERRY_DATABASE_URL", "postgres://[bad")
+        .output()
+        .expect("run");
     assert_one_line_failure(&out, "FERRY_DATABASE_URL");
 
-    let out = ferry(dir.path()).args(["up"]).env("FERRY_REDIS_URL", "http://nope").output().expect("run");
+    let out = ferry(dir.path())
+        .args(["up"])
+        .env("FERRY_REDIS_URL", "http://nope")
+        .output()
+        .expect("run");
     assert_one_line_failure(&out, "FERRY_REDIS_URL");
 
-    let out = ferry(dir.path()).args(["api"]).env("FERRY_MASTER_KEY", "k1:tooshort").output().expect("run");
+    let out = ferry(dir.path())
+        .args(["api"])
+        .env("FERRY_MASTER_KEY", "k1:tooshort")
+        .output()
+        .expect("run");
     assert_one_line_failure(&out, "FERRY_MASTER_KEY");
 
     let out = ferry(dir.path())
         .args(["api"])
         .env("FERRY_MASTER_KEY", KEY)
         .env("FERRY_JWT_HS256_SECRET", HS_SECRET)
-        .env("FERRY_DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/ferry")
+        .env(
+            "FERRY_DATABASE_URL",
+            "postgres://postgres:hunter2@127.0.0.1:1/ferry",
+        )
         .output()
         .expect("run");
     assert_one_line_failure(&out, "cannot open the metadata database");
-    assert!(!stderr_of(&out).contains("hunter2"), "the password is never printed");
+    assert!(
+        !stderr_of(&out).contains("hunter2"),
+        "the password is never printed"
+    );
 
     let out = ferry(dir.path())
         .args(["api"])
         .env("FERRY_MASTER_KEY", KEY)
-        .env("FERRY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        .env(
+            "FERRY_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
         .output()
         .expect("run");
     assert_one_line_failure(&out, "no JWT key configured");
@@ -167,7 +218,11 @@ fn ferry_up_runs_end_to_end_on_embedded_defaults() {
     wait_healthy(&format!("{base}/readyz"));
 
     let key_file = dir.path().join("master.key");
-    assert!(key_file.exists() && dir.path().join("jwt-hs256.secret").exists() && dir.path().join("ferry.db").exists());
+    assert!(
+        key_file.exists()
+            && dir.path().join("jwt-hs256.secret").exists()
+            && dir.path().join("ferry.db").exists()
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -175,7 +230,10 @@ fn ferry_up_runs_end_to_end_on_embedded_defaults() {
         assert_eq!(mode, 0o600);
     }
 
-    let token = ferry(dir.path()).args(["token", "--user", "user_01", "--org", "org_01"]).output().expect("token");
+    let token = ferry(dir.path())
+        .args(["token", "--user", "user_01", "--org", "org_01"])
+        .output()
+        .expect("token");
     assert!(token.status.success(), "{}", stderr_of(&token));
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
     let (status, body) = http_send(
@@ -186,13 +244,24 @@ fn ferry_up_runs_end_to_end_on_embedded_defaults() {
     );
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["created_by"], "user_01");
-    let (status, list) = http_send(reqwest::Method::GET, &format!("{base}/api/projects"), &token, None);
+    let (status, list) = http_send(
+        reqwest::Method::GET,
+        &format!("{base}/api/projects"),
+        &token,
+        None,
+    );
     assert_eq!(status, 200);
     assert_eq!(list["pagination"]["total"], 1);
 
     // SIGTERM stops it cleanly.
     let pid = running.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = running.0.try_wait().expect("wait") {
@@ -228,13 +297,24 @@ impl Drop for PgDatabase {
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::from(d.subsec_nanos()))
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
 }
 
 /// The single value a query returns, via psql.
 fn psql_value(sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atqc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-Atqc",
+            sql,
+        ])
         .output()
         .expect("psql");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -242,7 +322,18 @@ fn psql_value(sql: &str) -> String {
 
 fn psql(sql: &str) {
     let status = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
         .status()
         .expect("psql must be installed and PostgreSQL running on 127.0.0.1:5432");
     assert!(status.success(), "psql failed: {sql}");
@@ -271,30 +362,52 @@ fn distributed_roles_run_on_postgresql() {
     let scheduler_port = free_port();
     let mut api = ferry(dir.path());
     env(&mut api);
-    let _api = Running(api.args(["api", "--listen", &format!("127.0.0.1:{api_port}")]).stderr(Stdio::null()).spawn().expect("api"));
+    let _api = Running(
+        api.args(["api", "--listen", &format!("127.0.0.1:{api_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("api"),
+    );
     let mut worker = ferry(dir.path());
     env(&mut worker);
     let _worker = Running(
-        worker.args(["worker", "--admin-listen", &format!("127.0.0.1:{worker_port}")]).stderr(Stdio::null()).spawn().expect("worker"),
+        worker
+            .args(["worker", "--admin-listen", &format!("127.0.0.1:{worker_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker"),
     );
     let mut scheduler = ferry(dir.path());
     env(&mut scheduler);
     let _scheduler = Running(
         scheduler
-            .args(["scheduler", "--admin-listen", &format!("127.0.0.1:{scheduler_port}")])
+            .args([
+                "scheduler",
+                "--admin-listen",
+                &format!("127.0.0.1:{scheduler_port}"),
+            ])
             .stderr(Stdio::null())
             .spawn()
             .expect("scheduler"),
     );
     for port in [api_port, worker_port, scheduler_port] {
         wait_healthy(&format!("http://127.0.0.1:{port}/readyz"));
-        assert_eq!(http_status(&format!("http://127.0.0.1:{port}/metrics")), Some(200));
+        assert_eq!(
+            http_status(&format!("http://127.0.0.1:{port}/metrics")),
+            Some(200)
+        );
     }
-    assert!(!dir.path().join("master.key").exists(), "distributed roles never generate keys");
+    assert!(
+        !dir.path().join("master.key").exists(),
+        "distributed roles never generate keys"
+    );
 
     let mut token = ferry(dir.path());
     env(&mut token);
-    let token = token.args(["token", "--user", "user_02", "--org", "org_02", "--admin"]).output().expect("token");
+    let token = token
+        .args(["token", "--user", "user_02", "--org", "org_02", "--admin"])
+        .output()
+        .expect("token");
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
     let (status, body) = http_send(
         reqwest::Method::POST,
@@ -305,7 +418,10 @@ fn distributed_roles_run_on_postgresql() {
     assert_eq!(status, 201, "{body}");
     let (_, fetched): (u16, Value) = http_send(
         reqwest::Method::GET,
-        &format!("http://127.0.0.1:{api_port}/api/projects/{}", body["uuid"].as_str().expect("uuid")),
+        &format!(
+            "http://127.0.0.1:{api_port}/api/projects/{}",
+            body["uuid"].as_str().expect("uuid")
+        ),
         &token,
         None,
     );

@@ -47,7 +47,9 @@ pub struct Sealed {
 
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealed").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("Sealed")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,7 +63,9 @@ mod b64 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
-        base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -151,7 +155,11 @@ pub struct TestOutcome {
 
 impl TestOutcome {
     pub fn status(&self) -> TestStatus {
-        if self.error.is_some() { TestStatus::Failed } else { TestStatus::Success }
+        if self.error.is_some() {
+            TestStatus::Failed
+        } else {
+            TestStatus::Success
+        }
     }
 }
 

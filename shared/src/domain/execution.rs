@@ -49,7 +49,10 @@ impl ExecutionStatus {
 
     /// Completed, failed and cancelled executions never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled)
+        matches!(
+            self,
+            ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        )
     }
 }
 
@@ -168,7 +171,10 @@ pub struct Execution {
 
 impl Execution {
     pub fn completed_steps(&self) -> usize {
-        self.steps.iter().filter(|s| s.status == StepRunStatus::Completed).count()
+        self.steps
+            .iter()
+            .filter(|s| s.status == StepRunStatus::Completed)
+            .count()
     }
 
     pub fn total_rows(&self) -> i64 {

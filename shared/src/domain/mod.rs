@@ -10,11 +10,14 @@ pub mod step;
 
 pub use access::{OrgRole, Permissions, Principal, ResourceKind, Role};
 pub use connector::{
-    Connector, ConnectorListQuery, ConnectorStatus, ConnectorUsage, Sealed, TestFailure, TestOutcome, TestRecord, TestStatus,
+    Connector, ConnectorListQuery, ConnectorStatus, ConnectorUsage, Sealed, TestFailure, TestOutcome,
+    TestRecord, TestStatus,
 };
 pub use execution::{Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus, Trigger};
 pub use page::{Page, PageRequest, SortOrder};
-pub use project::{NewProject, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary};
+pub use project::{
+    NewProject, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary,
+};
 pub use step::{NewStep, Step, StepPatch, StepType};
 
 use chrono::{DateTime, SubsecRound, Utc};

@@ -46,12 +46,19 @@ impl BoundQuery {
 /// default). A placeholder with neither a value nor a default, or a value of
 /// the wrong type, is a validation error on `parameters.<name>`. Undeclared
 /// placeholders are bound as text.
-pub fn bind(query: &str, declared: &Map<String, Value>, supplied: &Map<String, Value>, style: Placeholder) -> Result<BoundQuery> {
+pub fn bind(
+    query: &str,
+    declared: &Map<String, Value>,
+    supplied: &Map<String, Value>,
+    style: Placeholder,
+) -> Result<BoundQuery> {
     let mut sql = String::with_capacity(query.len());
     let mut params = Vec::new();
     let mut rest = query;
     while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else { break };
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
         let name = rest[start + 2..start + 2 + len].trim();
         sql.push_str(&rest[..start]);
         params.push(resolve(name, declared, supplied)?);
@@ -82,7 +89,10 @@ fn resolve(name: &str, declared: &Map<String, Value>, supplied: &Map<String, Val
         .filter(|v| !v.is_null())
         .or_else(|| spec.as_ref().and_then(|s| s.default.as_ref()));
     let Some(value) = value else {
-        return Err(Error::validation(field, format!("Missing required parameter: {name}")));
+        return Err(Error::validation(
+            field,
+            format!("Missing required parameter: {name}"),
+        ));
     };
     match spec.as_ref().map(|s| s.param_type) {
         None => Ok(ParamValue::Text(match value {
@@ -90,7 +100,10 @@ fn resolve(name: &str, declared: &Map<String, Value>, supplied: &Map<String, Val
             other => other.to_string(),
         })),
         Some(param_type) => typed(param_type, value).ok_or_else(|| {
-            Error::validation(field, format!("parameter {name} must be a {}", type_name(param_type)))
+            Error::validation(
+                field,
+                format!("parameter {name} must be a {}", type_name(param_type)),
+            )
         }),
     }
 }
@@ -143,7 +156,10 @@ mod tests {
             Placeholder::Dollar,
         )
         .expect("bind");
-        assert_eq!(bound.sql, "select * from t where day >= $1 and region = $2 limit $3");
+        assert_eq!(
+            bound.sql,
+            "select * from t where day >= $1 and region = $2 limit $3"
+        );
         assert_eq!(
             bound.params,
             vec![
@@ -166,7 +182,12 @@ mod tests {
         };
         let missing = bind("select {{n}}", &declared, &Map::new(), Placeholder::Dollar);
         assert_eq!(field(missing).as_deref(), Some("parameters.n"));
-        let wrong = bind("select {{n}}", &declared, &map(json!({"n": "seven"})), Placeholder::Dollar);
+        let wrong = bind(
+            "select {{n}}",
+            &declared,
+            &map(json!({"n": "seven"})),
+            Placeholder::Dollar,
+        );
         assert_eq!(field(wrong).as_deref(), Some("parameters.n"));
         let undeclared = bind("select {{x}}", &declared, &Map::new(), Placeholder::Dollar);
         assert_eq!(field(undeclared).as_deref(), Some("parameters.x"));
@@ -175,9 +196,17 @@ mod tests {
     #[test]
     fn an_injection_attempt_stays_a_value() {
         let supplied = map(json!({"name": "x'; drop table users; --"}));
-        let bound = bind("select * from t where name = {{name}}", &Map::new(), &supplied, Placeholder::Dollar)
-            .expect("bind");
+        let bound = bind(
+            "select * from t where name = {{name}}",
+            &Map::new(),
+            &supplied,
+            Placeholder::Dollar,
+        )
+        .expect("bind");
         assert_eq!(bound.sql, "select * from t where name = $1");
-        assert_eq!(bound.params, vec![ParamValue::Text("x'; drop table users; --".into())]);
+        assert_eq!(
+            bound.params,
+            vec![ParamValue::Text("x'; drop table users; --".into())]
+        );
     }
 }

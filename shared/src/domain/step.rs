@@ -7,7 +7,6 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-
 /// The kinds of step Ferry knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -153,14 +152,19 @@ impl ParamSpec {
     pub fn parse(name: &str, spec: &Value) -> Result<Self> {
         let field = format!("config.parameters.{name}");
         if !is_identifier(name) {
-            return Err(Error::validation(field, "parameter names are letters, digits and underscores"));
+            return Err(Error::validation(
+                field,
+                "parameter names are letters, digits and underscores",
+            ));
         }
         let Some(spec) = spec.as_object() else {
-            return Err(Error::validation(field, "a parameter is an object {type, default?}"));
+            return Err(Error::validation(
+                field,
+                "a parameter is an object {type, default?}",
+            ));
         };
-        only_fields(spec, &["type", "default"]).map_err(|_| {
-            Error::validation(field.clone(), "a parameter has only `type` and `default`")
-        })?;
+        only_fields(spec, &["type", "default"])
+            .map_err(|_| Error::validation(field.clone(), "a parameter has only `type` and `default`"))?;
         let param_type = spec
             .get("type")
             .and_then(Value::as_str)
@@ -186,7 +190,9 @@ impl ParamSpec {
 
 /// The `{{name}}` placeholders of a query, in order of appearance.
 pub fn placeholders(text: &str) -> impl Iterator<Item = &str> {
-    text.split("{{").skip(1).filter_map(|rest| rest.split_once("}}").map(|(name, _)| name.trim()))
+    text.split("{{")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("}}").map(|(name, _)| name.trim()))
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -208,10 +214,14 @@ fn only_fields(config: &Map<String, Value>, allowed: &[&str]) -> Result<()> {
 fn non_empty_string<'a>(config: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
     match config.get(key) {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            Err(Error::validation(format!("config.{key}"), format!("{key} is required")))
-        }
-        Some(_) => Err(Error::validation(format!("config.{key}"), format!("{key} must be a string"))),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(Error::validation(
+            format!("config.{key}"),
+            format!("{key} is required"),
+        )),
+        Some(_) => Err(Error::validation(
+            format!("config.{key}"),
+            format!("{key} must be a string"),
+        )),
     }
 }
 
@@ -220,7 +230,10 @@ fn connector_field(config: &Map<String, Value>) -> Result<()> {
     if id.starts_with("conn_") && id.len() <= 64 {
         Ok(())
     } else {
-        Err(Error::validation("config.connector_uuid", "connector_uuid is not a connector id (conn_…)"))
+        Err(Error::validation(
+            "config.connector_uuid",
+            "connector_uuid is not a connector id (conn_…)",
+        ))
     }
 }
 
@@ -275,7 +288,10 @@ mod tests {
         let ok = json!({"connector_uuid": IdKind::Connector.generate(), "query": "select 1"});
         assert!(StepType::SqlQuery.validate_config(&ok).is_ok());
         let missing = json!({"connector_uuid": IdKind::Connector.generate()});
-        assert_eq!(field_of(StepType::SqlQuery.validate_config(&missing)).as_deref(), Some("config.query"));
+        assert_eq!(
+            field_of(StepType::SqlQuery.validate_config(&missing)).as_deref(),
+            Some("config.query")
+        );
         let bad_conn = json!({"connector_uuid": "proj_01ABCDEF", "query": "select 1"});
         assert_eq!(
             field_of(StepType::SqlQuery.validate_config(&bad_conn)).as_deref(),
@@ -301,7 +317,10 @@ mod tests {
             Some("config.parameters.n.default")
         );
         let unknown = json!({"connector_uuid": conn, "query": "x", "sql": "y"});
-        assert_eq!(field_of(StepType::SqlQuery.validate_config(&unknown)).as_deref(), Some("config.sql"));
+        assert_eq!(
+            field_of(StepType::SqlQuery.validate_config(&unknown)).as_deref(),
+            Some("config.sql")
+        );
     }
 
     #[test]

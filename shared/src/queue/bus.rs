@@ -14,8 +14,7 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
-use super::redis_streams::lock;
-use super::{Bus, codec_error, is_connection_error, redis_error};
+use super::{Bus, codec_error, is_connection_error, lock, redis_error};
 use crate::{Error, Result};
 
 /// Tries per command when the connection fails.

@@ -15,8 +15,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::Notify;
 
-use super::redis_streams::lock;
-use super::{Delivery, Job, Queue, codec_error, now_ms};
+use super::{Delivery, Job, Queue, codec_error, lock, now_ms};
 use crate::{Error, Result};
 
 /// Jobs per statement in batched enqueues and acks.

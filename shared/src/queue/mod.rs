@@ -133,6 +133,12 @@ pub(crate) fn is_connection_error(error: &::redis::RedisError) -> bool {
         )
 }
 
+/// Locks a std mutex, recovering the data if a holder panicked (the guarded
+/// state stays consistent: no critical section can panic half-way).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Maps a job that could not be (de)serialized.
 pub(crate) fn codec_error(error: &serde_json::Error) -> Error {
     Error::Internal(format!("queue: job encoding: {error}"))

@@ -11,7 +11,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnec
 use ::redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, RedisError, Script, Value};
 use async_trait::async_trait;
 
-use super::{Delivery, Job, Queue, codec_error, is_connection_error, redis_error};
+use super::{Delivery, Job, Queue, codec_error, is_connection_error, lock, redis_error};
 use crate::{Error, Result};
 
 /// The one consumer group every worker joins.
@@ -688,7 +688,14 @@ impl Queue for RedisQueue {
                         .filter(|block| !block.is_zero())
                         .or(Some(Duration::from_millis(1)))
                 };
-                self.read_new(consumer, max - out.len(), block, &mut out).await?;
+                if let Err(error) = self.read_new(consumer, max - out.len(), block, &mut out).await {
+                    if out.is_empty() {
+                        return Err(error);
+                    }
+                    // Hand over what was reclaimed; the next fetch reads again.
+                    tracing::warn!(%error, "queue read failed after a reclaim");
+                    return Ok(out);
+                }
             }
             if out.len() > max {
                 // Several partitions answered one read: hand the surplus back.
@@ -780,12 +787,6 @@ fn text(value: &Value) -> Option<String> {
 
 fn unexpected(what: &str) -> Error {
     Error::Internal(format!("queue: unexpected {what} reply from Redis"))
-}
-
-/// Locks a std mutex, recovering the data if a holder panicked (the guarded
-/// state stays consistent: every critical section is a plain assignment).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -26,8 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard, PollSemaphore};
 
-use super::redis_streams::lock;
-use super::{Delivery, Job, Queue};
+use super::{Delivery, Job, Queue, lock};
 use crate::{Error, Result};
 
 /// How long one fetch blocks when the queue is idle; also bounds how long a

@@ -58,12 +58,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `patch` and returns the updated project, or `None` when the
     /// project does not exist.
-    async fn update_project(
-        &self,
-        org_id: &str,
-        uuid: &str,
-        patch: ProjectPatch,
-    ) -> Result<Option<Project>>;
+    async fn update_project(&self, org_id: &str, uuid: &str, patch: ProjectPatch) -> Result<Option<Project>>;
 
     /// Removes the project, its steps and its grants. Returns whether it
     /// existed.
@@ -139,11 +134,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_test(&self, record: &TestRecord) -> Result<()>;
 
     /// The connector's test history since `since`, oldest first.
-    async fn test_history(
-        &self,
-        uuid: &str,
-        since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<TestRecord>>;
+    async fn test_history(&self, uuid: &str, since: chrono::DateTime<chrono::Utc>)
+    -> Result<Vec<TestRecord>>;
 
     /// Up to `limit` connectors (any organization) whose secrets are sealed
     /// under a key other than `key_id`, for key rotation.

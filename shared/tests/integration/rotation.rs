@@ -19,7 +19,10 @@ fn vault(keys: &str) -> Vault {
 }
 
 fn secrets(i: usize) -> Map<String, Value> {
-    json!({"password": format!("secret-number-{i}")}).as_object().cloned().expect("object")
+    json!({"password": format!("secret-number-{i}")})
+        .as_object()
+        .cloned()
+        .expect("object")
 }
 
 async fn connector(store: &Arc<dyn Store>, vault: &Vault, i: usize) -> Connector {
@@ -51,7 +54,9 @@ async fn connector(store: &Arc<dyn Store>, vault: &Vault, i: usize) -> Connector
 #[tokio::test]
 async fn rotation_reencrypts_every_connector_and_the_new_key_alone_reads_them() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = store::connect(&format!("sqlite://{}/rot.db", dir.path().display())).await.expect("store");
+    let store = store::connect(&format!("sqlite://{}/rot.db", dir.path().display()))
+        .await
+        .expect("store");
     store.migrate().await.expect("migrate");
     let old = vault(OLD);
     let mut created = Vec::new();
@@ -64,20 +69,48 @@ async fn rotation_reencrypts_every_connector_and_the_new_key_alone_reads_them() 
     let both = vault(&format!("{NEW},{OLD}"));
     let first = &created[0];
     let resealed = both.seal(&first.uuid, &secrets(0)).expect("seal");
-    assert!(store.replace_secrets(&first.uuid, &first.secrets, &resealed).await.expect("swap"));
+    assert!(
+        store
+            .replace_secrets(&first.uuid, &first.secrets, &resealed)
+            .await
+            .expect("swap")
+    );
     for (i, c) in created.iter().enumerate() {
-        let stored = store.get_connector("org_rot", &c.uuid).await.expect("get").expect("exists");
-        assert_eq!(both.open(&c.uuid, &stored.secrets).expect("open mid-rotation"), secrets(i));
+        let stored = store
+            .get_connector("org_rot", &c.uuid)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            both.open(&c.uuid, &stored.secrets).expect("open mid-rotation"),
+            secrets(i)
+        );
     }
 
     assert_eq!(rotate_all(store.as_ref(), &both).await.expect("rotate"), 4);
-    assert_eq!(rotate_all(store.as_ref(), &both).await.expect("rotate again"), 0, "idempotent");
+    assert_eq!(
+        rotate_all(store.as_ref(), &both).await.expect("rotate again"),
+        0,
+        "idempotent"
+    );
 
     let new_only = vault(NEW);
     for (i, c) in created.iter().enumerate() {
-        let stored = store.get_connector("org_rot", &c.uuid).await.expect("get").expect("exists");
+        let stored = store
+            .get_connector("org_rot", &c.uuid)
+            .await
+            .expect("get")
+            .expect("exists");
         assert_eq!(stored.secrets.key_id, "new");
-        assert_eq!(new_only.open(&c.uuid, &stored.secrets).expect("open with the new key only"), secrets(i));
-        assert!(old.open(&c.uuid, &stored.secrets).is_err(), "the old key alone no longer reads it");
+        assert_eq!(
+            new_only
+                .open(&c.uuid, &stored.secrets)
+                .expect("open with the new key only"),
+            secrets(i)
+        );
+        assert!(
+            old.open(&c.uuid, &stored.secrets).is_err(),
+            "the old key alone no longer reads it"
+        );
     }
 }

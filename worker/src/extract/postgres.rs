@@ -51,9 +51,10 @@ pub(super) async fn extract(
 ) -> Result<ReadPath, ExtractError> {
     let mut cancel = Cancellable::new(out.cancel());
     let mut session = Session::open(pool, &mut cancel).await?;
-    let columns = session.describe(query, &mut cancel).await?;
+    let use_copy = !query.is_parameterised() && out.options().postgres_copy && session.copy_capable();
+    let columns = session.describe(query, use_copy, &mut cancel).await?;
     let schema = out.start(columns.iter().map(ColumnSpec::field).collect())?;
-    if !query.is_parameterised() && out.options().postgres_copy && session.copy_capable() {
+    if use_copy {
         match session.copy(query, &columns, &schema, out, &mut cancel).await {
             Err(Attempt::Refused(reason)) => {
                 tracing::debug!(%reason, "COPY refused; reading through the extended protocol");
@@ -125,15 +126,31 @@ impl<'p> Session<'p> {
     }
 
     /// Prepares the query to learn its columns and maps them to Arrow.
+    ///
+    /// sqlx reuses a cached statement's columns, which go stale when a
+    /// table's column types change under a live connection. Executing a
+    /// stale statement fails safely (`cached plan must not change result
+    /// type`), but COPY never executes it and would decode new values with
+    /// old types, so before COPY (`fresh`) the cache is cleared.
     async fn describe(
         &mut self,
         query: &BoundQuery,
+        fresh: bool,
         cancel: &mut Cancellable<'_>,
     ) -> Result<Vec<ColumnSpec>, ExtractError> {
         let types: Vec<PgTypeInfo> = query.params.iter().map(param_type).collect();
         let conn = self.conn()?;
+        if fresh {
+            cancel
+                .run(conn.clear_cached_statements())
+                .await?
+                .map_err(database_error)?;
+        }
         let statement = cancel
-            .run(conn.prepare_with(AssertSqlSafe(query.sql.clone()).into_sql_str(), &types))
+            .run(conn.prepare_with(
+                AssertSqlSafe(statement_text(query, &types)).into_sql_str(),
+                &types,
+            ))
             .await?
             .map_err(database_error)?;
         let typmods = cancel.run(typmods(conn, statement.columns())).await?;
@@ -211,7 +228,10 @@ impl<'p> Session<'p> {
         let result = async {
             let conn = self.conn()?;
             let statement = cancel
-                .run(conn.prepare_with(AssertSqlSafe(query.sql.clone()).into_sql_str(), &types))
+                .run(conn.prepare_with(
+                    AssertSqlSafe(statement_text(query, &types)).into_sql_str(),
+                    &types,
+                ))
                 .await?
                 .map_err(database_error)?;
             let mut bound = statement.query();
@@ -339,7 +359,10 @@ where
                 }
             }
             Some(Err(error)) => {
-                *clean = matches!(error, sqlx::Error::Database(_));
+                // A server error leaves the connection resynchronised; but
+                // one caused by a stale cached statement (0A000) would recur
+                // on it, so that connection is closed instead.
+                *clean = matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() != Some("0A000"));
                 return Err(database_error(error));
             }
             None => {
@@ -359,6 +382,20 @@ where
 /// `COPY ( … )`.
 fn trim_statement(sql: &str) -> &str {
     sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';')
+}
+
+/// The text the statement is prepared under. sqlx caches prepared
+/// statements by SQL text alone, with the parameter types of their first
+/// preparation; a parameterised query therefore carries its parameter types
+/// in a trailing comment, so that the same SQL bound with other types (a
+/// step whose parameter declaration changed) is prepared anew. The comment
+/// holds type names only, never values.
+fn statement_text(query: &BoundQuery, types: &[PgTypeInfo]) -> String {
+    if types.is_empty() {
+        return query.sql.clone();
+    }
+    let names: Vec<&str> = types.iter().map(TypeInfo::name).collect();
+    format!("{}\n/* ferry parameters: {} */", query.sql, names.join(", "))
 }
 
 fn param_type(value: &ParamValue) -> PgTypeInfo {
@@ -393,7 +430,11 @@ async fn typmods(conn: &mut PgConnection, columns: &[PgColumn]) -> HashMap<usize
         "SELECT attrelid::int8, attnum::int4, atttypmod FROM pg_catalog.pg_attribute \
          WHERE attrelid IN ({list}) AND attnum > 0"
     );
-    let rows = match sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *conn).await {
+    let rows = match sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await
+    {
         Ok(rows) => rows,
         Err(error) => {
             tracing::debug!(%error, "reading column type modifiers failed; numerics are unconstrained");

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use ferry_shared::connectors::merge;
 use ferry_shared::domain::params::{self, Placeholder};
-use ferry_shared::domain::{ConnectorStatus, Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus};
+use ferry_shared::domain::{
+    ConnectorStatus, Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus,
+};
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
 use ferry_shared::queue::JobError;
-use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -78,16 +79,25 @@ impl Watch {
 }
 
 pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
-    let job: ExecuteProjectJob =
-        serde_json::from_value(payload).map_err(|e| JobError::Abort(format!("malformed execute_project job: {e}")))?;
+    let job: ExecuteProjectJob = serde_json::from_value(payload)
+        .map_err(|e| JobError::Abort(format!("malformed execute_project job: {e}")))?;
     let retry = |e: ferry_shared::Error| JobError::Retry(e.to_string());
-    let claimed = shared.store.claim_execution(&job.execution_id, &shared.identity, shared.lease).await.map_err(retry)?;
+    let claimed = shared
+        .store
+        .claim_execution(&job.execution_id, &shared.identity, shared.lease)
+        .await
+        .map_err(retry)?;
     let Some(lease) = claimed else {
         tracing::debug!(execution_id = %job.execution_id, "execution already taken or finished");
         return Ok(());
     };
     tracing::info!(execution_id = %lease.execution_id, attempt = lease.attempt, "execution taken");
-    let Some(execution) = shared.store.load_execution(&lease.execution_id).await.map_err(retry)? else {
+    let Some(execution) = shared
+        .store
+        .load_execution(&lease.execution_id)
+        .await
+        .map_err(retry)?
+    else {
         return Ok(());
     };
     let watch = Arc::new(Watch {
@@ -98,7 +108,11 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
         bytes: AtomicI64::new(0),
     });
     let heartbeat = tokio::spawn(heartbeat(shared.clone(), lease.clone(), watch.clone()));
-    let listener = tokio::spawn(listen_for_cancel(shared.clone(), lease.execution_id.clone(), watch.clone()));
+    let listener = tokio::spawn(listen_for_cancel(
+        shared.clone(),
+        lease.execution_id.clone(),
+        watch.clone(),
+    ));
     let ended = run_steps(shared, &lease, &execution, &watch).await;
     heartbeat.abort();
     listener.abort();
@@ -112,7 +126,9 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
         }
         Ended::Stopped(Stop::Unconfirmed) => {
             tracing::warn!(execution_id = %lease.execution_id, attempt = lease.attempt, "the metadata store is unavailable; the execution will be resumed");
-            Err(JobError::Retry("the metadata store could not confirm the execution lease".into()))
+            Err(JobError::Retry(
+                "the metadata store could not confirm the execution lease".into(),
+            ))
         }
     };
     announce(shared, &lease.execution_id).await;
@@ -142,7 +158,12 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
         if let Some(why) = watch.reason() {
             return Ended::Stopped(why);
         }
-        if !shared.store.start_step(lease, &step.step_id).await.unwrap_or(false) {
+        if !shared
+            .store
+            .start_step(lease, &step.step_id)
+            .await
+            .unwrap_or(false)
+        {
             return Ended::Stopped(watch.reason().unwrap_or(Stop::Fenced));
         }
         watch.set_step(Some(step.step_id.clone()));
@@ -151,7 +172,12 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
         watch.set_step(None);
         match result {
             Ok((rows, bytes, url)) => {
-                if !shared.store.complete_step(lease, &step.step_id, rows, bytes, &url).await.unwrap_or(false) {
+                if !shared
+                    .store
+                    .complete_step(lease, &step.step_id, rows, bytes, &url)
+                    .await
+                    .unwrap_or(false)
+                {
                     return Ended::Stopped(Stop::Fenced);
                 }
                 tracing::info!(execution_id = %lease.execution_id, step_id = %step.step_id, rows, bytes, "step completed");
@@ -179,7 +205,10 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
 }
 
 fn step_error(error_type: &str, message: impl Into<String>) -> StepError {
-    StepError { error_type: error_type.to_owned(), message: message.into() }
+    StepError {
+        error_type: error_type.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// Runs one step and returns its rows, bytes and object URL.
@@ -193,11 +222,17 @@ async fn run_step(
     if step.step_type != "sql_query" {
         return Err(step_error(
             "unsupported_step_type",
-            format!("{} steps are not executed by this version of Ferry", step.step_type),
+            format!(
+                "{} steps are not executed by this version of Ferry",
+                step.step_type
+            ),
         ));
     }
     let config = step.config.as_object().cloned().unwrap_or_default();
-    let connector_uuid = config.get("connector_uuid").and_then(Value::as_str).unwrap_or_default();
+    let connector_uuid = config
+        .get("connector_uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let connector = shared
         .store
         .get_connector(&execution.org_id, connector_uuid)
@@ -208,14 +243,27 @@ async fn run_step(
             }
             step_error("internal", e.to_string())
         })?
-        .ok_or_else(|| step_error("not_found", format!("connector {connector_uuid} no longer exists")))?;
+        .ok_or_else(|| {
+            step_error(
+                "not_found",
+                format!("connector {connector_uuid} no longer exists"),
+            )
+        })?;
     if connector.status == ConnectorStatus::Disabled {
-        return Err(step_error("connector_disabled", format!("connector {connector_uuid} is disabled")));
+        return Err(step_error(
+            "connector_disabled",
+            format!("connector {connector_uuid} is disabled"),
+        ));
     }
     let secrets = shared
         .vault
         .open(&connector.uuid, &connector.secrets)
-        .map_err(|_| step_error("invalid_config", "the connector's credentials could not be decrypted"))?;
+        .map_err(|_| {
+            step_error(
+                "invalid_config",
+                "the connector's credentials could not be decrypted",
+            )
+        })?;
     let spec = ConnectorSpec {
         uuid: connector.uuid.clone(),
         connector_type: connector.connector_type.clone(),
@@ -227,16 +275,25 @@ async fn run_step(
         _ => Placeholder::Question,
     };
     let query = config.get("query").and_then(Value::as_str).unwrap_or_default();
-    let declared = config.get("parameters").and_then(Value::as_object).cloned().unwrap_or_default();
+    let declared = config
+        .get("parameters")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let bound = params::bind(query, &declared, &execution.parameters, placeholder)
         .map_err(|e| step_error("invalid_parameters", e.to_string()))?;
     let driver_error = |e: crate::pools::DriverError| step_error(&e.failure.error_type, e.failure.message);
     let source = match connector.connector_type.as_str() {
-        "postgresql" | "redshift" => SqlSource::Postgres(shared.pools.postgres(&spec).await.map_err(driver_error)?),
+        "postgresql" | "redshift" => {
+            SqlSource::Postgres(shared.pools.postgres(&spec).await.map_err(driver_error)?)
+        }
         "mysql" => SqlSource::MySql(shared.pools.mysql(&spec).await.map_err(driver_error)?),
         "sqlite" => SqlSource::Sqlite(shared.pools.sqlite(&spec).await.map_err(driver_error)?),
         other => {
-            return Err(step_error("unsupported_connector", format!("sql_query steps cannot run on {other} connectors")));
+            return Err(step_error(
+                "unsupported_connector",
+                format!("sql_query steps cannot run on {other} connectors"),
+            ));
         }
     };
     let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
@@ -272,9 +329,17 @@ async fn run_step(
             }
         }
     };
-    let output = run_sql_step(&source, &bound, &shared.objects, &path, &progress, &watch.cancel, fence)
-        .await
-        .map_err(|e| step_error(&e.error_type, e.message))?;
+    let output = run_sql_step(
+        &source,
+        &bound,
+        &shared.objects,
+        &path,
+        &progress,
+        &watch.cancel,
+        fence,
+    )
+    .await
+    .map_err(|e| step_error(&e.error_type, e.message))?;
     Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
 }
 
@@ -291,7 +356,9 @@ async fn heartbeat(shared: Arc<Shared>, lease: Lease, watch: Arc<Watch>) {
                 watch.stop(Stop::Fenced);
                 return;
             }
-            Err(error) => tracing::warn!(execution_id = %lease.execution_id, %error, "lease renewal failed; retrying"),
+            Err(error) => {
+                tracing::warn!(execution_id = %lease.execution_id, %error, "lease renewal failed; retrying")
+            }
         }
         let step = watch.step.lock().ok().and_then(|s| s.clone());
         if let Some(step) = step {
@@ -304,21 +371,25 @@ async fn heartbeat(shared: Arc<Shared>, lease: Lease, watch: Arc<Watch>) {
 
 /// Reacts to a cancel at once instead of at the next heartbeat.
 async fn listen_for_cancel(shared: Arc<Shared>, execution_id: String, watch: Arc<Watch>) {
-    let Ok(mut events) = shared.bus.subscribe(EXECUTION_EVENTS).await else { return };
-    while let Some(value) = events.next().await {
-        if let Ok(event) = serde_json::from_value::<ExecutionEvent>(value)
-            && event.execution_id == execution_id
-            && event.kind == "cancel"
-        {
-            watch.stop(Stop::Cancelled);
-            return;
+    let mut cancels = shared.cancels.subscribe();
+    loop {
+        match cancels.recv().await {
+            Ok(id) if id == execution_id => {
+                watch.stop(Stop::Cancelled);
+                return;
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }
 
 /// Tells waiters (sync execute, event streams) to re-read the execution.
 async fn announce(shared: &Shared, execution_id: &str) {
-    let event = ExecutionEvent { execution_id: execution_id.to_owned(), kind: "changed".into() };
+    let event = ExecutionEvent {
+        execution_id: execution_id.to_owned(),
+        kind: "changed".into(),
+    };
     if let Ok(value) = serde_json::to_value(&event) {
         let _ = shared.bus.publish(EXECUTION_EVENTS, &value).await;
     }

@@ -16,8 +16,8 @@ use crate::connectors::ConnectorSpec;
 const REPLY_TTL: Duration = Duration::from_secs(120);
 
 pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
-    let job: TestConnectionJob =
-        serde_json::from_value(payload).map_err(|e| JobError::Abort(format!("malformed test_connection job: {e}")))?;
+    let job: TestConnectionJob = serde_json::from_value(payload)
+        .map_err(|e| JobError::Abort(format!("malformed test_connection job: {e}")))?;
     let outcome = match shared.vault.open(&job.connector_uuid, &job.secrets) {
         Ok(secrets) => {
             let spec = ConnectorSpec {
@@ -39,7 +39,9 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
                 schemas_available: None,
                 error: Some(TestFailure {
                     error_type: "invalid_config".into(),
-                    message: "the connector's credentials could not be decrypted with the configured master keys".into(),
+                    message:
+                        "the connector's credentials could not be decrypted with the configured master keys"
+                            .into(),
                     code: None,
                 }),
             }

@@ -141,6 +141,11 @@ impl PgFixture {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// A superuser pool on the fixture's database, apart from `pool`.
+    pub async fn admin_of_database(&self) -> PgPool {
+        pg_pool(&self.database, 1).await
+    }
+
     /// Queries running in the fixture's database whose text contains `marker`.
     pub async fn running(&self, marker: &str) -> i64 {
         sqlx::query_scalar(

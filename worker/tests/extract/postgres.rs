@@ -991,3 +991,85 @@ async fn dropping_a_running_step_still_aborts_its_upload_and_cancels_its_query()
     );
     assert!(objects(&target).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_same_sql_bound_with_other_parameter_types_is_prepared_anew() {
+    let pg = pg_fixture().await;
+    // One connection, so the second run meets the first one's cached statement.
+    let source = ferry_worker::extract::SqlSource::Postgres(pg_pool(&pg.database, 1).await);
+    let files = file_target();
+    let sql = "SELECT $1 AS v";
+    let text_path = files.target.step_path("exec_types_change", "text");
+    extract(
+        &source,
+        &query(sql, vec![ParamValue::Text("7".into())]),
+        &files.target,
+        &text_path,
+    )
+    .await
+    .expect("text parameter");
+    let int_path = files.target.step_path("exec_types_change", "int");
+    extract(
+        &source,
+        &query(sql, vec![ParamValue::Integer(7)]),
+        &files.target,
+        &int_path,
+    )
+    .await
+    .expect("integer parameter");
+    let (text, _) = read_parquet(&files.target, &text_path).await;
+    let (int, _) = read_parquet(&files.target, &int_path).await;
+    assert_eq!(text.column(0).as_string::<i32>().value(0), "7");
+    assert_eq!(
+        int.column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        7
+    );
+}
+
+#[tokio::test]
+async fn a_column_type_changed_under_a_live_connection_is_read_with_its_new_type() {
+    let pg = pg_fixture().await;
+    pg.exec(r#"CREATE TABLE t (v text); INSERT INTO t VALUES ('{"a":1}')"#)
+        .await;
+    // One connection, so later runs meet the statements cached by earlier ones.
+    let source = ferry_worker::extract::SqlSource::Postgres(pg_pool(&pg.database, 1).await);
+    let files = file_target();
+    let plain = query("SELECT v FROM t", vec![]);
+    let bound = query("SELECT v FROM t WHERE $1", vec![ParamValue::Boolean(true)]);
+    for (n, q) in [&plain, &bound].into_iter().enumerate() {
+        let path = files.target.step_path("exec_alter", &format!("before_{n}"));
+        extract(&source, q, &files.target, &path).await.expect("before");
+        let (batch, _) = read_parquet(&files.target, &path).await;
+        assert_eq!(batch.column(0).as_string::<i32>().value(0), r#"{"a":1}"#);
+    }
+    sqlx::raw_sql("ALTER TABLE t ALTER COLUMN v TYPE jsonb USING v::jsonb")
+        .execute(&pg.admin_of_database().await)
+        .await
+        .expect("alter");
+
+    let path = files.target.step_path("exec_alter", "after_copy");
+    let output = extract(&source, &plain, &files.target, &path)
+        .await
+        .expect("COPY after ALTER");
+    assert_eq!(output.read_path, ReadPath::PostgresCopy);
+    let (batch, _) = read_parquet(&files.target, &path).await;
+    assert_eq!(
+        batch.column(0).as_string::<i32>().value(0),
+        r#"{"a": 1}"#,
+        "jsonb text, no version byte"
+    );
+
+    // The extended protocol may meet its stale statement once (the server
+    // refuses it); the connection is then replaced and the retry succeeds.
+    let path = files.target.step_path("exec_alter", "after_bound");
+    if let Err(error) = extract(&source, &bound, &files.target, &path).await {
+        assert!(error.message.contains("0A000"), "{error:?}");
+        extract(&source, &bound, &files.target, &path)
+            .await
+            .expect("retry after a stale statement");
+    }
+    let (batch, _) = read_parquet(&files.target, &path).await;
+    assert_eq!(batch.column(0).as_string::<i32>().value(0), r#"{"a": 1}"#);
+}
