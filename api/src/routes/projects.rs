@@ -108,15 +108,9 @@ pub(crate) async fn visible_project(
         .get_project(&caller.org_id, uuid)
         .await?
         .ok_or_else(not_found)?;
-    let grant = if caller.is_admin() {
-        None
-    } else {
-        state
-            .store
-            .role_of(ResourceKind::Project, uuid, &caller.user_id)
-            .await?
-    };
-    let role = Role::effective(caller, grant).ok_or_else(not_found)?;
+    let role = super::caller_role(state, caller, ResourceKind::Project, uuid)
+        .await?
+        .ok_or_else(not_found)?;
     Ok((project, role))
 }
 
