@@ -97,19 +97,14 @@ macro_rules! connector_queries {
                 .execute(&mut *tx)
                 .await
                 .map_err(constraint_error)?;
-                sqlx::query(
-                    "INSERT INTO grants (resource_type, resource_uuid, user_id, role, \
-                     granted_by, granted_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                Self::insert_owner_grant(
+                    &mut tx,
+                    ResourceKind::Connector,
+                    &connector.uuid,
+                    &connector.created_by,
+                    connector.created_at,
                 )
-                .bind(ResourceKind::Connector.as_str())
-                .bind(&connector.uuid)
-                .bind(&connector.created_by)
-                .bind(Role::Owner.as_str())
-                .bind(&connector.created_by)
-                .bind(connector.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(constraint_error)?;
+                .await?;
                 tx.commit().await?;
                 Ok(())
             }

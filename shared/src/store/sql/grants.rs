@@ -1,11 +1,36 @@
 //! Grant queries: [`grant_queries!`] expands them for one backend. Single
-//! statements, so no transactions and no dialect fragments.
+//! statements, no dialect fragments; the owner grant of a new resource is
+//! written inside its creator's transaction.
 
 /// The grant methods of `$store` (an inherent `impl`, which the `Store` impl
 /// forwards to). Expanded in `mod.rs`, whose imports it uses.
 macro_rules! grant_queries {
-    ($store:ident) => {
+    ($store:ident, $db:ty) => {
         impl $store {
+            /// Grants `owner` on a resource being created, in its transaction.
+            async fn insert_owner_grant(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                resource: ResourceKind,
+                uuid: &str,
+                user_id: &str,
+                at: DateTime<Utc>,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO grants (resource_type, resource_uuid, user_id, role, \
+                     granted_by, granted_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(resource.as_str())
+                .bind(uuid)
+                .bind(user_id)
+                .bind(Role::Owner.as_str())
+                .bind(user_id)
+                .bind(at)
+                .execute(&mut **tx)
+                .await
+                .map_err(constraint_error)?;
+                Ok(())
+            }
+
             async fn role_of_row(
                 &self,
                 resource: ResourceKind,

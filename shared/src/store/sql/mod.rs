@@ -211,7 +211,7 @@ macro_rules! sql_store {
             name_collation = $collation
         );
         step_queries!($store, $db, begin = $begin);
-        grant_queries!($store);
+        grant_queries!($store, $db);
         connector_queries!(
             $store,
             begin = $begin,

@@ -115,19 +115,14 @@ macro_rules! project_queries {
                 .execute(&mut *tx)
                 .await
                 .map_err(constraint_error)?;
-                sqlx::query(
-                    "INSERT INTO grants (resource_type, resource_uuid, user_id, role, \
-                     granted_by, granted_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                Self::insert_owner_grant(
+                    &mut tx,
+                    ResourceKind::Project,
+                    &project.uuid,
+                    &project.created_by,
+                    project.created_at,
                 )
-                .bind(ResourceKind::Project.as_str())
-                .bind(&project.uuid)
-                .bind(&project.created_by)
-                .bind(Role::Owner.as_str())
-                .bind(&project.created_by)
-                .bind(project.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(constraint_error)?;
+                .await?;
                 tx.commit().await?;
                 Ok(())
             }
