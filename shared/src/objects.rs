@@ -5,13 +5,15 @@
 //! Paths are `results/{execution_id}/{step_id}.parquet` under the prefix, so a
 //! retried step overwrites its earlier output instead of adding a second one.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
+use object_store::{MultipartId, ObjectStore};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -19,7 +21,7 @@ use crate::error::{Error, Result};
 const FIELD: &str = "object_store_url";
 
 /// An opened object store plus the prefix Ferry writes under.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ObjectTarget {
     pub store: Arc<dyn ObjectStore>,
     /// Prefix inside the store (empty for `file://`, whose store is rooted
@@ -28,6 +30,20 @@ pub struct ObjectTarget {
     /// `s3://bucket` or `file:///abs/dir`: what [`ObjectTarget::url_of`]
     /// puts in front of an object path.
     pub base_url: String,
+    /// The same store seen as multipart uploads with ids (S3): uploads
+    /// opened through it can be recorded and aborted by another process.
+    pub multipart: Option<Arc<dyn MultipartStore>>,
+    /// The directory of a `file://` store.
+    root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ObjectTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectTarget")
+            .field("base_url", &self.base_url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ObjectTarget {
@@ -56,6 +72,17 @@ impl ObjectTarget {
         }
     }
 
+    /// This target writing through `store` instead (a wrapper of its own
+    /// store): uploads then go through `store`'s `put_multipart`, whose ids
+    /// are not known, so none are recorded.
+    pub fn with_store(&self, store: Arc<dyn ObjectStore>) -> ObjectTarget {
+        ObjectTarget {
+            store,
+            multipart: None,
+            ..self.clone()
+        }
+    }
+
     /// `results/{execution_id}/{step_id}.parquet` under the prefix.
     pub fn step_path(&self, execution_id: &str, step_id: &str) -> Path {
         self.prefix
@@ -71,12 +98,72 @@ impl ObjectTarget {
         format!("{}/{}", self.base_url, path)
     }
 
+    /// Discards what an attempt that died while writing `path` left behind:
+    /// on S3 the multipart upload `open_upload` it recorded is aborted (an
+    /// upload already gone counts as done); on `file://` the local store's
+    /// staging files of `path` (`<name>#<n>`, never listed, but taking disk
+    /// space) are removed. The object itself, if one was published, is left.
+    pub async fn discard_unfinished(
+        &self,
+        path: &Path,
+        open_upload: Option<&str>,
+    ) -> std::result::Result<(), object_store::Error> {
+        if let (Some(multipart), Some(id)) = (&self.multipart, open_upload) {
+            let id: MultipartId = id.to_owned();
+            match multipart.abort_multipart(path, &id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some(root) = &self.root {
+            remove_staging_files(root, path).map_err(|source| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
+    }
+
     /// The inverse of [`ObjectTarget::url_of`]: the object path of a URL this
     /// target produced, or `None` when the URL points elsewhere.
     pub fn path_of(&self, url: &str) -> Option<Path> {
         let rest = url.strip_prefix(&self.base_url)?.strip_prefix('/')?;
         Path::parse(rest).ok()
     }
+}
+
+/// Removes `<root>/<path>#<digits>`: the side files in which the local store
+/// stages a multipart upload until it renames the finished file into place.
+fn remove_staging_files(root: &std::path::Path, path: &Path) -> std::io::Result<()> {
+    let mut dest = root.to_path_buf();
+    dest.extend(path.parts().map(|part| part.as_ref().to_owned()));
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str())) else {
+        return Ok(());
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(suffix) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(name))
+            .and_then(|f| f.strip_prefix('#'))
+        else {
+            continue;
+        };
+        if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -119,6 +206,8 @@ fn open_file(url: &Url) -> Result<ObjectTarget> {
         store: Arc::new(store),
         prefix: Path::default(),
         base_url: base.as_str().trim_end_matches('/').to_owned(),
+        multipart: None,
+        root: Some(dir),
     })
 }
 
@@ -139,10 +228,13 @@ fn open_s3(raw: &str, url: &Url, options: &[(&str, &str)]) -> Result<ObjectTarge
     let store = builder
         .build()
         .map_err(|e| invalid(format!("cannot open the S3 store: {e}")))?;
+    let store = Arc::new(store);
     Ok(ObjectTarget {
-        store: Arc::new(store),
+        store: store.clone(),
         prefix,
         base_url: format!("s3://{bucket}"),
+        multipart: Some(store),
+        root: None,
     })
 }
 

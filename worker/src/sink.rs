@@ -23,8 +23,13 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    MultipartId, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, PutResult, UploadPart,
+    WriteMultipart,
+};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
@@ -87,6 +92,12 @@ pub struct SinkOutput {
     pub row_groups: usize,
 }
 
+/// Told the id of every multipart upload the sink opens, before its first
+/// part is sent, so that an attempt dying mid-upload leaves a record the
+/// next one can abort. Returning false (the record could not be kept) makes
+/// the sink abort that upload and stop with [`SinkError::Fenced`].
+pub type UploadJournal = Arc<dyn Fn(String) -> BoxFuture<'static, bool> + Send + Sync>;
+
 /// A Parquet object being written. Create it with [`ParquetSink::new`],
 /// [`write`](ParquetSink::write) batches, then [`finish`](ParquetSink::finish)
 /// or [`abort`](ParquetSink::abort) it.
@@ -99,6 +110,9 @@ pub struct ParquetSink {
     /// from real data.
     writer: Option<ArrowWriter<Upload>>,
     rows: u64,
+    /// Where multipart uploads with known ids are opened, and who is told
+    /// of them; without it uploads go through `store.put_multipart`.
+    journaled: Option<(Arc<dyn MultipartStore>, UploadJournal)>,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -126,7 +140,16 @@ impl ParquetSink {
             options,
             writer: None,
             rows: 0,
+            journaled: None,
         }
+    }
+
+    /// Opens multipart uploads through `multipart` (the same store as the
+    /// sink's, seen with upload ids) and tells `journal` each upload's id
+    /// before its first part goes out.
+    pub fn with_journal(mut self, multipart: Arc<dyn MultipartStore>, journal: UploadJournal) -> Self {
+        self.journaled = Some((multipart, journal));
+        self
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -179,7 +202,19 @@ impl ParquetSink {
             let buffered = Bytes::from(std::mem::take(buffer));
             // Not raced with cancel: a creation dropped half-way would leave
             // an upload whose id we never learn, so could never abort.
-            let multipart = self.store.put_multipart(&self.path).await?;
+            let multipart: Box<dyn MultipartUpload> = match &self.journaled {
+                Some((store, journal)) => {
+                    let id = store.create_multipart(&self.path).await?;
+                    if !journal(id.clone()).await {
+                        if let Err(error) = store.abort_multipart(&self.path, &id).await {
+                            tracing::warn!(path = %self.path, %error, "aborting the multipart upload failed");
+                        }
+                        return Err(SinkError::Fenced);
+                    }
+                    Box::new(KnownUpload::new(store.clone(), self.path.clone(), id))
+                }
+                None => self.store.put_multipart(&self.path).await?,
+            };
             let mut multipart = WriteMultipart::new_with_chunk_size(multipart, self.options.part_size);
             multipart.put(buffered);
             upload.state = State::Multipart(multipart);
@@ -311,6 +346,83 @@ impl Drop for ParquetSink {
                 }
             });
         }
+    }
+}
+
+/// A multipart upload whose id the sink knows (and has recorded): parts go
+/// through [`MultipartStore::put_part`] with their index, and completion
+/// lists them in order.
+struct KnownUpload {
+    store: Arc<dyn MultipartStore>,
+    path: Path,
+    id: MultipartId,
+    next_part: usize,
+    parts: Arc<std::sync::Mutex<Vec<Option<PartId>>>>,
+}
+
+impl KnownUpload {
+    fn new(store: Arc<dyn MultipartStore>, path: Path, id: MultipartId) -> Self {
+        Self {
+            store,
+            path,
+            id,
+            next_part: 0,
+            parts: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KnownUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownUpload")
+            .field("path", &self.path)
+            .field("next_part", &self.next_part)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for KnownUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let index = self.next_part;
+        self.next_part += 1;
+        let (store, path, id, parts) = (
+            self.store.clone(),
+            self.path.clone(),
+            self.id.clone(),
+            self.parts.clone(),
+        );
+        Box::pin(async move {
+            let part = store.put_part(&path, &id, index, data).await?;
+            let mut parts = parts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if parts.len() <= index {
+                parts.resize(index + 1, None);
+            }
+            parts[index] = Some(part);
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let parts = std::mem::take(
+            &mut *self
+                .parts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if parts.len() != self.next_part || parts.iter().any(Option::is_none) {
+            return Err(object_store::Error::Generic {
+                store: "ferry",
+                source: "a part of the upload never finished".into(),
+            });
+        }
+        self.store
+            .complete_multipart(&self.path, &self.id, parts.into_iter().flatten().collect())
+            .await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.store.abort_multipart(&self.path, &self.id).await
     }
 }
 

@@ -406,6 +406,7 @@ async fn execute_project(
                 rows_processed: 0,
                 bytes_written: 0,
                 output_file: None,
+                open_upload: None,
                 error: None,
             })
             .collect(),

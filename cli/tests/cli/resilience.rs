@@ -1515,26 +1515,13 @@ fn crash_mid_upload_then_resume() -> (Vec<Upload>, Vec<Upload>) {
     (at_kill, moto.open_uploads())
 }
 
+/// The crashed attempt recorded its upload's id on the step before sending
+/// a part; the attempt that resumes the step aborts it, so nothing is left
+/// open, and only the resumed attempt's complete object is published.
 #[test]
-fn a_crash_mid_upload_never_shows_a_partial_object_and_the_resumed_step_publishes_one_complete_object_on_s3()
-{
+fn a_crash_mid_upload_never_shows_a_partial_object_and_leaves_no_multipart_upload_open_on_s3() {
     let (at_kill, left) = crash_mid_upload_then_resume();
-    for upload in &left {
-        assert!(
-            at_kill.contains(upload),
-            "the resumed attempt completed its own upload; left open: {upload:?}"
-        );
-    }
-}
-
-/// The crashed attempt's upload is never aborted: nothing records its id,
-/// and object_store cannot list a bucket's open uploads. Until that is
-/// fixed (see the report of this module), a bucket lifecycle rule
-/// `AbortIncompleteMultipartUpload` is what reclaims them.
-#[test]
-#[ignore = "engine gap: a crashed attempt's multipart upload stays open (nothing records its upload id to abort it)"]
-fn a_crash_mid_upload_leaves_no_multipart_upload_open_on_s3() {
-    let (_, left) = crash_mid_upload_then_resume();
+    assert!(!at_kill.is_empty(), "the crashed attempt had an upload open");
     assert_eq!(
         left,
         Vec::<Upload>::new(),

@@ -82,6 +82,7 @@ async fn queued_execution(store: &Arc<dyn Store>, created_at: chrono::DateTime<c
             rows_processed: 0,
             bytes_written: 0,
             output_file: None,
+            open_upload: None,
             error: None,
         }],
     };

@@ -145,6 +145,10 @@ pub struct StepRun {
     pub bytes_written: i64,
     /// Object URL of the step's Parquet result, once uploaded.
     pub output_file: Option<String>,
+    /// The multipart upload an earlier attempt opened for the step's result
+    /// object and never completed (it died mid-upload): the attempt that
+    /// runs the step next aborts it first. Internal, never shown to callers.
+    pub open_upload: Option<String>,
     pub error: Option<StepError>,
 }
 

@@ -208,11 +208,18 @@ pub trait Store: Send + Sync + 'static {
     /// completion, output and error cleared.
     async fn start_step(&self, lease: &Lease, step_id: &str) -> Result<bool>;
 
+    /// Records (Some) or clears (None) the id of the multipart upload the
+    /// attempt opened for the step's result object, so that the next attempt
+    /// can abort it if this one dies mid-upload (see
+    /// [`StepRun::open_upload`](crate::domain::StepRun::open_upload)).
+    async fn record_step_upload(&self, lease: &Lease, step_id: &str, upload: Option<&str>) -> Result<bool>;
+
     /// Records the running step's progress so far; false also when the step
     /// is not running.
     async fn step_progress(&self, lease: &Lease, step_id: &str, rows: i64, bytes: i64) -> Result<bool>;
 
-    /// The step completed with its totals and its result object.
+    /// The step completed with its totals and its result object; its open
+    /// upload is cleared.
     async fn complete_step(
         &self,
         lease: &Lease,

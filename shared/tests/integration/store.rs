@@ -179,6 +179,7 @@ conformance!(
     a_second_claim_while_the_lease_is_live_is_none,
     concurrent_claims_never_both_succeed,
     after_the_lease_expires_another_owner_claims_and_the_old_lease_is_fenced_out,
+    an_open_upload_outlives_its_attempt_until_aborted_or_completed,
     renewing_extends_the_lease_and_reports_cancelling_after_a_cancel_request,
     claiming_a_terminal_or_missing_execution_is_none,
     completing_steps_records_progress_totals_and_output_and_finishing_completes,

@@ -27,7 +27,7 @@ use futures::{Stream, StreamExt};
 use object_store::path::Path;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::sink::{ParquetSink, SinkError, SinkOptions};
+use crate::sink::{ParquetSink, SinkError, SinkOptions, UploadJournal};
 
 /// A pooled SQL connection source, as the pool registry hands it out.
 #[derive(Debug, Clone)]
@@ -116,6 +116,35 @@ impl From<SinkError> for ExtractError {
     }
 }
 
+/// Where a step's result goes: `path` in `target`, and, for stores whose
+/// multipart uploads have ids (S3), who records an upload's id before its
+/// first part (see [`UploadJournal`]).
+#[derive(Clone)]
+pub struct Destination<'a> {
+    pub target: &'a ObjectTarget,
+    pub path: &'a Path,
+    pub journal: Option<UploadJournal>,
+}
+
+impl<'a> Destination<'a> {
+    pub fn new(target: &'a ObjectTarget, path: &'a Path) -> Self {
+        Self {
+            target,
+            path,
+            journal: None,
+        }
+    }
+
+    /// Records every multipart upload through `journal` (used only where the
+    /// target exposes upload ids).
+    pub fn journaled(self, journal: UploadJournal) -> Self {
+        Self {
+            journal: Some(journal),
+            ..self
+        }
+    }
+}
+
 /// Tuning of a step. The defaults are what the benchmark was run with.
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
@@ -142,8 +171,8 @@ impl Default for ExtractOptions {
 }
 
 /// Runs `query` (placeholders already rewritten, values in order) against
-/// `source` and writes the result as Parquet (zstd level 1) to `path` via a
-/// multipart upload.
+/// `source` and writes the result as Parquet (zstd level 1) to
+/// `destination` via a multipart upload.
 ///
 /// Memory stays bounded: batches of ~16k rows, row groups flushed, parts
 /// uploaded as they fill. `progress(rows, bytes)` is called after every
@@ -155,8 +184,7 @@ impl Default for ExtractOptions {
 pub async fn run_sql_step<F, Fut>(
     source: &SqlSource,
     query: &BoundQuery,
-    target: &ObjectTarget,
-    path: &Path,
+    destination: &Destination<'_>,
     progress: &(dyn Fn(i64, i64) + Send + Sync),
     cancel: &CancellationToken,
     fence: F,
@@ -169,8 +197,7 @@ where
         &ExtractOptions::default(),
         source,
         query,
-        target,
-        path,
+        destination,
         progress,
         cancel,
         fence,
@@ -179,13 +206,11 @@ where
 }
 
 /// [`run_sql_step`] with explicit [`ExtractOptions`].
-#[allow(clippy::too_many_arguments)]
 pub async fn run_sql_step_with<F, Fut>(
     options: &ExtractOptions,
     source: &SqlSource,
     query: &BoundQuery,
-    target: &ObjectTarget,
-    path: &Path,
+    destination: &Destination<'_>,
     progress: &(dyn Fn(i64, i64) + Send + Sync),
     cancel: &CancellationToken,
     fence: F,
@@ -198,8 +223,7 @@ where
         return Err(ExtractError::cancelled());
     }
     let mut out = Output {
-        target,
-        path,
+        destination,
         options,
         progress,
         cancel,
@@ -241,8 +265,7 @@ where
 
 /// What a driver writes its batches to.
 pub(crate) struct Output<'a> {
-    target: &'a ObjectTarget,
-    path: &'a Path,
+    destination: &'a Destination<'a>,
     options: &'a ExtractOptions,
     progress: &'a (dyn Fn(i64, i64) + Send + Sync),
     cancel: &'a CancellationToken,
@@ -265,12 +288,16 @@ impl<'a> Output<'a> {
             return Err(ExtractError::new("invalid_query", "the query returns no columns"));
         }
         let schema = Arc::new(Schema::new(unique_names(fields)));
-        let sink = ParquetSink::new(
-            self.target.store.clone(),
-            self.path.clone(),
+        let destination = self.destination;
+        let mut sink = ParquetSink::new(
+            destination.target.store.clone(),
+            destination.path.clone(),
             schema.clone(),
             self.options.sink.clone(),
         );
+        if let (Some(multipart), Some(journal)) = (&destination.target.multipart, &destination.journal) {
+            sink = sink.with_journal(multipart.clone(), journal.clone());
+        }
         self.sink = Some(sink);
         Ok(schema)
     }

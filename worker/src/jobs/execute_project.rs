@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::connectors::ConnectorSpec;
-use crate::extract::{SqlSource, run_sql_step};
+use crate::extract::{Destination, SqlSource, run_sql_step};
+use crate::sink::UploadJournal;
 
 /// Why the worker stopped an execution early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +167,9 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
         {
             return Ended::Stopped(watch.reason().unwrap_or(Stop::Fenced));
         }
+        if step.started_at.is_some() {
+            discard_unfinished(shared, lease, execution, step).await;
+        }
         watch.set_step(Some(step.step_id.clone()));
         announce(shared, &lease.execution_id).await;
         let result = run_step(shared, lease, execution, step, watch).await;
@@ -202,6 +206,63 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
         announce(shared, &lease.execution_id).await;
     }
     Ended::AllCompleted
+}
+
+/// A step that an earlier attempt started may have left an upload open
+/// (S3: the upload id it recorded) or staging files (`file://`): they are
+/// discarded before the step runs again. A failure here is logged and the
+/// step runs anyway; the record is kept so that a later attempt retries.
+async fn discard_unfinished(shared: &Shared, lease: &Lease, execution: &Execution, step: &StepRun) {
+    let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
+    match shared
+        .objects
+        .discard_unfinished(&path, step.open_upload.as_deref())
+        .await
+    {
+        Ok(()) => {
+            if step.open_upload.is_some() {
+                tracing::info!(
+                    execution_id = %lease.execution_id,
+                    step_id = %step.step_id,
+                    "aborted the upload an earlier attempt left open"
+                );
+                let _ = shared.store.record_step_upload(lease, &step.step_id, None).await;
+            }
+        }
+        Err(error) => tracing::warn!(
+            execution_id = %lease.execution_id,
+            step_id = %step.step_id,
+            %error,
+            "discarding an earlier attempt's unfinished upload failed"
+        ),
+    }
+}
+
+/// Records each multipart upload of the step before its first part, so that
+/// if this attempt dies the next one can abort it. A refusal stops the run
+/// the way a refused fence does.
+fn upload_journal(shared: &Arc<Shared>, lease: &Lease, step_id: &str, watch: &Arc<Watch>) -> UploadJournal {
+    let (shared, lease, step_id, watch) = (shared.clone(), lease.clone(), step_id.to_owned(), watch.clone());
+    Arc::new(move |upload: String| {
+        let (shared, lease, step_id, watch) = (shared.clone(), lease.clone(), step_id.clone(), watch.clone());
+        Box::pin(async move {
+            match shared
+                .store
+                .record_step_upload(&lease, &step_id, Some(&upload))
+                .await
+            {
+                Ok(true) => true,
+                Ok(false) => {
+                    watch.stop(Stop::Fenced);
+                    false
+                }
+                Err(_) => {
+                    watch.stop(Stop::Unconfirmed);
+                    false
+                }
+            }
+        })
+    })
 }
 
 fn step_error(error_type: &str, message: impl Into<String>) -> StepError {
@@ -329,17 +390,15 @@ async fn run_step(
             }
         }
     };
-    let output = run_sql_step(
-        &source,
-        &bound,
-        &shared.objects,
-        &path,
-        &progress,
-        &watch.cancel,
-        fence,
-    )
-    .await
-    .map_err(|e| step_error(&e.error_type, e.message))?;
+    let destination = Destination::new(&shared.objects, &path).journaled(upload_journal(
+        shared,
+        lease,
+        &step.step_id,
+        watch,
+    ));
+    let output = run_sql_step(&source, &bound, &destination, &progress, &watch.cancel, fence)
+        .await
+        .map_err(|e| step_error(&e.error_type, e.message))?;
     Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
 }
 

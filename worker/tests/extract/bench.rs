@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use ferry_worker::extract::{ExtractOptions, SqlSource, run_sql_step_with};
+use ferry_worker::extract::{Destination, ExtractOptions, SqlSource, run_sql_step_with};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use tokio_util::sync::CancellationToken;
 
@@ -78,8 +78,7 @@ async fn bench_extraction() {
         &options,
         &source,
         &query("SELECT * FROM bench_sales", vec![]),
-        &target,
-        &path,
+        &Destination::new(&target, &path),
         &|_, _| {},
         &CancellationToken::new(),
         || async { true },

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ferry_shared::domain::params::{BoundQuery, ParamValue};
 use ferry_shared::objects::ObjectTarget;
-use ferry_worker::extract::{ExtractError, ExtractOptions, SqlSource, StepOutput, run_sql_step_with};
+use ferry_worker::extract::{
+    Destination, ExtractError, ExtractOptions, SqlSource, StepOutput, run_sql_step_with,
+};
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
@@ -413,6 +415,31 @@ impl S3Peer {
         .expect("open s3 target")
     }
 
+    /// The object's URL on this server (for a path of a target of it).
+    pub fn object_url(&self, path: &Path) -> String {
+        format!("http://127.0.0.1:{}/{}/{path}", self.port, self.bucket)
+    }
+
+    /// Parts uploaded so far to the upload `id` of the object at
+    /// `object_url` (`ListParts`).
+    pub async fn parts_at(object_url: &str, id: &str) -> usize {
+        let body = reqwest::Client::new()
+            .get(object_url)
+            .query(&[("uploadId", id)])
+            .send()
+            .await
+            .expect("list parts")
+            .text()
+            .await
+            .expect("body");
+        // AWS answers <ListPartsResult>, moto <ListPartsResponse>.
+        assert!(
+            body.contains(&format!("<UploadId>{id}</UploadId>")),
+            "unexpected answer: {body}"
+        );
+        body.matches("<Part>").count()
+    }
+
     /// Multipart uploads the server holds open (`ListMultipartUploads`).
     pub async fn open_uploads(&self) -> usize {
         let body = reqwest::get(format!("http://127.0.0.1:{}/{}?uploads", self.port, self.bucket))
@@ -450,11 +477,7 @@ impl CountingStore {
             inner: target.store.clone(),
             parts: parts.clone(),
         };
-        let wrapped = ObjectTarget {
-            store: Arc::new(store),
-            prefix: target.prefix.clone(),
-            base_url: target.base_url.clone(),
-        };
+        let wrapped = target.with_store(Arc::new(store));
         (wrapped, parts)
     }
 }
@@ -566,8 +589,7 @@ pub async fn extract_with(
         options,
         source,
         query,
-        target,
-        path,
+        &Destination::new(target, path),
         &|_, _| {},
         &cancel,
         || async { true },

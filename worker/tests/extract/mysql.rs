@@ -12,7 +12,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, NaiveDateTime};
 use ferry_shared::domain::params::ParamValue;
-use ferry_worker::extract::{ExtractOptions, ReadPath, run_sql_step_with};
+use ferry_worker::extract::{Destination, ExtractOptions, ReadPath, run_sql_step_with};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
@@ -320,8 +320,7 @@ async fn mariadb_cancel_stops_a_running_query() {
         &ExtractOptions::default(),
         &db.source(),
         &query("SELECT SLEEP(60) AS slept", vec![]),
-        &files.target,
-        &path,
+        &Destination::new(&files.target, &path),
         &|_, _| {},
         &cancel,
         || async { true },

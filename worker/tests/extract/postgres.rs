@@ -16,8 +16,14 @@ use arrow::datatypes::{DataType, Float32Type, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, NaiveDateTime};
 use ferry_shared::domain::params::ParamValue;
-use ferry_worker::extract::{ExtractOptions, ReadPath, run_sql_step_with};
+use ferry_worker::extract::{
+    Destination, ExtractError, ExtractOptions, ReadPath, StepOutput, run_sql_step_with,
+};
+use ferry_worker::sink::UploadJournal;
 use tokio_util::sync::CancellationToken;
+
+use ferry_shared::objects::ObjectTarget;
+use object_store::path::Path;
 
 use crate::helpers::*;
 
@@ -634,6 +640,70 @@ async fn a_result_larger_than_one_part_uploads_several_parts_on_s3() {
     assert_eq!(s3.open_uploads().await, 0);
 }
 
+/// Runs [`WIDE_ROWS`] to `path` on S3 in 5 MiB parts with `journal`.
+async fn journaled_extract(
+    pg: &PgFixture,
+    target: &ObjectTarget,
+    path: &Path,
+    journal: UploadJournal,
+) -> Result<StepOutput, ExtractError> {
+    run_sql_step_with(
+        &options_with_parts(5 * 1024 * 1024, 100_000),
+        &pg.source(),
+        &query(WIDE_ROWS, vec![]),
+        &Destination::new(target, path).journaled(journal),
+        &|_, _| {},
+        &CancellationToken::new(),
+        || async { true },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_s3_upload_is_journaled_by_id_before_its_first_part() {
+    let pg = pg_fixture().await;
+    let s3 = s3_peer().await;
+    let target = s3.target("journal");
+    let path = target.step_path("exec_journal", "step_1");
+    let seen: Arc<std::sync::Mutex<Vec<(String, usize)>>> = Arc::default();
+    let journal: UploadJournal = {
+        let (seen, parts_url) = (seen.clone(), s3.object_url(&path));
+        Arc::new(move |id: String| {
+            let (seen, parts_url) = (seen.clone(), parts_url.clone());
+            Box::pin(async move {
+                let parts = S3Peer::parts_at(&parts_url, &id).await;
+                seen.lock().expect("seen").push((id, parts));
+                true
+            })
+        })
+    };
+    let output = journaled_extract(&pg, &target, &path, journal)
+        .await
+        .expect("extract");
+    assert!(output.parts >= 3, "{output:?}");
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 1, "one upload, told once: {seen:?}");
+    assert_eq!(seen[0].1, 0, "told before any part was sent");
+    assert_eq!(s3.open_uploads().await, 0);
+    let (batch, _) = read_parquet(&target, &path).await;
+    assert_eq!(batch.num_rows(), 300_000);
+}
+
+#[tokio::test]
+async fn a_journal_that_cannot_record_the_upload_aborts_it_and_publishes_nothing() {
+    let pg = pg_fixture().await;
+    let s3 = s3_peer().await;
+    let target = s3.target("unrecorded");
+    let path = target.step_path("exec_unrecorded", "step_1");
+    let journal: UploadJournal = Arc::new(|_| Box::pin(async { false }));
+    let error = journaled_extract(&pg, &target, &path, journal)
+        .await
+        .expect_err("refused");
+    assert_eq!(error.error_type, "fenced", "{error:?}");
+    assert_eq!(s3.open_uploads().await, 0);
+    assert_eq!(objects(&target).await, Vec::<Path>::new());
+}
+
 #[tokio::test]
 async fn cancel_mid_step_stops_the_query_and_leaves_no_object_nor_open_upload() {
     let pg = pg_fixture().await;
@@ -676,8 +746,7 @@ async fn cancel_mid_step_stops_the_query_and_leaves_no_object_nor_open_upload() 
         &options,
         &pg.source(),
         &query(&sql, vec![]),
-        &target,
-        &path,
+        &Destination::new(&target, &path),
         &progress,
         &cancel,
         || async { true },
@@ -733,8 +802,7 @@ async fn cancel_before_the_first_row_stops_a_long_query_on_both_paths() {
             &ExtractOptions::default(),
             &pg.source(),
             &bound,
-            &files.target,
-            &path,
+            &Destination::new(&files.target, &path),
             &|_, _| {},
             &cancel,
             || async { true },
@@ -772,8 +840,7 @@ async fn a_refused_fence_leaves_no_object_on_file_or_s3_storage() {
             &options,
             &pg.source(),
             &query(WIDE_ROWS, vec![]),
-            target,
-            &path,
+            &Destination::new(target, &path),
             &|_, _| {},
             &cancel,
             || async { false },
@@ -925,8 +992,7 @@ async fn progress_reports_running_totals_per_batch() {
         &ExtractOptions::default(),
         &pg.source(),
         &query("SELECT g FROM generate_series(1, 40000) g", vec![]),
-        &files.target,
-        &path,
+        &Destination::new(&files.target, &path),
         &progress,
         &CancellationToken::new(),
         || async { true },
@@ -962,12 +1028,12 @@ async fn dropping_a_running_step_still_aborts_its_upload_and_cancels_its_query()
     let options = options_with_parts(5 * 1024 * 1024, 50_000);
     let cancel = CancellationToken::new();
     let (source, bound) = (pg.source(), query(&sql, vec![]));
+    let destination = Destination::new(&target, &path);
     let step = run_sql_step_with(
         &options,
         &source,
         &bound,
-        &target,
-        &path,
+        &destination,
         &progress,
         &cancel,
         || async { true },

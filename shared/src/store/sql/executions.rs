@@ -374,6 +374,32 @@ macro_rules! execution_queries {
                 Ok(true)
             }
 
+            async fn record_step_upload_row(
+                &self,
+                lease: &Lease,
+                step_id: &str,
+                upload: Option<&str>,
+            ) -> Result<bool> {
+                let Some(mut tx) = self.fenced(lease).await? else {
+                    return Ok(false);
+                };
+                let updated = sqlx::query(
+                    "UPDATE execution_steps SET open_upload = $3 \
+                     WHERE execution_id = $1 AND step_id = $2",
+                )
+                .bind(&lease.execution_id)
+                .bind(step_id)
+                .bind(upload)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn step_progress_row(
                 &self,
                 lease: &Lease,
@@ -418,7 +444,7 @@ macro_rules! execution_queries {
                     "UPDATE execution_steps SET status = 'completed', \
                      started_at = COALESCE(started_at, $3), completed_at = $3, \
                      rows_processed = $4, bytes_written = $5, output_file = $6, \
-                     error_type = NULL, error_message = NULL \
+                     open_upload = NULL, error_type = NULL, error_message = NULL \
                      WHERE execution_id = $1 AND step_id = $2",
                 )
                 .bind(&lease.execution_id)

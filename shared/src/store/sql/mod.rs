@@ -413,6 +413,15 @@ macro_rules! sql_store {
                 self.start_step_row(lease, step_id).await
             }
 
+            async fn record_step_upload(
+                &self,
+                lease: &Lease,
+                step_id: &str,
+                upload: Option<&str>,
+            ) -> Result<bool> {
+                self.record_step_upload_row(lease, step_id, upload).await
+            }
+
             async fn step_progress(
                 &self,
                 lease: &Lease,

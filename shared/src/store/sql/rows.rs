@@ -78,7 +78,7 @@ macro_rules! step_run_columns {
          s.started_at AS run_started_at, s.completed_at AS run_completed_at, \
          s.rows_processed AS run_rows_processed, s.bytes_written AS run_bytes_written, \
          s.output_file AS run_output_file, s.error_type AS run_error_type, \
-         s.error_message AS run_error_message"
+         s.error_message AS run_error_message, s.open_upload AS run_open_upload"
     };
 }
 pub(crate) use step_run_columns;
@@ -373,6 +373,7 @@ pub(super) struct StepRunRow {
     run_output_file: Option<String>,
     run_error_type: Option<String>,
     run_error_message: Option<String>,
+    run_open_upload: Option<String>,
 }
 
 impl StepRunRow {
@@ -395,6 +396,7 @@ impl StepRunRow {
             rows_processed: self.run_rows_processed.unwrap_or_default(),
             bytes_written: self.run_bytes_written.unwrap_or_default(),
             output_file: self.run_output_file,
+            open_upload: self.run_open_upload,
             error: self.run_error_type.map(|error_type| StepError {
                 error_type,
                 message: self.run_error_message.unwrap_or_default(),

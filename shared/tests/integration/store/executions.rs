@@ -43,6 +43,7 @@ fn snapshot(count: usize, connector_uuid: &str) -> Vec<StepRun> {
             rows_processed: 0,
             bytes_written: 0,
             output_file: None,
+            open_upload: None,
             error: None,
         })
         .collect()
@@ -511,6 +512,82 @@ pub(super) async fn after_the_lease_expires_another_owner_claims_and_the_old_lea
         (0, 0)
     );
     assert_recent(resumed.steps[0].started_at, before);
+}
+
+pub(super) async fn an_open_upload_outlives_its_attempt_until_aborted_or_completed(store: Arc<dyn Store>) {
+    let execution = executing(&store, 1).await;
+    let step = execution.steps[0].step_id.clone();
+    let old = claim(&store, &execution.execution_id, WORKER_A, Duration::from_secs(1))
+        .await
+        .expect("claim");
+    assert!(store.start_step(&old, &step).await.expect("start"));
+    assert!(
+        store
+            .record_step_upload(&old, &step, Some("upload-1"))
+            .await
+            .expect("record")
+    );
+    let recorded = load(&store, &execution.execution_id).await;
+    assert_eq!(recorded.steps[0].open_upload.as_deref(), Some("upload-1"));
+
+    // The attempt dies; the next one finds the upload on the step, and a
+    // fresh start of the step keeps it until it is aborted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new = claim(&store, &execution.execution_id, WORKER_B, LEASE)
+        .await
+        .expect("an expired lease is taken over");
+    let taken = load(&store, &execution.execution_id).await;
+    assert_eq!(taken.steps[0].open_upload.as_deref(), Some("upload-1"));
+    assert!(store.start_step(&new, &step).await.expect("start"));
+    assert_eq!(
+        load(&store, &execution.execution_id).await.steps[0]
+            .open_upload
+            .as_deref(),
+        Some("upload-1")
+    );
+
+    // The old attempt can neither record nor clear anything any more.
+    assert!(
+        !store
+            .record_step_upload(&old, &step, Some("upload-stale"))
+            .await
+            .expect("record")
+    );
+    assert!(!store.record_step_upload(&old, &step, None).await.expect("clear"));
+    assert_eq!(
+        load(&store, &execution.execution_id).await.steps[0]
+            .open_upload
+            .as_deref(),
+        Some("upload-1")
+    );
+
+    assert!(store.record_step_upload(&new, &step, None).await.expect("clear"));
+    assert_eq!(
+        load(&store, &execution.execution_id).await.steps[0].open_upload,
+        None
+    );
+    assert!(
+        store
+            .record_step_upload(&new, &step, Some("upload-2"))
+            .await
+            .expect("record")
+    );
+    assert!(
+        store
+            .complete_step(&new, &step, 3, 30, "s3://bucket/x.parquet")
+            .await
+            .expect("complete")
+    );
+    let done = load(&store, &execution.execution_id).await;
+    assert_eq!(done.steps[0].status, StepRunStatus::Completed);
+    assert_eq!(done.steps[0].open_upload, None, "completing clears it");
+    assert!(
+        !store
+            .record_step_upload(&new, "stp_missing", Some("x"))
+            .await
+            .expect("record"),
+        "an unknown step records nothing"
+    );
 }
 
 pub(super) async fn renewing_extends_the_lease_and_reports_cancelling_after_a_cancel_request(
