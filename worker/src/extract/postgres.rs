@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use arrow::array::NullBufferBuilder;
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, StringBuilder,
+    ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, StringArray, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::OffsetBuffer;
@@ -648,6 +648,7 @@ impl ColumnSpec {
 struct BatchDecoder {
     schema: SchemaRef,
     names: Vec<String>,
+    kinds: Vec<PgKind>,
     decoders: Vec<Decoder>,
     rows: usize,
     /// Wire bytes of the rows in this batch.
@@ -659,6 +660,7 @@ impl BatchDecoder {
         Self {
             schema,
             names: columns.iter().map(|c| c.name.clone()).collect(),
+            kinds: columns.iter().map(|c| c.kind.clone()).collect(),
             decoders: columns.iter().map(|c| Decoder::new(&c.kind)).collect(),
             rows: 0,
             bytes: 0,
@@ -700,17 +702,28 @@ impl BatchDecoder {
         Ok(())
     }
 
+    /// The batch so far. The builders of the next batch are sized like this
+    /// one, so that filling them never regrows (and copies) their buffers.
     fn finish(&mut self) -> Result<RecordBatch, ExtractError> {
-        let arrays = self
-            .decoders
-            .iter_mut()
-            .map(Decoder::finish)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ExtractError::internal(format!("assembling a record batch failed: {e}")))?;
+        let mut arrays = Vec::with_capacity(self.decoders.len());
+        for ((decoder, kind), name) in self.decoders.iter_mut().zip(&self.kinds).zip(&self.names) {
+            let array = decoder.finish().map_err(|error| error.in_column(name))?;
+            *decoder = Decoder::with_capacity(kind, self.rows, value_bytes(&array));
+            arrays.push(array);
+        }
         self.rows = 0;
         self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| ExtractError::internal(format!("assembling a record batch failed: {e}")))
+    }
+}
+
+/// Bytes of variable-width values held by `array` (0 for other arrays).
+fn value_bytes(array: &ArrayRef) -> usize {
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().values().len(),
+        DataType::Binary => array.as_binary::<i32>().values().len(),
+        _ => 0,
     }
 }
 
@@ -848,10 +861,6 @@ fn fixed<const N: usize>(value: &[u8]) -> Result<[u8; N], DecodeError> {
         .map_err(|_| DecodeError::Malformed(format!("expected a {N}-byte value, got {} bytes", value.len())))
 }
 
-fn utf8(value: &[u8]) -> Result<&str, DecodeError> {
-    std::str::from_utf8(value).map_err(|_| DecodeError::Malformed("text is not valid UTF-8".into()))
-}
-
 /// One column's Arrow builder plus its binary decoding.
 enum Decoder {
     Bool(BooleanBuilder),
@@ -867,9 +876,12 @@ enum Decoder {
         scale: i8,
     },
     NumericText(StringBuilder),
-    Text(StringBuilder),
+    /// Raw bytes, validated as UTF-8 once per batch (one pass over the
+    /// whole buffer is much cheaper than one per value).
+    Text(BinaryBuilder),
     Char(StringBuilder),
-    Jsonb(StringBuilder),
+    /// The JSON text, validated like `Text`.
+    Jsonb(BinaryBuilder),
     Bytea(BinaryBuilder),
     Uuid(StringBuilder),
     Date(Date32Builder),
@@ -888,35 +900,47 @@ struct ListDecoder {
 
 impl Decoder {
     fn new(kind: &PgKind) -> Decoder {
+        Decoder::with_capacity(kind, 0, 0)
+    }
+
+    /// A decoder whose builders hold `rows` values, and `data` bytes of
+    /// variable-width values, before they grow.
+    fn with_capacity(kind: &PgKind, rows: usize, data: usize) -> Decoder {
         match kind {
-            PgKind::Bool => Decoder::Bool(BooleanBuilder::new()),
-            PgKind::Int2 => Decoder::Int2(Int16Builder::new()),
-            PgKind::Int4 => Decoder::Int4(Int32Builder::new()),
-            PgKind::Int8 => Decoder::Int8(Int64Builder::new()),
-            PgKind::Oid => Decoder::Oid(Int64Builder::new()),
-            PgKind::Float4 => Decoder::Float4(Float32Builder::new()),
-            PgKind::Float8 => Decoder::Float8(Float64Builder::new()),
+            PgKind::Bool => Decoder::Bool(BooleanBuilder::with_capacity(rows)),
+            PgKind::Int2 => Decoder::Int2(Int16Builder::with_capacity(rows)),
+            PgKind::Int4 => Decoder::Int4(Int32Builder::with_capacity(rows)),
+            PgKind::Int8 => Decoder::Int8(Int64Builder::with_capacity(rows)),
+            PgKind::Oid => Decoder::Oid(Int64Builder::with_capacity(rows)),
+            PgKind::Float4 => Decoder::Float4(Float32Builder::with_capacity(rows)),
+            PgKind::Float8 => Decoder::Float8(Float64Builder::with_capacity(rows)),
             PgKind::Numeric { precision, scale } => Decoder::Numeric {
-                builder: Decimal128Builder::new().with_data_type(DataType::Decimal128(*precision, *scale)),
+                builder: Decimal128Builder::with_capacity(rows)
+                    .with_data_type(DataType::Decimal128(*precision, *scale)),
                 precision: *precision,
                 scale: *scale,
             },
-            PgKind::NumericText => Decoder::NumericText(StringBuilder::new()),
-            PgKind::Text => Decoder::Text(StringBuilder::new()),
-            PgKind::Char => Decoder::Char(StringBuilder::new()),
-            PgKind::Jsonb => Decoder::Jsonb(StringBuilder::new()),
-            PgKind::Bytea => Decoder::Bytea(BinaryBuilder::new()),
-            PgKind::Uuid => Decoder::Uuid(StringBuilder::new()),
-            PgKind::Date => Decoder::Date(Date32Builder::new()),
-            PgKind::Time => Decoder::Time(Time64MicrosecondBuilder::new()),
+            PgKind::NumericText => Decoder::NumericText(StringBuilder::with_capacity(rows, data)),
+            PgKind::Text => Decoder::Text(BinaryBuilder::with_capacity(rows, data)),
+            PgKind::Char => Decoder::Char(StringBuilder::with_capacity(rows, data)),
+            PgKind::Jsonb => Decoder::Jsonb(BinaryBuilder::with_capacity(rows, data)),
+            PgKind::Bytea => Decoder::Bytea(BinaryBuilder::with_capacity(rows, data)),
+            PgKind::Uuid => Decoder::Uuid(StringBuilder::with_capacity(rows, data)),
+            PgKind::Date => Decoder::Date(Date32Builder::with_capacity(rows)),
+            PgKind::Time => Decoder::Time(Time64MicrosecondBuilder::with_capacity(rows)),
             PgKind::Timestamp { utc } => Decoder::Timestamp(
-                TimestampMicrosecondBuilder::new().with_timezone_opt(utc.then(|| Arc::<str>::from("UTC"))),
+                TimestampMicrosecondBuilder::with_capacity(rows)
+                    .with_timezone_opt(utc.then(|| Arc::<str>::from("UTC"))),
             ),
             PgKind::Array { element_oid, element } => Decoder::Array(Box::new(ListDecoder {
                 item: item_field(element),
                 element_oid: *element_oid,
-                offsets: vec![0],
-                validity: NullBufferBuilder::new(0),
+                offsets: {
+                    let mut offsets = Vec::with_capacity(rows + 1);
+                    offsets.push(0);
+                    offsets
+                },
+                validity: NullBufferBuilder::new(rows),
                 child: Decoder::new(element),
             })),
         }
@@ -941,10 +965,10 @@ impl Decoder {
                 scale,
             } => builder.append_value(numeric_to_decimal(v, *precision, *scale)?),
             Decoder::NumericText(b) => b.append_value(numeric_to_string(v)?),
-            Decoder::Text(b) => b.append_value(utf8(v)?),
+            Decoder::Text(b) => b.append_value(v),
             Decoder::Char(b) => b.append_value(String::from_utf8_lossy(v)),
             Decoder::Jsonb(b) => match v.split_first() {
-                Some((1, json)) => b.append_value(utf8(json)?),
+                Some((1, json)) => b.append_value(json),
                 _ => return Err(DecodeError::Malformed("unknown jsonb format version".into())),
             },
             Decoder::Bytea(b) => b.append_value(v),
@@ -969,12 +993,8 @@ impl Decoder {
             Decoder::Float4(b) => b.append_null(),
             Decoder::Float8(b) => b.append_null(),
             Decoder::Numeric { builder, .. } => builder.append_null(),
-            Decoder::NumericText(b)
-            | Decoder::Text(b)
-            | Decoder::Char(b)
-            | Decoder::Jsonb(b)
-            | Decoder::Uuid(b) => b.append_null(),
-            Decoder::Bytea(b) => b.append_null(),
+            Decoder::NumericText(b) | Decoder::Char(b) | Decoder::Uuid(b) => b.append_null(),
+            Decoder::Text(b) | Decoder::Jsonb(b) | Decoder::Bytea(b) => b.append_null(),
             Decoder::Date(b) => b.append_null(),
             Decoder::Time(b) => b.append_null(),
             Decoder::Timestamp(b) => b.append_null(),
@@ -986,7 +1006,7 @@ impl Decoder {
         }
     }
 
-    fn finish(&mut self) -> Result<ArrayRef, arrow::error::ArrowError> {
+    fn finish(&mut self) -> Result<ArrayRef, DecodeError> {
         Ok(match self {
             Decoder::Bool(b) => Arc::new(b.finish()),
             Decoder::Int2(b) => Arc::new(b.finish()),
@@ -995,11 +1015,11 @@ impl Decoder {
             Decoder::Float4(b) => Arc::new(b.finish()),
             Decoder::Float8(b) => Arc::new(b.finish()),
             Decoder::Numeric { builder, .. } => Arc::new(builder.finish()),
-            Decoder::NumericText(b)
-            | Decoder::Text(b)
-            | Decoder::Char(b)
-            | Decoder::Jsonb(b)
-            | Decoder::Uuid(b) => Arc::new(b.finish()),
+            Decoder::NumericText(b) | Decoder::Char(b) | Decoder::Uuid(b) => Arc::new(b.finish()),
+            Decoder::Text(b) | Decoder::Jsonb(b) => Arc::new(
+                StringArray::try_from_binary(b.finish())
+                    .map_err(|_| DecodeError::Malformed("text is not valid UTF-8".into()))?,
+            ),
             Decoder::Bytea(b) => Arc::new(b.finish()),
             Decoder::Date(b) => Arc::new(b.finish()),
             Decoder::Time(b) => Arc::new(b.finish()),
@@ -1008,12 +1028,15 @@ impl Decoder {
                 let offsets = std::mem::replace(&mut list.offsets, vec![0]);
                 let values = list.child.finish()?;
                 let nulls = list.validity.finish();
-                Arc::new(ListArray::try_new(
-                    list.item.clone(),
-                    OffsetBuffer::new(offsets.into()),
-                    values,
-                    nulls,
-                )?)
+                Arc::new(
+                    ListArray::try_new(
+                        list.item.clone(),
+                        OffsetBuffer::new(offsets.into()),
+                        values,
+                        nulls,
+                    )
+                    .map_err(|e| DecodeError::Malformed(e.to_string()))?,
+                )
             }
         })
     }
@@ -1461,5 +1484,39 @@ mod tests {
             assert_eq!(batch.num_rows(), 3);
             assert_eq!(batch.column(1).null_count(), 1);
         }
+    }
+
+    #[test]
+    fn text_is_validated_once_per_batch_and_an_error_names_its_column() {
+        use arrow::array::Array;
+
+        let columns = vec![ColumnSpec {
+            name: "label".into(),
+            kind: PgKind::Text,
+        }];
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            columns.iter().map(ColumnSpec::field).collect::<Vec<_>>(),
+        ));
+        let mut batch = BatchDecoder::new(&columns, schema);
+        for value in ["plain", "café", "日本"] {
+            batch.push(0, Some(value.as_bytes())).expect("push");
+            batch.rows += 1;
+        }
+        batch.push(0, None).expect("null");
+        batch.rows += 1;
+        let first = batch.finish().expect("valid UTF-8");
+        let labels = first.column(0).as_string::<i32>();
+        assert_eq!(labels.value(1), "café");
+        assert_eq!(labels.value(2), "日本");
+        assert!(labels.is_null(3));
+
+        batch.push(0, Some(b"ok")).expect("push");
+        batch
+            .push(0, Some(b"caf\xe9"))
+            .expect("bytes are checked at the end of the batch");
+        batch.rows += 2;
+        let error = batch.finish().expect_err("not UTF-8");
+        assert_eq!(error.error_type, "internal");
+        assert_eq!(error.message, "column \"label\": text is not valid UTF-8");
     }
 }

@@ -117,12 +117,19 @@ pub struct PgFixture {
 }
 
 pub async fn pg_fixture() -> PgFixture {
+    pg_fixture_with("").await
+}
+
+/// A fresh database created with `options` (`ENCODING …`).
+pub async fn pg_fixture_with(options: &str) -> PgFixture {
     let admin = pg_pool("postgres", 2).await;
     let database = unique("ferry_x");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&admin)
-        .await
-        .expect("create database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {database} {options}"
+    )))
+    .execute(&admin)
+    .await
+    .expect("create database");
     let pool = pg_pool(&database, 5).await;
     PgFixture {
         database,

@@ -981,6 +981,38 @@ async fn sql_errors_are_invalid_query_errors_and_leave_nothing() {
     assert!(files.files().is_empty());
 }
 
+/// A SQL_ASCII database stores whatever bytes it is given. Text that is
+/// not UTF-8 cannot become an Arrow string: the step fails with a clear
+/// error (the server itself refuses to send it to a UTF-8 client; the
+/// decoder validates every batch as well) and publishes nothing, on both
+/// read paths.
+#[tokio::test]
+async fn text_that_is_not_utf8_fails_the_step_and_publishes_nothing() {
+    let pg = pg_fixture_with("ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'").await;
+    pg.exec(
+        "CREATE TABLE latin (id int, name text); \
+         INSERT INTO latin SELECT g, 'row ' || g FROM generate_series(1, 20000) g; \
+         INSERT INTO latin VALUES (20001, E'caf\\xe9')",
+    )
+    .await;
+    let files = file_target();
+    for (sql, params) in [
+        ("SELECT id, name FROM latin ORDER BY id", vec![]),
+        (
+            "SELECT id, name FROM latin WHERE id > $1 ORDER BY id",
+            vec![ParamValue::Integer(0)],
+        ),
+    ] {
+        let path = files.target.step_path("exec_latin", "step_1");
+        let error = extract(&pg.source(), &query(sql, params), &files.target, &path)
+            .await
+            .expect_err("not UTF-8");
+        assert_eq!(error.error_type, "invalid_query", "{error:?}");
+        assert!(error.message.contains("UTF8"), "{error:?}");
+        assert_eq!(objects(&files.target).await, Vec::<Path>::new());
+    }
+}
+
 #[tokio::test]
 async fn progress_reports_running_totals_per_batch() {
     let pg = pg_fixture().await;
