@@ -78,4 +78,11 @@ printf '%-44s %10s %14.0f %16s\n' "ferry step → Parquet zstd(1) on file://" "$
     "$(echo "$rows / $ferry_seconds" | bc -l)" "$ferry_peak (process $process_peak)"
 printf 'ratio ferry rows/s ÷ COPY rows/s: %.2f×   (ferry time ÷ COPY time: %.2f×)\n' \
     "$(echo "$best_copy / $ferry_seconds" | bc -l)" "$(echo "$ferry_seconds / $best_copy" | bc -l)"
+# Both sides vary from run to run on a shared machine; the ratio within each
+# alternating pair (COPY, then Ferry) is steadier than best against best.
+pairs="$(paste -d' ' <(awk '/^COPY/ {print $2}' "$log") \
+    <(grep '^BENCH' "$log" | sed -n 's/.*seconds=\([0-9.]*\).*/\1/p'))"
+ratios="$(awk '{printf "%.2f\n", $1 / $2}' <<<"$pairs" | sort -n)"
+median="$(awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}' <<<"$ratios")"
+printf 'per pair (COPY ÷ ferry time): %s; median %s×\n' "$(tr '\n' ' ' <<<"$ratios" | sed 's/ $//')" "$median"
 echo "details: $best_ferry_line"
