@@ -29,6 +29,9 @@ pub enum ApiError {
         message: String,
         extra: Map<String, Value>,
     },
+    /// The caller is over its request budget (429 `rate_limited`); the
+    /// duration is how long until a request would be allowed.
+    RateLimited(std::time::Duration),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -85,6 +88,21 @@ impl IntoResponse for ApiError {
                 let mut map = body(ErrorCode::ConnectionFailed, &message);
                 map.extend(extra);
                 (ErrorCode::ConnectionFailed, map)
+            }
+            ApiError::RateLimited(wait) => {
+                // Whole seconds, rounded up: a client that waits that long
+                // is never refused again for the same reason.
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut map = body(
+                    ErrorCode::RateLimited,
+                    &format!("too many requests: retry in {seconds} s"),
+                );
+                map.insert("details".into(), json!({ "retry_after_seconds": seconds }));
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(map)).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                return response;
             }
             ApiError::MethodNotAllowed => (
                 ErrorCode::MethodNotAllowed,

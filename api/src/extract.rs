@@ -122,12 +122,22 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        state
+        let principal = state
             .verifier
             .verify(token)
             .await
-            .map(Caller)
-            .map_err(|error| unauthorized(&error.0))
+            .map_err(|error| unauthorized(&error.0))?;
+        if let Some(limit) = state.rate_limit {
+            let key = format!("{}:{}", principal.org_id, principal.user_id);
+            match state.bus.throttle(&key, limit).await {
+                Ok(None) => {}
+                Ok(Some(wait)) => return Err(ApiError::RateLimited(wait)),
+                // The limit protects the API; it never takes it down: with
+                // the bus unreachable, requests go ahead unlimited.
+                Err(error) => tracing::warn!(%error, "rate limit unavailable; request allowed"),
+            }
+        }
+        Ok(Caller(principal))
     }
 }
 

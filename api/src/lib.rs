@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use ferry_shared::Error;
 use ferry_shared::auth::Verifier;
 use ferry_shared::objects::ObjectTarget;
-use ferry_shared::queue::{Bus, Queue};
+use ferry_shared::queue::{Bus, Queue, RateLimit};
 use ferry_shared::store::Store;
 use ferry_shared::vault::Vault;
 use prometheus::{Registry, TextEncoder};
@@ -50,6 +50,8 @@ pub struct AppState {
     pub registry: Registry,
     /// How long `mode: "sync"` waits for an execution to finish.
     pub sync_timeout: std::time::Duration,
+    /// Each caller's request budget on `/api` routes (None: unlimited).
+    pub rate_limit: Option<RateLimit>,
     http_metrics: HttpMetrics,
 }
 
@@ -86,8 +88,16 @@ impl AppState {
             verifier,
             registry,
             sync_timeout: std::time::Duration::from_secs(300),
+            rate_limit: None,
             http_metrics,
         })
+    }
+
+    /// Limits each caller (user of an organization) to `limit` across every
+    /// API replica sharing the bus; None turns the limit off (the default).
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
     }
 
     /// Sets how long `mode: "sync"` waits (default 300 s).

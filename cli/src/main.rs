@@ -402,7 +402,8 @@ async fn serve_api(
         verifier,
         registry,
     )?
-    .with_sync_timeout(Duration::from_secs(http.sync_timeout_seconds));
+    .with_sync_timeout(Duration::from_secs(http.sync_timeout_seconds))
+    .with_rate_limit(http.rate_limit());
     let app = ferry_api::router(
         state,
         &ferry_api::ApiConfig {

@@ -166,6 +166,26 @@ pub struct HttpArgs {
     /// 202 with the running state.
     #[arg(long, env = "FERRY_SYNC_TIMEOUT_SECONDS", default_value_t = 300)]
     pub sync_timeout_seconds: u64,
+
+    /// Requests a minute each user may make on /api routes, counted across
+    /// every API replica sharing the Redis (0 disables the limit). Over it:
+    /// 429 `rate_limited` with Retry-After.
+    #[arg(long, env = "FERRY_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests a user may make at once above the steady rate.
+    #[arg(long, env = "FERRY_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+}
+
+impl HttpArgs {
+    /// The per-user request budget, None when disabled.
+    pub fn rate_limit(&self) -> Option<crate::queue::RateLimit> {
+        (self.rate_limit_per_minute > 0).then_some(crate::queue::RateLimit {
+            per_minute: self.rate_limit_per_minute,
+            burst: self.rate_limit_burst,
+        })
+    }
 }
 
 /// Settings of the admin endpoint of the worker and scheduler roles.

@@ -93,7 +93,7 @@ impl Deployment {
         command
     }
 
-    fn api(&self, keys: &str) -> (Running, String) {
+    pub(crate) fn api(&self, keys: &str) -> (Running, String) {
         let port = free_port();
         let child = self
             .command(keys)
@@ -127,9 +127,14 @@ impl Deployment {
     }
 
     fn token(&self) -> String {
+        self.token_for("user_ops")
+    }
+
+    /// A token of `user` in the organization `org_ops`.
+    pub(crate) fn token_for(&self, user: &str) -> String {
         let out = self
             .command(KEY)
-            .args(["token", "--user", "user_ops", "--org", "org_ops"])
+            .args(["token", "--user", user, "--org", "org_ops"])
             .output()
             .expect("token");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()

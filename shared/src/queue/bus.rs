@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
-use super::{Bus, codec_error, is_connection_error, lock, redis_error};
+use super::{Bus, RateLimit, codec_error, is_connection_error, lock, redis_error};
 use crate::{Error, Result};
 
 /// Tries per command when the connection fails.
@@ -122,6 +122,25 @@ enum Request<'a> {
     Pipe(&'a ::redis::Pipeline),
 }
 
+/// The cell rate step of [`RateLimit`] in Redis, atomic across API
+/// replicas and timed by the Redis server's clock (so replicas' clocks do
+/// not matter). KEYS[1] holds the arrival time in microseconds; ARGV are
+/// the interval and the tolerance in microseconds. Returns 0 when allowed,
+/// otherwise the microseconds to wait.
+const THROTTLE_SCRIPT: &str = r#"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local next = tat + interval
+local wait = next - tolerance - now
+if wait > 0 then return wait end
+redis.call('SET', KEYS[1], string.format('%d', next), 'PX', math.ceil((next - now) / 1000) + 1000)
+return 0
+"#;
+
 #[async_trait]
 impl Bus for RedisBus {
     async fn reply(&self, key: &str, value: &Value, ttl: Duration) -> Result<()> {
@@ -201,6 +220,18 @@ impl Bus for RedisBus {
         cmd.arg(self.channel(channel)).arg(body);
         let _: i64 = self.query(&Request::Cmd(&cmd)).await?;
         Ok(())
+    }
+
+    async fn throttle(&self, key: &str, limit: RateLimit) -> Result<Option<Duration>> {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(THROTTLE_SCRIPT)
+            .arg(1)
+            .arg(format!("{}:ratelimit:{key}", self.prefix))
+            .arg(micros(limit.interval()))
+            .arg(micros(limit.tolerance()));
+        let wait: u64 = self.query(&Request::Cmd(&cmd)).await?;
+        Ok((wait > 0).then(|| Duration::from_micros(wait)))
     }
 
     async fn subscribe(&self, channel: &str) -> Result<BoxStream<'static, Value>> {
@@ -308,6 +339,9 @@ struct LocalInner {
     replies: Mutex<HashMap<String, VecDeque<(Value, Instant)>>>,
     replied: Notify,
     channels: Mutex<HashMap<String, broadcast::Sender<Value>>>,
+    /// Arrival times of rate-limited keys, since `started`.
+    budgets: Mutex<HashMap<String, Duration>>,
+    started: std::sync::OnceLock<Instant>,
 }
 
 impl LocalBus {
@@ -366,6 +400,22 @@ impl Bus for LocalBus {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
+        }
+    }
+
+    async fn throttle(&self, key: &str, limit: RateLimit) -> Result<Option<Duration>> {
+        let now = self.inner.started.get_or_init(Instant::now).elapsed();
+        let mut budgets = lock(&self.inner.budgets);
+        if budgets.len() > 10_000 {
+            // Keys whose arrival time has passed are back to a full budget.
+            budgets.retain(|_, tat| *tat > now);
+        }
+        match limit.step(budgets.get(key).copied(), now) {
+            Ok(next) => {
+                budgets.insert(key.to_owned(), next);
+                Ok(None)
+            }
+            Err(wait) => Ok(Some(wait)),
         }
     }
 

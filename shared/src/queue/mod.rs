@@ -102,6 +102,49 @@ pub trait Bus: Send + Sync + 'static {
     /// Messages published on `channel` after this call returns; survives a
     /// Redis reconnect (messages published while disconnected are lost).
     async fn subscribe(&self, channel: &str) -> Result<BoxStream<'static, Value>>;
+
+    /// Counts one request against `key`'s budget under `limit` (shared by
+    /// every process on the same Redis). `None` when the request may go
+    /// ahead, otherwise how long until it would be allowed; a refused
+    /// request is not counted.
+    async fn throttle(&self, key: &str, limit: RateLimit) -> Result<Option<Duration>>;
+}
+
+/// A request budget: `per_minute` requests a minute on average, and up to
+/// `burst` more at once after a quiet spell (the generic cell rate
+/// algorithm: each request moves a theoretical arrival time one interval of
+/// 60 s / `per_minute` ahead, and a request is refused while that time is
+/// more than `burst` intervals in the future).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Time between two requests at the steady rate.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.max(1)
+    }
+
+    /// How far ahead of now the arrival time may run: the burst plus the
+    /// request itself.
+    pub fn tolerance(&self) -> Duration {
+        self.interval() * (self.burst.saturating_add(1))
+    }
+
+    /// The cell rate step: given the stored arrival time (`tat`, None for a
+    /// new key) and `now`, the new arrival time to store, or how long to wait.
+    fn step(&self, tat: Option<Duration>, now: Duration) -> std::result::Result<Duration, Duration> {
+        let tat = tat.map_or(now, |tat| tat.max(now));
+        let next = tat + self.interval();
+        let allowed_from = next.saturating_sub(self.tolerance());
+        if allowed_from > now {
+            Err(allowed_from - now)
+        } else {
+            Ok(next)
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -142,4 +185,56 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 /// Maps a job that could not be (de)serialized.
 pub(crate) fn codec_error(error: &serde_json::Error) -> Error {
     Error::Internal(format!("queue: job encoding: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cell_rate_step_allows_the_burst_then_the_steady_rate() {
+        let limit = RateLimit {
+            per_minute: 60,
+            burst: 2,
+        };
+        let second = Duration::from_secs(1);
+        let start = Duration::from_secs(100);
+        let mut tat = None;
+        for _ in 0..3 {
+            tat = Some(limit.step(tat, start).expect("within the burst"));
+        }
+        assert_eq!(limit.step(tat, start), Err(second));
+        assert_eq!(limit.step(tat, start + second / 2), Err(second / 2));
+        let tat = limit.step(tat, start + second).expect("one interval later");
+        assert_eq!(limit.step(Some(tat), start + second), Err(second));
+        // A long quiet spell gives the whole burst back, never more.
+        let mut tat = Some(tat);
+        let later = start + Duration::from_secs(3600);
+        for _ in 0..3 {
+            tat = Some(limit.step(tat, later).expect("burst again"));
+        }
+        assert!(limit.step(tat, later).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_local_bus_keeps_one_budget_per_key() {
+        let bus = LocalBus::new();
+        let limit = RateLimit {
+            per_minute: 6,
+            burst: 1,
+        };
+        for _ in 0..2 {
+            assert_eq!(bus.throttle("org:alice", limit).await.expect("throttle"), None);
+        }
+        let wait = bus
+            .throttle("org:alice", limit)
+            .await
+            .expect("throttle")
+            .expect("over the budget");
+        assert!(
+            wait > Duration::from_secs(9) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
+        assert_eq!(bus.throttle("org:bob", limit).await.expect("throttle"), None);
+    }
 }
