@@ -16,11 +16,84 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo
 use super::columns::{Builder, MICROS_PER_DAY};
 use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
 
+/// Refuses what a SQLite step may not do, before anything runs: `ATTACH`
+/// or `DETACH` (an attached database could be any SQLite file the worker
+/// can read, outside the connector's own) and more than one statement.
+/// Words inside string literals, quoted names (`"…"`, `` `…` ``, `[…]`)
+/// and comments do not count; a trailing `;` is fine.
+fn check_statement(sql: &str) -> Result<(), ExtractError> {
+    let bytes = sql.as_bytes();
+    let refuse = |message: &str| Err(ExtractError::new("invalid_query", message));
+    let mut i = 0;
+    let mut ended = false;
+    while let Some(&c) = bytes.get(i) {
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c => {
+                i += 1;
+                continue;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| i + p + 1);
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..].find("*/").map_or(bytes.len(), |p| i + 2 + p + 2);
+                continue;
+            }
+            b';' => {
+                ended = true;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if ended {
+            return refuse("a SQLite step runs one statement: remove everything after the first `;`");
+        }
+        match c {
+            b'\'' | b'"' | b'`' | b'[' => {
+                let close = if c == b'[' { b']' } else { c };
+                i += 1;
+                // A doubled quote inside is an escaped one.
+                while let Some(&b) = bytes.get(i) {
+                    i += 1;
+                    if b == close {
+                        if close != b']' && bytes.get(i) == Some(&close) {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            c if is_word(c) && !c.is_ascii_digit() => {
+                let start = i;
+                while bytes.get(i).is_some_and(|&b| is_word(b)) {
+                    i += 1;
+                }
+                let word = &bytes[start..i];
+                if word.eq_ignore_ascii_case(b"attach") || word.eq_ignore_ascii_case(b"detach") {
+                    return refuse(
+                        "ATTACH and DETACH are not allowed in a step: it reads only its connector's database",
+                    );
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn extract(
     pool: &SqlitePool,
     query: &BoundQuery,
     out: &mut Output<'_>,
 ) -> Result<ReadPath, ExtractError> {
+    check_statement(&query.sql)?;
     let mut cancel = Cancellable::new(out.cancel());
     let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
     let statement = cancel

@@ -169,3 +169,60 @@ async fn sqlite_values_that_do_not_fit_their_column_are_unsupported_type_errors(
     assert!(error.message.contains("'not a number'"), "{}", error.message);
     assert!(files.files().is_empty());
 }
+
+/// A step reads the one database file its connector names: ATTACH (which
+/// would open any other SQLite file the worker can read) and several
+/// statements in one step are refused before anything runs.
+#[tokio::test]
+async fn sqlite_steps_cannot_attach_other_files_or_run_several_statements() {
+    let db = sqlite_fixture().await;
+    db.exec("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)")
+        .await;
+    let other = tempfile::tempdir().expect("tempdir");
+    let secret = other.path().join("secret.sqlite");
+    let secret_db = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&secret)
+                .create_if_missing(true),
+        )
+        .await
+        .expect("secret db");
+    sqlx::raw_sql("CREATE TABLE creds (password TEXT); INSERT INTO creds VALUES ('hunter2')")
+        .execute(&secret_db)
+        .await
+        .expect("secret rows");
+    let files = file_target();
+    let path = files.target.step_path("exec_attach", "step_1");
+    let file = secret.display().to_string();
+    for sql in [
+        format!("ATTACH DATABASE '{file}' AS other"),
+        format!("attach '{file}' as other; SELECT * FROM other.creds"),
+        format!("SELECT x FROM t; ATTACH '{file}' AS other; SELECT password FROM other.creds"),
+        format!("/* note */ Attach\n'{file}' AS other"),
+        "SELECT x FROM t; SELECT x FROM t".to_owned(),
+        "DETACH DATABASE main".to_owned(),
+    ] {
+        let error = extract(&db.source(), &query(&sql, vec![]), &files.target, &path)
+            .await
+            .expect_err(&sql);
+        assert_eq!(error.error_type, "invalid_query", "{sql}: {error:?}");
+        assert!(!error.message.contains("hunter2"), "{error:?}");
+    }
+    assert_eq!(
+        objects(&files.target).await,
+        Vec::<object_store::path::Path>::new()
+    );
+
+    // The words inside strings, quoted names and comments are fine, and so
+    // is a trailing semicolon.
+    for sql in [
+        "SELECT 'attach; detach' AS \"attach\", x FROM t -- ATTACH\n;",
+        "SELECT x /* ; attach */ FROM t;  ",
+    ] {
+        let output = extract(&db.source(), &query(sql, vec![]), &files.target, &path)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        assert_eq!(output.rows, 1, "{sql}");
+    }
+}
