@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
 use ferry_shared::config::{
-    AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, Settings, WorkerArgs, redact_url,
+    AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, SchedulerArgs, Settings, WorkerArgs, redact_url,
 };
 use ferry_shared::domain::OrgRole;
 use ferry_shared::objects::ObjectTarget;
@@ -45,6 +45,8 @@ enum Command {
         http: HttpArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        scheduler: SchedulerArgs,
     },
     /// Run the HTTP API role.
     Api {
@@ -62,6 +64,8 @@ enum Command {
     Scheduler {
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        scheduler: SchedulerArgs,
     },
     /// Apply pending metadata-store migrations and exit.
     Migrate,
@@ -135,7 +139,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Fatal> {
     let common = cli.common;
     match cli.command {
-        Command::Up { http, worker } => {
+        Command::Up {
+            http,
+            worker,
+            scheduler,
+        } => {
             let settings = Settings::resolve(&common, Mode::Embedded)?;
             ferry_shared::telemetry::init(settings.log_format);
             let jwt = common.jwt.resolve(Mode::Embedded, &settings.data_dir)?;
@@ -149,11 +157,14 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
                 wait(shutdown.clone()),
             );
             let scheduler = ferry_scheduler::run(
-                ferry_scheduler::SchedulerContext::new(
-                    backends.store.clone(),
-                    registry,
-                    backends.queue.clone(),
-                    ferry_scheduler::LeaderElection::single_process(),
+                scheduler_context(
+                    ferry_scheduler::SchedulerContext::new(
+                        backends.store.clone(),
+                        registry,
+                        backends.queue.clone(),
+                        ferry_scheduler::LeaderElection::single_process(),
+                    ),
+                    &scheduler,
                 ),
                 wait(shutdown),
             );
@@ -196,7 +207,7 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             tokio::try_join!(admin_server, async { worker.await.map_err(Fatal::from) })?;
             Ok(())
         }
-        Command::Scheduler { admin } => {
+        Command::Scheduler { admin, scheduler } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
             ferry_shared::telemetry::init(settings.log_format);
             let backends = open_backends(&settings, false).await?;
@@ -218,11 +229,14 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
                 registry.clone(),
                 wait(shutdown.clone()),
             );
-            let context = ferry_scheduler::SchedulerContext::new(
-                backends.store.clone(),
-                registry,
-                backends.queue.clone(),
-                leader,
+            let context = scheduler_context(
+                ferry_scheduler::SchedulerContext::new(
+                    backends.store.clone(),
+                    registry,
+                    backends.queue.clone(),
+                    leader,
+                ),
+                &scheduler,
             );
             let scheduler = ferry_scheduler::run(context, wait(shutdown));
             tokio::try_join!(admin_server, async { scheduler.await.map_err(Fatal::from) })?;
@@ -370,6 +384,16 @@ fn worker_context(
         },
         concurrency: args.worker_concurrency,
     }
+}
+
+/// `context` with the reaper's timing from the command line.
+fn scheduler_context(
+    mut context: ferry_scheduler::SchedulerContext,
+    args: &SchedulerArgs,
+) -> ferry_scheduler::SchedulerContext {
+    context.reap_interval = Duration::from_secs(args.reap_interval_seconds);
+    context.queued_grace = Duration::from_secs(args.queued_grace_seconds);
+    context
 }
 
 /// Connects to the metadata store; an unreachable one is a one-line error.

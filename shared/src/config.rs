@@ -188,6 +188,22 @@ impl HttpArgs {
     }
 }
 
+/// Settings of the scheduler role (also run by `ferry up`).
+#[derive(Debug, Clone, Args)]
+pub struct SchedulerArgs {
+    /// Seconds between two passes of the reaper, which enqueues again the
+    /// executions whose lease expired or whose queued job was lost.
+    #[arg(long, env = "FERRY_REAP_INTERVAL_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub reap_interval_seconds: u64,
+
+    /// Seconds a queued execution may wait for a worker before the reaper
+    /// enqueues its job again (a job still pending is not duplicated).
+    #[arg(long, env = "FERRY_QUEUED_GRACE_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub queued_grace_seconds: u64,
+}
+
 /// Settings of the admin endpoint of the worker and scheduler roles.
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {

@@ -137,11 +137,34 @@ fn help_describes_every_subcommand_and_its_settings() {
         ("api", "FERRY_LISTEN"),
         ("worker", "FERRY_ADMIN_LISTEN"),
         ("up", "FERRY_JWT_JWKS_URL"),
+        ("api", "FERRY_RATE_LIMIT_PER_MINUTE"),
+        ("up", "FERRY_RATE_LIMIT_BURST"),
+        ("scheduler", "FERRY_QUEUED_GRACE_SECONDS"),
+        ("up", "FERRY_REAP_INTERVAL_SECONDS"),
     ] {
         let output = ferry(dir.path()).args([sub, "--help"]).output().expect("run");
         assert!(output.status.success());
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(text.contains(var), "{sub} --help lacks {var}:\n{text}");
+    }
+}
+
+#[test]
+fn out_of_range_reaper_timings_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("dir");
+    for (var, flag) in [
+        ("FERRY_REAP_INTERVAL_SECONDS", "--reap-interval-seconds"),
+        ("FERRY_QUEUED_GRACE_SECONDS", "--queued-grace-seconds"),
+    ] {
+        let out = ferry(dir.path())
+            .env(var, "0")
+            .arg("scheduler")
+            .output()
+            .expect("run");
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
 
