@@ -94,9 +94,15 @@ impl Deployment {
     }
 
     pub(crate) fn api(&self, keys: &str) -> (Running, String) {
+        self.api_with(keys, &[])
+    }
+
+    /// An api process with `env` set over the deployment's settings.
+    pub(crate) fn api_with(&self, keys: &str, env: &[(&str, &str)]) -> (Running, String) {
         let port = free_port();
         let child = self
             .command(keys)
+            .envs(env.iter().copied())
             .args(["api", "--listen", &format!("127.0.0.1:{port}")])
             .stderr(Stdio::null())
             .spawn()

@@ -2,28 +2,21 @@
 //! FERRY_RATE_LIMIT_BURST): one budget per user shared by every API replica
 //! on the same Redis, 429 `rate_limited` with `Retry-After` over it.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::distributed::Deployment;
-use crate::{KEY, Running, free_port, wait_healthy};
+use crate::{KEY, Running};
 
 /// An api process of `deployment` limited to 30 requests a minute (one
 /// every 2 s) with a burst of 3.
 fn limited_api(deployment: &Deployment) -> (Running, String) {
-    let port = free_port();
-    let child = deployment
-        .command(KEY)
-        .env("FERRY_RATE_LIMIT_PER_MINUTE", "30")
-        .env("FERRY_RATE_LIMIT_BURST", "3")
-        .args(["api", "--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("api");
-    let base = format!("http://127.0.0.1:{port}");
-    let running = Running(child);
-    wait_healthy(&format!("{base}/readyz"));
-    (running, base)
+    deployment.api_with(
+        KEY,
+        &[
+            ("FERRY_RATE_LIMIT_PER_MINUTE", "30"),
+            ("FERRY_RATE_LIMIT_BURST", "3"),
+        ],
+    )
 }
 
 /// Status, Retry-After and body of a GET of /api/projects.

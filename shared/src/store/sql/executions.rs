@@ -351,11 +351,31 @@ macro_rules! execution_queries {
                 Ok(held.map(|_| tx))
             }
 
-            async fn start_step_row(&self, lease: &Lease, step_id: &str) -> Result<bool> {
+            /// Runs one step `UPDATE` under the lease (see
+            /// [`Self::fenced`]) and commits it; false when fenced out or
+            /// when no step row matched, and then nothing changed.
+            async fn fenced_step_update<'q>(
+                &self,
+                lease: &Lease,
+                update: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+            ) -> Result<bool> {
                 let Some(mut tx) = self.fenced(lease).await? else {
                     return Ok(false);
                 };
-                let updated = sqlx::query(
+                let updated = update
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(constraint_error)?
+                    .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn start_step_row(&self, lease: &Lease, step_id: &str) -> Result<bool> {
+                let update = sqlx::query(
                     "UPDATE execution_steps SET status = 'running', started_at = $3, \
                      completed_at = NULL, rows_processed = 0, bytes_written = 0, \
                      output_file = NULL, error_type = NULL, error_message = NULL \
@@ -363,15 +383,8 @@ macro_rules! execution_queries {
                 )
                 .bind(&lease.execution_id)
                 .bind(step_id)
-                .bind(domain::now())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
+                .bind(domain::now());
+                self.fenced_step_update(lease, update).await
             }
 
             async fn record_step_upload_row(
@@ -380,24 +393,14 @@ macro_rules! execution_queries {
                 step_id: &str,
                 upload: Option<&str>,
             ) -> Result<bool> {
-                let Some(mut tx) = self.fenced(lease).await? else {
-                    return Ok(false);
-                };
-                let updated = sqlx::query(
+                let update = sqlx::query(
                     "UPDATE execution_steps SET open_upload = $3 \
                      WHERE execution_id = $1 AND step_id = $2",
                 )
                 .bind(&lease.execution_id)
                 .bind(step_id)
-                .bind(upload)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
+                .bind(upload);
+                self.fenced_step_update(lease, update).await
             }
 
             async fn step_progress_row(
@@ -407,26 +410,15 @@ macro_rules! execution_queries {
                 rows: i64,
                 bytes: i64,
             ) -> Result<bool> {
-                let Some(mut tx) = self.fenced(lease).await? else {
-                    return Ok(false);
-                };
-                let updated = sqlx::query(
+                let update = sqlx::query(
                     "UPDATE execution_steps SET rows_processed = $3, bytes_written = $4 \
                      WHERE execution_id = $1 AND step_id = $2 AND status = 'running'",
                 )
                 .bind(&lease.execution_id)
                 .bind(step_id)
                 .bind(rows)
-                .bind(bytes)
-                .execute(&mut *tx)
-                .await
-                .map_err(constraint_error)?
-                .rows_affected();
-                if updated == 0 {
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
+                .bind(bytes);
+                self.fenced_step_update(lease, update).await
             }
 
             async fn complete_step_row(
@@ -437,10 +429,7 @@ macro_rules! execution_queries {
                 bytes: i64,
                 output_file: &str,
             ) -> Result<bool> {
-                let Some(mut tx) = self.fenced(lease).await? else {
-                    return Ok(false);
-                };
-                let updated = sqlx::query(
+                let update = sqlx::query(
                     "UPDATE execution_steps SET status = 'completed', \
                      started_at = COALESCE(started_at, $3), completed_at = $3, \
                      rows_processed = $4, bytes_written = $5, output_file = $6, \
@@ -452,16 +441,8 @@ macro_rules! execution_queries {
                 .bind(domain::now())
                 .bind(rows)
                 .bind(bytes)
-                .bind(output_file)
-                .execute(&mut *tx)
-                .await
-                .map_err(constraint_error)?
-                .rows_affected();
-                if updated == 0 {
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
+                .bind(output_file);
+                self.fenced_step_update(lease, update).await
             }
 
             async fn fail_step_row(&self, lease: &Lease, step_id: &str, error: &StepError) -> Result<bool> {
