@@ -5,14 +5,27 @@
 //! the canonical path (symlinks resolved) must still be inside the
 //! directory. Files open with `SQLITE_OPEN_READONLY` and never get created.
 //!
-//! Step execution note: SQLite's `ATTACH DATABASE` can open other files
-//! (read-only here, as the connection's flags carry over); sqlx offers no
-//! safe way to set `SQLITE_LIMIT_ATTACHED` or an authorizer, so the step
-//! runner must refuse `ATTACH` in user SQL.
+//! Steps only read (see [`check_read_only`]):
+//!
+//! - the file opens with `SQLITE_OPEN_READONLY` *and* `PRAGMA query_only`,
+//!   which also covers the connection's `temp` database (a read-only open
+//!   still lets `CREATE TEMP TABLE` through);
+//! - before a step runs, its statement is compiled with `EXPLAIN` and
+//!   refused when its program writes: the rule of `sqlite3_stmt_readonly`
+//!   (which sqlx does not expose and `unsafe` code may not call), read from
+//!   SQLite's own bytecode. This is what stops `VACUUM INTO '<path>'`, which
+//!   writes a new file even on a read-only connection;
+//! - a connection serves one step or test and is then closed (the pool's
+//!   `after_release` says no), so nothing a statement leaves in the
+//!   connection (pragmas, temp objects) reaches the next one.
+//!
+//! `ATTACH` and several statements per step are refused by the step runner
+//! before any of this (`extract::sqlite`).
 
 use std::path::{Component, Path, PathBuf};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::config::Config;
 use super::errors::{DriverError, ErrorType};
@@ -32,13 +45,18 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<Sqlit
         .filename(&path)
         .read_only(true)
         .create_if_missing(false)
-        .busy_timeout(settings.connect_timeout);
+        .busy_timeout(settings.connect_timeout)
+        .pragma("query_only", "ON");
     let pool = SqlitePoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(0)
         .acquire_timeout(settings.connect_timeout)
         .idle_timeout(Some(settings.idle_timeout))
         .max_lifetime(Some(settings.max_lifetime))
+        // One use per connection: whatever a statement changed in the
+        // connection's state goes away with it. Opening a SQLite file is
+        // cheap (see design.md for the figure).
+        .after_release(|_connection, _meta| Box::pin(async { Ok(false) }))
         .connect_lazy_with(options);
     Ok(SqliteHandle { pool })
 }
@@ -89,6 +107,84 @@ pub(crate) fn resolve_path(dir: &Path, requested: &str) -> Result<PathBuf, Drive
         ));
     }
     Ok(canonical)
+}
+
+/// Opcodes that make SQLite's own `sqlite3_stmt_readonly` answer false
+/// (`resolveP2Values` in sqlite3.c): a write transaction on any database
+/// (`Transaction` with P2 ≠ 0), and `Vacuum`, `JournalMode`, `Checkpoint`.
+/// The others write without those in some builds or paths and are refused
+/// as well (virtual-table writes, b-tree creation and removal, schema
+/// changes, nested SQL).
+const WRITING_OPCODES: [&str; 15] = [
+    "Vacuum",
+    "JournalMode",
+    "Checkpoint",
+    "OpenWrite",
+    "VUpdate",
+    "VCreate",
+    "VDestroy",
+    "CreateBtree",
+    "Destroy",
+    "Clear",
+    "SqlExec",
+    "ParseSchema",
+    "DropTable",
+    "DropIndex",
+    "DropTrigger",
+];
+
+/// Whether `sql` (one statement; the step runner refuses several) only
+/// reads. `Ok(Err(message))` is a refusal to show the user; `Err` is
+/// SQLite's own error compiling the statement (a syntax error, a missing
+/// table). Nothing of `sql` runs: the statement is compiled under
+/// `EXPLAIN`, inside a transaction that is rolled back, so even text after
+/// a `;` could not write (`VACUUM` and `ATTACH` refuse to run inside one).
+pub(crate) async fn check_read_only(
+    connection: &mut SqliteConnection,
+    sql: &str,
+) -> Result<Result<(), String>, sqlx::Error> {
+    // `EXPLAIN EXPLAIN …` is a syntax error; an EXPLAIN never executes its
+    // statement, so it is read-only as it stands.
+    if first_keyword(sql).eq_ignore_ascii_case("explain") {
+        return Ok(Ok(()));
+    }
+    let mut transaction = connection.begin().await?;
+    let program = sqlx::query(AssertSqlSafe(format!("EXPLAIN {sql}")))
+        .persistent(false)
+        .fetch_all(&mut *transaction)
+        .await;
+    transaction.rollback().await?;
+    for row in program? {
+        let opcode: String = row.try_get("opcode")?;
+        let p2: i64 = row.try_get("p2")?;
+        if (opcode == "Transaction" && p2 != 0) || WRITING_OPCODES.contains(&opcode.as_str()) {
+            return Ok(Err(
+                "a SQLite step only reads: this statement would write (to the database, a temporary \
+                 table or another file), so it was not run"
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The first word of `sql`, skipping white space and comments.
+fn first_keyword(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, tail)| tail);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, tail)| tail);
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    &rest[..end]
 }
 
 impl SqliteHandle {
@@ -164,5 +260,12 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_first_keyword_skips_space_and_comments() {
+        assert_eq!(first_keyword("  -- note\n /* x */ explain select 1"), "explain");
+        assert_eq!(first_keyword("VACUUM INTO 'x'"), "VACUUM");
+        assert_eq!(first_keyword("/* unterminated"), "");
     }
 }

@@ -96,6 +96,11 @@ pub(super) async fn extract(
     check_statement(&query.sql)?;
     let mut cancel = Cancellable::new(out.cancel());
     let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
+    cancel
+        .run(crate::connectors::sqlite::check_read_only(&mut conn, &query.sql))
+        .await?
+        .map_err(database_error)?
+        .map_err(|message| ExtractError::new("invalid_query", message))?;
     let statement = cancel
         .run(conn.prepare(AssertSqlSafe(query.sql.clone()).into_sql_str()))
         .await?

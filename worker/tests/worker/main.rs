@@ -11,4 +11,5 @@ mod postgres_tls;
 mod redis;
 mod registry;
 mod rest;
+mod sandbox;
 mod sqlite;
