@@ -249,11 +249,20 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             ferry_shared::telemetry::init(settings.log_format);
             let store = open_store(&settings).await?;
             let vault = Vault::new(settings.master_keys.clone());
-            let rotated = ferry_shared::rotation::rotate_all(store.as_ref(), &vault).await?;
+            let rotation = ferry_shared::rotation::rotate_all(store.as_ref(), &vault).await?;
             println!(
-                "re-encrypted {rotated} connector secret(s) under key {}",
-                vault.current_key_id()
+                "re-encrypted {} connector secret(s) under key {}",
+                rotation.rotated, rotation.key_id
             );
+            if !rotation.is_complete() {
+                return Err(Fatal(format!(
+                    "{} connector secret(s) are still sealed under a key other than {} \
+                     ({} cannot be decrypted with FERRY_MASTER_KEY); keep the old keys configured \
+                     and run `ferry keys rotate` again once every replica encrypts with {}",
+                    rotation.remaining, rotation.key_id, rotation.undecryptable, rotation.key_id
+                )));
+            }
+            println!("verified: no connector secret remains under another key");
             Ok(())
         }
         Command::Migrate => {

@@ -251,6 +251,10 @@ fn keys_rotate_reencrypts_every_secret_and_a_restart_with_only_the_new_key_reads
         printed.contains("re-encrypted 3 connector secret(s) under key k2"),
         "{printed}"
     );
+    assert!(
+        printed.contains("verified: no connector secret remains under another key"),
+        "{printed}"
+    );
     assert_eq!(key_ids(), "k2");
     let again = deployment
         .command(&both)
@@ -272,6 +276,65 @@ fn keys_rotate_reencrypts_every_secret_and_a_restart_with_only_the_new_key_reads
         assert_eq!(status, 200);
         assert_eq!(body["status"], "success", "{body}");
     }
+}
+
+#[test]
+fn keys_rotate_rotates_what_it_can_then_fails_while_a_secret_remains_under_another_key() {
+    let deployment = Deployment::new();
+    let role = Role::create("orphan");
+    let token = deployment.token();
+    let mut uuids = Vec::new();
+    {
+        let (_api, base) = deployment.api(KEY);
+        for name in ["one", "two", "orphan"] {
+            let (status, body) = http_send(
+                reqwest::Method::POST,
+                &format!("{base}/api/connectors"),
+                &token,
+                Some(
+                    json!({"type": "postgresql", "display_name": name, "config": role.config(), "test_connection": false}),
+                ),
+            );
+            assert_eq!(status, 201, "{body}");
+            uuids.push(body["uuid"].as_str().expect("uuid").to_owned());
+        }
+    }
+    // One secret sealed under a key nobody configured any more.
+    psql_value_in(
+        &deployment.database.name,
+        &format!(
+            "UPDATE connectors SET secrets_key_id = 'k0' WHERE uuid = '{}'",
+            uuids[2]
+        ),
+    );
+
+    let both = format!("{NEW_KEY},{KEY}");
+    let out = deployment
+        .command(&both)
+        .args(["keys", "rotate"])
+        .output()
+        .expect("rotate");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the final count must fail the command");
+    assert!(
+        printed.contains("re-encrypted 2 connector secret(s) under key k2"),
+        "{printed}"
+    );
+    assert!(!printed.contains("verified"), "{printed}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: 1 connector secret(s) are still sealed under a key other than k2")
+            && last.contains("1 cannot be decrypted"),
+        "{stderr}"
+    );
+    assert_eq!(
+        psql_value_in(
+            &deployment.database.name,
+            "SELECT string_agg(secrets_key_id, ',' ORDER BY secrets_key_id) FROM connectors",
+        ),
+        "k0,k2,k2"
+    );
 }
 
 fn psql_value_in(database: &str, sql: &str) -> String {

@@ -119,7 +119,10 @@ pub trait Store: Send + Sync + 'static {
     /// Writes every mutable field of `connector` (display name, config,
     /// secrets, config_version, status, test and disable fields, updated_at)
     /// if its stored `config_version` is still `expected_version`. Returns
-    /// false when the connector is gone or was changed concurrently.
+    /// false when the connector is gone or was changed concurrently. The
+    /// sealed secrets are written only when `connector.config_version`
+    /// differs from `expected_version` (a configuration change); otherwise
+    /// the stored ones stay, so a concurrent key rotation is never undone.
     async fn update_connector(&self, connector: &Connector, expected_version: i64) -> Result<bool>;
 
     /// Removes the connector, its grants and its test history. Returns whether it existed.
@@ -140,6 +143,10 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` connectors (any organization) whose secrets are sealed
     /// under a key other than `key_id`, for key rotation.
     async fn connectors_sealed_with_other_key(&self, key_id: &str, limit: i64) -> Result<Vec<Connector>>;
+
+    /// How many connectors (any organization) have secrets sealed under a
+    /// key other than `key_id`: zero proves a rotation complete.
+    async fn count_connectors_sealed_with_other_key(&self, key_id: &str) -> Result<u64>;
 
     /// Replaces a connector's sealed secrets if they still equal `old`
     /// (compare-and-swap, so rotation never overwrites a concurrent update).

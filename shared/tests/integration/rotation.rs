@@ -87,9 +87,14 @@ async fn rotation_reencrypts_every_connector_and_the_new_key_alone_reads_them() 
         );
     }
 
-    assert_eq!(rotate_all(store.as_ref(), &both).await.expect("rotate"), 4);
+    let rotation = rotate_all(store.as_ref(), &both).await.expect("rotate");
+    assert_eq!((rotation.rotated, rotation.remaining), (4, 0));
+    assert!(rotation.is_complete());
     assert_eq!(
-        rotate_all(store.as_ref(), &both).await.expect("rotate again"),
+        rotate_all(store.as_ref(), &both)
+            .await
+            .expect("rotate again")
+            .rotated,
         0,
         "idempotent"
     );

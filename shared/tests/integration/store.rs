@@ -25,8 +25,10 @@ use serde_json::{Map, Value, json};
 use sqlx::AssertSqlSafe;
 
 mod executions;
+mod secrets;
 
 use executions::*;
+use secrets::*;
 
 const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const ORG: &str = "org_acme";
@@ -191,6 +193,9 @@ conformance!(
     cancelling_a_running_execution_asks_its_worker_and_a_finished_one_is_a_conflict,
     executions_to_reap_are_expired_leases_and_stale_queued_ones_not_live_ones,
     active_executions_using_counts_executions_in_progress_naming_the_connector,
+    an_update_that_leaves_the_secrets_alone_keeps_the_ciphertext_a_rotation_wrote,
+    a_configuration_change_writes_its_secrets_even_after_a_rotation,
+    rotation_skips_what_no_key_decrypts_and_its_final_count_reports_it,
 );
 
 // ---------------------------------------------------------------- helpers

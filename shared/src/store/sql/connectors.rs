@@ -4,7 +4,10 @@
 //! Connector writes are single statements (or a transaction of a few) with
 //! no read-modify-write in the store: `update_connector` and
 //! `replace_secrets` are compare-and-swaps in their `WHERE` clause, so
-//! concurrent writers never overwrite each other silently.
+//! concurrent writers never overwrite each other silently. `replace_secrets`
+//! (key rotation) leaves `config_version` alone, so `update_connector` writes
+//! the sealed secrets only when it moves the version: an update that leaves
+//! the secrets alone cannot put back a ciphertext a rotation replaced.
 
 use std::fmt::Write as _;
 
@@ -141,10 +144,16 @@ macro_rules! connector_queries {
                 connector: &Connector,
                 expected_version: i64,
             ) -> Result<bool> {
+                // The sealed secrets are written only with a configuration
+                // change (the version moves): an update that leaves them alone
+                // keeps the stored ciphertext, which a key rotation may have
+                // re-sealed since the caller read the row.
                 let updated = sqlx::query(
-                    "UPDATE connectors SET display_name = $4, config = $5, secrets_key_id = $6, \
-                     secrets_nonce = $7, secrets_ciphertext = $8, config_version = $9, \
-                     status = $10, last_tested_at = $11, last_test_status = $12, \
+                    "UPDATE connectors SET display_name = $4, config = $5, \
+                     secrets_key_id = CASE WHEN $9 = $3 THEN secrets_key_id ELSE $6 END, \
+                     secrets_nonce = CASE WHEN $9 = $3 THEN secrets_nonce ELSE $7 END, \
+                     secrets_ciphertext = CASE WHEN $9 = $3 THEN secrets_ciphertext ELSE $8 END, \
+                     config_version = $9, status = $10, last_tested_at = $11, last_test_status = $12, \
                      disabled_at = $13, disabled_by = $14, disabled_reason = $15, \
                      updated_at = $16 \
                      WHERE uuid = $1 AND org_id = $2 AND config_version = $3",
@@ -274,6 +283,16 @@ macro_rules! connector_queries {
                 .fetch_all(&self.pool)
                 .await?;
                 rows::convert_all(rows)
+            }
+
+            async fn count_connectors_sealed_with_other_key_rows(&self, key_id: &str) -> Result<u64> {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM connectors WHERE secrets_key_id <> $1",
+                )
+                .bind(key_id)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
             }
 
             async fn replace_secrets_row(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {

@@ -357,6 +357,10 @@ macro_rules! sql_store {
                     .await
             }
 
+            async fn count_connectors_sealed_with_other_key(&self, key_id: &str) -> Result<u64> {
+                self.count_connectors_sealed_with_other_key_rows(key_id).await
+            }
+
             async fn replace_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {
                 self.replace_secrets_row(uuid, old, new).await
             }
