@@ -52,6 +52,8 @@ pub struct AppState {
     pub sync_timeout: std::time::Duration,
     /// Each caller's request budget on `/api` routes (None: unlimited).
     pub rate_limit: Option<RateLimit>,
+    /// Cap on the body of a JSON or CSV step result page, in bytes.
+    pub result_max_bytes: usize,
     http_metrics: HttpMetrics,
 }
 
@@ -89,6 +91,7 @@ impl AppState {
             registry,
             sync_timeout: std::time::Duration::from_secs(300),
             rate_limit: None,
+            result_max_bytes: results::DEFAULT_MAX_BYTES,
             http_metrics,
         })
     }
@@ -97,6 +100,13 @@ impl AppState {
     /// API replica sharing the bus; None turns the limit off (the default).
     pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.rate_limit = limit;
+        self
+    }
+
+    /// Sets the cap on the body of a JSON or CSV step result page (default
+    /// 64 MiB); a page stops at a row boundary before it.
+    pub fn with_result_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.result_max_bytes = max_bytes;
         self
     }
 

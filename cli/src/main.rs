@@ -436,7 +436,8 @@ async fn serve_api(
         registry,
     )?
     .with_sync_timeout(Duration::from_secs(http.sync_timeout_seconds))
-    .with_rate_limit(http.rate_limit());
+    .with_rate_limit(http.rate_limit())
+    .with_result_max_bytes(usize::try_from(http.result_max_bytes).unwrap_or(usize::MAX));
     let app = ferry_api::router(
         state,
         &ferry_api::ApiConfig {

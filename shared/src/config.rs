@@ -176,6 +176,12 @@ pub struct HttpArgs {
     /// Requests a user may make at once above the steady rate.
     #[arg(long, env = "FERRY_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
+
+    /// Largest body of a JSON or CSV step result page, in bytes; a page
+    /// that would cross it ends early at a row boundary.
+    #[arg(long, env = "FERRY_RESULT_MAX_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub result_max_bytes: u64,
 }
 
 impl HttpArgs {

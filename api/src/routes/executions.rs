@@ -522,7 +522,7 @@ async fn cancel_execution(
     params(("uuid" = String, Path, description = "Project id"), ("execution_id" = String, Path, description = "Execution id"),
            ("step_id" = String, Path, description = "Step id"), ResultParams),
     responses(
-        (status = 200, description = "json: {columns, data, offset, limit, total_rows}; csv: text/csv with a header row; parquet: application/vnd.apache.parquet"),
+        (status = 200, description = "json: {columns, data, offset, limit, total_rows, truncated, next_offset}; csv: text/csv with a header row and X-Ferry-Total-Rows, X-Ferry-Expected-Rows, X-Ferry-Max-Bytes headers; parquet: application/vnd.apache.parquet. JSON and CSV stream, and stop at a row boundary before FERRY_RESULT_MAX_BYTES (64 MiB): JSON then says truncated: true with next_offset on the first row left out; CSV has fewer rows than X-Ferry-Expected-Rows. See \"Step results\" in the description."),
         (status = 400, description = "Invalid format, limit or offset", body = ErrorBody),
         (status = 404, description = "No such execution or step", body = ErrorBody),
         (status = 409, description = "The step has not completed", body = ErrorBody),
@@ -573,7 +573,12 @@ async fn step_result(
         .into());
     }
     let path = state.objects.step_path(&execution.execution_id, &step.step_id);
-    results::respond(&state.objects, &path, format, offset, limit).await
+    let page = results::Page {
+        offset,
+        limit,
+        max_bytes: state.result_max_bytes,
+    };
+    results::respond(&state.objects, &path, format, page).await
 }
 
 /// Progress as server-sent events: `progress`, `step` (a step changed) and
