@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
 use ferry_shared::config::{
-    AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, SchedulerArgs, Settings, WorkerArgs, redact_url,
+    AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, SchedulerArgs, Settings, WorkerArgs,
+    create_private_dir, redact_url,
 };
 use ferry_shared::domain::OrgRole;
 use ferry_shared::objects::ObjectTarget;
@@ -120,6 +121,10 @@ impl From<ferry_shared::Error> for Fatal {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Everything Ferry writes (the data directory, the SQLite files, the
+    // generated keys, local result objects) is for its own user only.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -149,11 +154,11 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             let jwt = common.jwt.resolve(Mode::Embedded, &settings.data_dir)?;
             let backends = open_backends(&settings, true).await?;
             backends.store.migrate().await?;
-            let registry = prometheus::Registry::new();
+            let registry = role_registry("up")?;
             let shutdown = shutdown_signal();
             let api = serve_api(&backends, jwt, registry.clone(), &http, shutdown.clone());
             let worker = ferry_worker::run(
-                worker_context(&backends, &settings, &worker, registry.clone(), true),
+                worker_context(&backends, &settings, &worker, registry.clone(), Some(http.listen)),
                 wait(shutdown.clone()),
             );
             let scheduler = ferry_scheduler::run(
@@ -179,20 +184,13 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             ferry_shared::telemetry::init(settings.log_format);
             let jwt = common.jwt.resolve(Mode::Distributed, &settings.data_dir)?;
             let backends = open_backends(&settings, false).await?;
-            serve_api(
-                &backends,
-                jwt,
-                prometheus::Registry::new(),
-                &http,
-                shutdown_signal(),
-            )
-            .await
+            serve_api(&backends, jwt, role_registry("api")?, &http, shutdown_signal()).await
         }
         Command::Worker { admin, worker } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
             ferry_shared::telemetry::init(settings.log_format);
             let backends = open_backends(&settings, false).await?;
-            let registry = prometheus::Registry::new();
+            let registry = role_registry("worker")?;
             let shutdown = shutdown_signal();
             let admin_server = admin::serve(
                 admin.admin_listen,
@@ -201,7 +199,7 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
                 wait(shutdown.clone()),
             );
             let worker = ferry_worker::run(
-                worker_context(&backends, &settings, &worker, registry, false),
+                worker_context(&backends, &settings, &worker, registry, None),
                 wait(shutdown),
             );
             tokio::try_join!(admin_server, async { worker.await.map_err(Fatal::from) })?;
@@ -221,7 +219,7 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
                 .map_err(|e| Fatal(format!("cannot reach Redis at {}: {e}", redact_url(url.expose()))))?,
                 None => ferry_scheduler::LeaderElection::single_process(),
             };
-            let registry = prometheus::Registry::new();
+            let registry = role_registry("scheduler")?;
             let shutdown = shutdown_signal();
             let admin_server = admin::serve(
                 admin.admin_listen,
@@ -285,12 +283,7 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
         } => {
             let data_dir = common.data_dir.clone();
             if common.jwt.jwt_hs256_secret.is_none() {
-                std::fs::create_dir_all(&data_dir).map_err(|e| {
-                    Fatal(format!(
-                        "cannot create the data directory {}: {e}",
-                        data_dir.display()
-                    ))
-                })?;
+                create_private_dir(&data_dir)?;
             }
             let jwt = common.jwt.resolve(Mode::Embedded, &data_dir)?;
             let secret = jwt.hs256_secret.as_deref().ok_or_else(|| {
@@ -374,7 +367,7 @@ fn worker_context(
     settings: &Settings,
     args: &WorkerArgs,
     registry: prometheus::Registry,
-    embedded: bool,
+    api_listen: Option<std::net::SocketAddr>,
 ) -> ferry_worker::WorkerContext {
     ferry_worker::WorkerContext {
         store: backends.store.clone(),
@@ -385,7 +378,7 @@ fn worker_context(
         registry,
         lease: settings.job_lease,
         policy: NetworkPolicy {
-            allow_private_networks: args.allow_private_networks.unwrap_or(embedded),
+            allow_private_networks: args.private_networks_allowed(api_listen),
             sqlite_dir: args
                 .sqlite_dir
                 .clone()
@@ -403,6 +396,27 @@ fn scheduler_context(
     context.reap_interval = Duration::from_secs(args.reap_interval_seconds);
     context.queued_grace = Duration::from_secs(args.queued_grace_seconds);
     context
+}
+
+/// The registry a role serves on `/metrics`, holding from the start
+/// `ferry_build_info{role, version} 1` (the role's own families are
+/// registered, with zero values, as it starts).
+fn role_registry(role: &str) -> Result<prometheus::Registry, Fatal> {
+    let registry = prometheus::Registry::new();
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "ferry_build_info",
+            "Always 1, labelled with the role this process plays and the Ferry version",
+        ),
+        &["role", "version"],
+    )
+    .and_then(|info| {
+        registry.register(Box::new(info.clone()))?;
+        Ok(info)
+    })
+    .map_err(|e| Fatal(format!("cannot register the metrics: {e}")))?;
+    info.with_label_values(&[role, env!("CARGO_PKG_VERSION")]).set(1);
+    Ok(registry)
 }
 
 /// Connects to the metadata store; an unreachable one is a one-line error.

@@ -111,8 +111,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "FERRY_WORKER_CONCURRENCY", default_value_t = 8)]
     pub worker_concurrency: usize,
 
-    /// May connectors reach loopback and private addresses? Default: true in
-    /// `ferry up`, false otherwise.
+    /// May connectors reach loopback and private addresses? Default: true
+    /// only when `ferry up` serves its API on a loopback address (as it does
+    /// by default); false when it listens on any other address and for
+    /// every separately run worker.
     #[arg(long, env = "FERRY_ALLOW_PRIVATE_NETWORKS")]
     pub allow_private_networks: Option<bool>,
 
@@ -120,6 +122,18 @@ pub struct WorkerArgs {
     /// Default: $FERRY_DATA_DIR/sqlite.
     #[arg(long, env = "FERRY_SQLITE_DIR")]
     pub sqlite_dir: Option<PathBuf>,
+}
+
+impl WorkerArgs {
+    /// Whether connectors may reach loopback and private addresses: the
+    /// setting when given, otherwise true only when the API of the same
+    /// process (`ferry up`) listens on a loopback address. A worker without
+    /// an API in its process (`api_listen` None) stays off the private
+    /// networks unless told otherwise.
+    pub fn private_networks_allowed(&self, api_listen: Option<SocketAddr>) -> bool {
+        self.allow_private_networks
+            .unwrap_or_else(|| api_listen.is_some_and(|address| address.ip().is_loopback()))
+    }
 }
 
 /// JWT verification settings.
@@ -245,12 +259,7 @@ impl Settings {
     pub fn resolve(args: &CommonArgs, mode: Mode) -> ConfigResult<Settings> {
         let data_dir = args.data_dir.clone();
         if mode == Mode::Embedded {
-            std::fs::create_dir_all(&data_dir).map_err(|e| {
-                ConfigError(format!(
-                    "cannot create the data directory {}: {e}",
-                    data_dir.display()
-                ))
-            })?;
+            create_private_dir(&data_dir)?;
         }
         let database_url = match &args.database_url {
             Some(url) => url.clone(),
@@ -427,6 +436,37 @@ fn check_lease(lease: Duration) -> ConfigResult<Duration> {
     }
 }
 
+/// Creates the data directory readable by its owner only (0700). An
+/// existing one that others may enter is narrowed to 0700 when this process
+/// owns it (otherwise it is left as it is).
+pub fn create_private_dir(path: &Path) -> ConfigResult<()> {
+    let fail = |e: std::io::Error| {
+        ConfigError(format!(
+            "cannot create the data directory {}: {e}",
+            path.display()
+        ))
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(fail)?;
+        let metadata = std::fs::metadata(path).map_err(fail)?;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            let mut permissions = metadata.permissions();
+            permissions.set_mode(permissions.mode() & 0o700);
+            // Not ours to change (a mounted volume): leave it.
+            let _ = std::fs::set_permissions(path, permissions);
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(path).map_err(fail)?;
+    Ok(())
+}
+
 fn random_bytes() -> [u8; 32] {
     rand::random()
 }
@@ -510,6 +550,29 @@ mod tests {
         assert!(MasterKeys::parse("k1:short").is_err());
         assert!(MasterKeys::parse(&format!("k1:{key},k1:{key}")).is_err());
         assert!(!format!("{keys:?}").contains(&key));
+    }
+
+    #[test]
+    fn private_networks_are_allowed_by_default_only_next_to_an_api_on_loopback() {
+        #[derive(clap::Parser)]
+        struct Worker {
+            #[command(flatten)]
+            args: WorkerArgs,
+        }
+        let args = |setting: Option<bool>| {
+            let mut args = <Worker as clap::Parser>::parse_from(["worker"]).args;
+            args.allow_private_networks = setting;
+            args
+        };
+        let address = |text: &str| Some(text.parse::<SocketAddr>().expect("address"));
+        assert!(args(None).private_networks_allowed(address("127.0.0.1:8080")));
+        assert!(args(None).private_networks_allowed(address("[::1]:8080")));
+        assert!(!args(None).private_networks_allowed(address("0.0.0.0:8080")));
+        assert!(!args(None).private_networks_allowed(address("10.1.2.3:8080")));
+        assert!(!args(None).private_networks_allowed(None), "a separate worker");
+        assert!(args(Some(true)).private_networks_allowed(address("0.0.0.0:8080")));
+        assert!(args(Some(true)).private_networks_allowed(None));
+        assert!(!args(Some(false)).private_networks_allowed(address("127.0.0.1:8080")));
     }
 
     #[test]

@@ -465,6 +465,11 @@ impl Metrics {
                 tracing::warn!(%error, "worker pool metrics not registered");
             }
         }
+        // Every series of the bounded label sets exists from the start, at zero.
+        for kind in ConnectorKind::ALL {
+            pools.with_label_values(&[kind.as_str()]);
+            tests.with_label_values(&[kind.as_str(), "success"]);
+        }
         Metrics { pools, tests }
     }
 }

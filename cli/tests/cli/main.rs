@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 mod bench;
 mod distributed;
+mod operator;
 mod rate_limit;
 mod resilience;
 
