@@ -385,6 +385,11 @@ fn worker_context(
                 .unwrap_or_else(|| settings.data_dir.join("sqlite")),
         },
         concurrency: args.worker_concurrency,
+        retry: ferry_worker::jobs::execute_project::StepRetry {
+            attempts: args.step_attempts,
+            delay: args.step_retry_delay,
+            ..Default::default()
+        },
     }
 }
 

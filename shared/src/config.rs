@@ -122,6 +122,18 @@ pub struct WorkerArgs {
     /// Default: $FERRY_DATA_DIR/sqlite.
     #[arg(long, env = "FERRY_SQLITE_DIR")]
     pub sqlite_dir: Option<PathBuf>,
+
+    /// Tries a step gets when it fails transiently (a connection reset, a
+    /// timeout, a serialization failure, a 503), the first included; 1
+    /// never retries.
+    #[arg(long, env = "FERRY_STEP_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub step_attempts: u32,
+
+    /// Wait before a step's first retry; doubled for each next one (at most
+    /// 30 s), with jitter.
+    #[arg(long, env = "FERRY_STEP_RETRY_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub step_retry_delay: Duration,
 }
 
 impl WorkerArgs {

@@ -38,6 +38,8 @@ pub struct WorkerContext {
     pub concurrency: usize,
     /// How long an execution lease lasts without a heartbeat.
     pub lease: Duration,
+    /// How a step that failed transiently is tried again.
+    pub retry: jobs::execute_project::StepRetry,
 }
 
 /// What job handlers share.
@@ -50,6 +52,7 @@ pub struct Shared {
     /// This process's identity, fresh per start (lease owner).
     pub identity: String,
     pub lease: Duration,
+    pub retry: jobs::execute_project::StepRetry,
     /// Cancel requests for executions, fanned out in-process from one bus
     /// subscription per worker.
     pub cancels: tokio::sync::broadcast::Sender<String>,
@@ -71,6 +74,7 @@ pub async fn run(
         pools: PoolRegistry::new(context.policy, &context.registry),
         identity,
         lease: context.lease,
+        retry: context.retry,
         cancels: tokio::sync::broadcast::channel(256).0,
     });
     let mut execution_events = context.bus.subscribe(EXECUTION_EVENTS).await?;

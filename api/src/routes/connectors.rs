@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use ferry_shared::Error;
 use ferry_shared::connectors::{self, ConnectorType, SplitConfig};
 use ferry_shared::domain::{
-    Connector, ConnectorListQuery, ConnectorStatus, Principal, ResourceKind, Role, TestFailure, TestOutcome,
+    Connector, ConnectorListQuery, ConnectorStatus, ErrorKind, Principal, ResourceKind, Role, TestFailure, TestOutcome,
     TestRecord, TestStatus,
 };
 use ferry_shared::ids::IdKind;
@@ -398,7 +398,7 @@ async fn run_test(state: &AppState, connector: &Connector) -> ApiResult<TestOutc
             server_time: None,
             schemas_available: None,
             error: Some(TestFailure {
-                error_type: "timeout".into(),
+                error_type: ErrorKind::Timeout,
                 message: "no worker completed the connection test within the connector's timeout".into(),
                 code: None,
             }),
@@ -412,7 +412,7 @@ fn record_of(outcome: &TestOutcome) -> TestRecord {
         tested_at: outcome.tested_at,
         success: outcome.error.is_none(),
         latency_ms: i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX),
-        error_type: outcome.error.as_ref().map(|e| e.error_type.clone()),
+        error_type: outcome.error.as_ref().map(|e| e.error_type.as_str().to_owned()),
         error_message: outcome.error.as_ref().map(|e| e.message.clone()),
     }
 }
@@ -420,12 +420,12 @@ fn record_of(outcome: &TestOutcome) -> TestRecord {
 /// The seed's 400 `connection_failed` for a failed test on create/update.
 fn connection_failed(outcome: &TestOutcome) -> ApiError {
     let failure = outcome.error.clone().unwrap_or(TestFailure {
-        error_type: "unknown".into(),
+        error_type: ErrorKind::Unknown,
         message: "the connection test failed".into(),
         code: None,
     });
     let mut test_results = Map::new();
-    test_results.insert("error_type".into(), failure.error_type.clone().into());
+    test_results.insert("error_type".into(), failure.error_type.as_str().into());
     test_results.insert("attempted_at".into(), timestamp(outcome.tested_at).into());
     if let Some(code) = &failure.code {
         test_results.insert("code".into(), code.clone().into());

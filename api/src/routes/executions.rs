@@ -61,6 +61,11 @@ pub struct StepRunView {
     pub rows_processed: i64,
     pub bytes_written: i64,
     pub output_file: Option<String>,
+    /// How many times a worker started the step: a transient failure (a
+    /// connection reset, a timeout, a serialization failure, a 503) is
+    /// retried, and each try counts; 0 until it first starts.
+    #[schema(example = 1)]
+    pub attempts: i32,
     /// `{type, message}` when the step failed.
     #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
@@ -79,6 +84,7 @@ impl From<&StepRun> for StepRunView {
             rows_processed: step.rows_processed,
             bytes_written: step.bytes_written,
             output_file: step.output_file.clone(),
+            attempts: step.attempts,
             error: step.error.as_ref().and_then(|e| serde_json::to_value(e).ok()),
         }
     }
@@ -407,6 +413,7 @@ async fn execute_project(
                 bytes_written: 0,
                 output_file: None,
                 open_upload: None,
+                attempts: 0,
                 error: None,
             })
             .collect(),

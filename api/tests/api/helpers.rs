@@ -93,6 +93,7 @@ pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::
             sqlite_dir: dir.path().join("sqlite"),
         },
         concurrency: 4,
+        retry: ferry_worker::jobs::execute_project::StepRetry::default(),
     };
     tokio::spawn(ferry_worker::run(worker, std::future::pending()));
     let verifier = Verifier::new(JwtSettings {

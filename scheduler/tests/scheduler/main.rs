@@ -83,6 +83,7 @@ async fn queued_execution(store: &Arc<dyn Store>, created_at: chrono::DateTime<c
             bytes_written: 0,
             output_file: None,
             open_upload: None,
+            attempts: 0,
             error: None,
         }],
     };

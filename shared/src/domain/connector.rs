@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::ErrorKind;
+
 /// Connector lifecycle status (the seed's `active`, `disabled`, `error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,7 +129,7 @@ pub struct TestFailure {
     /// `authentication_failed`, `database_not_found`, `blocked_address`,
     /// `not_found`, `invalid_config`, `unknown`.
     #[serde(rename = "type")]
-    pub error_type: String,
+    pub error_type: ErrorKind,
     /// Safe to show: never contains credentials or connection strings.
     pub message: String,
     /// The server's own error code, where it has one (e.g. `28P01`).

@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::ErrorKind;
+
 /// Execution lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -123,8 +125,17 @@ impl Trigger {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepError {
     #[serde(rename = "type")]
-    pub error_type: String,
+    pub error_type: ErrorKind,
     pub message: String,
+}
+
+impl StepError {
+    pub fn new(error_type: ErrorKind, message: impl Into<String>) -> Self {
+        StepError {
+            error_type,
+            message: message.into(),
+        }
+    }
 }
 
 /// One step of an execution: the snapshot of the step taken when the
@@ -149,6 +160,10 @@ pub struct StepRun {
     /// object and never completed (it died mid-upload): the attempt that
     /// runs the step next aborts it first. Internal, never shown to callers.
     pub open_upload: Option<String>,
+    /// How many times a worker started the step: each transient failure
+    /// retried, and each resume after a lost worker, counts one more. 0
+    /// until it first starts.
+    pub attempts: i32,
     pub error: Option<StepError>,
 }
 

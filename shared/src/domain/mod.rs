@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod connector;
+pub mod error_kind;
 pub mod execution;
 pub mod page;
 pub mod params;
@@ -13,6 +14,7 @@ pub use connector::{
     Connector, ConnectorListQuery, ConnectorStatus, ConnectorUsage, Sealed, TestFailure, TestOutcome,
     TestRecord, TestStatus,
 };
+pub use error_kind::ErrorKind;
 pub use execution::{Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus, Trigger};
 pub use page::{Page, PageRequest, SortOrder};
 pub use project::{

@@ -26,9 +26,11 @@ use sqlx::AssertSqlSafe;
 
 mod executions;
 mod secrets;
+mod step_attempts;
 
 use executions::*;
 use secrets::*;
+use step_attempts::*;
 
 const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const ORG: &str = "org_acme";
@@ -123,6 +125,8 @@ macro_rules! conformance {
 
 conformance!(
     migrating_again_is_a_no_op_and_ping_answers,
+    every_start_of_a_step_counts_one_attempt_and_the_count_outlives_the_step,
+    a_fenced_start_counts_no_attempt_and_a_resume_counts_one,
     created_project_reads_back_with_every_field_equal,
     creating_a_project_grants_its_creator_owner,
     creating_a_project_twice_is_a_conflict,

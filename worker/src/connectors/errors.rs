@@ -12,102 +12,64 @@ use std::fmt;
 use ferry_shared::domain::TestFailure;
 use serde_json::{Map, Value};
 
-/// The `error.type` of a failed connection test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorType {
-    /// Nothing listens at the address, or the network path is down.
-    ConnectionRefused,
-    /// The host name does not resolve.
-    DnsError,
-    /// No answer within `connection_timeout_seconds`.
-    Timeout,
-    /// The TLS handshake failed (untrusted chain, name mismatch, server
-    /// without TLS where TLS is required).
-    TlsError,
-    /// The server rejected the credentials (or the account's access).
-    AuthenticationFailed,
-    /// The database (PostgreSQL/MySQL database, Redis DB index, SQLite file)
-    /// does not exist.
-    DatabaseNotFound,
-    /// The address is private/loopback/link-local and the worker's network
-    /// policy does not allow it.
-    BlockedAddress,
-    /// The configuration cannot be used as given.
-    InvalidConfig,
-    /// A REST API answered with an error status.
-    HttpError,
-    /// Anything else.
-    Unknown,
+/// The `error.type` of a failed connection test: the shared
+/// [`ErrorKind`] (one enum for steps, tests and the API), under the name the
+/// drivers use.
+pub use ferry_shared::domain::ErrorKind as ErrorType;
+
+/// What the worker does about a failed step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Run the step again (bounded, with backoff): trying again unchanged
+    /// can succeed.
+    Retry,
+    /// Fail the step now: someone has to change something first.
+    Fail,
 }
 
-impl ErrorType {
-    /// Every type, for metrics and documentation.
-    pub const ALL: [ErrorType; 10] = [
-        ErrorType::ConnectionRefused,
-        ErrorType::DnsError,
-        ErrorType::Timeout,
-        ErrorType::TlsError,
-        ErrorType::AuthenticationFailed,
-        ErrorType::DatabaseNotFound,
-        ErrorType::BlockedAddress,
-        ErrorType::InvalidConfig,
-        ErrorType::HttpError,
-        ErrorType::Unknown,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorType::ConnectionRefused => "connection_refused",
-            ErrorType::DnsError => "dns_error",
-            ErrorType::Timeout => "timeout",
-            ErrorType::TlsError => "tls_error",
-            ErrorType::AuthenticationFailed => "authentication_failed",
-            ErrorType::DatabaseNotFound => "database_not_found",
-            ErrorType::BlockedAddress => "blocked_address",
-            ErrorType::InvalidConfig => "invalid_config",
-            ErrorType::HttpError => "http_error",
-            ErrorType::Unknown => "unknown",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-
-    /// Whether trying again later, unchanged, can succeed: network trouble,
-    /// timeouts and unknown failures can; credentials, configuration,
-    /// policy and missing databases need someone to change something.
-    pub const fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorType::ConnectionRefused
-                | ErrorType::DnsError
-                | ErrorType::Timeout
-                | ErrorType::HttpError
-                | ErrorType::Unknown
-        )
-    }
-
-    /// The message used when a more specific one cannot be shown safely.
-    pub const fn generic_message(self) -> &'static str {
-        match self {
-            ErrorType::ConnectionRefused => "the connection was refused",
-            ErrorType::DnsError => "the host name could not be resolved",
-            ErrorType::Timeout => "the server did not answer in time",
-            ErrorType::TlsError => "the TLS handshake failed",
-            ErrorType::AuthenticationFailed => "invalid username or password",
-            ErrorType::DatabaseNotFound => "the database does not exist",
-            ErrorType::BlockedAddress => "the address is not allowed by the worker's network policy",
-            ErrorType::InvalidConfig => "the connector configuration is invalid",
-            ErrorType::HttpError => "the API answered with an error status",
-            ErrorType::Unknown => "the connection test failed",
-        }
-    }
-}
-
-impl fmt::Display for ErrorType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The one place that decides whether a failure is transient, from its kind
+/// and the server's own code (SQLSTATE, HTTP status) when it has one.
+///
+/// Retried: a broken or refused connection, a name that did not resolve, a
+/// timeout, a rate limit, an object-store write, a PostgreSQL/MySQL
+/// serialization failure or deadlock (SQLSTATE `40001`, `40P01`), a
+/// server shutting down (`57P0x`) or a connection failure class (`08xxx`),
+/// and HTTP 408, 429, 502, 503 and 504. Failed at once: authentication,
+/// SQL errors, bad configuration or parameters, policy, missing things,
+/// unsupported types, and anything internal or unknown.
+pub fn disposition(kind: ErrorType, code: Option<&str>) -> Disposition {
+    let transient = match kind {
+        ErrorType::ConnectionFailed
+        | ErrorType::ConnectionRefused
+        | ErrorType::DnsError
+        | ErrorType::Timeout
+        | ErrorType::RateLimited
+        | ErrorType::UploadFailed => true,
+        ErrorType::InvalidQuery => code.is_some_and(|code| {
+            matches!(code, "40001" | "40P01") || code.starts_with("57P0") || code.starts_with("08")
+        }),
+        ErrorType::HttpError => matches!(code, Some("408" | "429" | "502" | "503" | "504")),
+        ErrorType::InvalidParameters
+        | ErrorType::TlsError
+        | ErrorType::AuthenticationFailed
+        | ErrorType::DatabaseNotFound
+        | ErrorType::BlockedAddress
+        | ErrorType::InvalidConfig
+        | ErrorType::UnsupportedType
+        | ErrorType::UnsupportedStepType
+        | ErrorType::UnsupportedConnector
+        | ErrorType::ConnectorDisabled
+        | ErrorType::Forbidden
+        | ErrorType::Cancelled
+        | ErrorType::Fenced
+        | ErrorType::NotFound
+        | ErrorType::Internal
+        | ErrorType::Unknown => false,
+    };
+    if transient {
+        Disposition::Retry
+    } else {
+        Disposition::Fail
     }
 }
 
@@ -122,7 +84,7 @@ impl DriverError {
     pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
         DriverError {
             failure: TestFailure {
-                error_type: kind.as_str().to_owned(),
+                error_type: kind,
                 message: message.into(),
                 code: None,
             },
@@ -151,10 +113,8 @@ impl DriverError {
         Self::new(ErrorType::Unknown, message)
     }
 
-    /// The error type; [`ErrorType::Unknown`] if the failure was built by
-    /// hand with a word outside the vocabulary.
     pub fn kind(&self) -> ErrorType {
-        ErrorType::parse(&self.failure.error_type).unwrap_or(ErrorType::Unknown)
+        self.failure.error_type
     }
 
     pub fn message(&self) -> &str {
@@ -165,9 +125,9 @@ impl DriverError {
         self.failure.code.as_deref()
     }
 
-    /// See [`ErrorType::is_retryable`].
-    pub fn is_retryable(&self) -> bool {
-        self.kind().is_retryable()
+    /// See [`disposition`].
+    pub fn disposition(&self) -> Disposition {
+        disposition(self.kind(), self.code())
     }
 
     /// Replaces the message (and code) by the generic one for its type if
@@ -407,13 +367,47 @@ mod tests {
     }
 
     #[test]
-    fn error_types_round_trip_and_know_whether_retrying_helps() {
+    fn transient_failures_retry_and_permanent_ones_fail_for_every_kind() {
+        use Disposition::{Fail, Retry};
         for kind in ErrorType::ALL {
-            assert_eq!(ErrorType::parse(kind.as_str()), Some(kind));
+            let expected = match kind {
+                ErrorType::ConnectionFailed
+                | ErrorType::ConnectionRefused
+                | ErrorType::DnsError
+                | ErrorType::Timeout
+                | ErrorType::RateLimited
+                | ErrorType::UploadFailed => Retry,
+                _ => Fail,
+            };
+            assert_eq!(disposition(kind, None), expected, "{kind} without a code");
         }
-        assert!(ErrorType::Timeout.is_retryable());
-        assert!(!ErrorType::AuthenticationFailed.is_retryable());
-        assert!(!ErrorType::BlockedAddress.is_retryable());
+        // The server's code decides for SQL errors and HTTP statuses.
+        let cases = [
+            (ErrorType::InvalidQuery, "40001", Retry),
+            (ErrorType::InvalidQuery, "40P01", Retry),
+            (ErrorType::InvalidQuery, "57P01", Retry),
+            (ErrorType::InvalidQuery, "08006", Retry),
+            (ErrorType::InvalidQuery, "42601", Fail),
+            (ErrorType::InvalidQuery, "42P01", Fail),
+            (ErrorType::InvalidQuery, "23505", Fail),
+            (ErrorType::HttpError, "503", Retry),
+            (ErrorType::HttpError, "429", Retry),
+            (ErrorType::HttpError, "502", Retry),
+            (ErrorType::HttpError, "504", Retry),
+            (ErrorType::HttpError, "404", Fail),
+            (ErrorType::HttpError, "401", Fail),
+            (ErrorType::HttpError, "500", Fail),
+            (ErrorType::AuthenticationFailed, "28P01", Fail),
+            (ErrorType::InvalidConfig, "3D000", Fail),
+            (ErrorType::Timeout, "57014", Retry),
+        ];
+        for (kind, code, expected) in cases {
+            assert_eq!(disposition(kind, Some(code)), expected, "{kind} {code}");
+        }
+        let refused = DriverError::new(ErrorType::ConnectionRefused, "refused");
+        assert_eq!(refused.disposition(), Retry);
+        let denied = DriverError::new(ErrorType::AuthenticationFailed, "no").with_code("28P01");
+        assert_eq!(denied.disposition(), Fail);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::task::Poll;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use ferry_shared::domain::ErrorKind;
 use ferry_shared::domain::params::BoundQuery;
 use ferry_shared::objects::ObjectTarget;
 use futures::{Stream, StreamExt};
@@ -67,36 +68,46 @@ pub struct StepOutput {
 /// Why a step failed. `error_type` is one of `invalid_query`,
 /// `connection_failed`, `timeout`, `cancelled`, `upload_failed`,
 /// `unsupported_type`, `fenced`, `internal`; `message` is safe to show
-/// (server error text, never credentials).
+/// (server error text, never credentials); `code` is the server's own code
+/// (SQLSTATE) when it gave one, which decides, with the kind, whether the
+/// step is retried (see [`crate::connectors::errors::disposition`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{error_type}: {message}")]
 pub struct ExtractError {
-    pub error_type: String,
+    pub error_type: ErrorKind,
     pub message: String,
+    pub code: Option<String>,
 }
 
 impl ExtractError {
-    pub fn new(error_type: &str, message: impl Into<String>) -> Self {
+    pub fn new(error_type: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            error_type: error_type.to_owned(),
+            error_type,
             message: message.into(),
+            code: None,
         }
     }
 
+    /// Attaches the server's own error code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
     pub(crate) fn cancelled() -> Self {
-        Self::new("cancelled", "the step was cancelled")
+        Self::new(ErrorKind::Cancelled, "the step was cancelled")
     }
 
     pub(crate) fn unsupported(message: impl Into<String>) -> Self {
-        Self::new("unsupported_type", message)
+        Self::new(ErrorKind::UnsupportedType, message)
     }
 
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self::new("internal", message)
+        Self::new(ErrorKind::Internal, message)
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.error_type == "cancelled"
+        self.error_type == ErrorKind::Cancelled
     }
 }
 
@@ -104,9 +115,9 @@ impl From<SinkError> for ExtractError {
     fn from(error: SinkError) -> Self {
         match error {
             SinkError::Cancelled => ExtractError::cancelled(),
-            SinkError::Fenced => ExtractError::new("fenced", error.to_string()),
+            SinkError::Fenced => ExtractError::new(ErrorKind::Fenced, error.to_string()),
             SinkError::Upload(e) => ExtractError::new(
-                "upload_failed",
+                ErrorKind::UploadFailed,
                 format!("writing the result to object storage failed: {e}"),
             ),
             SinkError::Encode(e) => {
@@ -285,7 +296,10 @@ impl<'a> Output<'a> {
     /// made unique (`a`, `a_2`, …): Parquet readers reject duplicates.
     pub(crate) fn start(&mut self, fields: Vec<Field>) -> Result<SchemaRef, ExtractError> {
         if fields.is_empty() {
-            return Err(ExtractError::new("invalid_query", "the query returns no columns"));
+            return Err(ExtractError::new(
+                ErrorKind::InvalidQuery,
+                "the query returns no columns",
+            ));
         }
         let schema = Arc::new(Schema::new(unique_names(fields)));
         let destination = self.destination;
@@ -397,13 +411,18 @@ pub(crate) fn database_error(error: sqlx::Error) -> ExtractError {
                 || (code == "HY000" && is_timeout_message(db.message()));
             let error_type = if timeout {
                 // statement_timeout, lock_timeout, MySQL/MariaDB max execution time
-                "timeout"
+                ErrorKind::Timeout
             } else if code.starts_with("08") || code.starts_with("28") || code.starts_with("57P") {
-                "connection_failed"
+                ErrorKind::ConnectionFailed
             } else {
-                "invalid_query"
+                ErrorKind::InvalidQuery
             };
-            ExtractError::new(error_type, message)
+            let error = ExtractError::new(error_type, message);
+            if code.is_empty() {
+                error
+            } else {
+                error.with_code(code)
+            }
         }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -411,7 +430,7 @@ pub(crate) fn database_error(error: sqlx::Error) -> ExtractError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => ExtractError::new(
-            "connection_failed",
+            ErrorKind::ConnectionFailed,
             format!("the database connection failed: {error}"),
         ),
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {

@@ -9,6 +9,7 @@
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use ferry_shared::domain::ErrorKind;
 use ferry_shared::domain::params::{BoundQuery, ParamValue};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
@@ -23,7 +24,7 @@ use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
 /// and comments do not count; a trailing `;` is fine.
 fn check_statement(sql: &str) -> Result<(), ExtractError> {
     let bytes = sql.as_bytes();
-    let refuse = |message: &str| Err(ExtractError::new("invalid_query", message));
+    let refuse = |message: &str| Err(ExtractError::new(ErrorKind::InvalidQuery, message));
     let mut i = 0;
     let mut ended = false;
     while let Some(&c) = bytes.get(i) {
@@ -100,7 +101,7 @@ pub(super) async fn extract(
         .run(crate::connectors::sqlite::check_read_only(&mut conn, &query.sql))
         .await?
         .map_err(database_error)?
-        .map_err(|message| ExtractError::new("invalid_query", message))?;
+        .map_err(|message| ExtractError::new(ErrorKind::InvalidQuery, message))?;
     let statement = cancel
         .run(conn.prepare(AssertSqlSafe(query.sql.clone()).into_sql_str()))
         .await?

@@ -7,14 +7,22 @@
 //! lease (paused past it, partitioned) stops at once and writes nothing
 //! more — the store rejects its writes and the sink checks the lease before
 //! an object becomes visible.
+//!
+//! A step that fails transiently (a connection reset, a timeout, a
+//! serialization failure, a 503: see [`disposition`]) runs again, up to
+//! [`StepRetry::attempts`] tries with exponential backoff and jitter. Each
+//! try writes a fresh object: the failed try's upload was aborted and its
+//! leftovers are discarded first, and the store counts every start in the
+//! step's `attempts`. Permanent failures fail the step at once.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ferry_shared::connectors::merge;
 use ferry_shared::domain::params::{self, Placeholder};
 use ferry_shared::domain::{
-    ConnectorStatus, Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus,
+    ConnectorStatus, ErrorKind, Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus,
 };
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
 use ferry_shared::queue::JobError;
@@ -23,8 +31,51 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::connectors::ConnectorSpec;
+use crate::connectors::errors::{Disposition, disposition};
 use crate::extract::{Destination, SqlSource, run_sql_step};
 use crate::sink::UploadJournal;
+
+/// How a step that failed transiently is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepRetry {
+    /// Tries in all, the first included; 1 never retries. Default 3.
+    pub attempts: u32,
+    /// Wait before the first retry, doubled for each next one up to
+    /// `max_delay`; each wait is drawn between half and all of that.
+    /// Default 1 s.
+    pub delay: Duration,
+    /// Default 30 s.
+    pub max_delay: Duration,
+}
+
+impl Default for StepRetry {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl StepRetry {
+    /// The wait after the `failed`-th try failed (1-based): exponential,
+    /// capped, with jitter so that steps failed by one outage do not all
+    /// come back at once.
+    pub fn backoff(&self, failed: u32) -> Duration {
+        let doubling = 2u32.saturating_pow(failed.saturating_sub(1));
+        let full = self.delay.saturating_mul(doubling).min(self.max_delay);
+        let half = full / 2;
+        let spread = u64::try_from((full - half).as_micros()).unwrap_or(u64::MAX);
+        let jitter = if spread == 0 {
+            0
+        } else {
+            // The random part of a fresh ULID: 80 bits from the OS RNG.
+            (ulid::Ulid::new().random() % u128::from(spread + 1)) as u64
+        };
+        half + Duration::from_micros(jitter)
+    }
+}
 
 /// Why the worker stopped an execution early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +105,9 @@ struct Watch {
     cancel: CancellationToken,
     stop: Mutex<Option<Stop>>,
     step: Mutex<Option<String>>,
+    /// The multipart upload the running try of the step opened last, to
+    /// discard before the step is tried again.
+    upload: Mutex<Option<String>>,
     rows: AtomicI64,
     bytes: AtomicI64,
 }
@@ -68,6 +122,10 @@ impl Watch {
 
     fn reason(&self) -> Option<Stop> {
         self.stop.lock().ok().and_then(|s| *s)
+    }
+
+    fn take_upload(&self) -> Option<String> {
+        self.upload.lock().ok().and_then(|mut upload| upload.take())
     }
 
     fn set_step(&self, step: Option<String>) {
@@ -105,6 +163,7 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
         cancel: CancellationToken::new(),
         stop: Mutex::new(None),
         step: Mutex::new(None),
+        upload: Mutex::new(None),
         rows: AtomicI64::new(0),
         bytes: AtomicI64::new(0),
     });
@@ -156,24 +215,10 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
     let mut steps: Vec<&StepRun> = execution.steps.iter().collect();
     steps.sort_by_key(|s| s.position);
     for step in steps.into_iter().filter(|s| s.status != StepRunStatus::Completed) {
-        if let Some(why) = watch.reason() {
-            return Ended::Stopped(why);
-        }
-        if !shared
-            .store
-            .start_step(lease, &step.step_id)
-            .await
-            .unwrap_or(false)
-        {
-            return Ended::Stopped(watch.reason().unwrap_or(Stop::Fenced));
-        }
-        if step.started_at.is_some() {
-            discard_unfinished(shared, lease, execution, step).await;
-        }
-        watch.set_step(Some(step.step_id.clone()));
-        announce(shared, &lease.execution_id).await;
-        let result = run_step(shared, lease, execution, step, watch).await;
-        watch.set_step(None);
+        let result = match try_step(shared, lease, execution, step, watch).await {
+            Ok(result) => result,
+            Err(why) => return Ended::Stopped(why),
+        };
         match result {
             Ok((rows, bytes, url)) => {
                 if !shared
@@ -187,9 +232,6 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
                 tracing::info!(execution_id = %lease.execution_id, step_id = %step.step_id, rows, bytes, "step completed");
             }
             Err(error) => {
-                if let Some(why) = watch.reason() {
-                    return Ended::Stopped(why);
-                }
                 tracing::warn!(
                     execution_id = %lease.execution_id,
                     step_id = %step.step_id,
@@ -208,19 +250,88 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
     Ended::AllCompleted
 }
 
-/// A step that an earlier attempt started may have left an upload open
-/// (S3: the upload id it recorded) or staging files (`file://`): they are
-/// discarded before the step runs again. A failure here is logged and the
-/// step runs anyway; the record is kept so that a later attempt retries.
-async fn discard_unfinished(shared: &Shared, lease: &Lease, execution: &Execution, step: &StepRun) {
+/// Runs one step, trying it again after each transient failure while tries
+/// remain (see [`StepRetry`]), and returns how its last try ended; `Err`
+/// when the run must stop (cancelled, fenced, lease unconfirmed).
+async fn try_step(
+    shared: &Arc<Shared>,
+    lease: &Lease,
+    execution: &Execution,
+    step: &StepRun,
+    watch: &Arc<Watch>,
+) -> Result<Result<(i64, i64, String), StepError>, Stop> {
+    let mut tries = 0;
+    loop {
+        if let Some(why) = watch.reason() {
+            return Err(why);
+        }
+        tries += 1;
+        if !shared
+            .store
+            .start_step(lease, &step.step_id)
+            .await
+            .unwrap_or(false)
+        {
+            return Err(watch.reason().unwrap_or(Stop::Fenced));
+        }
+        if tries == 1 && step.started_at.is_some() {
+            discard_unfinished(shared, lease, execution, step, step.open_upload.as_deref()).await;
+        }
+        watch.set_step(Some(step.step_id.clone()));
+        announce(shared, &lease.execution_id).await;
+        let result = run_step(shared, lease, execution, step, watch).await;
+        watch.set_step(None);
+        let failure = match result {
+            Ok(output) => return Ok(Ok(output)),
+            Err(failure) => failure,
+        };
+        if let Some(why) = watch.reason() {
+            return Err(why);
+        }
+        let error = failure.error;
+        if tries >= shared.retry.attempts
+            || disposition(error.error_type, failure.code.as_deref()) == Disposition::Fail
+        {
+            return Ok(Err(error));
+        }
+        let wait = shared.retry.backoff(tries);
+        tracing::warn!(
+            execution_id = %lease.execution_id,
+            step_id = %step.step_id,
+            error_type = %error.error_type,
+            code = failure.code.as_deref().unwrap_or(""),
+            error = %error.message,
+            tries,
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "step failed transiently; trying it again"
+        );
+        // The failed try aborted its upload; what it may have left (an
+        // upload whose abort failed, staging files) goes before the next
+        // try writes its own object from the start.
+        let upload = watch.take_upload();
+        discard_unfinished(shared, lease, execution, step, upload.as_deref()).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = watch.cancel.cancelled() => return Err(watch.reason().unwrap_or(Stop::Cancelled)),
+        }
+    }
+}
+
+/// A step that an earlier attempt or try started may have left an upload
+/// open (S3: the upload id it recorded) or staging files (`file://`): they
+/// are discarded before the step runs again. A failure here is logged and
+/// the step runs anyway; the record is kept so that a later attempt retries.
+async fn discard_unfinished(
+    shared: &Shared,
+    lease: &Lease,
+    execution: &Execution,
+    step: &StepRun,
+    open_upload: Option<&str>,
+) {
     let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
-    match shared
-        .objects
-        .discard_unfinished(&path, step.open_upload.as_deref())
-        .await
-    {
+    match shared.objects.discard_unfinished(&path, open_upload).await {
         Ok(()) => {
-            if step.open_upload.is_some() {
+            if open_upload.is_some() {
                 tracing::info!(
                     execution_id = %lease.execution_id,
                     step_id = %step.step_id,
@@ -251,7 +362,12 @@ fn upload_journal(shared: &Arc<Shared>, lease: &Lease, step_id: &str, watch: &Ar
                 .record_step_upload(&lease, &step_id, Some(&upload))
                 .await
             {
-                Ok(true) => true,
+                Ok(true) => {
+                    if let Ok(mut last) = watch.upload.lock() {
+                        *last = Some(upload);
+                    }
+                    true
+                }
                 Ok(false) => {
                     watch.stop(Stop::Fenced);
                     false
@@ -265,10 +381,20 @@ fn upload_journal(shared: &Arc<Shared>, lease: &Lease, step_id: &str, watch: &Ar
     })
 }
 
-fn step_error(error_type: &str, message: impl Into<String>) -> StepError {
-    StepError {
-        error_type: error_type.to_owned(),
-        message: message.into(),
+fn step_error(error_type: ErrorKind, message: impl Into<String>) -> StepError {
+    StepError::new(error_type, message)
+}
+
+/// A failed try: the error recorded on the step, and the server's own code
+/// (SQLSTATE, HTTP status) that, with the kind, decides whether to retry.
+struct Failure {
+    error: StepError,
+    code: Option<String>,
+}
+
+impl From<StepError> for Failure {
+    fn from(error: StepError) -> Self {
+        Failure { error, code: None }
     }
 }
 
@@ -279,15 +405,15 @@ async fn run_step(
     execution: &Execution,
     step: &StepRun,
     watch: &Arc<Watch>,
-) -> Result<(i64, i64, String), StepError> {
+) -> Result<(i64, i64, String), Failure> {
     if step.step_type != "sql_query" {
-        return Err(step_error(
-            "unsupported_step_type",
+        return Err(Failure::from(step_error(
+            ErrorKind::UnsupportedStepType,
             format!(
                 "{} steps are not executed by this version of Ferry",
                 step.step_type
             ),
-        ));
+        )));
     }
     let config = step.config.as_object().cloned().unwrap_or_default();
     let connector_uuid = config
@@ -302,26 +428,48 @@ async fn run_step(
             if matches!(e, ferry_shared::Error::Unavailable(_)) {
                 watch.stop(Stop::Unconfirmed);
             }
-            step_error("internal", e.to_string())
+            step_error(ErrorKind::Internal, e.to_string())
         })?
         .ok_or_else(|| {
             step_error(
-                "not_found",
+                ErrorKind::NotFound,
                 format!("connector {connector_uuid} no longer exists"),
             )
         })?;
     if connector.status == ConnectorStatus::Disabled {
-        return Err(step_error(
-            "connector_disabled",
+        return Err(Failure::from(step_error(
+            ErrorKind::ConnectorDisabled,
             format!("connector {connector_uuid} is disabled"),
-        ));
+        )));
+    }
+    // Using a connector takes an editor's grant on it (organization admins
+    // act as owner), checked once more before anything is read: the grant
+    // may have been revoked after the execution was admitted.
+    let role = shared
+        .store
+        .executor_connector_role(&execution.execution_id, connector_uuid)
+        .await
+        .map_err(|e| {
+            if matches!(e, ferry_shared::Error::Unavailable(_)) {
+                watch.stop(Stop::Unconfirmed);
+            }
+            step_error(ErrorKind::Internal, e.to_string())
+        })?;
+    if !role.is_some_and(|role| role.can_edit()) {
+        return Err(Failure::from(step_error(
+            ErrorKind::Forbidden,
+            format!(
+                "{} may no longer use connector {connector_uuid}: running a step on it needs an editor's grant",
+                execution.created_by
+            ),
+        )));
     }
     let secrets = shared
         .vault
         .open(&connector.uuid, &connector.secrets)
         .map_err(|_| {
             step_error(
-                "invalid_config",
+                ErrorKind::InvalidConfig,
                 "the connector's credentials could not be decrypted",
             )
         })?;
@@ -342,8 +490,11 @@ async fn run_step(
         .cloned()
         .unwrap_or_default();
     let bound = params::bind(query, &declared, &execution.parameters, placeholder)
-        .map_err(|e| step_error("invalid_parameters", e.to_string()))?;
-    let driver_error = |e: crate::pools::DriverError| step_error(&e.failure.error_type, e.failure.message);
+        .map_err(|e| step_error(ErrorKind::InvalidParameters, e.to_string()))?;
+    let driver_error = |e: crate::pools::DriverError| Failure {
+        error: step_error(e.failure.error_type, e.failure.message),
+        code: e.failure.code,
+    };
     let source = match connector.connector_type.as_str() {
         "postgresql" | "redshift" => {
             SqlSource::Postgres(shared.pools.postgres(&spec).await.map_err(driver_error)?)
@@ -351,10 +502,10 @@ async fn run_step(
         "mysql" => SqlSource::MySql(shared.pools.mysql(&spec).await.map_err(driver_error)?),
         "sqlite" => SqlSource::Sqlite(shared.pools.sqlite(&spec).await.map_err(driver_error)?),
         other => {
-            return Err(step_error(
-                "unsupported_connector",
+            return Err(Failure::from(step_error(
+                ErrorKind::UnsupportedConnector,
                 format!("sql_query steps cannot run on {other} connectors"),
-            ));
+            )));
         }
     };
     let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
@@ -398,7 +549,10 @@ async fn run_step(
     ));
     let output = run_sql_step(&source, &bound, &destination, &progress, &watch.cancel, fence)
         .await
-        .map_err(|e| step_error(&e.error_type, e.message))?;
+        .map_err(|e| Failure {
+            error: step_error(e.error_type, e.message),
+            code: e.code,
+        })?;
     Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
 }
 
@@ -451,5 +605,33 @@ async fn announce(shared: &Shared, execution_id: &str) {
     };
     if let Ok(value) = serde_json::to_value(&event) {
         let _ = shared.bus.publish(EXECUTION_EVENTS, &value).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_delay_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let retry = StepRetry {
+            attempts: 5,
+            delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+        };
+        for (failed, full) in [(1, 100), (2, 200), (3, 350), (4, 350), (30, 350)] {
+            let full = Duration::from_millis(full);
+            for _ in 0..50 {
+                let wait = retry.backoff(failed);
+                assert!(wait >= full / 2 && wait <= full, "try {failed}: {wait:?}");
+            }
+        }
+        let waits: std::collections::HashSet<Duration> = (0..20).map(|_| retry.backoff(1)).collect();
+        assert!(waits.len() > 1, "no jitter: {waits:?}");
+        let none = StepRetry {
+            delay: Duration::ZERO,
+            ..retry
+        };
+        assert_eq!(none.backoff(3), Duration::ZERO);
     }
 }

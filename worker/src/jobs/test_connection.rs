@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ferry_shared::connectors::merge;
-use ferry_shared::domain::{TestFailure, TestOutcome};
+use ferry_shared::domain::{ErrorKind, TestFailure, TestOutcome};
 use ferry_shared::jobs::TestConnectionJob;
 use ferry_shared::queue::JobError;
 use serde_json::Value;
@@ -38,7 +38,7 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
                 server_time: None,
                 schemas_available: None,
                 error: Some(TestFailure {
-                    error_type: "invalid_config".into(),
+                    error_type: ErrorKind::InvalidConfig,
                     message:
                         "the connector's credentials could not be decrypted with the configured master keys"
                             .into(),

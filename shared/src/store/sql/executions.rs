@@ -156,8 +156,8 @@ macro_rules! execution_queries {
                     sqlx::query(
                         "INSERT INTO execution_steps (execution_id, step_id, position, name, \
                          step_type, config, status, started_at, completed_at, rows_processed, \
-                         bytes_written, output_file, error_type, error_message) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                         bytes_written, output_file, error_type, error_message, attempts) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                     )
                     .bind(&execution.execution_id)
                     .bind(&step.step_id)
@@ -173,6 +173,7 @@ macro_rules! execution_queries {
                     .bind(&step.output_file)
                     .bind(step.error.as_ref().map(|error| error.error_type.as_str()))
                     .bind(step.error.as_ref().map(|error| error.message.as_str()))
+                    .bind(step.attempts)
                     .execute(&mut *tx)
                     .await
                     .map_err(constraint_error)?;
@@ -374,11 +375,14 @@ macro_rules! execution_queries {
                 Ok(true)
             }
 
+            /// Every start counts one attempt: the first run, a retry after
+            /// a transient failure, and a resume by a newer worker attempt.
             async fn start_step_row(&self, lease: &Lease, step_id: &str) -> Result<bool> {
                 let update = sqlx::query(
                     "UPDATE execution_steps SET status = 'running', started_at = $3, \
                      completed_at = NULL, rows_processed = 0, bytes_written = 0, \
-                     output_file = NULL, error_type = NULL, error_message = NULL \
+                     output_file = NULL, error_type = NULL, error_message = NULL, \
+                     attempts = attempts + 1 \
                      WHERE execution_id = $1 AND step_id = $2",
                 )
                 .bind(&lease.execution_id)
@@ -459,7 +463,7 @@ macro_rules! execution_queries {
                 .bind(&lease.execution_id)
                 .bind(step_id)
                 .bind(now)
-                .bind(&error.error_type)
+                .bind(error.error_type.as_str())
                 .bind(&error.message)
                 .execute(&mut *tx)
                 .await?

@@ -7,9 +7,9 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 
 use crate::domain::{
-    Connector, ConnectorStatus, ConnectorUsage, Execution, ExecutionStatus, Project, ProjectStatus,
-    ProjectSummary, ResourceKind, Role, Sealed, Step, StepError, StepRun, StepRunStatus, StepType,
-    TestRecord, TestStatus, Trigger,
+    Connector, ConnectorStatus, ConnectorUsage, ErrorKind, Execution, ExecutionStatus, Project,
+    ProjectStatus, ProjectSummary, ResourceKind, Role, Sealed, Step, StepError, StepRun, StepRunStatus,
+    StepType, TestRecord, TestStatus, Trigger,
 };
 use crate::error::{Error, Result};
 use crate::store::Grant;
@@ -78,7 +78,8 @@ macro_rules! step_run_columns {
          s.started_at AS run_started_at, s.completed_at AS run_completed_at, \
          s.rows_processed AS run_rows_processed, s.bytes_written AS run_bytes_written, \
          s.output_file AS run_output_file, s.error_type AS run_error_type, \
-         s.error_message AS run_error_message, s.open_upload AS run_open_upload"
+         s.error_message AS run_error_message, s.open_upload AS run_open_upload, \
+         s.attempts AS run_attempts"
     };
 }
 pub(crate) use step_run_columns;
@@ -374,6 +375,7 @@ pub(super) struct StepRunRow {
     run_error_type: Option<String>,
     run_error_message: Option<String>,
     run_open_upload: Option<String>,
+    run_attempts: Option<i32>,
 }
 
 impl StepRunRow {
@@ -397,10 +399,16 @@ impl StepRunRow {
             bytes_written: self.run_bytes_written.unwrap_or_default(),
             output_file: self.run_output_file,
             open_upload: self.run_open_upload,
-            error: self.run_error_type.map(|error_type| StepError {
-                error_type,
-                message: self.run_error_message.unwrap_or_default(),
-            }),
+            attempts: self.run_attempts.unwrap_or_default(),
+            error: self
+                .run_error_type
+                .map(|error_type| {
+                    Ok::<_, Error>(StepError {
+                        error_type: parse_error_kind(&error_type)?,
+                        message: self.run_error_message.unwrap_or_default(),
+                    })
+                })
+                .transpose()?,
         }))
     }
 }
@@ -430,6 +438,12 @@ pub(super) fn group_executions(rows: Vec<ExecutionStepRow>) -> Result<Vec<Execut
         }
     }
     Ok(executions)
+}
+
+/// A stored `error_type`; a word outside the vocabulary is a corrupt row,
+/// as for any other enumerated column.
+fn parse_error_kind(text: &str) -> Result<ErrorKind> {
+    ErrorKind::parse(text).ok_or_else(|| corrupt("execution_steps.error_type", text))
 }
 
 pub(super) fn parse_execution_status(text: &str) -> Result<ExecutionStatus> {

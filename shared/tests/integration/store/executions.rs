@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ferry_shared::Error;
 use ferry_shared::domain::{
-    self, Execution, ExecutionStatus, Lease, PageRequest, Project, ProjectStatus, StepError, StepRun,
+    self, ErrorKind, Execution, ExecutionStatus, Lease, PageRequest, Project, ProjectStatus, StepError, StepRun,
     StepRunStatus, Trigger,
 };
 use ferry_shared::ids::IdKind;
@@ -44,6 +44,7 @@ fn snapshot(count: usize, connector_uuid: &str) -> Vec<StepRun> {
             bytes_written: 0,
             output_file: None,
             open_upload: None,
+            attempts: 0,
             error: None,
         })
         .collect()
@@ -470,7 +471,7 @@ pub(super) async fn after_the_lease_expires_another_owner_claims_and_the_old_lea
 
     // Every write by the old attempt is rejected and changes nothing.
     let error = StepError {
-        error_type: "timeout".to_owned(),
+        error_type: ErrorKind::Timeout,
         message: "stale".to_owned(),
     };
     assert!(!store.start_step(&old, &first_step).await.expect("start"));
@@ -769,7 +770,7 @@ pub(super) async fn a_step_missing_from_the_execution_is_refused(store: Arc<dyn 
             .expect("complete")
     );
     let error = StepError {
-        error_type: "internal".to_owned(),
+        error_type: ErrorKind::Internal,
         message: "no such step".to_owned(),
     };
     assert!(!store.fail_step(&lease, &missing, &error).await.expect("fail"));
@@ -798,7 +799,7 @@ pub(super) async fn failing_a_step_skips_the_later_steps_and_fails_the_execution
     );
 
     let error = StepError {
-        error_type: "invalid_query".to_owned(),
+        error_type: ErrorKind::InvalidQuery,
         message: "relation \"sales\" does not exist".to_owned(),
     };
     let before = domain::now();
