@@ -9,4 +9,5 @@ mod executions;
 mod hygiene;
 mod openapi;
 mod projects;
+mod results;
 mod steps;
