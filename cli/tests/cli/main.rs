@@ -12,7 +12,9 @@ mod bench;
 mod distributed;
 mod operator;
 mod rate_limit;
+mod readme;
 mod resilience;
+mod retries;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
