@@ -15,6 +15,7 @@ use ferry_shared::domain::{
     ConnectorStatus, Execution, ExecutionStatus, Principal, Project, StepRun, StepRunStatus, StepType,
     Trigger,
 };
+use ferry_shared::domain::{OrgRole, ResourceKind};
 use ferry_shared::ids::IdKind;
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
 use ferry_shared::queue::{Job, JobKind};
@@ -283,16 +284,26 @@ async fn check_steps(
                 .unwrap_or_default();
             params::check(query, &declared, supplied)?;
         }
-        if let Some(connector_uuid) = step.config.get("connector_uuid").and_then(Value::as_str) {
+        for (_, connector_uuid) in ferry_shared::domain::step::connectors_named(&step.config) {
             let connector = state.store.get_connector(&caller.org_id, connector_uuid).await?;
-            let problem = match connector {
-                None => Some("does not exist"),
-                Some(c) if c.status == ConnectorStatus::Disabled => Some("is disabled"),
-                Some(_) => None,
+            // A connector the caller cannot see reads exactly like a deleted
+            // one; one they only view needs an editor's grant to be used.
+            let role = match &connector {
+                Some(_) => super::caller_role(state, caller, ResourceKind::Connector, connector_uuid).await?,
+                None => None,
+            };
+            let problem = match (connector, role) {
+                (None, _) | (Some(_), None) => Some("does not exist"),
+                (Some(c), _) if c.status == ConnectorStatus::Disabled => Some("is disabled"),
+                (Some(_), Some(role)) if !role.can_edit() => {
+                    Some("you may not use: executing needs an editor's grant on it")
+                }
+                (Some(_), Some(_)) => None,
             };
             if let Some(problem) = problem {
                 let mut extra = Map::new();
                 extra.insert("step_id".into(), step.step_id.clone().into());
+                extra.insert("connector_uuid".into(), connector_uuid.into());
                 return Err(Error::Conflict {
                     message: format!(
                         "Step '{}' uses connector {connector_uuid}, which {problem}",
@@ -369,7 +380,7 @@ async fn wait_terminal(
         (status = 400, description = "Missing or mistyped parameter (`field: parameters.<name>`)", body = ErrorBody),
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
-        (status = 409, description = "Already executing (with `execution_id`), archived, or a step's connector is disabled or deleted", body = ErrorBody),
+        (status = 409, description = "Already executing (with `execution_id`), archived, or a step's connector is disabled, deleted, invisible to the caller or only viewable by them (with `step_id` and `connector_uuid`)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn execute_project(
@@ -419,6 +430,14 @@ async fn execute_project(
             .collect(),
     };
     state.store.create_execution(&execution).await?;
+    if caller.is_admin() {
+        // Before the job is queued, so the worker's grant check (admins act
+        // as owner) sees it; unrecorded means member, the strict reading.
+        state
+            .store
+            .record_execution_role(&execution.execution_id, OrgRole::Admin)
+            .await?;
+    }
     let payload = serde_json::to_value(ExecuteProjectJob {
         execution_id: execution.execution_id.clone(),
     })

@@ -86,7 +86,9 @@ fn require_share(role: Role) -> ApiResult<()> {
     }
 }
 
-/// Grants (or replaces) a user's permission on a project or connector. Owners only.
+/// Grants (or replaces) a user's permission on a project or connector.
+/// Owners only; demoting the resource's last owner is 409, decided in the
+/// write's transaction.
 #[utoipa::path(post, path = "/api/permissions/resource/{type}/{uuid}", tag = "permissions", request_body = GrantRequest,
     params(("type" = String, Path, description = "`project` or `connector`"), ("uuid" = String, Path, description = "Resource id")),
     responses(
@@ -94,6 +96,7 @@ fn require_share(role: Role) -> ApiResult<()> {
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 403, description = "The caller is not an owner", body = ErrorBody),
         (status = 404, description = "No such resource visible to the caller", body = ErrorBody),
+        (status = 409, description = "That would demote the resource's last owner", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn grant_permission(
@@ -146,7 +149,8 @@ async fn list_permissions(
     }))
 }
 
-/// Revokes a user's permission. Owners only; the last owner cannot be removed.
+/// Revokes a user's permission. Owners only; the last owner cannot be
+/// removed (409), decided in the delete's own transaction.
 #[utoipa::path(delete, path = "/api/permissions/resource/{type}/{uuid}/{user_id}", tag = "permissions",
     params(("type" = String, Path, description = "`project` or `connector`"), ("uuid" = String, Path, description = "Resource id"), ("user_id" = String, Path, description = "User whose grant is removed")),
     responses(
@@ -163,15 +167,9 @@ async fn revoke_permission(
 ) -> ApiResult<StatusCode> {
     let kind = resource_kind(&kind)?;
     require_share(role_on(&state, &caller, kind, &uuid).await?)?;
-    let grants = state.store.list_grants(kind, &uuid).await?;
-    let target = grants
-        .iter()
-        .find(|g| g.user_id == user_id)
-        .ok_or_else(|| ApiError::not_found("Permission not found"))?;
-    let owners = grants.iter().filter(|g| g.role == Role::Owner).count();
-    if target.role == Role::Owner && owners == 1 {
-        return Err(Error::conflict("Cannot remove the last owner").into());
+    // The store decides "the last owner" in the delete's own transaction.
+    if !state.store.delete_grant(kind, &uuid, &user_id).await? {
+        return Err(ApiError::not_found("Permission not found"));
     }
-    state.store.delete_grant(kind, &uuid, &user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

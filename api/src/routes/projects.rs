@@ -299,7 +299,7 @@ async fn get_project(
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
-        (status = 409, description = "The project is archived or executing", body = ErrorBody),
+        (status = 409, description = "The project is archived, or has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn update_project(
@@ -350,7 +350,7 @@ async fn update_project(
         (status = 204, description = "Deleted"),
         (status = 403, description = "Only owners delete", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
-        (status = 409, description = "The project has an active execution", body = ErrorBody),
+        (status = 409, description = "The project has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn delete_project(
@@ -373,10 +373,12 @@ async fn delete_project(
     if !role.can_delete() {
         return Err(Error::forbidden("Insufficient permissions to delete this project").into());
     }
-    if hard {
-        state.store.delete_project(&caller.org_id, &project.uuid).await?;
-        tracing::info!(project_uuid = %project.uuid, "project deleted");
-    } else if project.status != ProjectStatus::Archived {
+    // Archiving first is the guard of both kinds of delete: the store refuses
+    // it (409 with `execution_id`) while an execution is in progress,
+    // deciding under the project's lock, and once the project is archived
+    // no execution can be admitted before the hard delete below (an archived
+    // project was archived by this same guarded write).
+    if project.status != ProjectStatus::Archived {
         let patch = ProjectPatch {
             status: Some(ProjectStatus::Archived),
             ..ProjectPatch::default()
@@ -384,8 +386,15 @@ async fn delete_project(
         state
             .store
             .update_project(&caller.org_id, &project.uuid, patch)
-            .await?;
-        tracing::info!(project_uuid = %project.uuid, "project archived");
+            .await?
+            .ok_or_else(|| ApiError::not_found("Project not found"))?;
+        if !hard {
+            tracing::info!(project_uuid = %project.uuid, "project archived");
+        }
+    }
+    if hard {
+        state.store.delete_project(&caller.org_id, &project.uuid).await?;
+        tracing::info!(project_uuid = %project.uuid, "project deleted");
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use ferry_shared::Error;
-use ferry_shared::domain::{NewStep, Step, StepPatch, StepType};
+use ferry_shared::domain::step;
+use ferry_shared::domain::{NewStep, Principal, Step, StepPatch, StepType};
 use ferry_shared::ids::IdKind;
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,6 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::connectors::visible_connector;
 use super::projects::{editable_project, visible_project};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -113,6 +115,28 @@ fn check_dependencies(steps: &[Step], field: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Using a connector in a step takes an editor's grant on it: every
+/// connector the config names must be visible to the caller (else 404, as
+/// for any resource the caller cannot see: another organization's, or no
+/// relation) and editable (a viewer gets 403). Organization admins act as
+/// owner.
+pub(crate) async fn check_step_connectors(
+    state: &AppState,
+    caller: &Principal,
+    config: &Value,
+) -> ApiResult<()> {
+    for (field, uuid) in step::connectors_named(config) {
+        let (_, role) = visible_connector(state, caller, uuid).await?;
+        if !role.can_edit() {
+            return Err(Error::forbidden(format!(
+                "Using connector {uuid} in a step ({field}) needs an editor's grant on it"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 fn step_not_found() -> ApiError {
     ApiError::not_found("Step not found")
 }
@@ -123,9 +147,9 @@ fn step_not_found() -> ApiError {
     responses(
         (status = 201, description = "Created", body = StepView),
         (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 403, description = "The caller may only read this project", body = ErrorBody),
-        (status = 404, description = "No such project visible to the caller", body = ErrorBody),
-        (status = 409, description = "The project is archived or executing", body = ErrorBody),
+        (status = 403, description = "The caller may only read this project, or only view the step's connector (using a connector needs an editor's grant)", body = ErrorBody),
+        (status = 404, description = "No such project, or a connector the config names that the caller cannot see", body = ErrorBody),
+        (status = 409, description = "The project is archived, or has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn create_step(
@@ -149,6 +173,7 @@ async fn create_step(
     let order = check_order(body.order)?;
     let dependencies = body.dependencies.unwrap_or_default();
     let (project, _) = editable_project(&state, &caller, &uuid).await?;
+    check_step_connectors(&state, &caller, &config).await?;
     let existing = state.store.list_steps(&project.uuid).await?;
     let position = order.map_or(existing.len() + 1, |o| (o as usize).min(existing.len() + 1));
     let mut seen = HashSet::new();
@@ -231,9 +256,9 @@ async fn get_step(
     responses(
         (status = 200, description = "The updated step", body = StepView),
         (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 403, description = "The caller may only read this project", body = ErrorBody),
-        (status = 404, description = "No such project or step", body = ErrorBody),
-        (status = 409, description = "The project is archived or executing", body = ErrorBody),
+        (status = 403, description = "The caller may only read this project, or only view a connector the new config names", body = ErrorBody),
+        (status = 404, description = "No such project or step, or a connector the new config names that the caller cannot see", body = ErrorBody),
+        (status = 409, description = "The project is archived, or has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn update_step(
@@ -258,6 +283,7 @@ async fn update_step(
         .ok_or_else(step_not_found)?;
     if let Some(config) = &body.config {
         current.step_type.validate_config(config)?;
+        check_step_connectors(&state, &caller, config).await?;
     }
     if let Some(order) = order {
         let target = order.min(steps.len() as i32);
@@ -296,7 +322,7 @@ async fn update_step(
         (status = 204, description = "Deleted"),
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such project or step", body = ErrorBody),
-        (status = 409, description = "Another step depends on it, or the project is archived", body = ErrorBody),
+        (status = 409, description = "Another step depends on it, the project is archived, or it has an execution in progress (`execution_id`)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn delete_step(
@@ -330,7 +356,7 @@ async fn delete_step(
         (status = 400, description = "step_ids is not every step exactly once", body = ErrorBody),
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
-        (status = 409, description = "The project is archived or executing", body = ErrorBody),
+        (status = 409, description = "The project is archived, or has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn reorder_steps(

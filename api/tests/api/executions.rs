@@ -13,13 +13,13 @@ use crate::helpers::{TestApp, User, assert_error, spawn_app};
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A database of sales rows owned by a login role, dropped at the end.
-struct SalesDb {
+pub struct SalesDb {
     name: String,
     role: PgRole,
 }
 
 impl SalesDb {
-    async fn create(rows: i64) -> SalesDb {
+    pub async fn create(rows: i64) -> SalesDb {
         let role = PgRole::create().await;
         let name = format!("ferry_sales_{}", ulid::Ulid::new().to_string().to_lowercase());
         let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL");
@@ -49,7 +49,7 @@ impl SalesDb {
         SalesDb { name, role }
     }
 
-    fn config(&self) -> Value {
+    pub fn config(&self) -> Value {
         let mut config = self.role.config();
         config["database"] = json!(self.name);
         config
@@ -85,7 +85,7 @@ impl Drop for SalesDb {
     }
 }
 
-async fn connector(app: &TestApp, user: &User, db: &SalesDb) -> String {
+pub async fn connector(app: &TestApp, user: &User, db: &SalesDb) -> String {
     let reply = app
         .post(
             user,
@@ -97,7 +97,7 @@ async fn connector(app: &TestApp, user: &User, db: &SalesDb) -> String {
     reply.body["uuid"].as_str().expect("uuid").to_owned()
 }
 
-async fn add_step(app: &TestApp, user: &User, project: &str, name: &str, config: Value) -> String {
+pub async fn add_step(app: &TestApp, user: &User, project: &str, name: &str, config: Value) -> String {
     let reply = app
         .post(
             user,
@@ -109,7 +109,7 @@ async fn add_step(app: &TestApp, user: &User, project: &str, name: &str, config:
     reply.body["step_id"].as_str().expect("step_id").to_owned()
 }
 
-async fn wait_for(
+pub async fn wait_for(
     app: &TestApp,
     user: &User,
     project: &str,
@@ -134,7 +134,7 @@ async fn wait_for(
     }
 }
 
-fn terminal(body: &Value) -> bool {
+pub fn terminal(body: &Value) -> bool {
     matches!(
         body["status"].as_str(),
         Some("completed" | "failed" | "cancelled")

@@ -31,7 +31,67 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub dir: tempfile::TempDir,
+    pub registry: prometheus::Registry,
+    /// What a worker started later with [`TestApp::start_worker`] uses.
+    worker: WorkerParts,
     pg_database: Option<String>,
+}
+
+/// The backends an in-process worker shares with the API.
+#[derive(Clone)]
+struct WorkerParts {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    bus: Arc<dyn Bus>,
+    vault: Arc<Vault>,
+    objects: Arc<ferry_shared::objects::ObjectTarget>,
+    registry: prometheus::Registry,
+    sqlite_dir: std::path::PathBuf,
+}
+
+impl WorkerParts {
+    fn spawn(&self) {
+        let worker = ferry_worker::WorkerContext {
+            objects: self.objects.clone(),
+            lease: std::time::Duration::from_secs(30),
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            bus: self.bus.clone(),
+            vault: self.vault.clone(),
+            registry: self.registry.clone(),
+            policy: ferry_worker::connectors::NetworkPolicy {
+                allow_private_networks: true,
+                sqlite_dir: self.sqlite_dir.clone(),
+            },
+            concurrency: 4,
+            retry: ferry_worker::jobs::execute_project::StepRetry::default(),
+        };
+        tokio::spawn(ferry_worker::run(worker, std::future::pending()));
+    }
+}
+
+/// How [`spawn_custom`] starts an app.
+pub struct Options {
+    pub backend: Backend,
+    pub config: ApiConfig,
+    /// A PostgreSQL-backed app then talks to its database through this address.
+    pub proxy: Option<std::net::SocketAddr>,
+    /// Start an in-process worker with the API (default true).
+    pub worker: bool,
+    /// Adjusts the API's state (limits, timeouts) before it serves.
+    pub state: Option<Box<dyn FnOnce(AppState) -> AppState + Send>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backend: Backend::Sqlite,
+            config: ApiConfig::default(),
+            proxy: None,
+            worker: true,
+            state: None,
+        }
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -45,6 +105,24 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
 /// Starts the API. With `proxy`, a PostgreSQL-backed app is migrated
 /// directly but then talks to its database only through that address.
 pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::net::SocketAddr>) -> TestApp {
+    spawn_custom(Options {
+        backend,
+        config,
+        proxy,
+        ..Options::default()
+    })
+    .await
+}
+
+/// Starts the API as `options` say.
+pub async fn spawn_custom(options: Options) -> TestApp {
+    let Options {
+        backend,
+        config,
+        proxy,
+        worker: with_worker,
+        state: adjust,
+    } = options;
     let dir = tempfile::tempdir().expect("temp dir");
     let (url, pg_database) = match backend {
         Backend::Sqlite => (format!("sqlite://{}/ferry.db", dir.path().display()), None),
@@ -80,22 +158,18 @@ pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::
         ferry_shared::objects::ObjectTarget::open(&format!("file://{}/objects", dir.path().display()))
             .expect("objects"),
     );
-    let worker = ferry_worker::WorkerContext {
-        objects: objects.clone(),
-        lease: std::time::Duration::from_secs(30),
+    let worker = WorkerParts {
         store: store.clone(),
         queue: queue.clone(),
         bus: bus.clone(),
         vault: vault.clone(),
+        objects: objects.clone(),
         registry: registry.clone(),
-        policy: ferry_worker::connectors::NetworkPolicy {
-            allow_private_networks: true,
-            sqlite_dir: dir.path().join("sqlite"),
-        },
-        concurrency: 4,
-        retry: ferry_worker::jobs::execute_project::StepRetry::default(),
+        sqlite_dir: dir.path().join("sqlite"),
     };
-    tokio::spawn(ferry_worker::run(worker, std::future::pending()));
+    if with_worker {
+        worker.spawn();
+    }
     let verifier = Verifier::new(JwtSettings {
         hs256_secret: Some(SECRET.into()),
         ..JwtSettings::default()
@@ -109,7 +183,10 @@ pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::
         vault,
         objects,
     };
-    let state = AppState::new(backends, Arc::new(verifier), registry).expect("state");
+    let mut state = AppState::new(backends, Arc::new(verifier), registry.clone()).expect("state");
+    if let Some(adjust) = adjust {
+        state = adjust(state);
+    }
     let app = ferry_api::router(state, &config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -119,6 +196,8 @@ pub async fn spawn_with(backend: Backend, config: ApiConfig, proxy: Option<std::
         client: reqwest::Client::new(),
         store,
         dir,
+        registry,
+        worker,
         pg_database,
     }
 }
@@ -198,6 +277,11 @@ pub struct Reply {
 }
 
 impl TestApp {
+    /// Starts an in-process worker (for apps spawned without one).
+    pub fn start_worker(&self) {
+        self.worker.spawn();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -4,10 +4,13 @@
 
 mod helpers;
 
+mod access;
 mod connectors;
+mod executing;
 mod executions;
 mod hygiene;
 mod openapi;
+mod permissions;
 mod projects;
 mod results;
 mod steps;

@@ -3,12 +3,11 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::executing::offline_connector;
 use crate::helpers::{TestApp, User, assert_error, spawn_app};
 
-const CONNECTOR: &str = "conn_01J00000000000000000000000";
-
-fn sql_step(name: &str) -> Value {
-    json!({"name": name, "type": "sql_query", "config": {"connector_uuid": CONNECTOR, "query": "select 1"}})
+fn sql_step(connector: &str, name: &str) -> Value {
+    json!({"name": name, "type": "sql_query", "config": {"connector_uuid": connector, "query": "select 1"}})
 }
 
 async fn step_names(app: &TestApp, user: &User, project: &str) -> Vec<String> {
@@ -30,6 +29,7 @@ async fn step_names(app: &TestApp, user: &User, project: &str) -> Vec<String> {
 async fn steps_are_created_listed_moved_and_deleted_in_order() {
     let app = spawn_app().await;
     let alice = User::member("user_alice", "org_a");
+    let connector = offline_connector(&app, &alice).await;
     let project = app.create_project(&alice, "steps").await;
     let base = format!("/api/projects/{project}/steps");
 
@@ -38,7 +38,7 @@ async fn steps_are_created_listed_moved_and_deleted_in_order() {
             &alice,
             &base,
             json!({"name": "Extract sales data", "type": "sql_query", "config": {
-                "connector_uuid": CONNECTOR,
+                "connector_uuid": connector,
                 "query": "select * from sales where day >= {{start_date}}",
                 "parameters": {"start_date": {"type": "date", "default": "2024-10-01"}}
             }}),
@@ -51,7 +51,7 @@ async fn steps_are_created_listed_moved_and_deleted_in_order() {
     assert_eq!(first.body["order"], 1);
     assert_eq!(first.body["config"]["parameters"]["start_date"]["type"], "date");
 
-    app.post(&alice, &base, sql_step("third")).await;
+    app.post(&alice, &base, sql_step(&connector, "third")).await;
     let second = app
         .post(
             &alice,
@@ -130,12 +130,13 @@ async fn steps_are_created_listed_moved_and_deleted_in_order() {
 async fn reorder_must_list_every_step_exactly_once() {
     let app = spawn_app().await;
     let alice = User::member("user_alice", "org_a");
+    let connector = offline_connector(&app, &alice).await;
     let project = app.create_project(&alice, "reorder").await;
     let base = format!("/api/projects/{project}/steps");
     let mut ids = Vec::new();
     for name in ["a", "b", "c"] {
         ids.push(
-            app.post(&alice, &base, sql_step(name)).await.body["step_id"]
+            app.post(&alice, &base, sql_step(&connector, name)).await.body["step_id"]
                 .as_str()
                 .expect("id")
                 .to_owned(),
@@ -173,6 +174,7 @@ async fn reorder_must_list_every_step_exactly_once() {
 async fn step_config_is_validated_per_type() {
     let app = spawn_app().await;
     let alice = User::member("user_alice", "org_a");
+    let connector = offline_connector(&app, &alice).await;
     let project = app.create_project(&alice, "validation").await;
     let base = format!("/api/projects/{project}/steps");
     let cases = [
@@ -181,7 +183,7 @@ async fn step_config_is_validated_per_type() {
         (json!({"name": "s", "type": "shell_script", "config": {}}), "type"),
         (json!({"name": "s", "type": "sql_query"}), "config"),
         (
-            json!({"name": "s", "type": "sql_query", "config": {"connector_uuid": CONNECTOR}}),
+            json!({"name": "s", "type": "sql_query", "config": {"connector_uuid": connector}}),
             "config.query",
         ),
         (
@@ -189,11 +191,11 @@ async fn step_config_is_validated_per_type() {
             "config.connector_uuid",
         ),
         (
-            json!({"name": "s", "type": "sql_query", "config": {"connector_uuid": CONNECTOR, "query": "x", "parameters": {"d": {"type": "decimal"}}}}),
+            json!({"name": "s", "type": "sql_query", "config": {"connector_uuid": connector, "query": "x", "parameters": {"d": {"type": "decimal"}}}}),
             "config.parameters.d.type",
         ),
         (
-            json!({"name": "s", "type": "sql_query", "config": {"connector_uuid": CONNECTOR, "query": "x", "dsn": "host=/tmp"}}),
+            json!({"name": "s", "type": "sql_query", "config": {"connector_uuid": connector, "query": "x", "dsn": "host=/tmp"}}),
             "config.dsn",
         ),
         (
@@ -201,11 +203,11 @@ async fn step_config_is_validated_per_type() {
             "config",
         ),
         (
-            json!({"name": "s", "type": "sql_query", "order": 0, "config": {"connector_uuid": CONNECTOR, "query": "x"}}),
+            json!({"name": "s", "type": "sql_query", "order": 0, "config": {"connector_uuid": connector, "query": "x"}}),
             "order",
         ),
         (
-            json!({"name": "s", "type": "sql_query", "dependencies": ["step_01J00000000000000000000000"], "config": {"connector_uuid": CONNECTOR, "query": "x"}}),
+            json!({"name": "s", "type": "sql_query", "dependencies": ["step_01J00000000000000000000000"], "config": {"connector_uuid": connector, "query": "x"}}),
             "dependencies[0]",
         ),
     ];
@@ -213,7 +215,7 @@ async fn step_config_is_validated_per_type() {
         let reply = app.post(&alice, &base, body.clone()).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some(field));
     }
-    let step = app.post(&alice, &base, sql_step("ok")).await;
+    let step = app.post(&alice, &base, sql_step(&connector, "ok")).await;
     let id = step.body["step_id"].as_str().expect("id");
     let reply = app
         .put(
@@ -239,11 +241,12 @@ async fn step_config_is_validated_per_type() {
 async fn viewers_read_steps_but_cannot_change_them() {
     let app = spawn_app().await;
     let alice = User::member("user_alice", "org_a");
+    let connector = offline_connector(&app, &alice).await;
     let vera = User::member("user_vera", "org_a");
     let outsider = User::member("user_olga", "org_b");
     let project = app.create_project(&alice, "p").await;
     let base = format!("/api/projects/{project}/steps");
-    let id = app.post(&alice, &base, sql_step("s")).await.body["step_id"]
+    let id = app.post(&alice, &base, sql_step(&connector, "s")).await.body["step_id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -263,7 +266,7 @@ async fn viewers_read_steps_but_cannot_change_them() {
         StatusCode::OK
     );
     assert_error(
-        &app.post(&vera, &base, sql_step("x")).await,
+        &app.post(&vera, &base, sql_step(&connector, "x")).await,
         StatusCode::FORBIDDEN,
         "forbidden",
         None,

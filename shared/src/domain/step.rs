@@ -237,6 +237,23 @@ fn connector_field(config: &Map<String, Value>) -> Result<()> {
     }
 }
 
+/// The connectors a step configuration names, each with the config field
+/// that names it (today only `connector_uuid`). Using a connector in a step
+/// takes an editor's grant on it: the API checks each of these when a step
+/// is saved and when an execution is admitted, the worker before the step
+/// reads anything.
+pub fn connectors_named(config: &Value) -> Vec<(&'static str, &str)> {
+    ["connector_uuid"]
+        .into_iter()
+        .filter_map(|field| {
+            config
+                .get(field)
+                .and_then(Value::as_str)
+                .map(|uuid| (field, uuid))
+        })
+        .collect()
+}
+
 /// A stored step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {

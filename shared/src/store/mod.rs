@@ -8,7 +8,7 @@ mod sql;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Connector, ConnectorListQuery, ConnectorUsage, Execution, ExecutionStatus, Lease, NewStep, Page,
+    Connector, ConnectorListQuery, ConnectorUsage, Execution, ExecutionStatus, Lease, NewStep, OrgRole, Page,
     PageRequest, Project, ProjectListQuery, ProjectPatch, ProjectSummary, ResourceKind, Role, Sealed, Step,
     StepError, StepPatch, TestRecord,
 };
@@ -57,7 +57,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_projects(&self, query: &ProjectListQuery) -> Result<Page<ProjectSummary>>;
 
     /// Applies `patch` and returns the updated project, or `None` when the
-    /// project does not exist.
+    /// project does not exist. While the project has an execution queued,
+    /// running or cancelling this is `Error::Conflict` whose `extra` carries
+    /// its `execution_id`, decided under the project's row lock (the lock an
+    /// execute call takes), so no execution is admitted halfway.
     async fn update_project(&self, org_id: &str, uuid: &str, patch: ProjectPatch) -> Result<Option<Project>>;
 
     /// Removes the project, its steps and its grants. Returns whether it
@@ -69,16 +72,38 @@ pub trait Store: Send + Sync + 'static {
     /// The explicit grant of `user_id` on a resource, if any.
     async fn role_of(&self, resource: ResourceKind, uuid: &str, user_id: &str) -> Result<Option<Role>>;
 
-    /// Creates or replaces a grant.
+    /// Creates or replaces a grant. Replacing the resource's only owner
+    /// grant with a lower role is `Error::Conflict` ("the last owner"),
+    /// decided in the write's transaction with the owner grants locked.
     async fn put_grant(&self, grant: &Grant) -> Result<()>;
 
     /// Every grant on a resource, oldest first.
     async fn list_grants(&self, resource: ResourceKind, uuid: &str) -> Result<Vec<Grant>>;
 
-    /// Removes a grant. Returns whether it existed.
+    /// Removes a grant. Returns whether it existed. Removing the resource's
+    /// only owner is `Error::Conflict`, decided like [`Store::put_grant`].
     async fn delete_grant(&self, resource: ResourceKind, uuid: &str, user_id: &str) -> Result<bool>;
 
+    /// The effective role on a connector of the user who executed
+    /// `execution_id`, for the worker's check before a step reads anything:
+    /// `owner` when the execution was admitted for an organization admin
+    /// (see [`Store::record_execution_role`]), else the user's explicit
+    /// grant on the connector now. None when the user has no grant, or the
+    /// execution, or the connector in the execution's organization, does not
+    /// exist.
+    async fn executor_connector_role(&self, execution_id: &str, connector_uuid: &str)
+    -> Result<Option<Role>>;
+
+    /// Records the organization role the executing user had when the
+    /// execution was admitted (unrecorded counts as `member`: a grant is
+    /// needed). Returns whether the execution exists.
+    async fn record_execution_role(&self, execution_id: &str, role: OrgRole) -> Result<bool>;
+
     // --- steps --------------------------------------------------------------
+    //
+    // Every step write (insert, update, delete, reorder) is `Error::Conflict`
+    // with the `execution_id` while the project has an execution in
+    // progress, checked in the write's transaction under the project lock.
 
     /// The project's steps in order.
     async fn list_steps(&self, project_uuid: &str) -> Result<Vec<Step>>;

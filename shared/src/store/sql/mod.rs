@@ -35,6 +35,7 @@ use sqlx::types::Json;
 
 use super::{Grant, Store};
 use crate::config::redact_url;
+use crate::domain::OrgRole;
 use crate::domain::{
     self, Connector, ConnectorListQuery, ConnectorUsage, Execution, ExecutionStatus, Lease, NewStep, Page,
     PageRequest, Project, ProjectListQuery, ProjectPatch, ProjectStatus, ProjectSummary, ResourceKind, Role,
@@ -211,7 +212,7 @@ macro_rules! sql_store {
             name_collation = $collation
         );
         step_queries!($store, $db, begin = $begin);
-        grant_queries!($store, $db);
+        grant_queries!($store, $db, begin = $begin, lock = $lock);
         connector_queries!(
             $store,
             begin = $begin,
@@ -287,6 +288,19 @@ macro_rules! sql_store {
                 self.delete_grant_row(resource, uuid, user_id).await
             }
 
+            async fn executor_connector_role(
+                &self,
+                execution_id: &str,
+                connector_uuid: &str,
+            ) -> Result<Option<Role>> {
+                self.executor_connector_role_row(execution_id, connector_uuid)
+                    .await
+            }
+
+            async fn record_execution_role(&self, execution_id: &str, role: OrgRole) -> Result<bool> {
+                self.record_execution_role_row(execution_id, role).await
+            }
+
             async fn list_steps(&self, project_uuid: &str) -> Result<Vec<Step>> {
                 self.list_step_rows(project_uuid).await
             }
@@ -358,7 +372,8 @@ macro_rules! sql_store {
             }
 
             async fn count_connectors_sealed_with_other_key(&self, key_id: &str) -> Result<u64> {
-                self.count_connectors_sealed_with_other_key_rows(key_id).await
+                self.count_connectors_sealed_with_other_key_rows(key_id)
+                    .await
             }
 
             async fn replace_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {

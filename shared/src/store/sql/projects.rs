@@ -182,6 +182,9 @@ macro_rules! project_queries {
                 let Some(row) = row else {
                     return Ok(None);
                 };
+                // The row is locked (PostgreSQL) or the database is
+                // (SQLite): an execute call waits for this transaction.
+                Self::ensure_not_executing(&mut tx, uuid).await?;
                 let mut project = Project::try_from(row)?;
                 patch.apply(&mut project);
                 sqlx::query(

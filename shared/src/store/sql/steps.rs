@@ -5,6 +5,12 @@
 //! PostgreSQL; SQLite's `BEGIN IMMEDIATE` already holds the database's write
 //! lock), so positions stay contiguous: 1, 2, …, count.
 //!
+//! Under that same lock every write then checks that the project has no
+//! execution in progress: admitting an execution locks the project row too,
+//! so a step write and an execute call are ordered one way or the other and
+//! a step never changes under a queued or running execution
+//! ([`executing_conflict`]).
+//!
 //! A step's own `updated_at` moves when it is the subject of the write
 //! (inserted, updated, or moved by a reorder); steps shifted to make room or
 //! close a gap keep theirs.
@@ -12,6 +18,17 @@
 /// The 1-based position after the last of `count` steps.
 pub(super) fn end_position(count: i64) -> crate::Result<i32> {
     i32::try_from(count + 1).map_err(crate::Error::internal)
+}
+
+/// The conflict of a write to a project (or its steps) while one of its
+/// executions is in progress, naming that execution as other 409s do.
+pub(super) fn executing_conflict(execution_id: String) -> crate::Error {
+    let mut extra = serde_json::Map::new();
+    extra.insert("execution_id".to_owned(), serde_json::Value::String(execution_id));
+    crate::Error::Conflict {
+        message: "Cannot change the project or its steps while it is executing".to_owned(),
+        extra,
+    }
 }
 
 /// The step methods of `$store` (an inherent `impl`, which the `Store` impl
@@ -34,6 +51,41 @@ macro_rules! step_queries {
                     .await?
                     .rows_affected();
                 Ok(touched > 0)
+            }
+
+            /// Fails with [`steps::executing_conflict`] when the project has
+            /// an execution queued, running or cancelling. Called inside the
+            /// write's transaction, after the project row is locked.
+            async fn ensure_not_executing(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                project_uuid: &str,
+            ) -> Result<()> {
+                let active = sqlx::query_scalar::<_, String>(concat!(
+                    "SELECT execution_id FROM executions WHERE project_uuid = $1 AND status IN ",
+                    in_progress!(),
+                    " ORDER BY created_at LIMIT 1"
+                ))
+                .bind(project_uuid)
+                .fetch_optional(&mut **tx)
+                .await?;
+                match active {
+                    Some(execution_id) => Err(steps::executing_conflict(execution_id)),
+                    None => Ok(()),
+                }
+            }
+
+            /// Locks the project for a step write: stamps its `updated_at`
+            /// and refuses while it is executing. Returns whether it exists.
+            async fn lock_idle_project(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                project_uuid: &str,
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
+                if !Self::touch_project(tx, project_uuid, now).await? {
+                    return Ok(false);
+                }
+                Self::ensure_not_executing(tx, project_uuid).await?;
+                Ok(true)
             }
 
             async fn count_steps(
@@ -77,7 +129,7 @@ macro_rules! step_queries {
             async fn insert_step_row(&self, project_uuid: &str, new: NewStep) -> Result<Step> {
                 let now = domain::now();
                 let mut tx = self.pool.begin_with($begin).await?;
-                if !Self::touch_project(&mut tx, project_uuid, now).await? {
+                if !Self::lock_idle_project(&mut tx, project_uuid, now).await? {
                     return Err(Error::not_found("project not found"));
                 }
                 let end = steps::end_position(Self::count_steps(&mut tx, project_uuid).await?)?;
@@ -129,7 +181,7 @@ macro_rules! step_queries {
             ) -> Result<Option<Step>> {
                 let now = domain::now();
                 let mut tx = self.pool.begin_with($begin).await?;
-                if !Self::touch_project(&mut tx, project_uuid, now).await? {
+                if !Self::lock_idle_project(&mut tx, project_uuid, now).await? {
                     return Ok(None);
                 }
                 let row = sqlx::query_as::<_, StepRow>(concat!(
@@ -193,7 +245,7 @@ macro_rules! step_queries {
             async fn delete_step_row(&self, project_uuid: &str, step_id: &str) -> Result<bool> {
                 let now = domain::now();
                 let mut tx = self.pool.begin_with($begin).await?;
-                if !Self::touch_project(&mut tx, project_uuid, now).await? {
+                if !Self::lock_idle_project(&mut tx, project_uuid, now).await? {
                     return Ok(false);
                 }
                 let position = sqlx::query_scalar::<_, i32>(
@@ -220,7 +272,7 @@ macro_rules! step_queries {
             async fn reorder_step_rows(&self, project_uuid: &str, step_ids: &[String]) -> Result<Vec<Step>> {
                 let now = domain::now();
                 let mut tx = self.pool.begin_with($begin).await?;
-                if !Self::touch_project(&mut tx, project_uuid, now).await? {
+                if !Self::lock_idle_project(&mut tx, project_uuid, now).await? {
                     return Err(Error::not_found("project not found"));
                 }
                 for (index, step_id) in step_ids.iter().enumerate() {
