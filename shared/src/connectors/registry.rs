@@ -156,14 +156,16 @@ certificate; `require` always encrypts but does not check the certificate; `veri
 certificate chains to `ssl_root_cert` (a PEM CA certificate, required for this mode and `verify-full`); \
 `verify-full` also checks that it names `host`. `ssl_enabled: true` alone means `require`. Each worker keeps at \
 most `max_connections` connections (default 5), closes idle ones after `idle_timeout_seconds` and replaces them \
-after `max_lifetime_seconds`; `statement_timeout_seconds` bounds every query. Give Ferry a read-only role.";
+after `max_lifetime_seconds`; `statement_timeout_seconds` bounds every query. Steps run in read-only \
+transactions (`default_transaction_read_only`) unless `allow_writes` is true, and every connection is reset \
+with `DISCARD ALL` before it is reused. Give Ferry a read-only role all the same.";
 
 const REDSHIFT_DOCS: &str = "Connects to an Amazon Redshift cluster or Serverless workgroup through its \
 PostgreSQL-compatible endpoint. `host` is the endpoint's DNS name only (e.g. \
 `examplecluster.abc123.us-west-2.redshift.amazonaws.com`, without `:5439/dev`); `port` defaults to 5439. \
 `username` and `password` are a database user's (the password is sealed, never returned). Redshift accepts TLS; \
-use `ssl_mode` `require`, or `verify-full` with Amazon's CA bundle in `ssl_root_cert`. Pool and timeout fields \
-work as for PostgreSQL.";
+use `ssl_mode` `require`, or `verify-full` with Amazon's CA bundle in `ssl_root_cert`. Pool, timeout and \
+`allow_writes` fields work as for PostgreSQL; a connection serves one step and is then closed.";
 
 const MYSQL_DOCS: &str = "Connects to a MySQL or MariaDB server over TCP. `host` is a DNS name or IP address only; \
 `port` defaults to 3306. `username` and `password` authenticate; the password is sealed, never returned. \
@@ -282,6 +284,16 @@ fn postgres_like(
     let mut fields = vec![host(), port(default_port), database()];
     fields.extend(credentials(true));
     fields.extend(ssl_fields(PG_SSL_MODES));
+    fields.push(
+        FieldSpec::new(
+            "allow_writes",
+            "Allow writes",
+            FieldKind::Boolean,
+            "Let steps write. By default every step runs in a read-only transaction \
+             (default_transaction_read_only), so INSERT, UPDATE, DELETE and CREATE fail.",
+        )
+        .default(json!(false)),
+    );
     fields.extend(pool_fields());
     ConnectorType {
         type_id,

@@ -5,6 +5,10 @@
 //! `sqlx-mysql/src/connection/stream.rs`), so the server refuses the
 //! statement (error 1148) and a hostile server's file request is never
 //! answered with a file. The integration suite proves it against MariaDB.
+//!
+//! A connection serves one step or test and is closed when it goes back to
+//! the pool (see `open`): sessions never carry state from one use to the
+//! next.
 
 use std::net::SocketAddr;
 
@@ -110,6 +114,12 @@ pub(crate) async fn open(
                 Ok(())
             })
         })
+        // sqlx 0.9 cannot send COM_RESET_CONNECTION (or COM_CHANGE_USER),
+        // and no SQL statement clears a session's temporary tables, user
+        // variables and session variables all at once, so a connection
+        // serves one use and is then closed: nothing a step leaves in its
+        // session reaches another.
+        .after_release(|_connection, _meta| Box::pin(async { Ok(false) }))
         .connect_lazy_with(options);
     Ok((
         MySqlHandle {

@@ -3,8 +3,13 @@
 //!
 //! Hostile configurations cannot reach libpq-style options: the host must be
 //! a DNS name or IP (no socket paths, host lists or `key=value` strings),
-//! TLS roots are PEM text kept in memory, and `statement_timeout` is the
-//! only startup option, set by the worker. sqlx reads some `PG*` variables
+//! TLS roots are PEM text kept in memory, and the startup options are the
+//! worker's own (`statement_timeout`, `default_transaction_read_only`).
+//!
+//! Steps cannot change the source: sessions start with
+//! `default_transaction_read_only = on` unless the connector sets
+//! `allow_writes`, and every connection is `DISCARD ALL`ed when it goes back
+//! to the pool, so nothing one use sets reaches the next. sqlx reads some `PG*` variables
 //! of the worker's own environment; the ones that would send the worker's
 //! client certificate or options to users' servers make every PostgreSQL
 //! connector fail instead (see [`environment_guard`]).
@@ -13,7 +18,7 @@ use std::net::SocketAddr;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::{AssertSqlSafe, Executor, Row};
+use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
 use super::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
 use super::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
@@ -84,9 +89,15 @@ pub(crate) async fn open(
     if let Some(pem) = root {
         options = options.ssl_root_cert_from_pem(pem);
     }
+    let allow_writes = config.bool("allow_writes", false)?;
     let statement_ms = settings.statement_timeout.as_millis();
     if !redshift {
+        // Startup options are the session's defaults: `DISCARD ALL` (on
+        // every release) resets to them, so they hold for every step.
         options = options.options([("statement_timeout", statement_ms)]);
+        if !allow_writes {
+            options = options.options([("default_transaction_read_only", "on")]);
+        }
     }
 
     let mut pool_options = PgPoolOptions::new()
@@ -97,15 +108,37 @@ pub(crate) async fn open(
         .max_lifetime(Some(settings.max_lifetime));
     if redshift {
         // Redshift takes `statement_timeout` as a session setting; its
-        // support for startup options is not documented.
-        pool_options = pool_options.after_connect(move |connection, _meta| {
+        // support for startup options is not documented. It has no
+        // `DISCARD`, so a connection serves one use and is closed.
+        let read_only = if allow_writes {
+            ""
+        } else {
+            "; SET default_transaction_read_only TO on"
+        };
+        pool_options = pool_options
+            .after_connect(move |connection, _meta| {
+                Box::pin(async move {
+                    connection
+                        .execute(sqlx::raw_sql(AssertSqlSafe(format!(
+                            "SET statement_timeout TO {statement_ms}{read_only}"
+                        ))))
+                        .await?;
+                    Ok(())
+                })
+            })
+            .after_release(|_connection, _meta| Box::pin(async { Ok(false) }));
+    } else {
+        pool_options = pool_options.after_release(|connection, _meta| {
             Box::pin(async move {
-                connection
-                    .execute(sqlx::raw_sql(AssertSqlSafe(format!(
-                        "SET statement_timeout TO {statement_ms}"
-                    ))))
-                    .await?;
-                Ok(())
+                // A step may leave a search_path, temp tables, prepared
+                // statements, session variables, advisory locks or LISTENs
+                // behind: none of it reaches the next use. DISCARD ALL also
+                // drops the statements sqlx has prepared, so its cache goes
+                // first. A failure (e.g. a transaction left open) closes
+                // the connection instead.
+                connection.clear_cached_statements().await?;
+                connection.execute(sqlx::raw_sql("DISCARD ALL")).await?;
+                Ok(true)
             })
         });
     }
