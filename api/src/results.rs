@@ -407,14 +407,16 @@ fn csv_field(value: &Value, out: &mut Vec<u8>) {
 /// RFC 4180 quoting: a field holding a comma, a quote, a line break or
 /// nothing at all is quoted, with its quotes doubled.
 fn csv_text(text: &str, out: &mut Vec<u8>) {
-    if !text.is_empty() && !text.contains([',', '"', '\n', '\r']) {
-        out.extend_from_slice(text.as_bytes());
+    let bytes = text.as_bytes();
+    let special = |b: &u8| matches!(b, b',' | b'"' | b'\n' | b'\r');
+    if !bytes.is_empty() && !bytes.iter().any(special) {
+        out.extend_from_slice(bytes);
         return;
     }
     out.push(b'"');
-    for part in text.split_inclusive('"') {
-        out.extend_from_slice(part.as_bytes());
-        if part.ends_with('"') {
+    for part in bytes.split_inclusive(|b| *b == b'"') {
+        out.extend_from_slice(part);
+        if part.last() == Some(&b'"') {
             out.push(b'"');
         }
     }
