@@ -30,7 +30,8 @@ pub enum Disposition {
 /// The one place that decides whether a failure is transient, from its kind
 /// and the server's own code (SQLSTATE, HTTP status) when it has one.
 ///
-/// Retried: a broken or refused connection, a name that did not resolve, a
+/// Retried: a broken or refused connection (but not a login refused, SQLSTATE
+/// class `28`), a name that did not resolve, a
 /// timeout, a rate limit, an object-store write, a PostgreSQL/MySQL
 /// serialization failure or deadlock (SQLSTATE `40001`, `40P01`), a
 /// server shutting down (`57P0x`) or a connection failure class (`08xxx`),
@@ -39,8 +40,10 @@ pub enum Disposition {
 /// unsupported types, and anything internal or unknown.
 pub fn disposition(kind: ErrorType, code: Option<&str>) -> Disposition {
     let transient = match kind {
-        ErrorType::ConnectionFailed
-        | ErrorType::ConnectionRefused
+        // A server that refuses the login mid-step (SQLSTATE class 28)
+        // will refuse it again.
+        ErrorType::ConnectionFailed => !code.is_some_and(|code| code.starts_with("28")),
+        ErrorType::ConnectionRefused
         | ErrorType::DnsError
         | ErrorType::Timeout
         | ErrorType::RateLimited
@@ -400,6 +403,10 @@ mod tests {
             (ErrorType::AuthenticationFailed, "28P01", Fail),
             (ErrorType::InvalidConfig, "3D000", Fail),
             (ErrorType::Timeout, "57014", Retry),
+            (ErrorType::ConnectionFailed, "57P01", Retry),
+            (ErrorType::ConnectionFailed, "08006", Retry),
+            (ErrorType::ConnectionFailed, "28P01", Fail),
+            (ErrorType::ConnectionFailed, "28000", Fail),
         ];
         for (kind, code, expected) in cases {
             assert_eq!(disposition(kind, Some(code)), expected, "{kind} {code}");
