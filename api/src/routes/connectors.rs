@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use ferry_shared::Error;
 use ferry_shared::connectors::{self, ConnectorType, SplitConfig};
 use ferry_shared::domain::{
-    Connector, ConnectorListQuery, ConnectorStatus, ErrorKind, Principal, ResourceKind, Role, TestFailure, TestOutcome,
-    TestRecord, TestStatus,
+    Connector, ConnectorListQuery, ConnectorStatus, ErrorKind, Principal, ResourceKind, Role, TestFailure,
+    TestOutcome, TestRecord, TestStatus,
 };
 use ferry_shared::ids::IdKind;
 use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent, TestConnectionJob, has_driver};
@@ -439,6 +439,46 @@ fn connection_failed(outcome: &TestOutcome) -> ApiError {
     }
 }
 
+/// Credentials never go to an endpoint someone chose without them: when a
+/// PATCH changes a field that says where the connector connects (host, port,
+/// database, `base_url`, `token_url`, `connection_string`, a file path; see
+/// the registry's endpoint fields), every secret the connector keeps must be
+/// in the PATCH too. The first one missing is 400 `validation_error` naming
+/// `config.<secret>`. OAuth tokens cannot be sent by hand: such a connector
+/// is connected again through the OAuth flow instead.
+fn require_secrets_for_new_endpoint(
+    kind: &ConnectorType,
+    stored: &Map<String, Value>,
+    updated: &SplitConfig,
+    patch: &Map<String, Value>,
+) -> ApiResult<()> {
+    let merged = updated.merged();
+    let moved: Vec<&str> = kind
+        .endpoint_fields()
+        .filter(|name| stored.get(*name) != merged.get(*name))
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let moved = moved.join(", ");
+    for name in updated.secrets.keys() {
+        if patch.get(name).is_some_and(|value| !value.is_null()) {
+            continue;
+        }
+        let message = if kind.field(name).is_some() {
+            format!("changing {moved} changes where the connector connects: send {name} again with it")
+        } else {
+            format!(
+                "changing {moved} changes where the connector connects, and its OAuth tokens cannot follow: \
+                 connect it again through /api/oauth/{}/authorize",
+                kind.type_id
+            )
+        };
+        return Err(Error::validation(format!("config.{name}"), message).into());
+    }
+    Ok(())
+}
+
 fn require_driver(connector_type: &str) -> ApiResult<()> {
     if has_driver(connector_type) {
         Ok(())
@@ -617,7 +657,7 @@ async fn get_connector(
     params(("uuid" = String, Path, description = "Connector id")),
     responses(
         (status = 200, description = "The updated connector", body = ConnectorView),
-        (status = 400, description = "Invalid configuration or failed test", body = ErrorBody),
+        (status = 400, description = "Invalid configuration, a changed endpoint (host, port, database, base_url, token_url, connection_string, path) without the secrets sent again (`field: config.<secret>`), or a failed test", body = ErrorBody),
         (status = 403, description = "The caller may only read this connector", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
         (status = 409, description = "Steps using it are executing, or it changed concurrently", body = ErrorBody),
@@ -657,7 +697,9 @@ async fn update_connector(
     let config_changed = body.config.is_some();
     if let Some(patch) = &body.config {
         let secrets = state.vault.open(&current.uuid, &current.secrets)?;
-        let SplitConfig { public, secrets } = kind.validate_patch(&current.config, &secrets, patch)?;
+        let split = kind.validate_patch(&current.config, &secrets, patch)?;
+        require_secrets_for_new_endpoint(kind, &connectors::merge(&current.config, &secrets), &split, patch)?;
+        let SplitConfig { public, secrets } = split;
         updated.config = public;
         updated.secrets = state.vault.seal(&current.uuid, &secrets)?;
         updated.config_version = current.config_version + 1;

@@ -425,7 +425,7 @@ async fn patch_merges_config_and_keeps_an_omitted_secret() {
             &alice,
             reqwest::Method::PATCH,
             &path,
-            Some(json!({"config": {"port": 1}, "test_connection": false})),
+            Some(json!({"config": {"port": 1, "password": role.password}, "test_connection": false})),
         )
         .await;
     assert_eq!(untested.status, StatusCode::OK, "{}", untested.text);

@@ -190,6 +190,11 @@ pub struct FieldSpec {
     pub default: Option<Value>,
     /// Sealed by the vault, never returned.
     pub secret: bool,
+    /// Says where the connector connects (host, port, database, a base or
+    /// token URL, a connection string, a file): a PATCH that changes it must
+    /// send the connector's secrets again, so that stored credentials never
+    /// go to an endpoint someone chose without knowing them.
+    pub endpoint: bool,
     /// The field is only meaningful under this condition: sending it
     /// otherwise is an error.
     pub applies_when: Option<Condition>,
@@ -211,6 +216,7 @@ impl FieldSpec {
             required: Requirement::Optional,
             default: None,
             secret: false,
+            endpoint: false,
             applies_when: None,
             description,
         }
@@ -228,6 +234,11 @@ impl FieldSpec {
 
     pub(crate) fn secret(mut self) -> Self {
         self.secret = true;
+        self
+    }
+
+    pub(crate) fn endpoint(mut self) -> Self {
+        self.endpoint = true;
         self
     }
 
@@ -278,6 +289,7 @@ impl FieldSpec {
             out.insert("default".into(), default.clone());
         }
         out.insert("secret".into(), json!(self.secret));
+        out.insert("endpoint".into(), json!(self.endpoint));
         out.insert("description".into(), json!(self.description));
         Value::Object(out)
     }
@@ -345,6 +357,12 @@ impl ConnectorType {
     /// The field called `name`.
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Names of the fields that say where the connector connects (see
+    /// [`FieldSpec::endpoint`]).
+    pub fn endpoint_fields(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.fields.iter().filter(|f| f.endpoint).map(|f| f.name)
     }
 
     /// Names of the secret fields.

@@ -36,6 +36,7 @@ fn port(default: i64) -> FieldSpec {
         "TCP port of the server.",
     )
     .default(json!(default))
+    .endpoint()
 }
 
 fn host() -> FieldSpec {
@@ -46,6 +47,7 @@ fn host() -> FieldSpec {
         "DNS name or IP address of the server (no scheme, port, path or socket).",
     )
     .required()
+    .endpoint()
 }
 
 /// Pool and timeout fields every database type accepts.
@@ -142,6 +144,7 @@ fn database() -> FieldSpec {
         "Database to connect to.",
     )
     .required()
+    .endpoint()
 }
 
 fn docs_url(type_id: &str) -> String {
@@ -341,7 +344,8 @@ fn mongodb() -> ConnectorType {
             "mongodb:// or mongodb+srv:// connection string; sealed as a whole, shown with its password as ****.",
         )
         .required()
-        .secret(),
+        .secret()
+        .endpoint(),
         FieldSpec::new("database", "Database", FieldKind::String, "Database that steps read from.").required(),
         FieldSpec::new(
             "auth_source",
@@ -410,7 +414,8 @@ fn databricks() -> ConnectorType {
             FieldKind::Host,
             "Workspace host name from the warehouse's connection details.",
         )
-        .required(),
+        .required()
+        .endpoint(),
         FieldSpec::new(
             "http_path",
             "HTTP path",
@@ -452,7 +457,8 @@ fn rest_api() -> ConnectorType {
             FieldKind::Url,
             "http(s) URL that step paths are appended to; no credentials, query or fragment.",
         )
-        .required(),
+        .required()
+        .endpoint(),
         FieldSpec::new(
             "auth_type",
             "Auth type",
@@ -504,7 +510,8 @@ fn rest_api() -> ConnectorType {
             FieldKind::Url,
             "OAuth 2.0 token endpoint (client-credentials grant).",
         )
-        .only_when("auth_type", &["oauth2"]),
+        .only_when("auth_type", &["oauth2"])
+        .endpoint(),
         FieldSpec::new(
             "client_id",
             "Client ID",
@@ -627,7 +634,8 @@ fn snowflake() -> ConnectorType {
                 FieldKind::Name,
                 "Account identifier (orgname-accountname or xy12345.us-east-1).",
             )
-            .required(),
+            .required()
+            .endpoint(),
             FieldSpec::new(
                 "warehouse",
                 "Warehouse",
@@ -661,7 +669,8 @@ fn salesforce() -> ConnectorType {
                 "Instance URL",
                 FieldKind::Url,
                 "Org's API base URL; filled in from the OAuth token response.",
-            ),
+            )
+            .endpoint(),
             FieldSpec::new("api_version", "API version", FieldKind::Name, "REST API version.")
                 .default(json!("v59.0")),
             FieldSpec::new(
@@ -770,7 +779,8 @@ fn sqlite() -> ConnectorType {
             FieldKind::FilePath,
             "Database file, relative to FERRY_SQLITE_DIR (an absolute path must lie inside it).",
         )
-        .required(),
+        .required()
+        .endpoint(),
     ];
     fields.extend(pool_fields());
     ConnectorType {
