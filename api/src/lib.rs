@@ -4,6 +4,7 @@
 //! [`router`] builds the whole application for a given [`AppState`], so the
 //! role can be served on any listener (port 0 in tests).
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -15,11 +16,11 @@ pub mod views;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::auth::Verifier;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::response::{IntoResponse, Response};
 use ferry_shared::Error;
-use ferry_shared::auth::Verifier;
 use ferry_shared::objects::ObjectTarget;
 use ferry_shared::queue::{Bus, Queue, RateLimit};
 use ferry_shared::store::Store;

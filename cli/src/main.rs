@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
+use ferry_api::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
 use ferry_shared::config::{
     AdminArgs, CommonArgs, ConfigError, HttpArgs, Mode, SchedulerArgs, Settings, WorkerArgs,
     create_private_dir, redact_url,

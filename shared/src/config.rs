@@ -13,7 +13,6 @@ use std::time::Duration;
 use base64::Engine;
 use clap::{Args, ValueEnum};
 
-use crate::auth::JwtSettings;
 
 /// A configuration problem, reported as one line before anything starts.
 #[derive(Debug, thiserror::Error)]
@@ -593,5 +592,33 @@ mod tests {
             redact_url("postgres://u:hunter2@h:5432/d"),
             "postgres://u:****@h:5432/d"
         );
+    }
+}
+
+/// How tokens are verified. At least one key source must be set; several
+/// may be set at once (the token's `alg` and `kid` pick the key).
+///
+/// `Debug` never shows the HS256 secret.
+#[derive(Clone, Default)]
+pub struct JwtSettings {
+    pub hs256_secret: Option<String>,
+    pub public_key_path: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// The least time between two JWKS fetches triggered by unknown `kid`s.
+    pub jwks_min_refresh: Duration,
+}
+
+impl fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "****"))
+            .field("public_key_path", &self.public_key_path)
+            .field("jwks_url", &self.jwks_url)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("jwks_min_refresh", &self.jwks_min_refresh)
+            .finish()
     }
 }

@@ -1,8 +1,8 @@
 //! Ferry's shared core: domain types, identifiers, configuration, the error
-//! vocabulary, the metadata store (PostgreSQL and SQLite), JWT verification
-//! and telemetry. Nothing here knows about HTTP.
+//! vocabulary, the metadata store (PostgreSQL and SQLite), the queue
+//! protocol, the credential vault, object storage and telemetry. Nothing here
+//! knows about HTTP; JWT verification lives in the api crate.
 
-pub mod auth;
 pub mod config;
 pub mod connectors;
 pub mod domain;

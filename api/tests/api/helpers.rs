@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use ferry_api::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
 use ferry_api::{ApiConfig, AppState, Backends};
-use ferry_shared::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
 use ferry_shared::config::MasterKeys;
 use ferry_shared::domain::OrgRole;
 use ferry_shared::queue::{Bus, EmbeddedQueue, LocalBus, Queue};

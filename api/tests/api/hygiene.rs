@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::helpers::{Backend, SECRET, User, assert_error, reply, spawn_app, spawn_with};
 use ferry_api::ApiConfig;
-use ferry_shared::auth::{TokenClaims, mint_hs256};
+use ferry_api::auth::{TokenClaims, mint_hs256};
 use ferry_shared::domain::OrgRole;
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod access;
+mod auth;
 mod connectors;
 mod executing;
 mod executions;

@@ -1,7 +1,6 @@
 //! Integration tests of the shared crate: the metadata store conformance
-//! suite (PostgreSQL and SQLite) and JWT verification.
+//! suite (PostgreSQL and SQLite), the queue and key rotation.
 
-mod auth;
 mod queue;
 mod rotation;
 mod store;

@@ -17,7 +17,6 @@ mod jwks;
 mod keys;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +24,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
-use crate::domain::{OrgRole, Principal};
+use ferry_shared::Error;
+use ferry_shared::domain::{OrgRole, Principal};
+
+pub use ferry_shared::config::JwtSettings;
 
 use self::jwks::JwksSource;
 use self::keys::KeyEntry;
@@ -35,34 +36,6 @@ use self::keys::KeyEntry;
 const LEEWAY_SECONDS: u64 = 30;
 /// Longer bearer tokens are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-/// How tokens are verified. At least one key source must be set; several
-/// may be set at once (the token's `alg` and `kid` pick the key).
-///
-/// `Debug` never shows the HS256 secret.
-#[derive(Clone, Default)]
-pub struct JwtSettings {
-    pub hs256_secret: Option<String>,
-    pub public_key_path: Option<PathBuf>,
-    pub jwks_url: Option<String>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    /// The least time between two JWKS fetches triggered by unknown `kid`s.
-    pub jwks_min_refresh: Duration,
-}
-
-impl fmt::Debug for JwtSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtSettings")
-            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "****"))
-            .field("public_key_path", &self.public_key_path)
-            .field("jwks_url", &self.jwks_url)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("jwks_min_refresh", &self.jwks_min_refresh)
-            .finish()
-    }
-}
 
 /// Why a token was refused. The message is safe to show to the caller: it
 /// never contains the token, its claims' values or key material.
@@ -165,7 +138,7 @@ impl Verifier {
     /// key (`jwt_public_key`), or the JWKS URL is invalid (`jwt_jwks_url`).
     /// The JWKS is fetched once here, but an unreachable endpoint is only
     /// logged: verification retries and refuses tokens until it answers.
-    pub async fn new(settings: JwtSettings) -> crate::Result<Self> {
+    pub async fn new(settings: JwtSettings) -> ferry_shared::Result<Self> {
         let hs256 = match settings.hs256_secret.as_deref() {
             Some("") => {
                 return Err(Error::validation(

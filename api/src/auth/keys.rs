@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
-use crate::Error;
+use ferry_shared::Error;
 
 /// The smallest RSA modulus accepted, in bits.
 const MIN_RSA_BITS: usize = 2048;
@@ -39,7 +39,7 @@ impl KeyEntry {
 /// `PUBLIC KEY` or `RSA PUBLIC KEY`).
 ///
 /// Errors are validation errors on the `jwt_public_key` field.
-pub(crate) async fn load_pem(path: &Path) -> crate::Result<KeyEntry> {
+pub(crate) async fn load_pem(path: &Path) -> ferry_shared::Result<KeyEntry> {
     let text = tokio::fs::read(path).await.map_err(|error| {
         Error::validation(
             "jwt_public_key",

@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 
 use super::AuthError;
 use super::keys::{self, KeyEntry};
-use crate::Error;
+use ferry_shared::Error;
 
 /// How long one JWKS request may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,7 +103,7 @@ impl Snapshot {
 
 impl JwksSource {
     /// A source for `url`; nothing is fetched yet (see [`JwksSource::prime`]).
-    pub fn new(url: &str, min_refresh: Duration) -> crate::Result<Self> {
+    pub fn new(url: &str, min_refresh: Duration) -> ferry_shared::Result<Self> {
         let parsed = url::Url::parse(url)
             .map_err(|error| Error::validation("jwt_jwks_url", format!("invalid URL: {error}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
