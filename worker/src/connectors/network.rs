@@ -156,12 +156,18 @@ pub fn check(host: &str, addrs: &[SocketAddr], policy: &NetworkPolicy) -> Result
         return Ok(());
     }
     match addrs.iter().find(|addr| is_restricted(addr.ip())) {
-        Some(addr) => Err(DriverError::new(
+        // An address the user typed is theirs to see; what a name resolves
+        // to is not (it would map the worker's internal network).
+        Some(addr) if parse_ip_literal(host).is_some() => Err(DriverError::new(
             ErrorType::BlockedAddress,
             format!(
-                "{host} resolves to {}, a private or local address, which this worker does not connect to",
+                "{} is a private or local address, which this worker does not connect to",
                 addr.ip()
             ),
+        )),
+        Some(_) => Err(DriverError::new(
+            ErrorType::BlockedAddress,
+            format!("{host} resolves to a private or local address, which this worker does not connect to"),
         )),
         None => Ok(()),
     }

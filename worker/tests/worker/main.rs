@@ -6,6 +6,7 @@ mod helpers;
 
 mod mongo;
 mod mysql;
+mod pinning;
 mod postgres;
 mod postgres_tls;
 mod redis;
