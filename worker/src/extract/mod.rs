@@ -70,14 +70,27 @@ pub struct StepOutput {
 /// `unsupported_type`, `fenced`, `internal`; `message` is safe to show
 /// (server error text, never credentials); `code` is the server's own code
 /// (SQLSTATE) when it gave one, which decides, with the kind, whether the
-/// step is retried (see [`crate::connectors::errors::disposition`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// step is retried (see [`crate::connectors::errors::disposition`]). An
+/// `internal` error keeps the error that caused it as its `source`, for the
+/// log; it is never shown to users.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{error_type}: {message}")]
 pub struct ExtractError {
     pub error_type: ErrorKind,
     pub message: String,
     pub code: Option<String>,
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+/// Equal when kind, message and code are (the source is for the log).
+impl PartialEq for ExtractError {
+    fn eq(&self, other: &Self) -> bool {
+        self.error_type == other.error_type && self.message == other.message && self.code == other.code
+    }
+}
+
+impl Eq for ExtractError {}
 
 impl ExtractError {
     pub fn new(error_type: ErrorKind, message: impl Into<String>) -> Self {
@@ -85,6 +98,18 @@ impl ExtractError {
             error_type,
             message: message.into(),
             code: None,
+            source: None,
+        }
+    }
+
+    /// An `internal` error caused by `source`.
+    pub(crate) fn internal_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            source: Some(Arc::new(source)),
+            ..Self::internal(message)
         }
     }
 
@@ -121,7 +146,7 @@ impl From<SinkError> for ExtractError {
                 format!("writing the result to object storage failed: {e}"),
             ),
             SinkError::Encode(e) => {
-                ExtractError::internal(format!("encoding the result as Parquet failed: {e}"))
+                ExtractError::internal_from(format!("encoding the result as Parquet failed: {e}"), e)
             }
         }
     }
@@ -436,7 +461,7 @@ pub(crate) fn database_error(error: sqlx::Error) -> ExtractError {
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
             ExtractError::unsupported(error.to_string())
         }
-        _ => ExtractError::internal(format!("the database driver failed: {error}")),
+        _ => ExtractError::internal_from(format!("the database driver failed: {error}"), error),
     }
 }
 
@@ -451,6 +476,17 @@ fn is_timeout_message(message: &str) -> bool {
 mod tests {
     use super::*;
     use arrow::datatypes::DataType;
+
+    #[test]
+    fn an_internal_error_keeps_the_driver_error_as_its_source() {
+        let error = database_error(sqlx::Error::RowNotFound);
+        assert_eq!(error.error_type, ErrorKind::Internal);
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(source.to_string(), sqlx::Error::RowNotFound.to_string());
+        let broken = database_error(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert_eq!(broken.error_type, ErrorKind::ConnectionFailed);
+        assert!(std::error::Error::source(&broken).is_none());
+    }
 
     #[test]
     fn duplicate_column_names_get_suffixes() {

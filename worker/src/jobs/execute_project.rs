@@ -288,6 +288,14 @@ async fn try_step(
         if let Some(why) = watch.reason() {
             return Err(why);
         }
+        if let Some(source) = &failure.source {
+            tracing::error!(
+                execution_id = %lease.execution_id,
+                step_id = %step.step_id,
+                cause = %chain(source.as_ref()),
+                "step failed on an internal error"
+            );
+        }
         let error = failure.error;
         if tries >= shared.retry.attempts
             || disposition(error.error_type, failure.code.as_deref()) == Disposition::Fail
@@ -390,12 +398,30 @@ fn step_error(error_type: ErrorKind, message: impl Into<String>) -> StepError {
 struct Failure {
     error: StepError,
     code: Option<String>,
+    /// What caused an `internal` error, for the log only.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl From<StepError> for Failure {
     fn from(error: StepError) -> Self {
-        Failure { error, code: None }
+        Failure {
+            error,
+            code: None,
+            source: None,
+        }
     }
+}
+
+/// `error` and each error that caused it, `: `-separated.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 /// Runs one step and returns its rows, bytes and object URL.
@@ -494,6 +520,7 @@ async fn run_step(
     let driver_error = |e: crate::pools::DriverError| Failure {
         error: step_error(e.failure.error_type, e.failure.message),
         code: e.failure.code,
+        source: None,
     };
     let source = match connector.connector_type.as_str() {
         "postgresql" | "redshift" => {
@@ -552,6 +579,7 @@ async fn run_step(
         .map_err(|e| Failure {
             error: step_error(e.error_type, e.message),
             code: e.code,
+            source: e.source,
         })?;
     Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
 }
