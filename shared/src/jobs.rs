@@ -17,6 +17,10 @@ pub const CONNECTOR_EVENTS: &str = "connector-events";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestConnectionJob {
     pub connector_uuid: String,
+    /// The connector's organization (empty in jobs queued by an older API;
+    /// SQLite connectors then fail with `invalid_config`).
+    #[serde(default)]
+    pub org_id: String,
     pub connector_type: String,
     pub config_version: i64,
     /// Non-secret fields.

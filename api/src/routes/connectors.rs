@@ -376,6 +376,7 @@ async fn run_test(state: &AppState, connector: &Connector) -> ApiResult<TestOutc
     let reply_to = format!("test-reply:{}", ulid::Ulid::new());
     let payload = TestConnectionJob {
         connector_uuid: connector.uuid.clone(),
+        org_id: connector.org_id.clone(),
         connector_type: connector.connector_type.clone(),
         config_version: connector.config_version,
         config: connector.config.clone(),

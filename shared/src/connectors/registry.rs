@@ -204,10 +204,12 @@ client secret are sealed and never returned. `headers` adds fixed, non-secret he
 are refused there: use `auth_type`). `timeout_seconds` bounds each request; `test_path` (e.g. `/health`) is \
 what a connection test requests (default: `base_url` itself).";
 
-const SQLITE_DOCS: &str = "Reads a SQLite database file, opened read-only. `path` is relative to the server's \
-`FERRY_SQLITE_DIR` (default `$FERRY_DATA_DIR/sqlite`); an absolute path is accepted only when it lies inside \
-that directory, which the worker checks after resolving symbolic links. `..` components, URI syntax and \
-`:memory:` are refused. Pool and timeout fields apply as for other databases.";
+const SQLITE_DOCS: &str = "Reads a SQLite database file, opened read-only. Each organization has its own folder \
+in the server's `FERRY_SQLITE_DIR` (default `$FERRY_DATA_DIR/sqlite`): `<FERRY_SQLITE_DIR>/<org_id>/`, and \
+`path` is relative to that folder; an absolute path is accepted only when it lies inside it, which the worker \
+checks after resolving symbolic links, so one organization never opens another's files. `..` components, URI \
+syntax and `:memory:` are refused. Steps only read: a statement that would write (including `VACUUM INTO` and \
+temporary tables) is refused with `invalid_query`. Pool and timeout fields apply as for other databases.";
 
 const BIGQUERY_DOCS: &str = "Runs SQL on Google BigQuery with the OAuth grant of the user who connected it \
 (scope `bigquery.readonly` by default). `project_id` is the project that runs (and is billed for) the jobs; \
@@ -777,7 +779,8 @@ fn sqlite() -> ConnectorType {
             "path",
             "Path",
             FieldKind::FilePath,
-            "Database file, relative to FERRY_SQLITE_DIR (an absolute path must lie inside it).",
+            "Database file, relative to the organization's folder FERRY_SQLITE_DIR/<org_id>/ \
+             (an absolute path must lie inside that folder).",
         )
         .required()
         .endpoint(),

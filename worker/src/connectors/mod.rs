@@ -30,6 +30,9 @@ pub use errors::{DriverError, ErrorType, Secrets};
 #[derive(Clone)]
 pub struct ConnectorSpec {
     pub uuid: String,
+    /// The organization that owns the connector (SQLite files are read from
+    /// its own folder of the SQLite directory).
+    pub org_id: String,
     pub connector_type: String,
     /// The connector's config version; pools are keyed by uuid + version.
     pub version: i64,
@@ -43,6 +46,7 @@ impl fmt::Debug for ConnectorSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectorSpec")
             .field("uuid", &self.uuid)
+            .field("org_id", &self.org_id)
             .field("connector_type", &self.connector_type)
             .field("version", &self.version)
             .field("config_keys", &self.config.keys().collect::<Vec<_>>())
@@ -64,7 +68,8 @@ pub struct NetworkPolicy {
     /// connections to loopback, private, link-local, unspecified and
     /// unique-local addresses are refused with `blocked_address`.
     pub allow_private_networks: bool,
-    /// The only directory SQLite connectors may open files in (read-only).
+    /// The SQLite directory: a connector opens files (read-only) only in
+    /// its organization's folder, `<sqlite_dir>/<org_id>/`.
     pub sqlite_dir: PathBuf,
 }
 
@@ -165,6 +170,7 @@ mod tests {
         config.insert("password".into(), Value::String("hunter2".into()));
         let spec = ConnectorSpec {
             uuid: "conn_1".into(),
+            org_id: "org_1".into(),
             connector_type: "postgresql".into(),
             version: 1,
             config,

@@ -1,7 +1,9 @@
-//! SQLite: read-only pools over files inside the worker's SQLite directory.
+//! SQLite: read-only pools over files inside the organization's folder of
+//! the worker's SQLite directory.
 //!
-//! `path` is relative to [`NetworkPolicy::sqlite_dir`] (or absolute inside
-//! it). `..` components are refused before anything touches the disk, and
+//! `path` is relative to `<`[`NetworkPolicy::sqlite_dir`]`>/<org_id>/` (or
+//! absolute inside that folder), so one organization never opens another's
+//! files. `..` components are refused before anything touches the disk, and
 //! the canonical path (symlinks resolved) must still be inside the
 //! directory. Files open with `SQLITE_OPEN_READONLY` and never get created.
 //!
@@ -40,7 +42,7 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<Sqlit
     let config = Config::new(&spec.config);
     let requested = config.required_name("path")?;
     let settings = config.pool_settings()?;
-    let path = resolve_path(&policy.sqlite_dir, requested)?;
+    let path = resolve_path(&org_dir(&policy.sqlite_dir, &spec.org_id)?, requested)?;
     let options = SqliteConnectOptions::new()
         .filename(&path)
         .read_only(true)
@@ -61,11 +63,31 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<Sqlit
     Ok(SqliteHandle { pool })
 }
 
+/// The organization's folder of the SQLite directory, `<dir>/<org_id>/`:
+/// tenants never read each other's files. The org id must be usable as one
+/// folder name as it stands.
+pub(crate) fn org_dir(dir: &Path, org_id: &str) -> Result<PathBuf, DriverError> {
+    let usable = !org_id.is_empty()
+        && org_id.len() <= 128
+        && org_id != "."
+        && org_id != ".."
+        && org_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !usable {
+        return Err(DriverError::invalid_config(
+            "the connector's organization id cannot name a folder of the worker's SQLite directory",
+        ));
+    }
+    Ok(dir.join(org_id))
+}
+
 /// The canonical path of `requested` if it names an existing regular file
-/// inside `dir`.
+/// inside `dir` (the organization's folder).
 pub(crate) fn resolve_path(dir: &Path, requested: &str) -> Result<PathBuf, DriverError> {
-    let escapes =
-        || DriverError::invalid_config("config.path must name a file inside the worker's SQLite directory");
+    let escapes = || {
+        DriverError::invalid_config("config.path must name a file inside the organization's SQLite folder")
+    };
     let requested_path = Path::new(requested);
     if requested_path
         .components()
@@ -73,9 +95,20 @@ pub(crate) fn resolve_path(dir: &Path, requested: &str) -> Result<PathBuf, Drive
     {
         return Err(escapes());
     }
-    let dir = dir
-        .canonicalize()
-        .map_err(|_| DriverError::unknown("the worker's SQLite directory is not available"))?;
+    let dir = match dir.canonicalize() {
+        Ok(dir) => dir,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DriverError::new(
+                ErrorType::DatabaseNotFound,
+                format!("no SQLite file at {requested} in the organization's SQLite folder"),
+            ));
+        }
+        Err(_) => {
+            return Err(DriverError::unknown(
+                "the worker's SQLite directory is not available",
+            ));
+        }
+    };
     let joined = if requested_path.is_absolute() {
         requested_path.to_path_buf()
     } else {
@@ -89,7 +122,7 @@ pub(crate) fn resolve_path(dir: &Path, requested: &str) -> Result<PathBuf, Drive
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Err(DriverError::new(
                 ErrorType::DatabaseNotFound,
-                format!("no SQLite file at {requested} in the worker's SQLite directory"),
+                format!("no SQLite file at {requested} in the organization's SQLite folder"),
             ));
         }
         Err(_) => {

@@ -501,6 +501,7 @@ async fn run_step(
         })?;
     let spec = ConnectorSpec {
         uuid: connector.uuid.clone(),
+        org_id: connector.org_id.clone(),
         connector_type: connector.connector_type.clone(),
         version: connector.config_version,
         config: merge(&connector.config, &secrets),

@@ -22,6 +22,7 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
         Ok(secrets) => {
             let spec = ConnectorSpec {
                 uuid: job.connector_uuid.clone(),
+                org_id: job.org_id.clone(),
                 connector_type: job.connector_type.clone(),
                 version: job.config_version,
                 config: merge(&job.config, &secrets),

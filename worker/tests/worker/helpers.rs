@@ -27,6 +27,18 @@ pub struct Harness {
     pub sqlite_dir: TempDir,
 }
 
+/// The organization of the connectors [`spec`] builds.
+pub const ORG: &str = "org_test";
+
+impl Harness {
+    /// `<sqlite_dir>/<org>/`, created: where `org`'s SQLite files go.
+    pub fn org_dir(&self, org: &str) -> PathBuf {
+        let dir = self.sqlite_dir.path().join(org);
+        std::fs::create_dir_all(&dir).expect("org dir");
+        dir
+    }
+}
+
 pub fn harness(allow_private_networks: bool) -> Harness {
     let sqlite_dir = tempfile::Builder::new()
         .prefix("ferry-sqlite-")
@@ -68,6 +80,7 @@ pub fn spec_with(uuid: &str, version: i64, connector_type: &str, config: Value) 
     };
     ConnectorSpec {
         uuid: uuid.to_owned(),
+        org_id: ORG.to_owned(),
         connector_type: connector_type.to_owned(),
         version,
         config,

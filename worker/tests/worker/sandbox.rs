@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{harness, maria_fixture, mariadb, pg_admin_at, pg_fixture, spec, unique, with};
+use crate::helpers::{ORG, harness, maria_fixture, mariadb, pg_admin_at, pg_fixture, spec, unique, with};
 
 /// A file:// result target in a temporary directory.
 struct Results {
@@ -116,15 +116,12 @@ async fn create_database(path: &Path) {
 #[tokio::test]
 async fn sqlite_vacuum_into_is_refused_and_writes_no_file() {
     let h = harness(false);
-    create_database(&h.sqlite_dir.path().join("data.db")).await;
+    create_database(&h.org_dir(ORG).join("data.db")).await;
     let spec = spec("sqlite", json!({"path": "data.db"}));
     let source = SqlSource::Sqlite(h.registry.sqlite(&spec).await.expect("pool"));
     let out = results();
     let elsewhere = tempfile::tempdir().expect("tempdir");
-    let targets = [
-        elsewhere.path().join("copy.db"),
-        h.sqlite_dir.path().join("copy.db"),
-    ];
+    let targets = [elsewhere.path().join("copy.db"), h.org_dir(ORG).join("copy.db")];
     for target in &targets {
         for sql in [
             format!("VACUUM INTO '{}'", target.display()),
@@ -142,7 +139,7 @@ async fn sqlite_vacuum_into_is_refused_and_writes_no_file() {
 #[tokio::test]
 async fn sqlite_steps_that_would_write_anything_are_refused_and_reads_still_run() {
     let h = harness(false);
-    create_database(&h.sqlite_dir.path().join("data.db")).await;
+    create_database(&h.org_dir(ORG).join("data.db")).await;
     let spec = spec("sqlite", json!({"path": "data.db"}));
     let source = SqlSource::Sqlite(h.registry.sqlite(&spec).await.expect("pool"));
     let out = results();
@@ -181,7 +178,7 @@ async fn sqlite_steps_that_would_write_anything_are_refused_and_reads_still_run(
 #[tokio::test]
 async fn sqlite_temp_tables_never_reach_the_next_step_on_the_pool() {
     let h = harness(false);
-    create_database(&h.sqlite_dir.path().join("data.db")).await;
+    create_database(&h.org_dir(ORG).join("data.db")).await;
     let spec = spec("sqlite", json!({"path": "data.db", "max_connections": 1}));
     let pool = h.registry.sqlite(&spec).await.expect("pool");
     let mut connection = pool.acquire().await.expect("acquire");

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
-use crate::helpers::{harness, spec};
+use crate::helpers::{ORG, harness, spec};
 
 async fn create_database(path: &Path) {
     let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
@@ -23,7 +23,7 @@ async fn create_database(path: &Path) {
 #[tokio::test]
 async fn sqlite_file_in_the_directory_opens_read_only_and_writes_through_the_pool_fail() {
     let h = harness(false);
-    create_database(&h.sqlite_dir.path().join("data.db")).await;
+    create_database(&h.org_dir(ORG).join("data.db")).await;
     let spec = spec("sqlite", json!({"path": "data.db"}));
 
     let outcome = h.registry.test(&spec).await;
@@ -46,7 +46,7 @@ async fn sqlite_file_in_the_directory_opens_read_only_and_writes_through_the_poo
         .and_then(|error| error.code())
         .map(|code| code.into_owned());
     assert_eq!(code.as_deref(), Some("8"), "SQLITE_READONLY");
-    let absolute = h.sqlite_dir.path().join("data.db");
+    let absolute = h.org_dir(ORG).join("data.db");
     let absolute_spec = crate::helpers::spec("sqlite", json!({"path": absolute.to_str().expect("utf-8")}));
     assert_eq!(
         h.registry.test(&absolute_spec).await.error,
@@ -64,7 +64,7 @@ async fn sqlite_paths_escaping_the_directory_are_refused() {
         .expect("outside dir");
     let secret = outside.path().join("secret.db");
     create_database(&secret).await;
-    std::os::unix::fs::symlink(&secret, h.sqlite_dir.path().join("link.db")).expect("symlink");
+    std::os::unix::fs::symlink(&secret, h.org_dir(ORG).join("link.db")).expect("symlink");
     let sibling = format!(
         "../{}/secret.db",
         outside
@@ -100,5 +100,50 @@ async fn sqlite_missing_file_is_database_not_found_and_is_not_created() {
         .error
         .expect("missing");
     assert_eq!(error.error_type, "database_not_found");
-    assert!(!h.sqlite_dir.path().join("missing.db").exists());
+    assert!(!h.org_dir(ORG).join("missing.db").exists());
+}
+
+fn org_spec(org: &str, path: &str) -> ferry_worker::connectors::ConnectorSpec {
+    let mut spec = spec("sqlite", json!({"path": path}));
+    spec.org_id = org.to_owned();
+    spec
+}
+
+#[tokio::test]
+async fn one_organization_cannot_open_another_organizations_sqlite_files() {
+    let h = harness(false);
+    let secret = h.org_dir("org_a").join("secret.db");
+    create_database(&secret).await;
+    create_database(&h.sqlite_dir.path().join("top.db")).await;
+    let org_b = h.org_dir("org_b");
+    std::os::unix::fs::symlink(&secret, org_b.join("link.db")).expect("symlink");
+
+    assert_eq!(h.registry.test(&org_spec("org_a", "secret.db")).await.error, None);
+    let absolute = secret.to_str().expect("utf-8");
+    for (path, expected) in [
+        ("../org_a/secret.db", "invalid_config"),
+        (absolute, "invalid_config"),
+        ("link.db", "invalid_config"),
+        ("org_a/secret.db", "database_not_found"),
+        ("secret.db", "database_not_found"),
+        ("../top.db", "invalid_config"),
+        ("top.db", "database_not_found"),
+    ] {
+        let error = h
+            .registry
+            .test(&org_spec("org_b", path))
+            .await
+            .error
+            .unwrap_or_else(|| panic!("{path}: org_b opened it"));
+        assert_eq!(error.error_type, expected, "{path}: {error:?}");
+    }
+    for org in ["", "..", "org_a/../org_a", "/tmp"] {
+        let error = h
+            .registry
+            .test(&org_spec(org, "secret.db"))
+            .await
+            .error
+            .unwrap_or_else(|| panic!("{org:?}: opened"));
+        assert_eq!(error.error_type, "invalid_config", "{org:?}");
+    }
 }
