@@ -26,6 +26,7 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use ferry_shared::domain::ErrorKind;
 use ferry_shared::domain::params::{BoundQuery, ParamValue};
 use futures::Stream;
 use sqlx::pool::PoolConnection;
@@ -50,32 +51,72 @@ pub(super) async fn extract(
     out: &mut Output<'_>,
 ) -> Result<ReadPath, ExtractError> {
     let mut cancel = Cancellable::new(out.cancel());
-    let mut session = Session::open(pool, &mut cancel).await?;
+    // Numeric columns read as exact text because a value had no decimal
+    // form (NaN, ±Infinity, too many digits): see `design.md`.
+    let mut exact_text: Vec<usize> = Vec::new();
+    loop {
+        match read(pool, query, out, &mut cancel, &exact_text).await {
+            Ok(path) => return Ok(path),
+            Err(Attempt::Widen(column)) if !exact_text.contains(&column) => {
+                tracing::info!(
+                    column,
+                    "a numeric value has no decimal form; reading again with the column as exact text"
+                );
+                exact_text.push(column);
+                // Nothing was published: the object appears only at finish.
+                if let Some(sink) = out.sink.take() {
+                    sink.abort().await;
+                }
+            }
+            Err(Attempt::Widen(column)) => {
+                return Err(ExtractError::internal(format!(
+                    "column {column} was already read as text and still has no text form"
+                )));
+            }
+            Err(Attempt::Refused(reason)) => {
+                return Err(ExtractError::internal(format!("COPY refused: {reason}")));
+            }
+            Err(Attempt::Failed(error)) => return Err(error),
+        }
+    }
+}
+
+/// One read of the query: describe, then COPY or the extended protocol.
+async fn read(
+    pool: &PgPool,
+    query: &BoundQuery,
+    out: &mut Output<'_>,
+    cancel: &mut Cancellable<'_>,
+    exact_text: &[usize],
+) -> Result<ReadPath, Attempt> {
+    let mut session = Session::open(pool, cancel).await?;
     let use_copy = !query.is_parameterised() && out.options().postgres_copy && session.copy_capable();
-    let columns = session.describe(query, use_copy, &mut cancel).await?;
-    let schema = out.start(columns.iter().map(ColumnSpec::field).collect())?;
+    let plan = session.describe(query, use_copy, exact_text, cancel).await?;
+    let schema = out.start(plan.columns.iter().map(ColumnSpec::field).collect())?;
     if use_copy {
-        match session.copy(query, &columns, &schema, out, &mut cancel).await {
+        match session.copy(&plan, &schema, out, cancel).await {
             Err(Attempt::Refused(reason)) => {
                 tracing::debug!(%reason, "COPY refused; reading through the extended protocol");
                 // A refused COPY leaves a ReadyForQuery sqlx does not expect:
                 // that connection is closed and a fresh one used.
                 session.discard().await;
-                session = Session::open(pool, &mut cancel).await?;
+                session = Session::open(pool, cancel).await?;
             }
-            Err(Attempt::Failed(error)) => return Err(error),
+            Err(other) => return Err(other),
             Ok(()) => return Ok(ReadPath::PostgresCopy),
         }
     }
-    session
-        .extended(query, &columns, &schema, out, &mut cancel)
-        .await?;
+    session.extended(query, &plan, &schema, out, cancel).await?;
     Ok(ReadPath::PostgresExtended)
 }
 
+#[derive(Debug)]
 enum Attempt {
     /// COPY was refused before any row was read: try the extended protocol.
     Refused(String),
+    /// A value of this numeric column has no decimal form: read again with
+    /// the column as exact text.
+    Widen(usize),
     Failed(ExtractError),
 }
 
@@ -83,6 +124,15 @@ impl From<ExtractError> for Attempt {
     fn from(error: ExtractError) -> Self {
         Attempt::Failed(error)
     }
+}
+
+/// What to run and how to decode it: the query as written, or, when some
+/// columns have no native mapping, the query wrapped so that the server
+/// casts exactly those columns to text.
+struct Plan {
+    columns: Vec<ColumnSpec>,
+    /// The statement to run (no trailing `;` or comment).
+    sql: String,
 }
 
 /// One pooled connection and the server process behind it.
@@ -126,6 +176,10 @@ impl<'p> Session<'p> {
     }
 
     /// Prepares the query to learn its columns and maps them to Arrow.
+    /// Columns without a native mapping are cast to text by the server: the
+    /// query is wrapped (`SELECT c1, c2::text FROM (query) AS q(c1, c2)`)
+    /// and that statement prepared too, so the rows are still read once.
+    /// `exact_text` lists numeric columns to read as exact text.
     ///
     /// sqlx reuses a cached statement's columns, which go stale when a
     /// table's column types change under a live connection. Executing a
@@ -136,8 +190,9 @@ impl<'p> Session<'p> {
         &mut self,
         query: &BoundQuery,
         fresh: bool,
+        exact_text: &[usize],
         cancel: &mut Cancellable<'_>,
-    ) -> Result<Vec<ColumnSpec>, ExtractError> {
+    ) -> Result<Plan, ExtractError> {
         let types: Vec<PgTypeInfo> = query.params.iter().map(param_type).collect();
         let conn = self.conn()?;
         if fresh {
@@ -146,45 +201,127 @@ impl<'p> Session<'p> {
                 .await?
                 .map_err(database_error)?;
         }
-        let statement = cancel
+        let prepared = cancel
             .run(conn.prepare_with(
-                AssertSqlSafe(statement_text(query, &types)).into_sql_str(),
+                AssertSqlSafe(statement_text(&query.sql, &types)).into_sql_str(),
                 &types,
             ))
-            .await?
-            .map_err(database_error)?;
-        let typmods = cancel.run(typmods(conn, statement.columns())).await?;
-        statement
-            .columns()
-            .iter()
-            .map(|column| {
-                let typmod = typmods.get(&column.ordinal()).copied().unwrap_or(-1);
-                let kind = PgKind::resolve(column.type_info(), typmod).map_err(|type_name| {
-                    ExtractError::unsupported(format!(
-                        "column \"{}\" has type {type_name}, which Ferry cannot export yet; cast it in the query \
-                         (for example \"{}\"::text)",
-                        column.name(),
-                        column.name()
-                    ))
-                })?;
-                Ok(ColumnSpec { name: column.name().to_owned(), kind })
+            .await?;
+        // The result columns: name, type, type modifier, and a cast already
+        // decided on.
+        let described: Vec<(String, PgTypeInfo, i32, Option<Cast>)> = match prepared {
+            Ok(statement) => {
+                let typmods = cancel.run(typmods(conn, statement.columns())).await?;
+                statement
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        let typmod = typmods.get(&c.ordinal()).copied().unwrap_or(-1);
+                        (c.name().to_owned(), c.type_info().clone(), typmod, None)
+                    })
+                    .collect()
+            }
+            Err(error @ sqlx::Error::Database(_)) => return Err(database_error(error)),
+            Err(error) if unresolvable_type(&error) => {
+                tracing::debug!(%error, "sqlx cannot look up a column type; describing through the simple protocol");
+                let untyped = cancel.run(describe_untyped(conn, query, &types)).await??;
+                let casts: Vec<Option<Cast>> = untyped.iter().map(|(_, _, cast)| *cast).collect();
+                let sql = wrap_with_casts(&query.sql, &casts);
+                let statement = cancel
+                    .run(
+                        conn.prepare_with(AssertSqlSafe(statement_text(&sql, &types)).into_sql_str(), &types),
+                    )
+                    .await?
+                    .map_err(database_error)?;
+                if statement.columns().len() != untyped.len() {
+                    return Err(ExtractError::internal(
+                        "the wrapped query describes other columns",
+                    ));
+                }
+                untyped
+                    .into_iter()
+                    .zip(statement.columns())
+                    .map(|((name, typmod, cast), c)| (name, c.type_info().clone(), typmod, cast))
+                    .collect()
+            }
+            Err(error) => return Err(database_error(error)),
+        };
+        let money_scale = if described.iter().any(|(_, info, _, _)| involves_money(info)) {
+            cancel.run(money_scale(conn)).await??
+        } else {
+            2
+        };
+        let columns: Vec<ColumnSpec> = described
+            .into_iter()
+            .enumerate()
+            .map(|(ordinal, (name, info, typmod, cast))| {
+                let (mut kind, cast) = match cast {
+                    Some(Cast::Text) => (PgKind::Text, cast),
+                    Some(Cast::TextArray) => (PgKind::text_array(), cast),
+                    None => PgKind::resolve(&info, typmod, money_scale),
+                };
+                if exact_text.contains(&ordinal) {
+                    kind = kind.numeric_as_text();
+                }
+                ColumnSpec {
+                    name,
+                    type_name: info.name().to_owned(),
+                    kind,
+                    cast,
+                }
             })
-            .collect()
+            .collect();
+        if columns.iter().all(|c| c.cast.is_none()) {
+            return Ok(Plan {
+                columns,
+                sql: trim_statement(&query.sql).to_owned(),
+            });
+        }
+        let casts: Vec<Option<Cast>> = columns.iter().map(|c| c.cast).collect();
+        let sql = wrap_with_casts(&query.sql, &casts);
+        let wrapped = cancel
+            .run(conn.prepare_with(AssertSqlSafe(statement_text(&sql, &types)).into_sql_str(), &types))
+            .await?;
+        let cast_ok = |statement: &sqlx::postgres::PgStatement| {
+            statement.columns().len() == columns.len()
+                && statement
+                    .columns()
+                    .iter()
+                    .zip(&columns)
+                    .all(|(c, spec)| match spec.cast {
+                        None => true,
+                        Some(Cast::Text) => c.type_info().oid().map(|o| o.0) == Some(oid::TEXT),
+                        Some(Cast::TextArray) => c.type_info().oid().map(|o| o.0) == Some(oid::TEXT_ARRAY),
+                    })
+        };
+        match wrapped {
+            Ok(statement) if cast_ok(&statement) => Ok(Plan { columns, sql }),
+            outcome => {
+                let reason = match outcome {
+                    Err(error) => database_error(error).message,
+                    Ok(_) => "the wrapped query describes other columns".to_owned(),
+                };
+                let Some(column) = columns.iter().find(|c| c.cast.is_some()) else {
+                    return Err(ExtractError::internal("no column needed a cast"));
+                };
+                Err(ExtractError::unsupported(format!(
+                    "column \"{}\" has type {}, which is exported as the server's text, but this statement \
+                     cannot be wrapped to cast it ({reason}); cast it in the query (for example \"{}\"::text)",
+                    column.name, column.type_name, column.name
+                )))
+            }
+        }
     }
 
     /// Binary COPY of the query, decoded as it streams.
     async fn copy(
         &mut self,
-        query: &BoundQuery,
-        columns: &[ColumnSpec],
+        plan: &Plan,
         schema: &SchemaRef,
         out: &mut Output<'_>,
         cancel: &mut Cancellable<'_>,
     ) -> Result<(), Attempt> {
-        let statement = format!(
-            "COPY (\n{}\n) TO STDOUT WITH (FORMAT binary)",
-            trim_statement(&query.sql)
-        );
+        let statement = format!("COPY (\n{}\n) TO STDOUT WITH (FORMAT binary)", plan.sql);
         let mut clean = false;
         self.busy = true;
         let result = async {
@@ -197,7 +334,7 @@ impl<'p> Session<'p> {
                 }
                 Err(error) => return Err(Attempt::Failed(database_error(error))),
             };
-            let mut batch = BatchDecoder::new(columns, schema.clone());
+            let mut batch = BatchDecoder::new(&plan.columns, schema.clone());
             let mut parser = CopyParser::default();
             stream_batches(stream, &mut clean, cancel, out, &mut batch, |chunk, batch| {
                 parser.feed(chunk, batch)
@@ -217,21 +354,26 @@ impl<'p> Session<'p> {
     async fn extended(
         &mut self,
         query: &BoundQuery,
-        columns: &[ColumnSpec],
+        plan: &Plan,
         schema: &SchemaRef,
         out: &mut Output<'_>,
         cancel: &mut Cancellable<'_>,
-    ) -> Result<(), ExtractError> {
+    ) -> Result<(), Attempt> {
         let types: Vec<PgTypeInfo> = query.params.iter().map(param_type).collect();
+        // The query as written unless it had to be wrapped (a trailing
+        // comment or `;` is harmless here, and utility statements such as
+        // SHOW cannot be wrapped).
+        let sql = if plan.columns.iter().any(|c| c.cast.is_some()) {
+            plan.sql.as_str()
+        } else {
+            query.sql.as_str()
+        };
         let mut clean = false;
         self.busy = true;
         let result = async {
             let conn = self.conn()?;
             let statement = cancel
-                .run(conn.prepare_with(
-                    AssertSqlSafe(statement_text(query, &types)).into_sql_str(),
-                    &types,
-                ))
+                .run(conn.prepare_with(AssertSqlSafe(statement_text(sql, &types)).into_sql_str(), &types))
                 .await?
                 .map_err(database_error)?;
             let mut bound = statement.query();
@@ -246,7 +388,7 @@ impl<'p> Session<'p> {
                 };
             }
             let stream = bound.fetch(&mut *conn);
-            let mut batch = BatchDecoder::new(columns, schema.clone());
+            let mut batch = BatchDecoder::new(&plan.columns, schema.clone());
             stream_batches(
                 stream,
                 &mut clean,
@@ -344,10 +486,10 @@ async fn stream_batches<S, T, D>(
     out: &mut Output<'_>,
     batch: &mut BatchDecoder,
     mut decode: D,
-) -> Result<(), ExtractError>
+) -> Result<(), Attempt>
 where
     S: Stream<Item = Result<T, sqlx::Error>> + Unpin,
-    D: FnMut(T, &mut BatchDecoder) -> Result<(), ExtractError>,
+    D: FnMut(T, &mut BatchDecoder) -> Result<(), Attempt>,
 {
     let (batch_rows, batch_bytes) = (out.options().batch_rows.max(1), out.options().batch_bytes.max(1));
     loop {
@@ -363,7 +505,7 @@ where
                 // one caused by a stale cached statement (0A000) would recur
                 // on it, so that connection is closed instead.
                 *clean = matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() != Some("0A000"));
-                return Err(database_error(error));
+                return Err(database_error(error).into());
             }
             None => {
                 *clean = true;
@@ -378,10 +520,181 @@ where
     Ok(())
 }
 
-/// Strips trailing whitespace and semicolons so the query can sit inside
-/// `COPY ( … )`.
+/// What a stretch of SQL text is, for [`lex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// Whitespace or a comment (`--`, nested `/* */`).
+    Blank,
+    /// A `;`.
+    Semicolon,
+    /// A string, quoted name or dollar-quoted string, whole.
+    Quoted,
+    /// A parameter (`$1`).
+    Param,
+    /// Anything else, one character at a time.
+    Code,
+}
+
+/// Splits PostgreSQL SQL text into tokens, enough to tell code from
+/// strings, quoted names, dollar quotes and comments.
+fn lex(sql: &str) -> Vec<(std::ops::Range<usize>, Token)> {
+    let bytes = sql.as_bytes();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        let start = i;
+        let token = match c {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c => {
+                i += 1;
+                Token::Blank
+            }
+            b';' => {
+                i += 1;
+                Token::Semicolon
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| i + p + 1);
+                Token::Blank
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                while i < bytes.len() {
+                    if bytes[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if bytes[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                // An unterminated comment is left to the server.
+                if depth > 0 { Token::Code } else { Token::Blank }
+            }
+            b'\'' | b'"' => {
+                let escapes = c == b'\''
+                    && i > 0
+                    && bytes[i - 1].eq_ignore_ascii_case(&b'e')
+                    && (i < 2 || !is_word(bytes[i - 2]));
+                i += 1;
+                while let Some(&b) = bytes.get(i) {
+                    i += 1;
+                    if escapes && b == b'\\' {
+                        i += 1;
+                    } else if b == c {
+                        if bytes.get(i) == Some(&c) {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                i = i.min(bytes.len());
+                Token::Quoted
+            }
+            b'$' if i == 0 || !is_word(bytes[i - 1]) => {
+                let mut t = i + 1;
+                while bytes.get(t).is_some_and(|&b| is_word(b) && b != b'$') {
+                    t += 1;
+                }
+                if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    // `$1`: a parameter.
+                    i += 1;
+                    while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                        i += 1;
+                    }
+                    Token::Param
+                } else if bytes.get(t) == Some(&b'$') {
+                    // `$tag$ … $tag$`
+                    let tag = &sql[i..=t];
+                    i = sql[t + 1..]
+                        .find(tag)
+                        .map_or(bytes.len(), |p| t + 1 + p + tag.len());
+                    Token::Quoted
+                } else {
+                    i += 1;
+                    Token::Code
+                }
+            }
+            _ => {
+                // Identifiers and numbers whole, so `a$1` stays one word.
+                i += 1;
+                if is_word(c) {
+                    while bytes.get(i).is_some_and(|&b| is_word(b)) {
+                        i += 1;
+                    }
+                }
+                Token::Code
+            }
+        };
+        tokens.push((start..i, token));
+    }
+    tokens
+}
+
+/// The statement without what follows its last token: whitespace, `;` and
+/// comments (`--` or `/* */`), so that it can sit inside `COPY ( … )` or a
+/// subquery. Strings, quoted names and dollar quotes are skipped whole, so
+/// a `;` or `--` inside them does not count.
 fn trim_statement(sql: &str) -> &str {
-    sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';')
+    let end = lex(sql)
+        .iter()
+        .rev()
+        .find(|(_, token)| !matches!(token, Token::Blank | Token::Semicolon))
+        .map_or(0, |(range, _)| range.end);
+    &sql[..end]
+}
+
+/// The statement with each parameter `$n` replaced by `(NULL::type)`, for
+/// describing it through the simple protocol (which has no parameters).
+fn with_null_params(sql: &str, types: &[PgTypeInfo]) -> Result<String, ExtractError> {
+    let mut out = String::with_capacity(sql.len());
+    for (range, token) in lex(sql) {
+        let text = &sql[range];
+        if token != Token::Param {
+            out.push_str(text);
+            continue;
+        }
+        let ty = text[1..]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| types.get(n.checked_sub(1)?))
+            .ok_or_else(|| {
+                ExtractError::new(ErrorKind::InvalidQuery, format!("there is no parameter {text}"))
+            })?;
+        out.push_str(&format!("(NULL::{})", ty.name()));
+    }
+    Ok(out)
+}
+
+/// `SELECT c1, c2::text, c3::text[] FROM (<query>) AS ferry_q(c1, c2, c3)`:
+/// the server casts the columns without a native mapping. The alias list
+/// names every column, so duplicate or odd names in the query do not matter.
+fn wrap_with_casts(sql: &str, casts: &[Option<Cast>]) -> String {
+    let select: Vec<String> = casts
+        .iter()
+        .enumerate()
+        .map(|(i, cast)| match cast {
+            None => format!("c{}", i + 1),
+            Some(Cast::Text) => format!("c{}::text", i + 1),
+            Some(Cast::TextArray) => format!("c{}::text[]", i + 1),
+        })
+        .collect();
+    let names: Vec<String> = (1..=casts.len()).map(|i| format!("c{i}")).collect();
+    format!(
+        "SELECT {} FROM (\n{}\n) AS ferry_q({})",
+        select.join(", "),
+        trim_statement(sql),
+        names.join(", ")
+    )
 }
 
 /// The text the statement is prepared under. sqlx caches prepared
@@ -390,12 +703,101 @@ fn trim_statement(sql: &str) -> &str {
 /// in a trailing comment, so that the same SQL bound with other types (a
 /// step whose parameter declaration changed) is prepared anew. The comment
 /// holds type names only, never values.
-fn statement_text(query: &BoundQuery, types: &[PgTypeInfo]) -> String {
+fn statement_text(sql: &str, types: &[PgTypeInfo]) -> String {
     if types.is_empty() {
-        return query.sql.clone();
+        return sql.to_owned();
     }
     let names: Vec<&str> = types.iter().map(TypeInfo::name).collect();
-    format!("{}\n/* ferry parameters: {} */", query.sql, names.join(", "))
+    format!("{sql}\n/* ferry parameters: {} */", names.join(", "))
+}
+
+/// Whether preparing failed because sqlx could not look up a column's type
+/// (it refuses internal-use types such as `pg_node_tree`, category `Z`,
+/// and multiranges).
+fn unresolvable_type(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. }
+    )
+}
+
+/// The result columns of a query whose types sqlx cannot all look up:
+/// name, type modifier and, for the types sqlx does not know, a cast to
+/// text (`text[]` for arrays). The simple protocol does not look types up;
+/// the query runs with `LIMIT 0` under a one-row outer join so that exactly
+/// one row, all nulls, carries the description. Parameters become typed
+/// nulls.
+async fn describe_untyped(
+    conn: &mut PgConnection,
+    query: &BoundQuery,
+    types: &[PgTypeInfo],
+) -> Result<Vec<(String, i32, Option<Cast>)>, ExtractError> {
+    let inner = with_null_params(trim_statement(&query.sql), types)?;
+    let sql = format!(
+        "SELECT ferry_q.* FROM (SELECT 1) AS ferry_one LEFT JOIN (SELECT * FROM (\n{inner}\n) AS ferry_i LIMIT 0) \
+         AS ferry_q ON true"
+    );
+    let row = sqlx::raw_sql(AssertSqlSafe(sql))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(database_error)?
+        .ok_or_else(|| ExtractError::internal("describing the query returned no row"))?;
+    let columns = row.columns();
+    let typmods = typmods(conn, columns).await;
+    let unknown: Vec<i64> = columns
+        .iter()
+        .filter(|c| !resolved(c.type_info()))
+        .filter_map(|c| c.type_info().oid().map(|o| i64::from(o.0)))
+        .collect();
+    let arrays: Vec<i64> = sqlx::query_scalar(
+        "SELECT oid::int8 FROM pg_catalog.pg_type WHERE oid = ANY($1::int8[]::oid[]) AND typcategory = 'A'",
+    )
+    .bind(&unknown)
+    .persistent(false)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(database_error)?;
+    Ok(columns
+        .iter()
+        .map(|c| {
+            let info = c.type_info();
+            let cast = (!resolved(info)).then(|| {
+                let oid = info.oid().map_or(0, |o| i64::from(o.0));
+                if arrays.contains(&oid) {
+                    Cast::TextArray
+                } else {
+                    Cast::Text
+                }
+            });
+            let typmod = typmods.get(&c.ordinal()).copied().unwrap_or(-1);
+            (c.name().to_owned(), typmod, cast)
+        })
+        .collect())
+}
+
+/// The number of fractional digits of `money` in this session: its binary
+/// form counts minor units of the current `lc_monetary`, and the money →
+/// numeric cast uses the same digits.
+async fn money_scale(conn: &mut PgConnection) -> Result<i8, ExtractError> {
+    let scale: i32 = sqlx::query_scalar("SELECT scale('0'::money::numeric)")
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(database_error)?;
+    i8::try_from(scale)
+        .ok()
+        .filter(|s| (0..=10).contains(s))
+        .ok_or_else(|| ExtractError::internal(format!("money has {scale} fractional digits")))
+}
+
+fn involves_money(info: &PgTypeInfo) -> bool {
+    if !resolved(info) {
+        return false;
+    }
+    match info.kind() {
+        PgTypeKind::Array(element) | PgTypeKind::Domain(element) => involves_money(element),
+        _ => info.oid().map(|o| o.0) == Some(oid::MONEY),
+    }
 }
 
 fn param_type(value: &ParamValue) -> PgTypeInfo {
@@ -463,6 +865,9 @@ async fn typmods(conn: &mut PgConnection, columns: &[PgColumn]) -> HashMap<usize
 }
 
 fn uses_typmod(info: &PgTypeInfo) -> bool {
+    if !resolved(info) {
+        return false;
+    }
     match info.kind() {
         PgTypeKind::Array(element) => uses_typmod(element),
         _ => info.oid().map(|o| o.0) == Some(oid::NUMERIC),
@@ -494,9 +899,15 @@ mod oid {
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
     pub const JSONB: u32 = 3802;
+    pub const TEXT_ARRAY: u32 = 1009;
+    pub const MONEY: u32 = 790;
+    pub const INET: u32 = 869;
+    pub const CIDR: u32 = 650;
+    pub const MACADDR: u32 = 829;
+    pub const MACADDR8: u32 = 774;
 }
 
-/// How a column's binary values are decoded, and into which Arrow type.
+/// How a column\'s binary values are decoded, and into which Arrow type.
 #[derive(Debug, Clone, PartialEq)]
 enum PgKind {
     Bool,
@@ -512,9 +923,11 @@ enum PgKind {
         precision: u8,
         scale: i8,
     },
-    /// numeric wider than Decimal128 → its exact text.
+    /// numeric wider than Decimal128, or holding NaN / ±Infinity / more
+    /// digits than the decimal → its exact text.
     NumericText,
-    /// text, varchar, bpchar, name, json, xml, enums, citext.
+    /// text, varchar, bpchar, name, json, xml, enums, citext, and every
+    /// column the server casts to text.
     Text,
     /// `"char"`: one byte.
     Char,
@@ -523,6 +936,15 @@ enum PgKind {
     Bytea,
     /// uuid → its canonical lowercase text.
     Uuid,
+    /// inet and cidr → their canonical text (`10.0.0.1`, `10.0.0.0/8`).
+    Inet,
+    /// macaddr and macaddr8 → `08:00:2b:01:02:03`.
+    MacAddr,
+    /// money → Decimal128(19, scale): its binary form is an int8 count of
+    /// minor units, `scale` the session's `lc_monetary` fractional digits.
+    Money {
+        scale: i8,
+    },
     Date,
     Time,
     Timestamp {
@@ -534,9 +956,32 @@ enum PgKind {
     },
 }
 
+/// What the server casts a column to before sending it (types without a
+/// native mapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cast {
+    /// `::text`, the type's own text output.
+    Text,
+    /// `::text[]`: arrays of such types, element by element.
+    TextArray,
+}
+
 impl PgKind {
-    /// The mapping of `design.md`; `Err` carries the type's name.
-    fn resolve(info: &PgTypeInfo, typmod: i32) -> Result<PgKind, String> {
+    /// The mapping of `design.md`: a native decoding, or text cast by the
+    /// server.
+    fn resolve(info: &PgTypeInfo, typmod: i32, money_scale: i8) -> (PgKind, Option<Cast>) {
+        if let Some(kind) = PgKind::native(info, typmod, money_scale) {
+            return (kind, None);
+        }
+        if is_array(info) {
+            (PgKind::text_array(), Some(Cast::TextArray))
+        } else {
+            (PgKind::Text, Some(Cast::Text))
+        }
+    }
+
+    /// A native decoding of the type's binary form, if there is one.
+    fn native(info: &PgTypeInfo, typmod: i32, money_scale: i8) -> Option<PgKind> {
         let kind = match info.oid().map(|o| o.0) {
             Some(oid::BOOL) => PgKind::Bool,
             Some(oid::BYTEA) => PgKind::Bytea,
@@ -557,10 +1002,14 @@ impl PgKind {
             Some(oid::NUMERIC) => numeric_kind(typmod),
             Some(oid::UUID) => PgKind::Uuid,
             Some(oid::JSONB) => PgKind::Jsonb,
+            Some(oid::INET | oid::CIDR) => PgKind::Inet,
+            Some(oid::MACADDR | oid::MACADDR8) => PgKind::MacAddr,
+            Some(oid::MONEY) => PgKind::Money { scale: money_scale },
+            _ if !resolved(info) => return None,
             _ => match info.kind() {
                 PgTypeKind::Array(element) if !matches!(element.kind(), PgTypeKind::Array(_)) => {
-                    let element_oid = element.oid().map(|o| o.0).ok_or_else(|| info.name().to_owned())?;
-                    let element = PgKind::resolve(element, typmod).map_err(|_| info.name().to_owned())?;
+                    let element_oid = element.oid()?.0;
+                    let element = PgKind::native(element, typmod, money_scale)?;
                     PgKind::Array {
                         element_oid,
                         element: Box::new(element),
@@ -569,12 +1018,32 @@ impl PgKind {
                 // An enum's binary form is its label.
                 PgTypeKind::Enum(_) => PgKind::Text,
                 // A domain is sent as its base type.
-                PgTypeKind::Domain(base) => PgKind::resolve(base, -1).map_err(|_| info.name().to_owned())?,
+                PgTypeKind::Domain(base) => PgKind::native(base, -1, money_scale)?,
                 PgTypeKind::Simple if info.name().eq_ignore_ascii_case("citext") => PgKind::Text,
-                _ => return Err(info.name().to_owned()),
+                _ => return None,
             },
         };
-        Ok(kind)
+        Some(kind)
+    }
+
+    /// `text[]` → List<Utf8>.
+    fn text_array() -> PgKind {
+        PgKind::Array {
+            element_oid: oid::TEXT,
+            element: Box::new(PgKind::Text),
+        }
+    }
+
+    /// The same kind with numerics (also inside arrays) read as exact text.
+    fn numeric_as_text(self) -> PgKind {
+        match self {
+            PgKind::Numeric { .. } => PgKind::NumericText,
+            PgKind::Array { element_oid, element } => PgKind::Array {
+                element_oid,
+                element: Box::new(element.numeric_as_text()),
+            },
+            other => other,
+        }
     }
 
     fn data_type(&self) -> DataType {
@@ -586,9 +1055,14 @@ impl PgKind {
             PgKind::Float4 => DataType::Float32,
             PgKind::Float8 => DataType::Float64,
             PgKind::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
-            PgKind::NumericText | PgKind::Text | PgKind::Char | PgKind::Jsonb | PgKind::Uuid => {
-                DataType::Utf8
-            }
+            PgKind::Money { scale } => DataType::Decimal128(MONEY_PRECISION, *scale),
+            PgKind::NumericText
+            | PgKind::Text
+            | PgKind::Char
+            | PgKind::Jsonb
+            | PgKind::Uuid
+            | PgKind::Inet
+            | PgKind::MacAddr => DataType::Utf8,
             PgKind::Bytea => DataType::Binary,
             PgKind::Date => DataType::Date32,
             PgKind::Time => DataType::Time64(TimeUnit::Microsecond),
@@ -597,6 +1071,27 @@ impl PgKind {
             }
             PgKind::Array { element, .. } => DataType::List(item_field(element)),
         }
+    }
+}
+
+/// Digits of the largest int8: every money value fits.
+const MONEY_PRECISION: u8 = 19;
+
+/// Whether sqlx knows the type (its kind may be asked for); types it could
+/// not look up are only an OID, named `?`.
+fn resolved(info: &PgTypeInfo) -> bool {
+    info.name() != "?"
+}
+
+/// An array type, or a domain over one.
+fn is_array(info: &PgTypeInfo) -> bool {
+    if !resolved(info) {
+        return false;
+    }
+    match info.kind() {
+        PgTypeKind::Array(_) => true,
+        PgTypeKind::Domain(base) => is_array(base),
+        _ => false,
     }
 }
 
@@ -635,7 +1130,11 @@ fn numeric_kind(typmod: i32) -> PgKind {
 #[derive(Debug, Clone)]
 struct ColumnSpec {
     name: String,
+    /// The server's name of its type (for messages).
+    type_name: String,
     kind: PgKind,
+    /// Set when the server casts it to text first.
+    cast: Option<Cast>,
 }
 
 impl ColumnSpec {
@@ -667,23 +1166,23 @@ impl BatchDecoder {
         }
     }
 
-    fn push(&mut self, column: usize, value: Option<&[u8]>) -> Result<(), ExtractError> {
+    fn push(&mut self, column: usize, value: Option<&[u8]>) -> Result<(), Attempt> {
         let Some(decoder) = self.decoders.get_mut(column) else {
             return Err(ExtractError::internal(format!(
                 "the server sent a value for unknown column {column}"
-            )));
+            ))
+            .into());
         };
-        decoder
-            .push(value)
-            .map_err(|error| error.in_column(&self.names[column]))
+        decoder.push(value).map_err(|error| match error {
+            DecodeError::NoDecimal => Attempt::Widen(column),
+            error => Attempt::Failed(error.in_column(&self.names[column])),
+        })
     }
 
     /// One row of the extended protocol (its values are in binary format).
-    fn push_row(&mut self, row: &sqlx::postgres::PgRow) -> Result<(), ExtractError> {
+    fn push_row(&mut self, row: &sqlx::postgres::PgRow) -> Result<(), Attempt> {
         if row.len() != self.decoders.len() {
-            return Err(ExtractError::internal(
-                "the row does not have the described columns",
-            ));
+            return Err(ExtractError::internal("the row does not have the described columns").into());
         }
         for column in 0..self.decoders.len() {
             let value = row.try_get_raw(column).map_err(database_error)?;
@@ -742,7 +1241,7 @@ struct CopyParser {
 const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 impl CopyParser {
-    fn feed(&mut self, chunk: bytes::Bytes, batch: &mut BatchDecoder) -> Result<(), ExtractError> {
+    fn feed(&mut self, chunk: bytes::Bytes, batch: &mut BatchDecoder) -> Result<(), Attempt> {
         if self.carry.is_empty() {
             let used = self.parse(&chunk, batch)?;
             if used < chunk.len() {
@@ -759,7 +1258,7 @@ impl CopyParser {
     }
 
     /// Parses every complete tuple of `buf`; returns the bytes consumed.
-    fn parse(&mut self, buf: &[u8], batch: &mut BatchDecoder) -> Result<usize, ExtractError> {
+    fn parse(&mut self, buf: &[u8], batch: &mut BatchDecoder) -> Result<usize, Attempt> {
         let mut pos = 0;
         if !self.header_done {
             if buf.len() < COPY_SIGNATURE.len() + 8 {
@@ -768,7 +1267,8 @@ impl CopyParser {
             if &buf[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
                 return Err(ExtractError::internal(
                     "the COPY stream does not start with the binary signature",
-                ));
+                )
+                .into());
             }
             let extension = read_i32(buf, COPY_SIGNATURE.len() + 4).unwrap_or(0);
             let end = COPY_SIGNATURE.len() + 8 + usize::try_from(extension).unwrap_or(0);
@@ -789,7 +1289,8 @@ impl CopyParser {
             if usize::try_from(count).ok() != Some(columns) {
                 return Err(ExtractError::internal(format!(
                     "a COPY tuple has {count} fields where {columns} columns were described"
-                )));
+                ))
+                .into());
             }
             // Find the tuple's end before decoding anything of it.
             let mut end = pos + 2;
@@ -844,6 +1345,9 @@ enum DecodeError {
     Malformed(String),
     /// The value exists but has no faithful Arrow form under the policies.
     Unrepresentable(String),
+    /// A numeric with no decimal form (NaN, ±Infinity, too many digits):
+    /// the column is read again as exact text.
+    NoDecimal,
 }
 
 impl DecodeError {
@@ -851,6 +1355,9 @@ impl DecodeError {
         match self {
             DecodeError::Malformed(m) => ExtractError::internal(format!("column \"{column}\": {m}")),
             DecodeError::Unrepresentable(m) => ExtractError::unsupported(format!("column \"{column}\": {m}")),
+            DecodeError::NoDecimal => {
+                ExtractError::internal(format!("column \"{column}\": a numeric has no decimal form"))
+            }
         }
     }
 }
@@ -884,6 +1391,9 @@ enum Decoder {
     Jsonb(BinaryBuilder),
     Bytea(BinaryBuilder),
     Uuid(StringBuilder),
+    Inet(StringBuilder),
+    MacAddr(StringBuilder),
+    Money(Decimal128Builder),
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder),
@@ -926,6 +1436,12 @@ impl Decoder {
             PgKind::Jsonb => Decoder::Jsonb(BinaryBuilder::with_capacity(rows, data)),
             PgKind::Bytea => Decoder::Bytea(BinaryBuilder::with_capacity(rows, data)),
             PgKind::Uuid => Decoder::Uuid(StringBuilder::with_capacity(rows, data)),
+            PgKind::Inet => Decoder::Inet(StringBuilder::with_capacity(rows, data)),
+            PgKind::MacAddr => Decoder::MacAddr(StringBuilder::with_capacity(rows, data)),
+            PgKind::Money { scale } => Decoder::Money(
+                Decimal128Builder::with_capacity(rows)
+                    .with_data_type(DataType::Decimal128(MONEY_PRECISION, *scale)),
+            ),
             PgKind::Date => Decoder::Date(Date32Builder::with_capacity(rows)),
             PgKind::Time => Decoder::Time(Time64MicrosecondBuilder::with_capacity(rows)),
             PgKind::Timestamp { utc } => Decoder::Timestamp(
@@ -976,6 +1492,9 @@ impl Decoder {
                 let mut text = [0u8; 36];
                 b.append_value(uuid_text(&fixed::<16>(v)?, &mut text)?)
             }
+            Decoder::Inet(b) => b.append_value(inet_text(v)?),
+            Decoder::MacAddr(b) => b.append_value(mac_text(v)?),
+            Decoder::Money(b) => b.append_value(i128::from(i64::from_be_bytes(fixed(v)?))),
             Decoder::Date(b) => b.append_value(date(i32::from_be_bytes(fixed(v)?))?),
             Decoder::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
             Decoder::Timestamp(b) => b.append_value(timestamp(i64::from_be_bytes(fixed(v)?))?),
@@ -993,7 +1512,12 @@ impl Decoder {
             Decoder::Float4(b) => b.append_null(),
             Decoder::Float8(b) => b.append_null(),
             Decoder::Numeric { builder, .. } => builder.append_null(),
-            Decoder::NumericText(b) | Decoder::Char(b) | Decoder::Uuid(b) => b.append_null(),
+            Decoder::NumericText(b)
+            | Decoder::Char(b)
+            | Decoder::Uuid(b)
+            | Decoder::Inet(b)
+            | Decoder::MacAddr(b) => b.append_null(),
+            Decoder::Money(b) => b.append_null(),
             Decoder::Text(b) | Decoder::Jsonb(b) | Decoder::Bytea(b) => b.append_null(),
             Decoder::Date(b) => b.append_null(),
             Decoder::Time(b) => b.append_null(),
@@ -1015,7 +1539,12 @@ impl Decoder {
             Decoder::Float4(b) => Arc::new(b.finish()),
             Decoder::Float8(b) => Arc::new(b.finish()),
             Decoder::Numeric { builder, .. } => Arc::new(builder.finish()),
-            Decoder::NumericText(b) | Decoder::Char(b) | Decoder::Uuid(b) => Arc::new(b.finish()),
+            Decoder::NumericText(b)
+            | Decoder::Char(b)
+            | Decoder::Uuid(b)
+            | Decoder::Inet(b)
+            | Decoder::MacAddr(b) => Arc::new(b.finish()),
+            Decoder::Money(b) => Arc::new(b.finish()),
             Decoder::Text(b) | Decoder::Jsonb(b) => Arc::new(
                 StringArray::try_from_binary(b.finish())
                     .map_err(|_| DecodeError::Malformed("text is not valid UTF-8".into()))?,
@@ -1117,6 +1646,104 @@ fn timestamp(micros: i64) -> Result<i64, DecodeError> {
     }
 }
 
+/// An inet or cidr (family, mask bits, is-cidr flag, address length, the
+/// address) as PostgreSQL's own output writes it: the mask is omitted for
+/// a single-host inet and always written for a cidr; IPv6 compresses the
+/// longest run of two or more zero groups and writes embedded IPv4 dotted.
+fn inet_text(v: &[u8]) -> Result<String, DecodeError> {
+    use std::fmt::Write;
+    let malformed = || DecodeError::Malformed("malformed inet value".into());
+    let [family, bits, is_cidr, len] = *v.get(..4).ok_or_else(malformed)? else {
+        return Err(malformed());
+    };
+    let address = &v[4..];
+    if address.len() != usize::from(len) {
+        return Err(malformed());
+    }
+    let mut text = String::with_capacity(48);
+    let full = match (family, address.len()) {
+        // PGSQL_AF_INET
+        (2, 4) => {
+            let _ = write!(
+                text,
+                "{}.{}.{}.{}",
+                address[0], address[1], address[2], address[3]
+            );
+            32
+        }
+        // PGSQL_AF_INET6
+        (3, 16) => {
+            let words: Vec<u16> = address
+                .chunks(2)
+                .map(|w| u16::from_be_bytes([w[0], w[1]]))
+                .collect();
+            // The longest run of zero words (the first of equals), if ≥ 2.
+            let (mut best, mut run): ((usize, usize), (usize, usize)) = ((0, 0), (0, 0));
+            for (i, word) in words.iter().enumerate() {
+                if *word == 0 {
+                    if run.1 == 0 {
+                        run = (i, 1);
+                    } else {
+                        run.1 += 1;
+                    }
+                    if run.1 > best.1 {
+                        best = run;
+                    }
+                } else {
+                    run = (0, 0);
+                }
+            }
+            let compress = best.1 >= 2;
+            let mut i = 0;
+            while i < 8 {
+                if compress && i == best.0 {
+                    text.push(':');
+                    i += best.1;
+                    continue;
+                }
+                if i != 0 {
+                    text.push(':');
+                }
+                let embedded_v4 = i == 6
+                    && compress
+                    && best.0 == 0
+                    && (best.1 == 6 || (best.1 == 7 && words[7] != 1) || (best.1 == 5 && words[5] == 0xffff));
+                if embedded_v4 {
+                    let _ = write!(
+                        text,
+                        "{}.{}.{}.{}",
+                        address[12], address[13], address[14], address[15]
+                    );
+                    break;
+                }
+                let _ = write!(text, "{:x}", words[i]);
+                i += 1;
+            }
+            if compress && best.0 + best.1 == 8 {
+                text.push(':');
+            }
+            128
+        }
+        _ => return Err(malformed()),
+    };
+    if bits != full || is_cidr != 0 {
+        let _ = write!(text, "/{bits}");
+    }
+    Ok(text)
+}
+
+/// A macaddr (6 bytes) or macaddr8 (8 bytes): lowercase hex pairs joined
+/// by colons.
+fn mac_text(v: &[u8]) -> Result<String, DecodeError> {
+    if v.len() != 6 && v.len() != 8 {
+        return Err(DecodeError::Malformed(format!(
+            "a MAC address of {} bytes",
+            v.len()
+        )));
+    }
+    Ok(v.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+}
+
 /// A uuid's canonical lowercase text, formatted into `out`.
 fn uuid_text<'b>(bytes: &[u8; 16], out: &'b mut [u8; 36]) -> Result<&'b str, DecodeError> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -1193,23 +1820,18 @@ impl Numeric<'_> {
 
 /// A binary numeric as a Decimal128 value at `scale`, rounding further
 /// digits half away from zero (only unconstrained numerics have any).
-/// NaN and ±Infinity have no decimal form and are errors (policy).
+/// NaN, ±Infinity and values with too many digits have no decimal form:
+/// `NoDecimal`, and the column is read again as exact text (policy).
 fn numeric_to_decimal(v: &[u8], precision: u8, scale: i8) -> Result<i128, DecodeError> {
     let n = Numeric::parse(v)?;
-    if let Some(special) = n.special() {
-        return Err(DecodeError::Unrepresentable(format!(
-            "{special} has no decimal form; cast the column to float8 or text in the query"
-        )));
+    if n.special().is_some() {
+        return Err(DecodeError::NoDecimal);
     }
     if n.sign != NUMERIC_POS && n.sign != NUMERIC_NEG {
         return Err(DecodeError::Malformed("malformed numeric sign".into()));
     }
     let scale = u32::try_from(scale).unwrap_or(0);
-    let overflow = || {
-        DecodeError::Unrepresentable(format!(
-            "a value does not fit decimal({precision},{scale}); cast it to text"
-        ))
-    };
+    let overflow = || DecodeError::NoDecimal;
     // Groups from the highest down to the one holding the scale-th
     // fractional digit; of that last group only the digits within the
     // scale are kept, the first dropped digit decides rounding.
@@ -1382,7 +2004,7 @@ mod tests {
         let nan = [0, 0, 0, 0, 0xC0, 0, 0, 0];
         assert!(matches!(
             numeric_to_decimal(&nan, 10, 2),
-            Err(DecodeError::Unrepresentable(_))
+            Err(DecodeError::NoDecimal)
         ));
         assert_eq!(numeric_to_string(&nan).expect("text"), "NaN");
         assert_eq!(
@@ -1392,6 +2014,53 @@ mod tests {
         assert_eq!(numeric_to_string(&numeric("0.0012")).expect("text"), "0.0012");
         assert_eq!(numeric_to_string(&numeric("10000")).expect("text"), "10000");
         assert_eq!(numeric_to_string(&numeric("0")).expect("text"), "0");
+    }
+
+    #[test]
+    fn statements_are_trimmed_and_parameters_replaced_outside_strings_and_comments() {
+        assert_eq!(trim_statement("select 1; -- end\n ;; /* x; */ "), "select 1");
+        assert_eq!(trim_statement("select ';--' ;"), "select ';--'");
+        assert_eq!(trim_statement("select $$ ; $$;"), "select $$ ; $$");
+        assert_eq!(trim_statement("select 1 /* a /* nested */ ; */"), "select 1");
+        assert_eq!(trim_statement("select E'\\';' ;"), "select E'\\';'");
+        let types = [
+            <i64 as Type<Postgres>>::type_info(),
+            <String as Type<Postgres>>::type_info(),
+        ];
+        assert_eq!(
+            with_null_params("select $1, '$2', $tag$ $1 $tag$, a$1, $2 -- $1", &types).expect("replaced"),
+            "select (NULL::INT8), '$2', $tag$ $1 $tag$, a$1, (NULL::TEXT) -- $1"
+        );
+        assert!(with_null_params("select $3", &types).is_err());
+    }
+
+    #[test]
+    fn inet_and_mac_addresses_print_as_postgres_does() {
+        let v4 = |bits: u8, cidr: u8, a: [u8; 4]| [&[2, bits, cidr, 4][..], &a[..]].concat();
+        assert_eq!(inet_text(&v4(32, 0, [10, 0, 0, 1])).expect("inet"), "10.0.0.1");
+        assert_eq!(inet_text(&v4(8, 1, [10, 0, 0, 0])).expect("cidr"), "10.0.0.0/8");
+        assert_eq!(inet_text(&v4(32, 1, [1, 2, 3, 4])).expect("cidr"), "1.2.3.4/32");
+        let v6 = |bits: u8, words: [u16; 8]| {
+            let mut v = vec![3, bits, 0, 16];
+            for w in words {
+                v.extend_from_slice(&w.to_be_bytes());
+            }
+            v
+        };
+        assert_eq!(inet_text(&v6(128, [0, 0, 0, 0, 0, 0, 0, 1])).expect("v6"), "::1");
+        assert_eq!(inet_text(&v6(128, [0; 8])).expect("v6"), "::");
+        assert_eq!(
+            inet_text(&v6(128, [0, 0, 0, 0, 0, 0xffff, 0x0102, 0x0304])).expect("v6"),
+            "::ffff:1.2.3.4"
+        );
+        assert_eq!(
+            inet_text(&v6(64, [0x2001, 0xdb8, 0, 0, 1, 0, 0, 0])).expect("v6"),
+            "2001:db8:0:0:1::/64"
+        );
+        assert_eq!(
+            mac_text(&[8, 0, 0x2b, 1, 2, 3]).expect("mac"),
+            "08:00:2b:01:02:03"
+        );
     }
 
     #[test]
@@ -1446,10 +2115,14 @@ mod tests {
             ColumnSpec {
                 name: "a".into(),
                 kind: PgKind::Int4,
+                type_name: String::new(),
+                cast: None,
             },
             ColumnSpec {
                 name: "b".into(),
                 kind: PgKind::Text,
+                type_name: String::new(),
+                cast: None,
             },
         ];
         let schema = Arc::new(arrow::datatypes::Schema::new(
@@ -1493,6 +2166,8 @@ mod tests {
         let columns = vec![ColumnSpec {
             name: "label".into(),
             kind: PgKind::Text,
+            type_name: String::new(),
+            cast: None,
         }];
         let schema = Arc::new(arrow::datatypes::Schema::new(
             columns.iter().map(ColumnSpec::field).collect::<Vec<_>>(),

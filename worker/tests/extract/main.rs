@@ -5,6 +5,7 @@
 //! `scripts/services.sh` and moto from `scripts/s3-peer.sh`.
 
 mod bench;
+mod every_column;
 mod helpers;
 mod mysql;
 mod postgres;
