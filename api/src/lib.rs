@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod request_id;
 pub mod results;
@@ -55,6 +56,11 @@ pub struct AppState {
     pub rate_limit: Option<RateLimit>,
     /// Cap on the body of a JSON or CSV step result page, in bytes.
     pub result_max_bytes: usize,
+    /// Bounds on event streams and connection tests.
+    pub limits: limits::Limits,
+    /// Event streams open now, by user; connection tests running, by org.
+    pub(crate) sse_slots: limits::Slots,
+    pub(crate) test_slots: limits::Slots,
     http_metrics: HttpMetrics,
 }
 
@@ -93,8 +99,17 @@ impl AppState {
             sync_timeout: std::time::Duration::from_secs(300),
             rate_limit: None,
             result_max_bytes: results::DEFAULT_MAX_BYTES,
+            limits: limits::Limits::default(),
+            sse_slots: limits::Slots::default(),
+            test_slots: limits::Slots::default(),
             http_metrics,
         })
+    }
+
+    /// Sets the bounds on event streams and connection tests.
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Limits each caller (user of an organization) to `limit` across every

@@ -456,7 +456,12 @@ async fn serve_api(
     )?
     .with_sync_timeout(Duration::from_secs(http.sync_timeout_seconds))
     .with_rate_limit(http.rate_limit())
-    .with_result_max_bytes(usize::try_from(http.result_max_bytes).unwrap_or(usize::MAX));
+    .with_result_max_bytes(usize::try_from(http.result_max_bytes).unwrap_or(usize::MAX))
+    .with_limits(ferry_api::limits::Limits {
+        sse_max_lifetime: Duration::from_secs(http.sse_max_lifetime_seconds),
+        sse_streams_per_user: http.sse_max_streams_per_user,
+        connection_tests_per_org: http.connection_tests_per_org,
+    });
     let app = ferry_api::router(
         state,
         &ferry_api::ApiConfig {

@@ -207,6 +207,22 @@ pub struct HttpArgs {
     #[arg(long, env = "FERRY_RESULT_MAX_BYTES", default_value_t = 64 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub result_max_bytes: u64,
+
+    /// Seconds after which an execution's event stream (SSE) ends cleanly;
+    /// a client that still wants events reconnects.
+    #[arg(long, env = "FERRY_SSE_MAX_LIFETIME_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sse_max_lifetime_seconds: u64,
+
+    /// Event streams one user may hold open at once on each API process
+    /// (0: no limit). Over it: 429 `rate_limited`.
+    #[arg(long, env = "FERRY_SSE_MAX_STREAMS_PER_USER", default_value_t = 10)]
+    pub sse_max_streams_per_user: usize,
+
+    /// Connection tests one organization may run at once on each API
+    /// process (0: no limit). Over it: 429 `rate_limited` with Retry-After.
+    #[arg(long, env = "FERRY_CONNECTION_TESTS_PER_ORG", default_value_t = 4)]
+    pub connection_tests_per_org: usize,
 }
 
 impl HttpArgs {

@@ -372,7 +372,15 @@ fn timeout_of(config: &Map<String, Value>) -> Duration {
 
 /// Runs a connection test on a worker and waits for its outcome; no answer
 /// within the connector's timeout is a failed test of type `timeout`.
+///
+/// At most `limits.connection_tests_per_org` tests of one organization run
+/// at once (each holds a worker slot for up to the connector's timeout); one
+/// more is 429 `rate_limited` with Retry-After, and nothing is queued.
 async fn run_test(state: &AppState, connector: &Connector) -> ApiResult<TestOutcome> {
+    let _slot = state
+        .test_slots
+        .try_take(&connector.org_id, state.limits.connection_tests_per_org)
+        .ok_or(ApiError::RateLimited(crate::limits::RETRY_AFTER))?;
     let reply_to = format!("test-reply:{}", ulid::Ulid::new());
     let payload = TestConnectionJob {
         connector_uuid: connector.uuid.clone(),
@@ -562,6 +570,7 @@ async fn list_connectors(
     responses(
         (status = 201, description = "Created", body = ConnectorView),
         (status = 400, description = "Invalid configuration (validation_error) or failed test (connection_failed)", body = ErrorBody),
+        (status = 429, description = "The organization already runs the most connection tests allowed at once (Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn create_connector(
@@ -662,6 +671,7 @@ async fn get_connector(
         (status = 403, description = "The caller may only read this connector", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
         (status = 409, description = "Steps using it are executing, or it changed concurrently", body = ErrorBody),
+        (status = 429, description = "The organization already runs the most connection tests allowed at once (Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn update_connector(
@@ -873,6 +883,7 @@ async fn enable_connector(
         (status = 200, description = "The test ran (status success or failed)", body = TestResponse),
         (status = 400, description = "This connector type cannot be tested yet", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
+        (status = 429, description = "The organization already runs the most connection tests allowed at once (Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn test_connector(

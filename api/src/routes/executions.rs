@@ -608,12 +608,15 @@ async fn step_result(
 }
 
 /// Progress as server-sent events: `progress`, `step` (a step changed) and
-/// `done` (terminal; ends the stream).
+/// `done` (terminal; ends the stream). A stream also ends, cleanly, after
+/// FERRY_SSE_MAX_LIFETIME_SECONDS (default 3600; reconnect to go on), and a
+/// user holds at most FERRY_SSE_MAX_STREAMS_PER_USER (default 10) at once.
 #[utoipa::path(get, path = "/api/projects/{uuid}/executions/{execution_id}/events", tag = "executions",
     params(("uuid" = String, Path, description = "Project id"), ("execution_id" = String, Path, description = "Execution id")),
     responses(
-        (status = 200, description = "text/event-stream", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream; ends after `done`, or cleanly after the maximum lifetime", content_type = "text/event-stream"),
         (status = 404, description = "No such execution visible to the caller", body = ErrorBody),
+        (status = 429, description = "The user already holds the most event streams allowed at once (Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn execution_events(
@@ -622,8 +625,23 @@ async fn execution_events(
     Path((uuid, execution_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let (project, execution, _) = visible_execution(&state, &caller, &uuid, &execution_id).await?;
+    // One of the user's stream slots, held until the stream is dropped (it
+    // ended, or the client went away).
+    let slot = state
+        .sse_slots
+        .try_take(
+            &format!("{}:{}", caller.org_id, caller.user_id),
+            state.limits.sse_streams_per_user,
+        )
+        .ok_or(ApiError::RateLimited(crate::limits::RETRY_AFTER))?;
+    let lifetime = state.limits.sse_max_lifetime;
     let org_id = caller.org_id.clone();
-    let stream = async_stream(state, org_id, project.uuid, execution);
+    let stream = async_stream(state, org_id, project.uuid, execution)
+        .take_until(tokio::time::sleep(lifetime))
+        .map(move |event| {
+            let _held = &slot;
+            event
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
