@@ -51,10 +51,14 @@ pub(crate) async fn load_pem(path: &Path) -> ferry_shared::Result<KeyEntry> {
 }
 
 fn parse_pem(text: &[u8]) -> Result<KeyEntry, String> {
+    let blocks = pem::parse_many(text).map_err(|_| "is not valid PEM".to_owned())?;
     // A private key would "work" for some kinds; refuse it so that the secret
     // half is not left lying next to the verifier's configuration.
-    if text.windows(b"PRIVATE KEY".len()).any(|w| w == b"PRIVATE KEY") {
+    if blocks.iter().any(|block| block.tag().contains("PRIVATE KEY")) {
         return Err("is a private key; configure the public key instead".into());
+    }
+    if blocks.len() != 1 {
+        return Err("must hold exactly one PEM public key".into());
     }
     if let Ok(key) = DecodingKey::from_rsa_pem(text) {
         check_rsa(&key)?;
@@ -199,5 +203,24 @@ mod tests {
     #[test]
     fn text_that_is_not_pem_is_refused() {
         assert!(parse_pem(b"not a key").is_err());
+    }
+
+    #[test]
+    fn a_public_key_file_holds_exactly_one_key() {
+        let one = include_str!("../../tests/fixtures/jwt/rsa_a_public.pem");
+        assert!(parse_pem(one.as_bytes()).is_ok());
+        let two = format!(
+            "{one}{}",
+            include_str!("../../tests/fixtures/jwt/rsa_b_public.pem")
+        );
+        assert_eq!(
+            parse_pem(two.as_bytes()).err().as_deref(),
+            Some("must hold exactly one PEM public key")
+        );
+        let with_private = format!(
+            "{one}{}",
+            include_str!("../../tests/fixtures/jwt/rsa_a_private.pem")
+        );
+        assert!(parse_pem(with_private.as_bytes()).is_err_and(|e| e.contains("private key")));
     }
 }

@@ -105,37 +105,24 @@ pub(crate) fn check_text(text: &str, secret: bool) -> Check {
 /// comments) is allowed; any other PEM block (a private key!) is refused,
 /// since the field is not secret.
 pub(crate) fn check_pem_certificates(text: &str) -> Check {
-    use base64::Engine;
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
     if text.len() > MAX_PEM_LEN {
         return fail(format!("must be at most {MAX_PEM_LEN} bytes"));
     }
     if text.contains('\0') {
         return fail("must not contain NUL characters");
     }
-    let begins = text.matches("-----BEGIN ").count();
-    if begins != text.matches(BEGIN).count() {
+    let Ok(blocks) = pem::parse_many(text) else {
+        return fail("has a PEM block that is not valid (base64 body between matching BEGIN and END lines)");
+    };
+    if blocks.is_empty() || text.matches("-----BEGIN ").count() != blocks.len() {
+        return fail("must be a PEM certificate (-----BEGIN CERTIFICATE----- ...)");
+    }
+    if blocks.iter().any(|block| block.tag() != "CERTIFICATE") {
         return fail("must contain only CERTIFICATE blocks (never a private key: this field is not secret)");
     }
-    let mut rest = text;
-    let mut blocks = 0;
-    while let Some(start) = rest.find(BEGIN) {
-        let body = &rest[start + BEGIN.len()..];
-        let Some(end) = body.find(END) else {
-            return fail("has a CERTIFICATE block without its END line");
-        };
-        let encoded: String = body[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes());
-        // A DER certificate is an ASN.1 SEQUENCE.
-        if !decoded.is_ok_and(|der| der.first() == Some(&0x30)) {
-            return fail("has a CERTIFICATE block that is not valid base64");
-        }
-        blocks += 1;
-        rest = &body[end + END.len()..];
-    }
-    if blocks == 0 {
-        return fail("must be a PEM certificate (-----BEGIN CERTIFICATE----- ...)");
+    // A DER certificate is an ASN.1 SEQUENCE.
+    if blocks.iter().any(|block| block.contents().first() != Some(&0x30)) {
+        return fail("has a CERTIFICATE block that is not a DER certificate");
     }
     Ok(())
 }
@@ -217,18 +204,18 @@ const REFUSED_HEADERS: &[(&str, &str)] = &[
     ("connection", "is set by Ferry"),
 ];
 
-/// A valid HTTP header field name (RFC 9110 token).
+/// A valid HTTP header field name (RFC 9110 token), at most 256 bytes.
 pub(crate) fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 256
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    name.len() <= 256 && http::HeaderName::from_bytes(name.as_bytes()).is_ok()
 }
 
-/// A header value: no CR, LF, NUL or other control characters but tab.
+/// A header value (RFC 9110 field value: no CR, LF, NUL or other control
+/// characters but tab), at most 8 KiB. Unicode control characters, which
+/// `http` lets through as opaque bytes, are refused too.
 pub(crate) fn is_header_value(value: &str) -> bool {
-    value.len() <= 8192 && value.chars().all(|c| c == '\t' || !c.is_control())
+    value.len() <= 8192
+        && http::HeaderValue::from_bytes(value.as_bytes()).is_ok()
+        && !value.chars().any(|c| c != '\t' && c.is_control())
 }
 
 /// Checks one entry of a header map; the reason names the header, which is
