@@ -3,9 +3,12 @@
 //! TEXT, BLOB, and the BOOLEAN / DATE / TIME / DATETIME names sqlx knows);
 //! expression columns and other declarations (NUMERIC, DECIMAL, JSON, …)
 //! take the type of the values in the first batch. Values are coerced to
-//! the column's type where that is lossless and are an `unsupported_type`
-//! error where not.
+//! the column's type where that is lossless; a column with a value that
+//! cannot be becomes text (or bytes, when a blob is not UTF-8) — decided
+//! on the first batch, or by reading the statement again when a later
+//! batch holds such a value.
 
+use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
@@ -96,6 +99,54 @@ pub(super) async fn extract(
 ) -> Result<ReadPath, ExtractError> {
     check_statement(&query.sql)?;
     let mut cancel = Cancellable::new(out.cancel());
+    // Columns widened because a value of a later batch did not fit their
+    // type: the statement is read again with them (SQLite reads a local
+    // file; the first read's upload is aborted, nothing was published).
+    let mut widened: Vec<(usize, Affinity)> = Vec::new();
+    loop {
+        match read(pool, query, out, &mut cancel, &widened).await {
+            Err(Read::Widen(index, affinity)) => {
+                tracing::info!(
+                    index,
+                    "a value does not fit its column's type; reading again with it widened"
+                );
+                widened.retain(|(i, _)| *i != index);
+                widened.push((index, affinity));
+                if let Some(sink) = out.sink.take() {
+                    sink.abort().await;
+                }
+            }
+            Err(Read::Failed(error)) => return Err(error),
+            Ok(()) => return Ok(ReadPath::Sqlite),
+        }
+    }
+}
+
+/// Why a read stopped.
+enum Read {
+    /// A value of a later batch does not fit column `.0`: read again with
+    /// it as `.1`.
+    Widen(usize, Affinity),
+    Failed(ExtractError),
+}
+
+impl From<ExtractError> for Read {
+    fn from(error: ExtractError) -> Self {
+        Read::Failed(error)
+    }
+}
+
+/// One read of the statement on a pooled connection. The first batch
+/// settles the types of dynamic columns and widens any column one of its
+/// values does not fit; a value of a later batch that does not fit asks for
+/// another read.
+async fn read(
+    pool: &SqlitePool,
+    query: &BoundQuery,
+    out: &mut Output<'_>,
+    cancel: &mut Cancellable<'_>,
+    widened: &[(usize, Affinity)],
+) -> Result<(), Read> {
     let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
     cancel
         .run(crate::connectors::sqlite::check_read_only(&mut conn, &query.sql))
@@ -111,6 +162,11 @@ pub(super) async fn extract(
         .iter()
         .map(|c| (c.name().to_owned(), Affinity::declared(c.type_info().name())))
         .collect();
+    for (index, affinity) in widened {
+        if let Some(column) = columns.get_mut(*index) {
+            column.1 = *affinity;
+        }
+    }
 
     let mut bound = statement.query();
     for param in &query.params {
@@ -130,7 +186,7 @@ pub(super) async fn extract(
         let mut stream = bound.fetch(&mut *conn);
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let mut bytes = 0;
-        let mut writer: Option<BatchWriter> = None;
+        let mut writer: Option<(BatchWriter, SchemaRef)> = None;
         loop {
             let next = cancel.next(&mut stream).await?;
             let done = match next {
@@ -142,7 +198,7 @@ pub(super) async fn extract(
                 }
                 Some(Err(error)) => {
                     complete = true;
-                    return Err(database_error(error));
+                    return Err(database_error(error).into());
                 }
                 None => {
                     complete = true;
@@ -150,24 +206,42 @@ pub(super) async fn extract(
                 }
             };
             if rows.len() >= batch_rows || bytes >= batch_bytes || done {
-                if writer.is_none() {
-                    // The first batch settles the types of dynamic columns.
-                    for (index, (_, affinity)) in columns.iter_mut().enumerate() {
-                        if *affinity == Affinity::Dynamic {
-                            *affinity = Affinity::infer(rows.iter().map(|r| &r[index]));
+                let (arrays, schema) = match writer.as_mut() {
+                    Some((writer, schema)) => (
+                        writer
+                            .build(&rows)
+                            .map_err(|(index, affinity)| Read::Widen(index, affinity))?,
+                        schema.clone(),
+                    ),
+                    None => {
+                        // The first batch settles the types of dynamic
+                        // columns, and widens those its values do not fit.
+                        for (index, (_, affinity)) in columns.iter_mut().enumerate() {
+                            if *affinity == Affinity::Dynamic {
+                                *affinity = Affinity::infer(rows.iter().map(|r| &r[index]));
+                            }
                         }
+                        let (first, arrays) = loop {
+                            let mut first = BatchWriter::new(&columns);
+                            match first.build(&rows) {
+                                Ok(arrays) => break (first, arrays),
+                                Err((index, affinity)) => columns[index].1 = affinity,
+                            }
+                        };
+                        let fields = columns
+                            .iter()
+                            .map(|(name, a)| Field::new(name, a.data_type(), true))
+                            .collect();
+                        let schema = out.start(fields)?;
+                        writer = Some((first, schema.clone()));
+                        (arrays, schema)
                     }
-                    let fields = columns
-                        .iter()
-                        .map(|(name, a)| Field::new(name, a.data_type(), true))
-                        .collect();
-                    let schema = out.start(fields)?;
-                    writer = Some(BatchWriter::new(&columns, schema));
-                }
-                if let Some(writer) = writer.as_mut()
-                    && !rows.is_empty()
-                {
-                    out.write(writer.build(&rows)?).await?;
+                };
+                if !rows.is_empty() {
+                    let batch = RecordBatch::try_new(schema, arrays).map_err(|e| {
+                        ExtractError::internal(format!("assembling a record batch failed: {e}"))
+                    })?;
+                    out.write(batch).await?;
                 }
                 rows.clear();
                 bytes = 0;
@@ -183,7 +257,7 @@ pub(super) async fn extract(
         // a half-read one back to the pool.
         drop(conn.detach());
     }
-    result.map(|()| ReadPath::Sqlite)
+    result
 }
 
 /// A value as SQLite stored it.
@@ -293,33 +367,38 @@ impl Affinity {
 }
 
 struct BatchWriter {
-    schema: SchemaRef,
     columns: Vec<(String, Builder)>,
 }
 
 impl BatchWriter {
-    fn new(columns: &[(String, Affinity)], schema: SchemaRef) -> Self {
+    fn new(columns: &[(String, Affinity)]) -> Self {
         let columns = columns
             .iter()
             .filter_map(|(name, affinity)| Some((name.clone(), Builder::new(&affinity.data_type())?)))
             .collect();
-        Self { schema, columns }
+        Self { columns }
     }
 
-    fn build(&mut self, rows: &[Vec<Value>]) -> Result<RecordBatch, ExtractError> {
+    /// The rows' arrays, or the column a value does not fit and the type
+    /// to widen it to: text, or bytes for a blob that is not UTF-8 text
+    /// (bytes hold every value).
+    fn build(&mut self, rows: &[Vec<Value>]) -> Result<Vec<ArrayRef>, (usize, Affinity)> {
         let mut arrays = Vec::with_capacity(self.columns.len());
         for (index, (name, builder)) in self.columns.iter_mut().enumerate() {
             for row in rows {
-                append(builder, &row[index]).map_err(|message| {
-                    ExtractError::unsupported(format!(
-                        "column \"{name}\": {message}; cast it in the query (CAST(… AS TEXT))"
-                    ))
-                })?;
+                if let Err(message) = append(builder, &row[index]) {
+                    tracing::debug!(column = %name, %message, "widening a SQLite column");
+                    let widened = if matches!(builder, Builder::Utf8(_)) {
+                        Affinity::Blob
+                    } else {
+                        Affinity::Text
+                    };
+                    return Err((index, widened));
+                }
             }
             arrays.push(builder.finish());
         }
-        RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| ExtractError::internal(format!("assembling a record batch failed: {e}")))
+        Ok(arrays)
     }
 }
 
@@ -356,16 +435,19 @@ fn append(builder: &mut Builder, value: &Value) -> Result<(), String> {
         Builder::Utf8(b) => match value {
             Value::Text(t) => b.append_value(t),
             Value::Integer(i) => b.append_value(i.to_string()),
-            Value::Real(r) => b.append_value(r.to_string()),
+            Value::Real(r) => b.append_value(real_text(*r)),
             Value::Blob(bytes) => {
                 b.append_value(std::str::from_utf8(bytes).map_err(|_| mismatch("UTF-8 text"))?)
             }
             Value::Null => b.append_null(),
         },
+        // Bytes hold every value: numbers as their text.
         Builder::Binary(b) => match value {
             Value::Blob(bytes) => b.append_value(bytes),
             Value::Text(t) => b.append_value(t.as_bytes()),
-            _ => return Err(mismatch("a blob")),
+            Value::Integer(i) => b.append_value(i.to_string()),
+            Value::Real(r) => b.append_value(real_text(*r)),
+            Value::Null => b.append_null(),
         },
         Builder::Date32(b) => {
             let micros = datetime_micros(value).ok_or_else(|| mismatch("a date"))?;
@@ -381,6 +463,12 @@ fn append(builder: &mut Builder, value: &Value) -> Result<(), String> {
         _ => return Err("internal type mismatch".into()),
     }
     Ok(())
+}
+
+/// A real as text: the shortest form that reads back as the same number,
+/// with a `.0` on integral values as SQLite writes them (`3.0`, `2.5`).
+fn real_text(r: f64) -> String {
+    format!("{r:?}")
 }
 
 fn describe(value: &Value) -> String {

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
     Time64MicrosecondArray, TimestampMicrosecondArray,
 };
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use ferry_shared::domain::params::ParamValue;
-use ferry_worker::extract::ReadPath;
+use ferry_worker::extract::{ExtractOptions, ReadPath};
 
 use crate::helpers::*;
 
@@ -150,24 +151,79 @@ async fn sqlite_parameters_are_bound_values() {
     assert_eq!(rows, 2);
 }
 
+/// SQLite's own text (as bytes) of every value of `column`, in `id` order.
+async fn sqlite_values(db: &SqliteFixture, column: &str) -> Vec<Option<Vec<u8>>> {
+    let sql = format!("SELECT CAST({column} AS BLOB) FROM mixed ORDER BY id");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&db.pool)
+        .await
+        .expect("values")
+}
+
+fn exported(batch: &RecordBatch, column: &str) -> Vec<Option<Vec<u8>>> {
+    let array = batch
+        .column_by_name(column)
+        .unwrap_or_else(|| panic!("no column {column}"));
+    (0..array.len())
+        .map(|i| {
+            (!array.is_null(i)).then(|| match array.data_type() {
+                DataType::Utf8 => array.as_string::<i32>().value(i).as_bytes().to_vec(),
+                DataType::Binary => array.as_binary::<i32>().value(i).to_vec(),
+                other => panic!("{column} is {other}"),
+            })
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn sqlite_values_that_do_not_fit_their_column_are_unsupported_type_errors() {
+async fn sqlite_columns_whose_values_mix_types_export_as_text_or_bytes() {
     let db = sqlite_fixture().await;
-    db.exec("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1), ('not a number');")
-        .await;
+    db.exec(
+        "CREATE TABLE mixed (id INTEGER PRIMARY KEY, n INTEGER, day DATE, b BLOB, m NUMERIC, late INTEGER);
+         INSERT INTO mixed VALUES
+          (1, 1, '2024-01-01', x'00ff', x'ff00', 1),
+          (2, 'not a number', 'someday', 'text', 'text', 2),
+          (3, 2.5, 19000, 3, 7, 3),
+          (4, 3.0, NULL, 2.5, NULL, 4),
+          (5, NULL, '2024-02-30', NULL, 1.5, 'five');",
+    )
+    .await;
     let files = file_target();
-    let path = files.target.step_path("exec_lite_bad", "step_1");
-    let error = extract(
+    let path = files.target.step_path("exec_lite_mixed", "step_1");
+    // Two rows a batch: `late` fits Int64 in the first batch and meets
+    // 'five' in the third, after the upload has begun.
+    let mut options = ExtractOptions::default();
+    options.batch_rows = 2;
+    let output = extract_with(
+        &options,
         &db.source(),
-        &query("SELECT n FROM t", vec![]),
+        &query("SELECT * FROM mixed ORDER BY id", vec![]),
         &files.target,
         &path,
     )
     .await
-    .expect_err("bad");
-    assert_eq!(error.error_type, "unsupported_type");
-    assert!(error.message.contains("'not a number'"), "{}", error.message);
-    assert!(files.files().is_empty());
+    .expect("mixed columns export");
+    assert_eq!(output.rows, 5);
+    assert_eq!(objects(&files.target).await, vec![path.clone()]);
+    let (batch, _) = read_parquet(&files.target, &path).await;
+    for (column, data_type) in [
+        ("n", DataType::Utf8),
+        ("day", DataType::Utf8),
+        ("b", DataType::Binary),
+        ("m", DataType::Binary),
+        ("late", DataType::Utf8),
+    ] {
+        assert_eq!(
+            batch.schema().field_with_name(column).expect("field").data_type(),
+            &data_type,
+            "type of {column}"
+        );
+        assert_eq!(
+            exported(&batch, column),
+            sqlite_values(&db, column).await,
+            "values of {column}"
+        );
+    }
 }
 
 /// A step reads the one database file its connector names: ATTACH (which
