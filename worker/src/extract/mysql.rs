@@ -32,6 +32,55 @@ pub(super) async fn extract(
     out: &mut Output<'_>,
 ) -> Result<ReadPath, ExtractError> {
     let mut cancel = Cancellable::new(out.cancel());
+    // Columns widened because a value did not fit their type (a TIME
+    // duration, bytes that are not UTF-8, a number too wide): the statement
+    // is read again with them. Nothing was published by the first read.
+    let mut widened: Vec<(usize, MyKind)> = Vec::new();
+    loop {
+        match read(pool, query, out, &mut cancel, &widened).await {
+            Err(Read::Widen(index, kind)) if !widened.contains(&(index, kind.clone())) => {
+                tracing::info!(
+                    index,
+                    ?kind,
+                    "a value does not fit its column's type; reading again with it widened"
+                );
+                widened.retain(|(i, _)| *i != index);
+                widened.push((index, kind));
+                if let Some(sink) = out.sink.take() {
+                    sink.abort().await;
+                }
+            }
+            Err(Read::Widen(index, _)) => {
+                return Err(ExtractError::internal(format!(
+                    "column {index} was widened and still does not fit"
+                )));
+            }
+            Err(Read::Failed(error)) => return Err(error),
+            Ok(()) => return Ok(ReadPath::MySql),
+        }
+    }
+}
+
+/// Why a read stopped.
+enum Read {
+    /// A value of column `.0` does not fit its type: read again with `.1`.
+    Widen(usize, MyKind),
+    Failed(ExtractError),
+}
+
+impl From<ExtractError> for Read {
+    fn from(error: ExtractError) -> Self {
+        Read::Failed(error)
+    }
+}
+
+async fn read(
+    pool: &MySqlPool,
+    query: &BoundQuery,
+    out: &mut Output<'_>,
+    cancel: &mut Cancellable<'_>,
+    widened: &[(usize, MyKind)],
+) -> Result<(), Read> {
     let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
     let id: u64 = cancel
         .run(sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut *conn))
@@ -42,22 +91,36 @@ pub(super) async fn extract(
         .await?
         .map_err(database_error)?;
     let catalog = cancel.run(catalog(&mut conn, statement.columns())).await?;
-    let columns = statement
+    let mut columns: Vec<(String, MyKind)> = statement
         .columns()
         .iter()
         .map(|column| {
             let origin = column.origin();
-            let info = origin.table_column().and_then(|t| catalog.get(&(t.table.to_string(), t.name.to_string())));
-            MyKind::resolve(column.type_info().name(), info).map(|kind| (column.name().to_owned(), kind)).map_err(
-                |type_name| {
-                    ExtractError::unsupported(format!(
-                        "column \"{}\" has type {type_name}, which Ferry cannot export yet; cast it in the query",
-                        column.name()
-                    ))
-                },
+            let info = origin
+                .table_column()
+                .and_then(|t| catalog.get(&(t.table.to_string(), t.name.to_string())));
+            (
+                column.name().to_owned(),
+                MyKind::resolve(column.type_info().name(), info),
             )
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
+    for (index, kind) in widened {
+        if let Some(column) = columns.get_mut(*index) {
+            column.1 = match kind {
+                // The catalog knows a table column's fractional digits.
+                MyKind::Duration { fsp: None } => MyKind::Duration {
+                    fsp: statement.columns()[*index]
+                        .origin()
+                        .table_column()
+                        .and_then(|t| catalog.get(&(t.table.to_string(), t.name.to_string())))
+                        .and_then(|i| i.fsp)
+                        .and_then(|f| u8::try_from(f).ok()),
+                },
+                other => other.clone(),
+            };
+        }
+    }
     let schema = out.start(
         columns
             .iter()
@@ -91,7 +154,7 @@ pub(super) async fn extract(
                 }
                 Some(Err(error)) => {
                     clean = matches!(error, sqlx::Error::Database(_));
-                    return Err(database_error(error));
+                    return Err(database_error(error).into());
                 }
                 None => {
                     clean = true;
@@ -109,7 +172,7 @@ pub(super) async fn extract(
     if !clean {
         kill(pool, conn, id).await;
     }
-    result.map(|()| ReadPath::MySql)
+    result
 }
 
 /// `KILL QUERY id` from another connection, then the abandoned connection
@@ -148,6 +211,8 @@ struct ColumnInfo {
     scale: Option<u64>,
     charset: Option<String>,
     column_type: String,
+    /// Fractional-second digits of TIME, DATETIME and TIMESTAMP.
+    fsp: Option<u64>,
 }
 
 /// Catalog entries of the result columns that come from tables, keyed by
@@ -170,7 +235,7 @@ async fn catalog(
     let placeholders = vec!["(?, ?)"; tables.len()].join(", ");
     let sql = format!(
         "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, \
-         CHARACTER_SET_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+         CHARACTER_SET_NAME, COLUMN_TYPE, DATETIME_PRECISION FROM information_schema.COLUMNS \
          WHERE (TABLE_SCHEMA, TABLE_NAME) IN ({placeholders})"
     );
     let mut select = sqlx::query(AssertSqlSafe(sql));
@@ -209,6 +274,7 @@ async fn catalog(
                 scale: number(row, 5),
                 charset: text(row, 6),
                 column_type: text(row, 7).unwrap_or_default().to_ascii_lowercase(),
+                fsp: number(row, 8),
             };
             Some((key, info))
         })
@@ -247,13 +313,24 @@ enum MyKind {
     Time,
     /// BIT(n > 1) → UInt64.
     Bits,
+    /// GEOMETRY, POINT, POLYGON… → Binary WKB (the server's value is a
+    /// 4-byte SRID, then WKB).
+    Geometry,
+    /// A TIME column holding a duration (outside 00:00:00–23:59:59) →
+    /// Utf8 `[-]H:MM:SS[.ffffff]` as the server prints it; `fsp` digits of
+    /// fraction when known.
+    Duration {
+        fsp: Option<u8>,
+    },
     /// A column that is NULL by construction (`SELECT NULL`).
     Null,
 }
 
 impl MyKind {
-    fn resolve(name: &str, info: Option<&ColumnInfo>) -> Result<MyKind, String> {
-        Ok(match name {
+    /// The mapping of `design.md`. Types without one (none known today)
+    /// are read as text, and as bytes if they are not UTF-8.
+    fn resolve(name: &str, info: Option<&ColumnInfo>) -> MyKind {
+        match name {
             "BOOLEAN" => MyKind::Bool,
             "TINYINT" => MyKind::Int8,
             "SMALLINT" | "YEAR" => MyKind::Int16,
@@ -282,6 +359,7 @@ impl MyKind {
             "DATETIME" => MyKind::Timestamp { utc: false },
             "TIMESTAMP" => MyKind::Timestamp { utc: true },
             "TIME" => MyKind::Time,
+            "GEOMETRY" => MyKind::Geometry,
             "BIT" => match info.map(|i| i.column_type.as_str()) {
                 Some("bit(1)") => MyKind::Bool,
                 _ => MyKind::Bits,
@@ -297,8 +375,18 @@ impl MyKind {
                     _ => MyKind::Bytes,
                 }
             }
-            other => return Err(other.to_owned()),
-        })
+            _ => MyKind::Text,
+        }
+    }
+
+    /// What a column becomes when one of its values does not fit.
+    fn widened(&self) -> Option<MyKind> {
+        match self {
+            MyKind::Time => Some(MyKind::Duration { fsp: None }),
+            MyKind::Text => Some(MyKind::Bytes),
+            MyKind::Decimal { .. } => Some(MyKind::DecimalText),
+            _ => None,
+        }
     }
 
     fn data_type(&self) -> DataType {
@@ -316,7 +404,8 @@ impl MyKind {
             MyKind::Float64 => DataType::Float64,
             MyKind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
             MyKind::DecimalText | MyKind::Text | MyKind::Null => DataType::Utf8,
-            MyKind::Bytes => DataType::Binary,
+            MyKind::Bytes | MyKind::Geometry => DataType::Binary,
+            MyKind::Duration { .. } => DataType::Utf8,
             MyKind::Date => DataType::Date32,
             MyKind::Timestamp { utc } => {
                 DataType::Timestamp(TimeUnit::Microsecond, utc.then(|| std::sync::Arc::from("UTC")))
@@ -347,15 +436,20 @@ impl RowBatch {
         }
     }
 
-    fn push(&mut self, row: &MySqlRow) -> Result<(), ExtractError> {
+    fn push(&mut self, row: &MySqlRow) -> Result<(), Read> {
         for (i, (name, kind, builder)) in self.columns.iter_mut().enumerate() {
             let bytes = decode(row, i, kind, builder).map_err(|e| {
+                if e.widen
+                    && let Some(widened) = kind.widened()
+                {
+                    return Read::Widen(i, widened);
+                }
                 let message = format!("column \"{name}\": {}", e.message);
-                if e.unsupported {
+                Read::Failed(if e.unsupported {
                     ExtractError::unsupported(message)
                 } else {
                     ExtractError::internal(message)
-                }
+                })
             })?;
             self.bytes += bytes;
         }
@@ -379,19 +473,24 @@ impl RowBatch {
 struct DecodeError {
     message: String,
     unsupported: bool,
+    /// The value does not fit the column's type: widen the column.
+    widen: bool,
 }
 
 fn malformed(error: impl std::fmt::Display) -> DecodeError {
     DecodeError {
         message: error.to_string(),
         unsupported: false,
+        widen: false,
     }
 }
 
+/// A value the column's type cannot hold; the column is widened.
 fn unrepresentable(message: impl Into<String>) -> DecodeError {
     DecodeError {
         message: message.into(),
         unsupported: true,
+        widen: true,
     }
 }
 
@@ -455,7 +554,9 @@ fn decode(row: &MySqlRow, i: usize, kind: &MyKind, builder: &mut Builder) -> Res
         },
         (MyKind::DecimalText | MyKind::Text, Builder::Utf8(b)) => match get!(&[u8]) {
             Some(bytes) => {
-                b.append_value(std::str::from_utf8(bytes).map_err(|_| malformed("text is not valid UTF-8"))?);
+                b.append_value(
+                    std::str::from_utf8(bytes).map_err(|_| unrepresentable("text is not valid UTF-8"))?,
+                );
                 bytes.len()
             }
             None => {
@@ -496,6 +597,22 @@ fn decode(row: &MySqlRow, i: usize, kind: &MyKind, builder: &mut Builder) -> Res
             b.append_option(get!(&[u8]).map(parse_time).transpose()?);
             8
         }
+        (MyKind::Duration { fsp }, Builder::Utf8(b)) => {
+            b.append_option(get!(&[u8]).map(|v| duration_text(v, *fsp)).transpose()?);
+            16
+        }
+        (MyKind::Geometry, Builder::Binary(b)) => match get!(&[u8]) {
+            // A 4-byte SRID, then the WKB.
+            Some(value) => {
+                let wkb = value.get(4..).ok_or_else(|| malformed("short geometry value"))?;
+                b.append_value(wkb);
+                value.len()
+            }
+            None => {
+                b.append_null();
+                0
+            }
+        },
         _ => return Err(malformed("internal type mismatch")),
     };
     Ok(size)
@@ -532,6 +649,44 @@ fn parse_datetime(v: &[u8]) -> Result<Option<(i32, i64)>, DecodeError> {
     Ok(Some((days, micros)))
 }
 
+/// A binary TIME as the server prints it: `[-]H:MM:SS` (hours at least
+/// two digits), then `fsp` fractional digits, or, when `fsp` is unknown,
+/// six when there is a fraction.
+fn duration_text(v: &[u8], fsp: Option<u8>) -> Result<String, DecodeError> {
+    let (&len, rest) = v.split_first().ok_or_else(|| malformed("empty time value"))?;
+    let len = usize::from(len);
+    let b = rest.get(..len).ok_or_else(|| malformed("short time value"))?;
+    if len == 0 {
+        return Ok(match fsp {
+            Some(digits) if digits > 0 => format!("00:00:00.{}", "0".repeat(usize::from(digits))),
+            _ => "00:00:00".to_owned(),
+        });
+    }
+    if len < 8 {
+        return Err(malformed("short time value"));
+    }
+    let negative = b[0] != 0;
+    let days = u64::from(u32::from_le_bytes([b[1], b[2], b[3], b[4]]));
+    let hours = days * 24 + u64::from(b[5]);
+    let micros = if len >= 12 {
+        u32::from_le_bytes([b[8], b[9], b[10], b[11]])
+    } else {
+        0
+    };
+    let sign = if negative { "-" } else { "" };
+    let mut text = format!("{sign}{hours:02}:{:02}:{:02}", b[6], b[7]);
+    match fsp {
+        Some(digits) if digits > 0 => {
+            let fraction = format!("{micros:06}");
+            text.push('.');
+            text.push_str(&fraction[..usize::from(digits.min(6))]);
+        }
+        None if micros > 0 => text.push_str(&format!(".{micros:06}")),
+        _ => {}
+    }
+    Ok(text)
+}
+
 /// A binary TIME (length byte, negative flag, days LE, hour, minute,
 /// second, microseconds LE) as microseconds since midnight. TIME also holds
 /// durations (-838:59:59 … 838:59:59); those outside a day are errors.
@@ -554,7 +709,7 @@ fn parse_time(v: &[u8]) -> Result<i64, DecodeError> {
     }
     if negative && micros != 0 || micros >= MICROS_PER_DAY {
         return Err(unrepresentable(
-            "a TIME value outside 00:00:00–23:59:59 is a duration, not a time of day; cast it with CAST(… AS CHAR)",
+            "a TIME value outside 00:00:00–23:59:59 is a duration, not a time of day",
         ));
     }
     Ok(micros)
@@ -580,6 +735,19 @@ mod tests {
         assert_eq!(parse_time(&[8, 0, 0, 0, 0, 0, 1, 2, 3]).ok(), Some(3_723_000_000));
         assert!(parse_time(&[8, 1, 0, 0, 0, 0, 1, 2, 3]).is_err());
         assert!(parse_time(&[8, 0, 1, 0, 0, 0, 1, 2, 3]).is_err());
+        assert_eq!(
+            duration_text(&[8, 1, 34, 0, 0, 0, 22, 59, 59], None)
+                .ok()
+                .as_deref(),
+            Some("-838:59:59")
+        );
+        assert_eq!(
+            duration_text(&[12, 0, 1, 0, 0, 0, 1, 2, 3, 0x20, 0xa1, 0x07, 0], Some(3))
+                .ok()
+                .as_deref(),
+            Some("25:02:03.500")
+        );
+        assert_eq!(duration_text(&[0], None).ok().as_deref(), Some("00:00:00"));
     }
 
     #[test]
@@ -592,6 +760,7 @@ mod tests {
                     scale: s,
                     charset: charset.map(Into::into),
                     column_type: column_type.into(),
+                    fsp: None,
                 }
             };
         assert_eq!(
@@ -599,38 +768,39 @@ mod tests {
                 "DECIMAL",
                 Some(&info("decimal", "decimal(12,3)", None, Some(12), Some(3)))
             ),
-            Ok(MyKind::Decimal {
+            MyKind::Decimal {
                 precision: 12,
                 scale: 3
-            })
+            }
         );
         assert_eq!(
             MyKind::resolve("DECIMAL", None),
-            Ok(MyKind::Decimal {
+            MyKind::Decimal {
                 precision: 38,
                 scale: 10
-            })
+            }
         );
         assert_eq!(
             MyKind::resolve(
                 "DECIMAL",
                 Some(&info("decimal", "decimal(65,30)", None, Some(65), Some(30)))
             ),
-            Ok(MyKind::DecimalText)
+            MyKind::DecimalText
         );
         assert_eq!(
             MyKind::resolve("BIT", Some(&info("bit", "bit(1)", None, None, None))),
-            Ok(MyKind::Bool)
+            MyKind::Bool
         );
-        assert_eq!(MyKind::resolve("BIT", None), Ok(MyKind::Bits));
+        assert_eq!(MyKind::resolve("BIT", None), MyKind::Bits);
         assert_eq!(
             MyKind::resolve(
                 "LONGBLOB",
                 Some(&info("longtext", "longtext", Some("utf8mb4"), None, None))
             ),
-            Ok(MyKind::Text)
+            MyKind::Text
         );
-        assert_eq!(MyKind::resolve("LONGBLOB", None), Ok(MyKind::Bytes));
-        assert!(MyKind::resolve("GEOMETRY", None).is_err());
+        assert_eq!(MyKind::resolve("LONGBLOB", None), MyKind::Bytes);
+        assert_eq!(MyKind::resolve("GEOMETRY", None), MyKind::Geometry);
+        assert_eq!(MyKind::resolve("SOMETHING NEW", None), MyKind::Text);
     }
 }

@@ -344,3 +344,106 @@ async fn mariadb_cancel_stops_a_running_query() {
     );
     assert!(files.files().is_empty());
 }
+
+const MARIADB_TYPES: &str = r#"
+CREATE TABLE more_types (
+  id INT PRIMARY KEY,
+  js JSON, b1 BIT(1), b5 BIT(5), b64 BIT(64), en ENUM('x','y z'), st SET('a','b','c'), yr YEAR,
+  g GEOMETRY, pt POINT, pg POLYGON, tm0 TIME, tm3 TIME(3), in_day TIME, ubig BIGINT UNSIGNED
+);
+INSERT INTO more_types VALUES
+ (1, '{"k": [1, "two"]}', b'1', b'10101', b'1111111111111111111111111111111111111111111111111111111111111111',
+  'y z', 'a,c', 2024, ST_GeomFromText('LINESTRING(0 0,1 1,2 0)'), ST_GeomFromText('POINT(1.5 -2)', 4326),
+  ST_GeomFromText('POLYGON((0 0,1 0,1 1,0 0))'), '838:59:59', '-01:00:00.5', '12:00:00', 18446744073709551615),
+ (2, '[]', b'0', b'0', b'0', 'x', '', 1901, ST_GeomFromText('POINT(0 0)'), NULL, NULL,
+  '-838:59:59', '24:00:00.123', '00:00:00', 9223372036854775808),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"#;
+
+/// The column's values as bytes: text as UTF-8, numbers as their decimal
+/// text, booleans as 1/0.
+fn as_bytes(batch: &RecordBatch, name: &str) -> Vec<Option<Vec<u8>>> {
+    let array = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    (0..array.len())
+        .map(|i| {
+            (!array.is_null(i)).then(|| match array.data_type() {
+                arrow::datatypes::DataType::Utf8 => array.as_string::<i32>().value(i).as_bytes().to_vec(),
+                arrow::datatypes::DataType::Binary => array.as_binary::<i32>().value(i).to_vec(),
+                arrow::datatypes::DataType::Boolean => (if array.as_boolean().value(i) { "1" } else { "0" })
+                    .as_bytes()
+                    .to_vec(),
+                arrow::datatypes::DataType::UInt64 => array
+                    .as_primitive::<arrow::datatypes::UInt64Type>()
+                    .value(i)
+                    .to_string()
+                    .into_bytes(),
+                arrow::datatypes::DataType::Int16 => array
+                    .as_primitive::<arrow::datatypes::Int16Type>()
+                    .value(i)
+                    .to_string()
+                    .into_bytes(),
+                other => panic!("{name} is {other}"),
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn mariadb_json_bit_enum_set_year_spatial_durations_and_wide_unsigned_export_the_servers_values() {
+    let maria = maria_fixture().await;
+    maria.exec(MARIADB_TYPES).await;
+    let files = file_target();
+    let path = files.target.step_path("exec_maria_more", "step_1");
+    let sql = "SELECT *, CAST(ubig AS UNSIGNED) AS ubig_expr, SEC_TO_TIME(90061) AS dur_expr \
+               FROM more_types ORDER BY id";
+    let output = extract(&maria.source(), &query(sql, vec![]), &files.target, &path)
+        .await
+        .expect("extract");
+    assert_eq!(output.rows, 3);
+    assert_eq!(objects(&files.target).await, vec![path.clone()]);
+    let (batch, _) = read_parquet(&files.target, &path).await;
+    use arrow::datatypes::DataType as T;
+    // (column, Arrow type, the server's own value of it as bytes)
+    for (column, data_type, server) in [
+        ("js", T::Utf8, "js"),
+        ("b1", T::Boolean, "b1 + 0"),
+        ("b5", T::UInt64, "b5 + 0"),
+        ("b64", T::UInt64, "b64 + 0"),
+        ("en", T::Utf8, "en"),
+        ("st", T::Utf8, "st"),
+        ("yr", T::Int16, "yr"),
+        ("g", T::Binary, "ST_AsBinary(g)"),
+        ("pt", T::Binary, "ST_AsBinary(pt)"),
+        ("pg", T::Binary, "ST_AsBinary(pg)"),
+        ("tm0", T::Utf8, "tm0"),
+        ("tm3", T::Utf8, "tm3"),
+        ("ubig", T::UInt64, "ubig"),
+        ("ubig_expr", T::UInt64, "CAST(ubig AS UNSIGNED)"),
+        ("dur_expr", T::Utf8, "SEC_TO_TIME(90061)"),
+    ] {
+        assert_eq!(
+            batch.schema().field_with_name(column).expect("field").data_type(),
+            &data_type,
+            "type of {column}"
+        );
+        let expected: Vec<Option<Vec<u8>>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST({server} AS BINARY) FROM more_types ORDER BY id"
+        )))
+        .fetch_all(&maria.pool)
+        .await
+        .expect("server values");
+        assert_eq!(as_bytes(&batch, column), expected, "values of {column}");
+    }
+    // A TIME column without durations stays a time of day.
+    check(
+        &batch,
+        "in_day",
+        Arc::new(Time64MicrosecondArray::from(vec![
+            Some(43_200_000_000),
+            Some(0),
+            None,
+        ])),
+    );
+}
