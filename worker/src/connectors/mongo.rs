@@ -9,12 +9,20 @@
 //! connector's own fields, not from the string.
 //!
 //! Network policy: every seed host (after SRV resolution) is resolved and
-//! checked before the client exists. The driver resolves names itself and
-//! discovers replica-set members from the servers' answers, so the worker
-//! also records every server the driver opens and re-checks them after each
-//! test and on each use; a violation evicts the client. A discovered
-//! member is contacted (a `hello`) before that check can run.
+//! checked before the client exists. Without TLS (and with private networks
+//! not allowed) the client is given the checked addresses, not the names.
+//! One seed and no replica set named means a direct connection: nothing the
+//! server advertises is contacted. Otherwise the seeds are asked first
+//! (`hello` on a direct, credential-less connection) for their members
+//! (`hosts`, `passives`, `arbiters`), which are checked before the real
+//! client exists: `blocked_address`, and no command of the test or step
+//! runs. The driver still resolves member names itself and follows later
+//! reconfigurations, so every server it opens is recorded and re-checked
+//! after each test and on each use; a violation evicts the client. With TLS
+//! the names stay (the driver verifies certificates against them): a
+//! rebound name would also need a certificate for it from a public root.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -69,6 +77,7 @@ pub(crate) async fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result
         DriverError::invalid_config("config.connection_string is not a valid MongoDB connection string")
     })?;
     vet(&parsed)?;
+    let srv = matches!(parsed.host_info, HostInfo::DnsRecord(_));
     let mut options = ClientOptions::parse(parsed).await.map_err(|error| {
         let secrets = spec.secrets();
         match map_error(&error, &secrets).kind() {
@@ -82,7 +91,34 @@ pub(crate) async fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result
     })?;
     // Only network step so far: the SRV lookup of a `mongodb+srv` string.
     // Now the hosts are known: check them all before the client exists.
-    check_hosts(&options.hosts, policy).await?;
+    let checked = check_hosts(&options.hosts, policy).await?;
+    let tls = matches!(options.tls, Some(Tls::Enabled(_)));
+    if replica_set.is_some() {
+        options.repl_set_name = replica_set.clone();
+    }
+    let discovers = srv || options.hosts.len() > 1 || options.repl_set_name.is_some();
+    if !discovers && options.direct_connection.is_none() {
+        // One host and no replica set named: talk to that server only, so
+        // no member it advertises is ever contacted.
+        options.direct_connection = Some(true);
+    }
+    if !tls && !policy.allow_private_networks {
+        // Without TLS nothing needs the names: connect to the checked
+        // addresses, so a second DNS answer (rebinding) is never used.
+        options.hosts = checked
+            .iter()
+            .map(|addr| ServerAddress::Tcp {
+                host: addr.ip().to_string(),
+                port: Some(addr.port()),
+            })
+            .collect();
+    }
+    if discovers && options.direct_connection != Some(true) {
+        // The driver will contact every member the seeds advertise: ask the
+        // seeds first (a `hello`, no credentials) and check those members
+        // before any client of ours talks to them.
+        check_members(&options, policy, &spec.secrets()).await?;
+    }
 
     options.app_name = Some("ferry-worker".into());
     options.max_pool_size = Some(settings.max_connections);
@@ -95,9 +131,6 @@ pub(crate) async fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result
     options.server_selection_timeout = Some(inside);
     options.default_database = Some(database.clone());
     options.selection_criteria = Some(SelectionCriteria::ReadPreference(read_preference));
-    if let Some(replica_set) = replica_set {
-        options.repl_set_name = Some(replica_set);
-    }
     if let Some(credential) = options.credential.as_mut()
         && credential.source.is_none()
     {
@@ -160,12 +193,19 @@ pub(crate) fn vet(parsed: &ConnectionString) -> Result<(), DriverError> {
     Ok(())
 }
 
-async fn check_hosts(hosts: &[ServerAddress], policy: &NetworkPolicy) -> Result<(), DriverError> {
+/// Resolves and checks every host; returns, per host, the first checked
+/// address.
+async fn check_hosts(
+    hosts: &[ServerAddress],
+    policy: &NetworkPolicy,
+) -> Result<Vec<SocketAddr>, DriverError> {
+    let mut checked = Vec::with_capacity(hosts.len());
     for address in hosts {
         match address {
             ServerAddress::Tcp { host, port } => {
                 validate_host("connection_string host", host)?;
-                network::resolve(host, port.unwrap_or(DEFAULT_PORT), policy).await?;
+                let addrs = network::resolve(host, port.unwrap_or(DEFAULT_PORT), policy).await?;
+                checked.extend(addrs.first().copied());
             }
             _ => {
                 return Err(DriverError::invalid_config(
@@ -173,6 +213,58 @@ async fn check_hosts(hosts: &[ServerAddress], policy: &NetworkPolicy) -> Result<
                 ));
             }
         }
+    }
+    Ok(checked)
+}
+
+/// Asks each seed directly (no discovery, no credentials) which members
+/// its replica set has (`hosts`, `passives`, `arbiters`) and checks them
+/// all against the policy. A seed that does not answer is skipped: the
+/// driver will fail on it the same way.
+async fn check_members(
+    options: &ClientOptions,
+    policy: &NetworkPolicy,
+    secrets: &Secrets,
+) -> Result<(), DriverError> {
+    if policy.allow_private_networks {
+        return Ok(());
+    }
+    for seed in &options.hosts {
+        let mut direct = options.clone();
+        direct.hosts = vec![seed.clone()];
+        direct.direct_connection = Some(true);
+        direct.repl_set_name = None;
+        direct.credential = None;
+        direct.sdam_event_handler = None;
+        direct.app_name = Some("ferry-worker".into());
+        let client = Client::with_options(direct)
+            .map_err(|_| DriverError::invalid_config("config.connection_string could not be used"))?;
+        let hello = client.database("admin").run_command(doc! { "hello": 1 }).await;
+        client.shutdown().await;
+        let hello = match hello {
+            Ok(hello) => hello,
+            Err(error) => {
+                tracing::debug!(error = %map_error(&error, secrets).message(), "replica-set seed did not answer hello");
+                continue;
+            }
+        };
+        let mut members = Vec::new();
+        for list in ["hosts", "passives", "arbiters"] {
+            if let Ok(entries) = hello.get_array(list) {
+                for entry in entries {
+                    let member = entry
+                        .as_str()
+                        .and_then(|text| ServerAddress::parse(text).ok())
+                        .ok_or_else(|| {
+                            DriverError::unknown(
+                                "the MongoDB server advertised a member that is not host:port",
+                            )
+                        })?;
+                    members.push(member);
+                }
+            }
+        }
+        check_hosts(&members, policy).await?;
     }
     Ok(())
 }
@@ -213,7 +305,7 @@ impl MongoHandle {
             Ok(opened) => opened.clone(),
             Err(_) => return Err(DriverError::unknown("the MongoDB client's state is unavailable")),
         };
-        check_hosts(&opened, policy).await
+        check_hosts(&opened, policy).await.map(drop)
     }
 
     pub fn close(&self) {

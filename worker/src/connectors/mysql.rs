@@ -18,7 +18,7 @@ use sqlx::{AssertSqlSafe, Executor};
 
 use super::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
 use super::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
-use super::network::{self, Endpoint, validate_host};
+use super::network::{self, Endpoint, Relay, validate_host};
 use super::postgres::close_pool;
 use super::{ConnectorSpec, NetworkPolicy, TestDetails};
 
@@ -38,6 +38,8 @@ pub(crate) struct MySqlHandle {
     pub endpoint: Endpoint,
     pub settings: PoolSettings,
     secrets: Secrets,
+    /// Carries verify-full connections to the pinned address.
+    _relay: Option<Relay>,
 }
 
 pub(crate) async fn open(
@@ -66,6 +68,7 @@ pub(crate) async fn open(
     let settings = config.pool_settings()?;
 
     let (endpoint, addrs) = Endpoint::open(host, port, policy, mode == SslMode::VerifyFull).await?;
+    let relay = endpoint.relay("mysql.sock", settings.connect_timeout)?;
 
     let mut options = MySqlConnectOptions::new()
         .host(&endpoint.connect_host())
@@ -83,6 +86,11 @@ pub(crate) async fn open(
             SslMode::VerifyCa => MySqlSslMode::VerifyCa,
             SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
         });
+    if let Some(relay) = &relay {
+        // verify-full by name: TLS checks the name, the bytes go to the
+        // checked address (see `network::Relay`).
+        options = options.socket(relay.path());
+    }
     if let Some(password) = password {
         options = options.password(password);
     }
@@ -127,6 +135,7 @@ pub(crate) async fn open(
             endpoint,
             settings,
             secrets: spec.secrets(),
+            _relay: relay,
         },
         addrs,
     ))

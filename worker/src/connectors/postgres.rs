@@ -22,7 +22,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
 use super::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
 use super::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
-use super::network::{self, Endpoint, validate_host};
+use super::network::{self, Endpoint, Relay, validate_host};
 use super::{ConnectorKind, ConnectorSpec, NetworkPolicy, TestDetails};
 
 const MODES: [SslMode; 6] = [
@@ -43,6 +43,8 @@ pub(crate) struct PgHandle {
     pub endpoint: Endpoint,
     pub settings: PoolSettings,
     secrets: Secrets,
+    /// Carries verify-full connections to the pinned address.
+    _relay: Option<Relay>,
 }
 
 /// Validates the config, resolves and checks the host, and builds a lazy
@@ -66,6 +68,7 @@ pub(crate) async fn open(
     environment_guard()?;
 
     let (endpoint, addrs) = Endpoint::open(host, port, policy, mode == SslMode::VerifyFull).await?;
+    let relay = endpoint.relay(&format!(".s.PGSQL.{port}"), settings.connect_timeout)?;
 
     let mut options = PgConnectOptions::new_without_pgpass()
         .host(&endpoint.connect_host())
@@ -83,6 +86,11 @@ pub(crate) async fn open(
             SslMode::VerifyCa => PgSslMode::VerifyCa,
             SslMode::VerifyFull => PgSslMode::VerifyFull,
         });
+    if let Some(relay) = &relay {
+        // verify-full by name: TLS checks the name, the bytes go to the
+        // checked address (see `network::Relay`).
+        options = options.socket(relay.dir());
+    }
     if let Some(password) = password {
         options = options.password(password);
     }
@@ -149,6 +157,7 @@ pub(crate) async fn open(
             endpoint,
             settings,
             secrets: spec.secrets(),
+            _relay: relay,
         },
         addrs,
     ))

@@ -277,7 +277,8 @@ impl Drop for PgFixture {
 }
 
 /// A PostgreSQL 15 cluster of the test's own, on a free port, with TLS on
-/// (a server certificate for `localhost` signed by a test CA) and
+/// (a server certificate for `localhost` and `pinned.ferry.test` signed by a
+/// test CA) and
 /// `pg_hba.conf` requiring passwords (SCRAM) from everyone but `postgres`,
 /// and refusing non-TLS connections for the role `tls_only`. Stopped and
 /// deleted on drop, also when the test fails.
@@ -347,7 +348,7 @@ impl PrivateCluster {
         openssl(&args, "openssl server key");
         std::fs::write(
             root.join("server.ext"),
-            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=DNS:localhost,DNS:pinned.ferry.test\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
         )
         .expect("ext file");
         openssl(
