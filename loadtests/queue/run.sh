@@ -24,7 +24,7 @@ echo "== Ferry queue benchmark (release build) =="
 echo "load before: $(uptime)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --release -p ferry-shared --test integration bench_queue -- --ignored --nocapture 2>&1 | tee "$log"
+cargo test --release -p ferry-worker --test worker bench_queue -- --ignored --nocapture 2>&1 | tee "$log"
 if ! grep -q '^BENCH' "$log"; then
     echo "the benchmark printed no figures" >&2
     exit 1

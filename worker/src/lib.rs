@@ -10,6 +10,7 @@ pub mod connectors;
 pub mod extract;
 pub mod jobs;
 pub mod pools;
+pub mod runtime;
 pub mod sink;
 
 use std::future::Future;
@@ -18,13 +19,14 @@ use std::time::Duration;
 
 use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent, EXECUTION_EVENTS, ExecutionEvent};
 use ferry_shared::objects::ObjectTarget;
-use ferry_shared::queue::{Bus, Job, JobError, JobKind, Queue, WorkerOptions, run_worker};
+use ferry_shared::queue::{Bus, Job, JobKind, Queue};
 use ferry_shared::store::Store;
 use ferry_shared::vault::Vault;
 use futures::StreamExt;
 
 use crate::connectors::NetworkPolicy;
 use crate::pools::PoolRegistry;
+use crate::runtime::{JobError, WorkerOptions, run_worker};
 
 /// What a worker process runs with.
 pub struct WorkerContext {

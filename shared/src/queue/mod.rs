@@ -1,14 +1,14 @@
 //! The job queue between the API (which enqueues) and the workers (which
 //! pull): one [`Queue`] trait with a Redis Streams backend for distributed
-//! deployments and an embedded SQLite backend for `ferry up`, the [`Bus`]
-//! for request/reply and broadcasts between roles, and [`run_worker`], the
-//! apalis 1.0 runtime that drives a queue. See `design.md` beside this file.
+//! deployments and an embedded SQLite backend for `ferry up`, and the [`Bus`]
+//! for request/reply and broadcasts between roles. The apalis 1.0 runtime
+//! that drives a queue (`run_worker`) is the worker role's own:
+//! `ferry_worker::runtime`. See `design.md` beside this file.
 
 mod bus;
 mod embedded;
 mod job;
 mod redis_streams;
-mod worker;
 
 use std::time::Duration;
 
@@ -22,7 +22,6 @@ pub use bus::{LocalBus, RedisBus};
 pub use embedded::EmbeddedQueue;
 pub use job::{Delivery, Job, JobKind};
 pub use redis_streams::{RedisQueue, RedisQueueOptions};
-pub use worker::{JobError, MAX_DELIVERIES, WorkerOptions, run_worker};
 
 /// The lease a backend applies when none is configured.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -32,7 +31,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// A fetched delivery is leased to its consumer: until it is acknowledged it
 /// is redelivered (attempt + 1) to any consumer once it has been idle longer
 /// than the lease, so a consumer that runs a job for longer than the lease
-/// must [`touch`](Queue::touch) it (`run_worker` does, every lease/3).
+/// must [`touch`](Queue::touch) it (the worker runtime does, every lease/3).
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Enqueues; returns false when a job with the same id is already pending

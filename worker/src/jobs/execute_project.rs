@@ -25,7 +25,6 @@ use ferry_shared::domain::{
     ConnectorStatus, ErrorKind, Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus,
 };
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
-use ferry_shared::queue::JobError;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +32,7 @@ use crate::Shared;
 use crate::connectors::ConnectorSpec;
 use crate::connectors::errors::{Disposition, disposition};
 use crate::extract::{Destination, SqlSource, run_sql_step};
+use crate::runtime::JobError;
 use crate::sink::UploadJournal;
 
 /// How a step that failed transiently is tried again.

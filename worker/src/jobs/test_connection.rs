@@ -6,11 +6,11 @@ use std::time::Duration;
 use ferry_shared::connectors::merge;
 use ferry_shared::domain::{ErrorKind, TestFailure, TestOutcome};
 use ferry_shared::jobs::TestConnectionJob;
-use ferry_shared::queue::JobError;
 use serde_json::Value;
 
 use crate::Shared;
 use crate::connectors::ConnectorSpec;
+use crate::runtime::JobError;
 
 /// How long a reply waits for an API that has not started listening yet.
 const REPLY_TTL: Duration = Duration::from_secs(120);

@@ -1,33 +1,36 @@
-//! The worker runtime: apalis 1.0 drives any [`Queue`] through Ferry's own
-//! `apalis_core::backend::Backend` ([`QueueBackend`]), with a concurrency
-//! layer, acks after completion, heartbeats for long jobs and a graceful
-//! shutdown that hands unstarted deliveries back.
+//! The job runtime: apalis 1.0 drives any [`Queue`] through Ferry's own
+//! `apalis_core::backend::Backend` ([`QueueBackend`]), with tower's
+//! concurrency limit, apalis' catch-panic layer, acks after completion,
+//! heartbeats for long jobs and a graceful shutdown that hands unstarted
+//! deliveries back. Only the worker role runs jobs, so the runtime lives
+//! here; the queue protocol it drives (`Queue`, `Job`, `Delivery` and the
+//! backends) is `ferry_shared::queue`. See `design.md` beside this file.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use apalis::layers::catch_panic::CatchPanicLayer;
+use apalis::layers::limit::GlobalConcurrencyLimitLayer;
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::{Backend, BackendConfig};
-use apalis_core::error::WorkerError;
+use apalis_core::error::{BoxDynError, WorkerError};
 use apalis_core::layers::{Identity, Layer, Service};
 use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
+use ferry_shared::queue::{Delivery, Job, Queue};
+use ferry_shared::{Error, Result};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard, PollSemaphore};
-
-use super::{Delivery, Job, Queue, lock};
-use crate::{Error, Result};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How long one fetch blocks when the queue is idle; also bounds how long a
 /// shutdown waits for the fetch in progress.
@@ -115,10 +118,17 @@ where
         closing: None,
     };
     tracing::info!(worker = %identity, concurrency, "queue worker started");
+    // The limit shares `permits` with the backend, which sizes its fetches
+    // by the free ones; the panic guard sits inside `Settle`, so a panic is
+    // settled like any other outcome.
+    let service = Settle {
+        inner: CatchPanicLayer::with_panic_handler(on_panic).layer(RunHandler { handler }),
+        runtime,
+    };
     let worker = WorkerBuilder::new(identity.as_str())
         .backend(backend)
-        .layer(ConcurrencyLimitLayer { permits })
-        .build(JobService { handler, runtime });
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits))
+        .build(service);
     let result = worker
         .run_until(async move {
             shutdown.await;
@@ -393,101 +403,57 @@ impl BackendConfig for QueueBackend {
 
 // ---------------------------------------------------------------- services
 
-/// Limits the jobs in flight (apalis' own `concurrency()` needs its `limit`
-/// feature): `poll_ready` waits for a permit, which the job's future holds
-/// until it completes.
-#[derive(Debug, Clone)]
-struct ConcurrencyLimitLayer {
-    permits: Arc<Semaphore>,
-}
-
-impl<S> Layer<S> for ConcurrencyLimitLayer {
-    type Service = ConcurrencyLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit {
-            inner,
-            semaphore: PollSemaphore::new(Arc::clone(&self.permits)),
-            permit: None,
-        }
-    }
-}
-
-struct ConcurrencyLimit<S> {
-    inner: S,
-    semaphore: PollSemaphore,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl<S, Request> Service<Request> for ConcurrencyLimit<S>
-where
-    S: Service<Request>,
-    S::Future: Unpin,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Limited<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
-        if self.permit.is_none() {
-            // The semaphore is never closed, so `None` cannot happen.
-            self.permit = ready!(self.semaphore.poll_acquire(cx));
-        }
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        Limited {
-            inner: self.inner.call(request),
-            _permit: self.permit.take(),
-        }
-    }
-}
-
-/// A job's future holding its concurrency permit.
-struct Limited<F> {
-    inner: F,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl<F: Future + Unpin> Future for Limited<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.inner).poll(cx)
-    }
-}
-
-/// Runs the handler for one delivery and settles it (ack, or leave it for
-/// redelivery) when the handler returns.
-struct JobService<H> {
+/// Calls the handler with the delivery's job. apalis' `CatchPanicLayer`
+/// wraps it, so a panic (while building the future or while it runs) comes
+/// out as an error.
+struct RunHandler<H> {
     handler: H,
-    runtime: Arc<Runtime>,
 }
 
-impl<H, Fut> Service<Task<Delivery>> for JobService<H>
+impl<H, Fut> Service<Task<Delivery>> for RunHandler<H>
 where
-    H: Fn(Job) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
+    H: Fn(Job) -> Fut,
+    Fut: Future<Output = std::result::Result<(), JobError>>,
 {
     type Response = ();
     type Error = JobError;
-    type Future = BoxFuture<'static, std::result::Result<(), JobError>>;
+    type Future = Fut;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, task: Task<Delivery>) -> Self::Future {
-        let delivery = task.args;
-        let handler = self.handler.clone();
+        (self.handler)(task.args.job)
+    }
+}
+
+/// Runs the (panic-guarded) handler for one delivery and settles it (ack,
+/// or leave it for redelivery) when the handler returns or panics.
+struct Settle<S> {
+    inner: S,
+    runtime: Arc<Runtime>,
+}
+
+impl<S> Service<Task<Delivery>> for Settle<S>
+where
+    S: Service<Task<Delivery>, Response = (), Error = BoxDynError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = JobError;
+    type Future = BoxFuture<'static, std::result::Result<(), JobError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(job_error)
+    }
+
+    fn call(&mut self, task: Task<Delivery>) -> Self::Future {
+        let delivery = task.args.clone();
+        let running = self.inner.call(task);
         let runtime = Arc::clone(&self.runtime);
         async move {
-            let job = delivery.job.clone();
-            let outcome = AssertUnwindSafe(async move { handler(job).await })
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(JobError::Abort(panic_message(panic.as_ref()))));
+            let outcome = running.await.map_err(job_error);
             runtime.finish(&delivery, &outcome);
             outcome
         }
@@ -495,11 +461,34 @@ where
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// Maps what the panic-guarded handler returned: its own [`JobError`], or
+/// the abort [`on_panic`] made of a panic.
+fn job_error(error: BoxDynError) -> JobError {
+    match error.downcast::<JobError>() {
+        Ok(error) => *error,
+        Err(error) => JobError::Abort(error.to_string()),
+    }
+}
+
+/// What a caught panic becomes: an abort (acked and logged), carrying the
+/// panic's message.
+///
+/// apalis' default handler (an `AbortError` over a `PanicError`) would do,
+/// but its type is a function pointer over `Box<dyn Any + Send + 'static>`,
+/// and rustc cannot then prove a caller's `tokio::spawn(run_worker(..))`
+/// future `Send` ("implementation of `FnOnce` is not general enough"); a
+/// function generic over the box's lifetime avoids that.
+fn on_panic(panic: &Box<dyn std::any::Any + Send + '_>) -> JobError {
     let text = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown".to_owned());
-    format!("the job handler panicked: {text}")
+    JobError::Abort(format!("the job handler panicked: {text}"))
+}
+
+/// Locks a std mutex, recovering the data if a holder panicked (the guarded
+/// state stays consistent: no critical section can panic half-way).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -12,5 +12,6 @@ mod postgres_tls;
 mod redis;
 mod registry;
 mod rest;
+mod runtime;
 mod sandbox;
 mod sqlite;
