@@ -192,8 +192,10 @@ async fn sqlite_columns_whose_values_mix_types_export_as_text_or_bytes() {
     let path = files.target.step_path("exec_lite_mixed", "step_1");
     // Two rows a batch: `late` fits Int64 in the first batch and meets
     // 'five' in the third, after the upload has begun.
-    let mut options = ExtractOptions::default();
-    options.batch_rows = 2;
+    let options = ExtractOptions {
+        batch_rows: 2,
+        ..ExtractOptions::default()
+    };
     let output = extract_with(
         &options,
         &db.source(),
