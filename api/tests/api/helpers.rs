@@ -31,7 +31,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub dir: tempfile::TempDir,
-    pub registry: prometheus::Registry,
     /// What a worker started later with [`TestApp::start_worker`] uses.
     worker: WorkerParts,
     pg_database: Option<String>,
@@ -183,7 +182,7 @@ pub async fn spawn_custom(options: Options) -> TestApp {
         vault,
         objects,
     };
-    let mut state = AppState::new(backends, Arc::new(verifier), registry.clone()).expect("state");
+    let mut state = AppState::new(backends, Arc::new(verifier), registry).expect("state");
     if let Some(adjust) = adjust {
         state = adjust(state);
     }
@@ -196,7 +195,6 @@ pub async fn spawn_custom(options: Options) -> TestApp {
         client: reqwest::Client::new(),
         store,
         dir,
-        registry,
         worker,
         pg_database,
     }
