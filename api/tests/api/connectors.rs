@@ -3,64 +3,33 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 use crate::helpers::{Reply, TestApp, User, assert_error, spawn_app};
-
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A PostgreSQL login role with a password, dropped at the end.
 pub struct PgRole {
     pub name: String,
     pub password: String,
+    _role: ferry_testkit::postgres::PgRole,
 }
 
 impl PgRole {
     pub async fn create() -> PgRole {
         let suffix = ulid::Ulid::new().to_string().to_lowercase();
-        let role = PgRole {
-            name: format!("ferry_role_{suffix}"),
-            password: format!("pw-{suffix}-S3cret!"),
-        };
-        let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE ROLE {} LOGIN PASSWORD '{}'",
-            role.name, role.password
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("create role");
-        role
+        let role = ferry_testkit::postgres::PgRole::with_password(
+            &format!("ferry_role_{suffix}"),
+            &format!("pw-{suffix}-S3cret!"),
+        );
+        PgRole {
+            name: role.name.clone(),
+            password: role.password.clone(),
+            _role: role,
+        }
     }
 
     pub fn config(&self) -> Value {
         json!({"host": "127.0.0.1", "port": 5432, "database": "postgres", "username": self.name,
                "password": self.password, "connection_timeout_seconds": 5})
-    }
-}
-
-impl Drop for PgRole {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(async {
-                    if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
-                            .execute(&mut admin)
-                            .await;
-                    }
-                });
-            }
-        })
-        .join();
     }
 }
 

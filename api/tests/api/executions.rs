@@ -10,26 +10,20 @@ use sqlx::Connection;
 use crate::connectors::PgRole;
 use crate::helpers::{TestApp, User, assert_error, spawn_app};
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 /// A database of sales rows owned by a login role, dropped at the end.
 pub struct SalesDb {
     name: String,
+    // Dropped before its owner.
+    _database: ferry_testkit::postgres::PgDatabase,
     role: PgRole,
 }
 
 impl SalesDb {
     pub async fn create(rows: i64) -> SalesDb {
         let role = PgRole::create().await;
-        let name = format!("ferry_sales_{}", ulid::Ulid::new().to_string().to_lowercase());
-        let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {name} OWNER {}",
-            role.name
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
+        let database =
+            ferry_testkit::postgres::PgDatabase::create_with("ferry_sales", &format!("OWNER {}", role.name));
+        let name = database.name.clone();
         let url = format!("postgres://{}:{}@127.0.0.1:5432/{name}", role.name, role.password);
         let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect as role");
         sqlx::query(
@@ -46,7 +40,11 @@ impl SalesDb {
         .execute(&mut conn)
         .await
         .expect("rows");
-        SalesDb { name, role }
+        SalesDb {
+            name,
+            _database: database,
+            role,
+        }
     }
 
     pub fn config(&self) -> Value {
@@ -62,26 +60,6 @@ impl SalesDb {
             .fetch_one(&mut conn)
             .await
             .expect("count")
-    }
-}
-
-impl Drop for SalesDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(async {
-                    if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                    }
-                });
-            }
-        })
-        .join();
     }
 }
 

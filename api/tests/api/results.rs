@@ -125,59 +125,37 @@ fn csv_of(value: &Value) -> Option<String> {
     }
 }
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 /// A database owned by a login role holding one table of many types,
 /// dropped at the end.
 struct TypesDb {
     name: String,
+    // Dropped before its owner.
+    _database: ferry_testkit::postgres::PgDatabase,
     role: PgRole,
 }
 
 impl TypesDb {
     async fn create() -> TypesDb {
         let role = PgRole::create().await;
-        let name = format!("ferry_types_{}", ulid::Ulid::new().to_string().to_lowercase());
-        let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {name} OWNER {}",
-            role.name
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
+        let database =
+            ferry_testkit::postgres::PgDatabase::create_with("ferry_types", &format!("OWNER {}", role.name));
+        let name = database.name.clone();
         let url = format!("postgres://{}:{}@127.0.0.1:5432/{name}", role.name, role.password);
         let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect as role");
         for statement in TYPES_TABLE {
             sqlx::query(statement).execute(&mut conn).await.expect(statement);
         }
-        TypesDb { name, role }
+        TypesDb {
+            name,
+            _database: database,
+            role,
+        }
     }
 
     fn config(&self) -> Value {
         let mut config = self.role.config();
         config["database"] = json!(self.name);
         config
-    }
-}
-
-impl Drop for TypesDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(async {
-                    if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                    }
-                });
-            }
-        })
-        .join();
     }
 }
 

@@ -69,7 +69,7 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     pub(crate) fn new() -> Deployment {
-        let database = PgDatabase::create();
+        let database = PgDatabase::create("ferry_cli_test");
         let prefix = format!("ferry-test-{}", database.name);
         let deployment = Deployment {
             database,

@@ -1,11 +1,13 @@
 //! The `ferry` binary as an operator uses it: help, configuration errors,
 //! `ferry up` end to end, and the distributed roles on PostgreSQL.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub(crate) use ferry_testkit::ferry::{Running, http_send, http_status, wait_healthy};
+pub(crate) use ferry_testkit::postgres::PgDatabase;
+pub(crate) use ferry_testkit::{block_on, free_port};
 use serde_json::{Value, json};
 
 mod bench;
@@ -20,79 +22,10 @@ const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const HS_SECRET: &str = "cli-test-secret-that-is-long-enough-for-hs256";
 
-/// A `ferry` command with no FERRY_* variables inherited.
+/// A `ferry` command with no FERRY_* variables inherited (and the per-user
+/// rate limit off unless a test turns it on: rate_limit.rs).
 fn ferry(data_dir: &Path) -> Command {
-    let mut command = Command::new(FERRY);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("FERRY_") {
-            command.env_remove(key);
-        }
-    }
-    // The suites drive the API far faster than people do; the per-user
-    // rate limit is off unless a test turns it on (rate_limit.rs).
-    command
-        .env("FERRY_DATA_DIR", data_dir)
-        .env("RUST_LOG", "info")
-        .env("FERRY_RATE_LIMIT_PER_MINUTE", "0");
-    command
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A background process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_healthy(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if http_status(url).is_some_and(|status| status == 200) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url} never became healthy");
-}
-
-/// Runs one future to completion on a throwaway runtime (the tests drive
-/// processes synchronously).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(future)
-}
-
-/// The status of a GET, or None when nothing answers.
-fn http_status(url: &str) -> Option<u16> {
-    block_on(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
-}
-
-/// Sends an authenticated request and returns its status and JSON body.
-fn http_send(method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    block_on(async {
-        let mut request = reqwest::Client::new().request(method, url).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("send");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("text");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    })
+    ferry_testkit::ferry::command(FERRY, data_dir)
 }
 
 fn stderr_of(output: &Output) -> String {
@@ -305,76 +238,23 @@ fn ferry_up_runs_end_to_end_on_embedded_defaults() {
     }
 }
 
-/// A fresh PostgreSQL database, dropped at the end.
-struct PgDatabase {
-    name: String,
-}
-
-impl PgDatabase {
-    fn create() -> PgDatabase {
-        let name = format!("ferry_cli_test_{}_{}", std::process::id(), rand_suffix());
-        psql(&format!("CREATE DATABASE {name}"));
-        PgDatabase { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()))
-}
-
-/// The single value a query returns, via psql.
+/// The single value a query returns, via psql ("" when it fails).
 fn psql_value(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-Atqc",
-            sql,
-        ])
+    let out = ferry_testkit::postgres::psql_command_at(5432, "postgres", sql)
         .output()
         .expect("psql");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Runs SQL on the shared server's `postgres` database; fails loudly.
 fn psql(sql: &str) {
-    let status = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qc",
-            sql,
-        ])
-        .status()
-        .expect("psql must be installed and PostgreSQL running on 127.0.0.1:5432");
-    assert!(status.success(), "psql failed: {sql}");
+    ferry_testkit::postgres::psql("postgres", sql);
 }
 
 #[test]
 fn distributed_roles_run_on_postgresql() {
     let dir = tempfile::tempdir().expect("dir");
-    let database = PgDatabase::create();
+    let database = PgDatabase::create("ferry_cli_test");
     let prefix = format!("ferry-cli-test-{}", database.name);
     let env = |command: &mut Command| {
         command

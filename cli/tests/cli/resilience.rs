@@ -12,7 +12,7 @@
 //! ones on the default ports are only given fresh databases and prefixes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -307,7 +307,7 @@ impl Cluster {
     /// On a fresh database of the shared PostgreSQL and the shared Redis
     /// under a unique prefix, results in local files.
     fn shared() -> Cluster {
-        let database = PgDatabase::create();
+        let database = PgDatabase::create("ferry_cli_test");
         let url = database.url();
         Cluster::build(
             url,
@@ -329,7 +329,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("dir");
         let objects = match s3 {
             Some(moto) => Objects::S3 {
-                url: format!("s3://{}/deployment-{}", moto.bucket, stamp() % 1_000_000),
+                url: format!("s3://{}/deployment-{}", moto.0.bucket, stamp() % 1_000_000),
                 endpoint: moto.endpoint(),
             },
             None => Objects::Files(dir.path().join("objects")),
@@ -720,190 +720,49 @@ fn assert_three_steps_completed_once(client: &Client, source: &Source, project: 
 // ------------------------------------------------------- private services
 
 /// A private redis-server on a free port, killed when dropped.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
+struct PrivateRedis(ferry_testkit::redis::PrivateRedis);
 
 impl PrivateRedis {
     fn start() -> PrivateRedis {
-        let mut redis = PrivateRedis {
-            port: free_port(),
-            child: None,
-            dir: tempfile::tempdir().expect("dir"),
-        };
-        redis.launch();
-        redis
+        PrivateRedis(block_on(ferry_testkit::redis::PrivateRedis::start()))
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        run(
-            Command::new("redis-cli")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .args(args),
-            "redis-cli",
-        )
-        .trim()
-        .to_owned()
+        format!("{}/0", self.0.url())
     }
 
     /// The server's `run_id`: a new one per start.
     fn run_id(&self) -> String {
-        let info = self.cli(&["info", "server"]);
-        info.lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .expect("run_id in INFO server")
-            .trim()
-            .to_owned()
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--maxmemory-policy", "noeviction"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be on PATH");
-        self.child = Some(child);
-        let port = self.port.to_string();
-        eventually(
-            "the private redis-server to answer",
-            Duration::from_secs(10),
-            || {
-                let out = Command::new("redis-cli")
-                    .args(["-h", "127.0.0.1", "-p", &port, "ping"])
-                    .output()
-                    .ok()?;
-                String::from_utf8_lossy(&out.stdout)
-                    .contains("PONG")
-                    .then_some(())
-            },
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.0.run_id()
     }
 
     /// Kills it and starts an empty one on the same port.
     fn restart_empty(&mut self) {
-        self.kill();
-        self.launch();
+        block_on(self.0.restart());
     }
 }
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A private PostgreSQL 15 cluster (initdb, run as `postgres`) on a free
 /// port; stopped immediately and deleted when dropped.
-struct PrivatePostgres {
-    dir: tempfile::TempDir,
-    port: u16,
-}
+struct PrivatePostgres(ferry_testkit::postgres::PrivatePostgres);
 
 impl PrivatePostgres {
     fn start() -> PrivatePostgres {
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-res-pg")
-            .tempdir_in("/tmp")
-            .expect("dir");
-        run(
-            Command::new("chown").arg("postgres:postgres").arg(dir.path()),
-            "chown the cluster directory to postgres",
-        );
-        let cluster = PrivatePostgres {
-            dir,
-            port: free_port(),
-        };
-        run(
-            Command::new("runuser")
-                .args([
-                    "-u",
-                    "postgres",
-                    "--",
-                    &format!("{PG_BIN}/initdb"),
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-sync",
-                    "-D",
-                ])
-                .arg(cluster.data()),
-            "initdb (as postgres)",
-        );
-        cluster.start_again();
-        cluster
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn pg_ctl(&self) -> Command {
-        let mut command = Command::new("runuser");
-        command
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-D"])
-            .arg(self.data());
-        command
+        let cluster = ferry_testkit::postgres::PrivatePostgres::init("ferry-res-pg", "max_connections = 100");
+        cluster.start();
+        PrivatePostgres(cluster)
     }
 
     fn start_again(&self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100",
-            self.port,
-            self.dir.path().display()
-        );
-        run(
-            self.pg_ctl()
-                .args(["-w", "-t", "60", "-o", &options, "-l"])
-                .arg(self.dir.path().join("log"))
-                .arg("start"),
-            "pg_ctl start",
-        );
+        self.0.start();
     }
 
     fn stop_fast(&self) {
-        run(
-            self.pg_ctl().args(["-w", "-t", "60", "-m", "fast", "stop"]),
-            "pg_ctl stop -m fast",
-        );
+        self.0.stop_fast();
     }
 
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self.pg_ctl().args(["-w", "-m", "immediate", "stop"]).output();
+        self.0.url()
     }
 }
 
@@ -911,74 +770,21 @@ impl Drop for PrivatePostgres {
 type Upload = (String, String);
 
 /// A moto S3 server on a free port with one bucket, killed when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
-    bucket: String,
-}
+struct Moto(ferry_testkit::peers::S3Peer);
 
 impl Moto {
     fn start() -> Moto {
-        let venv = moto_venv();
-        let port = free_port();
-        let mut child = Command::new(venv.join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (bash scripts/s3-peer.sh)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while crate::http_status(&format!("http://127.0.0.1:{port}/")).is_none() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("moto_server exited before listening: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let moto = Moto {
-            child,
-            port,
-            bucket: "ferry-resilience".to_owned(),
-        };
-        let created = moto.request(reqwest::Method::PUT, &format!("/{}", moto.bucket));
-        assert!(
-            (200..300).contains(&created.0),
-            "create bucket: {} {}",
-            created.0,
-            created.1
-        );
-        moto
+        Moto(block_on(ferry_testkit::peers::S3Peer::start("ferry-resilience")))
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// An unsigned request (moto's server mode accepts them): status, body.
-    fn request(&self, method: reqwest::Method, path_and_query: &str) -> (u16, String) {
-        let url = format!("{}{path_and_query}", self.endpoint());
-        block_on(async {
-            let response = reqwest::Client::new()
-                .request(method, &url)
-                .send()
-                .await
-                .expect("moto answers");
-            let status = response.status().as_u16();
-            (status, response.text().await.expect("body"))
-        })
+        self.0.endpoint()
     }
 
     /// The multipart uploads the bucket holds open.
     fn open_uploads(&self) -> Vec<Upload> {
-        let (status, body) = self.request(reqwest::Method::GET, &format!("/{}?uploads", self.bucket));
-        assert!(
-            status == 200 && body.contains("ListMultipartUploadsResult"),
-            "ListMultipartUploads: {status} {body}"
-        );
-        body.split("<Upload>")
+        block_on(self.0.list_uploads())
+            .split("<Upload>")
             .skip(1)
             .map(|upload| {
                 (
@@ -991,10 +797,10 @@ impl Moto {
 
     /// Keys of the visible objects under `prefix`.
     fn objects(&self, prefix: &str) -> Vec<String> {
-        let (status, body) = self.request(
+        let (status, body) = block_on(self.0.request(
             reqwest::Method::GET,
-            &format!("/{}?list-type=2&prefix={prefix}", self.bucket),
-        );
+            &format!("/{}?list-type=2&prefix={prefix}", self.0.bucket),
+        ));
         assert!(
             status == 200 && body.contains("ListBucketResult"),
             "ListObjectsV2: {status} {body}"
@@ -1006,39 +812,11 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn between(text: &str, start: &str, end: &str) -> String {
     text.split_once(start)
         .and_then(|(_, rest)| rest.split_once(end))
         .map(|(value, _)| value.to_owned())
         .unwrap_or_default()
-}
-
-/// The venv `scripts/s3-peer.sh` fills with moto, installing it if needed
-/// under a file lock (tests run in parallel processes).
-fn moto_venv() -> PathBuf {
-    let venv = std::env::var_os("FERRY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferry-venv"));
-    if venv.join("bin/moto_server").exists() {
-        return venv;
-    }
-    let lock = std::fs::File::create(std::env::temp_dir().join("ferry-s3-peer.lock")).expect("lock file");
-    lock.lock().expect("lock");
-    if !venv.join("bin/moto_server").exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-peer.sh");
-        run(
-            Command::new("bash").arg(script).env("FERRY_VENV", &venv),
-            "scripts/s3-peer.sh (installs moto[server]; run it by hand to see why it failed)",
-        );
-    }
-    venv
 }
 
 // -------------------------------------------------------------------- tests
@@ -1187,7 +965,7 @@ fn a_worker_paused_past_its_lease_writes_nothing_once_another_worker_took_over()
 fn a_redis_restart_loses_no_execution_and_needs_no_role_restarted() {
     let source = Source::create();
     let mut redis = PrivateRedis::start();
-    let database = PgDatabase::create();
+    let database = PgDatabase::create("ferry_cli_test");
     let cluster = Cluster::build(database.url(), redis.url(), Some(database), false, None);
     let (mut api, client) = cluster.api();
     let mut workers = [cluster.worker(1), cluster.worker(1)];
@@ -1433,7 +1211,7 @@ fn s3_prefix(cluster: &Cluster) -> String {
 fn a_cancelled_execution_leaves_no_open_multipart_upload_and_no_object_on_s3() {
     let source = Source::create();
     let moto = Moto::start();
-    let database = PgDatabase::create();
+    let database = PgDatabase::create("ferry_cli_test");
     let cluster = Cluster::build(
         database.url(),
         "redis://127.0.0.1:6379/0".to_owned(),
@@ -1475,7 +1253,7 @@ fn a_cancelled_execution_leaves_no_open_multipart_upload_and_no_object_on_s3() {
 fn crash_mid_upload_then_resume() -> (Vec<Upload>, Vec<Upload>) {
     let source = Source::create();
     let moto = Moto::start();
-    let database = PgDatabase::create();
+    let database = PgDatabase::create("ferry_cli_test");
     let cluster = Cluster::build(
         database.url(),
         "redis://127.0.0.1:6379/0".to_owned(),

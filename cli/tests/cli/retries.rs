@@ -12,14 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{Running, ferry, free_port, http_send, rand_suffix, wait_healthy};
+use crate::{Running, ferry, free_port, http_send, wait_healthy};
 
-/// A name unique across tests and test processes.
-fn unique(prefix: &str) -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}_{}_{n}_{}", std::process::id(), rand_suffix())
-}
+// A name unique across tests and test processes.
+use ferry_testkit::unique;
 
 /// A database with the flaky functions and a login role that may call them;
 /// both dropped at the end.

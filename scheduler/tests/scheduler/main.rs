@@ -14,14 +14,14 @@ use ferry_shared::queue::{EmbeddedQueue, JobKind, Queue};
 use ferry_shared::store::{SqliteStore, Store};
 use serde_json::{Map, json};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+const REDIS: &str = ferry_testkit::redis::URL;
 const ORG: &str = "org_acme";
 const ALICE: &str = "user_alice";
 
 // ---------------------------------------------------------------- helpers
 
 fn unique_prefix() -> String {
-    format!("ferry_test_{}", ulid::Ulid::new().to_string().to_lowercase())
+    ferry_testkit::redis::unique_prefix("ferry_test")
 }
 
 async fn candidate(prefix: &str, ttl: Duration) -> LeaderElection {

@@ -22,7 +22,6 @@ use ferry_shared::domain::{
 use ferry_shared::ids::IdKind;
 use ferry_shared::store::{self, Grant, PostgresStore, SqliteStore, Store};
 use serde_json::{Map, Value, json};
-use sqlx::AssertSqlSafe;
 
 mod executions;
 mod secrets;
@@ -32,7 +31,6 @@ use executions::*;
 use secrets::*;
 use step_attempts::*;
 
-const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const ORG: &str = "org_acme";
 const OTHER_ORG: &str = "org_globex";
 const ALICE: &str = "user_alice";
@@ -48,18 +46,11 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let server = PostgresStore::connect(&format!("{POSTGRES_SERVER}/postgres"))
-        .await
-        .expect("PostgreSQL must be running at 127.0.0.1:5432 (user postgres, trust auth)");
-    let name = format!("ferry_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
-    )))
-    .execute(server.pool())
-    .await
-    .expect("create the test database");
-
-    let store = PostgresStore::connect(&format!("{POSTGRES_SERVER}/{name}"))
+    let database = ferry_testkit::postgres::PgDatabase::create_with(
+        "ferry_test",
+        "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'",
+    );
+    let store = PostgresStore::connect(&database.url())
         .await
         .expect("connect to the test database");
     store.migrate().await.expect("migrate the test database");
@@ -68,10 +59,7 @@ where
     let outcome = tokio::spawn(test(Arc::new(store))).await;
 
     pool.close().await;
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-        .execute(server.pool())
-        .await
-        .expect("drop the test database");
+    drop(database);
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }

@@ -7,16 +7,19 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ferry_shared::domain::params::{BoundQuery, ParamValue};
 use ferry_shared::objects::ObjectTarget;
+pub use ferry_testkit::mariadb::mariadb;
+use ferry_testkit::mariadb::{Grant, MariaDatabase};
+use ferry_testkit::postgres::PgDatabase;
+pub use ferry_testkit::{eventually, unique};
 use ferry_worker::extract::{
     Destination, ExtractError, ExtractOptions, SqlSource, StepOutput, run_sql_step_with,
 };
@@ -29,56 +32,9 @@ use object_store::{
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::ParquetMetaData;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::postgres::PgPool;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-
-/// A name unique across the concurrently running test processes.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(command: &mut Command, what: &str) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("{what}: could not run: {error}"));
-    if !output.status.success() {
-        panic!(
-            "{what} failed ({}):\n{}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Polls `check` until it returns true or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 pub fn query(sql: &str, params: Vec<ParamValue>) -> BoundQuery {
     BoundQuery {
@@ -89,24 +45,8 @@ pub fn query(sql: &str, params: Vec<ParamValue>) -> BoundQuery {
 
 // ---------------------------------------------------------------- PostgreSQL
 
-fn pg_options(database: &str) -> PgConnectOptions {
-    PgConnectOptions::new_without_pgpass()
-        .host("127.0.0.1")
-        .port(5432)
-        .username("postgres")
-        .database(database)
-        .ssl_mode(PgSslMode::Disable)
-}
-
 pub async fn pg_pool(database: &str, size: u32) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(size)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(pg_options(database))
-        .await
-        .unwrap_or_else(|error| {
-            panic!("PostgreSQL on 127.0.0.1:5432 is required (scripts/services.sh): {error}")
-        })
+    ferry_testkit::postgres::pool_at(ferry_testkit::postgres::PORT, database, size).await
 }
 
 /// A fresh database on the shared server, dropped at the end of the test.
@@ -114,6 +54,7 @@ pub struct PgFixture {
     pub database: String,
     pub pool: PgPool,
     pub admin: PgPool,
+    _database: PgDatabase,
 }
 
 pub async fn pg_fixture() -> PgFixture {
@@ -123,18 +64,13 @@ pub async fn pg_fixture() -> PgFixture {
 /// A fresh database created with `options` (`ENCODING …`).
 pub async fn pg_fixture_with(options: &str) -> PgFixture {
     let admin = pg_pool("postgres", 2).await;
-    let database = unique("ferry_x");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {database} {options}"
-    )))
-    .execute(&admin)
-    .await
-    .expect("create database");
-    let pool = pg_pool(&database, 5).await;
+    let database = PgDatabase::create_with("ferry_x", options);
+    let pool = pg_pool(&database.name, 5).await;
     PgFixture {
-        database,
+        database: database.name.clone(),
         pool,
         admin,
+        _database: database,
     }
 }
 
@@ -169,59 +105,23 @@ impl PgFixture {
     }
 }
 
-impl Drop for PgFixture {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-q",
-                "-c",
-                &sql,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 // ------------------------------------------------------------------- MariaDB
-
-pub const MARIADB_SOCKET: &str = "/run/mysqld/mysqld.sock";
-
-/// Runs SQL as root through the server's socket (root has no password
-/// there and cannot log in over TCP).
-pub fn mariadb(sql: &str) -> String {
-    run(
-        Command::new("mariadb").args(["--socket", MARIADB_SOCKET, "-u", "root", "-N", "-B", "-e", sql]),
-        "mariadb (is it running? scripts/services.sh)",
-    )
-}
 
 /// A fresh database and a password user allowed on it; dropped on drop.
 pub struct MariaFixture {
     pub database: String,
     pub pool: sqlx::MySqlPool,
+    _database: MariaDatabase,
 }
 
 pub async fn maria_fixture() -> MariaFixture {
-    let name = unique("fx");
-    let password = format!("pw-{}", unique("s"));
-    mariadb(&format!(
-        "CREATE DATABASE `{name}`; CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'; \
-         GRANT ALL ON `{name}`.* TO '{name}'@'%';"
-    ));
+    let database = MariaDatabase::create("fx", Grant::Database);
     let options = sqlx::mysql::MySqlConnectOptions::new()
         .host("127.0.0.1")
         .port(3306)
-        .username(&name)
-        .password(&password)
-        .database(&name)
+        .username(&database.name)
+        .password(&database.password)
+        .database(&database.name)
         .ssl_mode(sqlx::mysql::MySqlSslMode::Disabled);
     let pool = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(5)
@@ -231,7 +131,11 @@ pub async fn maria_fixture() -> MariaFixture {
         .unwrap_or_else(|error| {
             panic!("MariaDB on 127.0.0.1:3306 is required (scripts/services.sh): {error}")
         });
-    MariaFixture { database: name, pool }
+    MariaFixture {
+        database: database.name.clone(),
+        pool,
+        _database: database,
+    }
 }
 
 impl MariaFixture {
@@ -244,20 +148,6 @@ impl MariaFixture {
             .execute(&self.pool)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-}
-
-impl Drop for MariaFixture {
-    fn drop(&mut self) {
-        let _ = Command::new("mariadb")
-            .args(["--socket", MARIADB_SOCKET, "-u", "root", "-e"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS `{0}`; DROP USER IF EXISTS '{0}'@'%';",
-                self.database
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
@@ -330,106 +220,48 @@ impl FileTarget {
     }
 }
 
-/// The venv `scripts/s3-peer.sh` fills, installing moto if needed (under a
-/// file lock: tests run in parallel processes).
-pub fn s3_peer_venv() -> PathBuf {
-    let venv = std::env::var_os("FERRY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferry-venv"));
-    if venv.join("bin/moto_server").exists() {
-        return venv;
-    }
-    let lock = std::fs::File::create(std::env::temp_dir().join("ferry-s3-peer.lock")).expect("lock file");
-    lock.lock().expect("lock");
-    if !venv.join("bin/moto_server").exists() {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-peer.sh");
-        run(
-            Command::new("bash").arg(script).env("FERRY_VENV", &venv),
-            "scripts/s3-peer.sh (installs moto[server]; run it by hand to see why it failed)",
-        );
-    }
-    venv
-}
-
-/// A moto S3 server on a free port with one bucket, killed on drop.
-pub struct S3Peer {
-    child: Child,
-    pub port: u16,
-    pub bucket: String,
-}
+/// A moto S3 server on a free port with the bucket `ferry-results`,
+/// killed on drop.
+pub use ferry_testkit::peers::S3Peer;
 
 pub async fn s3_peer() -> S3Peer {
-    let venv = s3_peer_venv();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut child = Command::new(venv.join("bin/moto_server"))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server (bash scripts/s3-peer.sh)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = reqwest::Client::new();
-    loop {
-        if client
-            .get(format!("http://127.0.0.1:{port}/"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("moto_server exited before listening: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not listen on {port} within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let bucket = "ferry-results".to_owned();
-    let created = client
-        .put(format!("http://127.0.0.1:{port}/{bucket}"))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(
-        created.status().is_success(),
-        "create bucket: {}",
-        created.status()
-    );
-    S3Peer { child, port, bucket }
+    S3Peer::start("ferry-results").await
 }
 
-impl S3Peer {
+/// What the extraction tests do with an [`S3Peer`].
+#[allow(async_fn_in_trait)]
+pub trait S3PeerExt {
+    fn target(&self, prefix: &str) -> ObjectTarget;
+    fn object_url(&self, path: &Path) -> String;
+    async fn open_uploads(&self) -> usize;
+    async fn parts_at(object_url: &str, id: &str) -> usize;
+}
+
+impl S3PeerExt for S3Peer {
     /// An s3:// target on this server, opened the way the worker opens one.
-    pub fn target(&self, prefix: &str) -> ObjectTarget {
-        let endpoint = format!("http://127.0.0.1:{}", self.port);
-        ObjectTarget::open_with_options(
-            &format!("s3://{}/{prefix}", self.bucket),
-            &[
-                ("aws_endpoint", endpoint.as_str()),
-                ("aws_allow_http", "true"),
-                ("aws_region", "us-east-1"),
-                ("aws_access_key_id", "testing"),
-                ("aws_secret_access_key", "testing"),
-            ],
-        )
-        .expect("open s3 target")
+    fn target(&self, prefix: &str) -> ObjectTarget {
+        let options = self.target_options();
+        let options: Vec<(&str, &str)> = options
+            .iter()
+            .map(|(key, value)| (*key, value.as_str()))
+            .collect();
+        ObjectTarget::open_with_options(&format!("s3://{}/{prefix}", self.bucket), &options)
+            .expect("open s3 target")
     }
 
     /// The object's URL on this server (for a path of a target of it).
-    pub fn object_url(&self, path: &Path) -> String {
+    fn object_url(&self, path: &Path) -> String {
         format!("http://127.0.0.1:{}/{}/{path}", self.port, self.bucket)
+    }
+
+    /// Multipart uploads the server holds open (`ListMultipartUploads`).
+    async fn open_uploads(&self) -> usize {
+        self.list_uploads().await.matches("<Upload>").count()
     }
 
     /// Parts uploaded so far to the upload `id` of the object at
     /// `object_url` (`ListParts`).
-    pub async fn parts_at(object_url: &str, id: &str) -> usize {
+    async fn parts_at(object_url: &str, id: &str) -> usize {
         let body = reqwest::Client::new()
             .get(object_url)
             .query(&[("uploadId", id)])
@@ -445,28 +277,6 @@ impl S3Peer {
             "unexpected answer: {body}"
         );
         body.matches("<Part>").count()
-    }
-
-    /// Multipart uploads the server holds open (`ListMultipartUploads`).
-    pub async fn open_uploads(&self) -> usize {
-        let body = reqwest::get(format!("http://127.0.0.1:{}/{}?uploads", self.port, self.bucket))
-            .await
-            .expect("list uploads")
-            .text()
-            .await
-            .expect("body");
-        assert!(
-            body.contains("ListMultipartUploadsResult"),
-            "unexpected answer: {body}"
-        );
-        body.matches("<Upload>").count()
-    }
-}
-
-impl Drop for S3Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,9 +9,8 @@
 //! `bench_queue_throughput_and_pickup` is the queue benchmark (ignored; run
 //! it with `loadtests/queue/run.sh`).
 //!
-//! The fixtures below (`PrivateRedis`, `Backend`, `with_queue`) are copied
-//! from `shared/tests/integration/queue.rs`, trimmed to what these tests
-//! use, until one test-support crate holds them.
+//! The queue backends come from `ferry-testkit`, as in the shared crate's
+//! queue suite.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,174 +18,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_shared::queue::{EmbeddedQueue, Job, JobKind, Queue, RedisQueue};
+use ferry_shared::queue::{Job, JobKind, Queue, RedisQueue};
+use ferry_testkit::queue::{Harness as Backend, with_queue};
+use ferry_testkit::redis::PrivateRedis;
 use ferry_worker::runtime::{JobError, WorkerOptions, run_worker};
 use serde_json::json;
-use tempfile::TempDir;
 use tokio::sync::{Notify, oneshot};
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// For tests that want redelivery to happen within the test.
 const SHORT_LEASE: Duration = Duration::from_secs(1);
 /// For tests where nothing must be redelivered.
 const LONG_LEASE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------- fixtures
-
-/// A Redis server of the test's own, so it can be killed and restarted
-/// empty without touching the shared one.
-struct PrivateRedis {
-    port: u16,
-    dir: TempDir,
-    child: std::process::Child,
-}
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            listener.local_addr().expect("local address").port()
-        };
-        let dir = TempDir::new().expect("temporary directory");
-        let child = Self::spawn(port, &dir);
-        let server = PrivateRedis { port, dir, child };
-        server.wait_ready().await;
-        server
-    }
-
-    fn spawn(port: u16, dir: &TempDir) -> std::process::Child {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be on the PATH")
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let client = ::redis::Client::open(self.url()).expect("url");
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && ::redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "private redis-server on port {} did not start",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn start_again(&mut self) {
-        self.child = Self::spawn(self.port, &self.dir);
-        self.wait_ready().await;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Where a test's queue lives: a key prefix on a Redis, or a file.
-enum Backend {
-    Redis { url: String, prefix: String },
-    Embedded { dir: TempDir },
-}
-
-impl Backend {
-    fn redis(url: &str) -> Self {
-        Backend::Redis {
-            url: url.to_owned(),
-            prefix: format!("test-runtime-{}", ulid::Ulid::new().to_string().to_lowercase()),
-        }
-    }
-
-    fn embedded() -> Self {
-        Backend::Embedded {
-            dir: TempDir::new().expect("temporary directory"),
-        }
-    }
-
-    async fn open(&self, lease: Duration) -> Arc<dyn Queue> {
-        match self {
-            Backend::Redis { url, prefix } => Arc::new(
-                RedisQueue::connect(url, prefix, lease)
-                    .await
-                    .expect("Redis must be running at 127.0.0.1:6379"),
-            ),
-            Backend::Embedded { dir } => Arc::new(
-                EmbeddedQueue::open(&dir.path().join("queue.db"), lease)
-                    .await
-                    .expect("open the queue file"),
-            ),
-        }
-    }
-
-    /// Deletes the test's keys from the Redis.
-    async fn cleanup(&self) {
-        let Backend::Redis { url, prefix } = self else {
-            return;
-        };
-        let client = ::redis::Client::open(url.as_str()).expect("url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{{{prefix}:*"))
-            .query_async(&mut conn)
-            .await
-            .expect("list test keys");
-        if !keys.is_empty() {
-            let () = ::redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .expect("delete test keys");
-        }
-    }
-}
-
-/// Runs `test` on a queue with `lease` over `backend`, then cleans up,
-/// whether the test passed or panicked.
-async fn with_queue<F, Fut>(backend: Backend, lease: Duration, test: F)
-where
-    F: FnOnce(Arc<dyn Queue>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let queue = backend.open(lease).await;
-    let outcome = tokio::spawn(test(queue)).await;
-    backend.cleanup().await;
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
-}
 
 /// Instantiates each test for both backends, as `runtime::redis::<name>`
 /// and `runtime::embedded::<name>`.
@@ -197,7 +41,7 @@ macro_rules! runtime_conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    with_queue(Backend::redis(REDIS_URL), $lease, super::$test).await;
+                    with_queue(Backend::redis(), $lease, super::$test).await;
                 }
             )+
         }
@@ -623,10 +467,11 @@ async fn bench_queue_throughput_and_pickup() {
     const PICKUP_JOBS: usize = 2_000;
 
     // FERRY_BENCH_REDIS_URL points the Redis half at another server.
-    let redis_url = std::env::var("FERRY_BENCH_REDIS_URL").unwrap_or_else(|_| REDIS_URL.to_owned());
+    let redis_url =
+        std::env::var("FERRY_BENCH_REDIS_URL").unwrap_or_else(|_| ferry_testkit::redis::URL.to_owned());
     for name in ["redis", "embedded"] {
         let backend = if name == "redis" {
-            Backend::redis(&redis_url)
+            Backend::redis_at(&redis_url)
         } else {
             Backend::embedded()
         };
