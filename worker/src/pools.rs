@@ -21,16 +21,13 @@ use ferry_shared::domain::TestOutcome;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 pub use crate::connectors::DriverError;
-use crate::connectors::mongo::MongoHandle;
-use crate::connectors::mysql::MySqlHandle;
-use crate::connectors::postgres::PgHandle;
+use crate::connectors::mongodb::MongoHandle;
 use crate::connectors::redis::RedisHandle;
 use crate::connectors::rest::RestHandle;
-use crate::connectors::sqlite::SqliteHandle;
 use crate::connectors::{
-    self, ConnectorKind, ConnectorSpec, ErrorType, NetworkPolicy, TestDetails, mongo, mysql, postgres, redis,
-    rest, sqlite,
+    self, ConnectorKind, ConnectorPool, ConnectorSpec, ErrorType, NetworkPolicy, TestDetails,
 };
+use crate::extract::SqlSource;
 
 /// The pools of every connector this worker has used. Cheap to clone.
 #[derive(Clone)]
@@ -52,17 +49,8 @@ struct Slot {
 
 /// A built pool; the gauge counts it while it lives.
 struct Pooled {
-    handle: DriverPool,
+    handle: Box<dyn ConnectorPool>,
     _gauge: GaugeGuard,
-}
-
-enum DriverPool {
-    Postgres(PgHandle),
-    MySql(MySqlHandle),
-    Sqlite(SqliteHandle),
-    Redis(RedisHandle),
-    Mongo(MongoHandle),
-    Rest(Box<RestHandle>),
 }
 
 /// A pool to use, and whether it must be closed after this use.
@@ -158,14 +146,11 @@ impl PoolRegistry {
 
     async fn run_test(&self, spec: &ConnectorSpec) -> Result<TestDetails, DriverError> {
         let checkout = self.checkout(spec).await?;
-        let result = match &checkout.pooled.handle {
-            DriverPool::Postgres(handle) => handle.test(&checkout.addrs).await,
-            DriverPool::MySql(handle) => handle.test(&checkout.addrs).await,
-            DriverPool::Sqlite(handle) => handle.test().await,
-            DriverPool::Redis(handle) => handle.test().await,
-            DriverPool::Mongo(handle) => handle.test(&self.inner.policy).await,
-            DriverPool::Rest(handle) => handle.test().await,
-        };
+        let result = checkout
+            .pooled
+            .handle
+            .test(&checkout.addrs, &self.inner.policy)
+            .await;
         if checkout.one_off {
             checkout.pooled.close();
         } else if result
@@ -201,8 +186,8 @@ impl PoolRegistry {
             &[ConnectorKind::Postgres, ConnectorKind::Redshift],
             "PostgreSQL",
         )?;
-        match &self.checkout_bounded(spec).await?.pooled.handle {
-            DriverPool::Postgres(handle) => Ok(handle.pool.clone()),
+        match self.sql_source(spec).await? {
+            Some(SqlSource::Postgres(pool)) => Ok(pool),
             _ => Err(wrong_family(spec, "PostgreSQL")),
         }
     }
@@ -210,8 +195,8 @@ impl PoolRegistry {
     /// The MySQL/MariaDB pool of `spec` (created on first use).
     pub async fn mysql(&self, spec: &ConnectorSpec) -> Result<sqlx::MySqlPool, DriverError> {
         expect_family(spec, &[ConnectorKind::MySql], "MySQL")?;
-        match &self.checkout_bounded(spec).await?.pooled.handle {
-            DriverPool::MySql(handle) => Ok(handle.pool.clone()),
+        match self.sql_source(spec).await? {
+            Some(SqlSource::MySql(pool)) => Ok(pool),
             _ => Err(wrong_family(spec, "MySQL")),
         }
     }
@@ -219,40 +204,43 @@ impl PoolRegistry {
     /// The read-only SQLite pool of `spec` (created on first use).
     pub async fn sqlite(&self, spec: &ConnectorSpec) -> Result<sqlx::SqlitePool, DriverError> {
         expect_family(spec, &[ConnectorKind::Sqlite], "SQLite")?;
-        match &self.checkout_bounded(spec).await?.pooled.handle {
-            DriverPool::Sqlite(handle) => Ok(handle.pool.clone()),
+        match self.sql_source(spec).await? {
+            Some(SqlSource::Sqlite(pool)) => Ok(pool),
             _ => Err(wrong_family(spec, "SQLite")),
         }
+    }
+
+    /// The source `sql_query` steps on `spec` read from (its pool, created
+    /// on first use); `None` when its family runs no SQL.
+    pub async fn sql_source(&self, spec: &ConnectorSpec) -> Result<Option<SqlSource>, DriverError> {
+        Ok(self.checkout_bounded(spec).await?.pooled.handle.sql_source())
     }
 
     /// The Redis pool of `spec` (created on first use); connections come
     /// authenticated and on the configured database.
     pub async fn redis(&self, spec: &ConnectorSpec) -> Result<deadpool_redis::Pool, DriverError> {
         expect_family(spec, &[ConnectorKind::Redis], "Redis")?;
-        match &self.checkout_bounded(spec).await?.pooled.handle {
-            DriverPool::Redis(handle) => Ok(handle.pool.clone()),
-            _ => Err(wrong_family(spec, "Redis")),
-        }
+        let checkout = self.checkout_bounded(spec).await?;
+        let handle: &RedisHandle = downcast(&checkout, spec, "Redis")?;
+        Ok(handle.pool.clone())
     }
 
     /// The MongoDB client of `spec` (created on first use) and the
     /// connector's database name.
-    pub async fn mongodb(&self, spec: &ConnectorSpec) -> Result<(mongodb::Client, String), DriverError> {
+    pub async fn mongodb(&self, spec: &ConnectorSpec) -> Result<(::mongodb::Client, String), DriverError> {
         expect_family(spec, &[ConnectorKind::MongoDb], "MongoDB")?;
-        match &self.checkout_bounded(spec).await?.pooled.handle {
-            DriverPool::Mongo(handle) => Ok((handle.client.clone(), handle.database.clone())),
-            _ => Err(wrong_family(spec, "MongoDB")),
-        }
+        let checkout = self.checkout_bounded(spec).await?;
+        let handle: &MongoHandle = downcast(&checkout, spec, "MongoDB")?;
+        Ok((handle.client.clone(), handle.database.clone()))
     }
 
     /// The HTTP client of a REST connector (its extra headers applied; the
     /// auth header is added per request by the driver) and its base URL.
     pub async fn rest(&self, spec: &ConnectorSpec) -> Result<(reqwest::Client, url::Url), DriverError> {
         expect_family(spec, &[ConnectorKind::RestApi], "REST API")?;
-        match &self.checkout_bounded(spec).await?.pooled.handle {
-            DriverPool::Rest(handle) => Ok((handle.client.clone(), handle.base_url.clone())),
-            _ => Err(wrong_family(spec, "REST API")),
-        }
+        let checkout = self.checkout_bounded(spec).await?;
+        let handle: &RestHandle = downcast(&checkout, spec, "REST API")?;
+        Ok((handle.client.clone(), handle.base_url.clone()))
     }
 
     async fn checkout_bounded(&self, spec: &ConnectorSpec) -> Result<Checkout, DriverError> {
@@ -264,12 +252,7 @@ impl PoolRegistry {
 
     /// The pool for `spec`, built if needed, with the network re-checked.
     async fn checkout(&self, spec: &ConnectorSpec) -> Result<Checkout, DriverError> {
-        let kind = ConnectorKind::parse(&spec.connector_type).ok_or_else(|| {
-            DriverError::invalid_config(format!(
-                "this worker has no driver for connector type {:?}",
-                spec.connector_type
-            ))
-        })?;
+        let kind = spec.kind()?;
         // Two rounds: the second one follows a host that moved to a new address.
         for _ in 0..2 {
             let Some(cell) = self.slot_for(spec) else {
@@ -307,14 +290,7 @@ impl PoolRegistry {
         spec: &ConnectorSpec,
         pooled: &Arc<Pooled>,
     ) -> Result<Option<Vec<SocketAddr>>, DriverError> {
-        let policy = &self.inner.policy;
-        let result = match &pooled.handle {
-            DriverPool::Postgres(handle) => handle.endpoint.recheck(policy).await,
-            DriverPool::MySql(handle) => handle.endpoint.recheck(policy).await,
-            DriverPool::Redis(handle) => handle.endpoint.recheck(policy).await,
-            DriverPool::Mongo(handle) => handle.check_opened(policy).await.map(|()| Some(Vec::new())),
-            DriverPool::Sqlite(_) | DriverPool::Rest(_) => Ok(Some(Vec::new())),
-        };
+        let result = pooled.handle.recheck(&self.inner.policy).await;
         if result
             .as_ref()
             .is_err_and(|error| error.kind() == ErrorType::BlockedAddress)
@@ -366,16 +342,7 @@ impl PoolRegistry {
 
     async fn build(&self, spec: &ConnectorSpec, kind: ConnectorKind) -> Result<Pooled, DriverError> {
         let policy = &self.inner.policy;
-        let handle = match kind {
-            ConnectorKind::Postgres | ConnectorKind::Redshift => {
-                DriverPool::Postgres(postgres::open(spec, kind, policy).await?.0)
-            }
-            ConnectorKind::MySql => DriverPool::MySql(mysql::open(spec, policy).await?.0),
-            ConnectorKind::Redis => DriverPool::Redis(redis::open(spec, policy).await?.0),
-            ConnectorKind::Sqlite => DriverPool::Sqlite(sqlite::open(spec, policy)?),
-            ConnectorKind::MongoDb => DriverPool::Mongo(mongo::open(spec, policy).await?),
-            ConnectorKind::RestApi => DriverPool::Rest(Box::new(rest::open(spec, policy)?)),
-        };
+        let handle = kind.driver().open(spec, policy).await?;
         tracing::debug!(connector_uuid = %spec.uuid, version = spec.version, connector_type = kind.as_str(), "pool created");
         Ok(Pooled {
             handle,
@@ -403,16 +370,22 @@ impl Slot {
 
 impl Pooled {
     fn close(&self) {
-        match &self.handle {
-            DriverPool::Postgres(handle) => handle.close(),
-            DriverPool::MySql(handle) => handle.close(),
-            DriverPool::Sqlite(handle) => handle.close(),
-            DriverPool::Redis(handle) => handle.close(),
-            DriverPool::Mongo(handle) => handle.close(),
-            // Dropping the client closes its idle connections.
-            DriverPool::Rest(_) => {}
-        }
+        self.handle.close();
     }
+}
+
+/// The pool of `checkout` as the family's own handle type.
+fn downcast<'a, T: 'static>(
+    checkout: &'a Checkout,
+    spec: &ConnectorSpec,
+    family: &str,
+) -> Result<&'a T, DriverError> {
+    checkout
+        .pooled
+        .handle
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| wrong_family(spec, family))
 }
 
 fn expect_family(spec: &ConnectorSpec, kinds: &[ConnectorKind], family: &str) -> Result<(), DriverError> {

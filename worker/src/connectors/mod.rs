@@ -9,7 +9,7 @@
 
 pub(crate) mod config;
 pub mod errors;
-pub(crate) mod mongo;
+pub(crate) mod mongodb;
 pub(crate) mod mysql;
 pub mod network;
 pub(crate) mod postgres;
@@ -17,14 +17,20 @@ pub(crate) mod redis;
 pub(crate) mod rest;
 pub(crate) mod sqlite;
 
+use std::any::Any;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use ferry_shared::domain::StepType;
+use ferry_shared::domain::params::Placeholder;
 use serde_json::{Map, Value};
 
 pub use config::{PoolSettings, SslMode};
 pub use errors::{DriverError, ErrorType, Secrets};
+
+use crate::extract::SqlSource;
 
 /// What a worker needs to talk to one connector's system.
 #[derive(Clone)]
@@ -112,6 +118,86 @@ impl ConnectorKind {
             ConnectorKind::MongoDb => "mongodb",
         }
     }
+}
+
+impl ConnectorKind {
+    /// The driver of this type's family: the one place a type meets its
+    /// folder.
+    pub(crate) fn driver(self) -> &'static dyn Driver {
+        match self {
+            ConnectorKind::Postgres | ConnectorKind::Redshift => &postgres::Postgres,
+            ConnectorKind::MySql => &mysql::MySql,
+            ConnectorKind::Redis => &redis::Redis,
+            ConnectorKind::RestApi => &rest::Rest,
+            ConnectorKind::Sqlite => &sqlite::Sqlite,
+            ConnectorKind::MongoDb => &mongodb::MongoDb,
+        }
+    }
+}
+
+impl ConnectorSpec {
+    /// The spec's connector type, if this worker has a driver for it.
+    pub(crate) fn kind(&self) -> Result<ConnectorKind, DriverError> {
+        ConnectorKind::parse(&self.connector_type).ok_or_else(|| {
+            DriverError::invalid_config(format!(
+                "this worker has no driver for connector type {:?}",
+                self.connector_type
+            ))
+        })
+    }
+}
+
+/// A connector family: one folder of this module. It turns a spec into a
+/// pool (config read field by field, unknown fields refused) and says which
+/// steps its pools can run.
+#[async_trait::async_trait]
+pub(crate) trait Driver: Send + Sync {
+    /// The step types this family has runners for.
+    fn steps(&self) -> &'static [StepType];
+
+    /// How `sql_query` steps spell positional parameters on this family.
+    fn placeholder(&self) -> Placeholder {
+        Placeholder::Question
+    }
+
+    /// A pool for `spec`; nothing connects until it is used.
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError>;
+}
+
+/// One connector's pool (or client), as the registry keeps it.
+#[async_trait::async_trait]
+pub(crate) trait ConnectorPool: Send + Sync + Any {
+    /// Tests the connection; `addrs` are the addresses the last network
+    /// check allowed (network families).
+    async fn test(&self, addrs: &[SocketAddr], policy: &NetworkPolicy) -> Result<TestDetails, DriverError>;
+
+    /// Re-applies the network policy before a use: `Ok(None)` asks for a
+    /// rebuild (the host moved), `Ok(Some(addrs))` gives the addresses a
+    /// new connection may use.
+    async fn recheck(&self, _policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
+        Ok(Some(Vec::new()))
+    }
+
+    /// Closes idle connections now, in-use ones when they are returned.
+    fn close(&self) {}
+
+    /// The source `sql_query` steps read from, for SQL families.
+    fn sql_source(&self) -> Option<SqlSource> {
+        None
+    }
+
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Whether some family of this worker runs steps of `step_type`.
+pub(crate) fn runs(step_type: StepType) -> bool {
+    ConnectorKind::ALL
+        .into_iter()
+        .any(|kind| kind.driver().steps().contains(&step_type))
 }
 
 /// Whether this worker can test and query connectors of `connector_type`.

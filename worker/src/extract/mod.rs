@@ -9,10 +9,7 @@
 //! same Arrow builders. The type mapping and its policies are in
 //! `design.md` beside this file.
 
-mod columns;
-mod mysql;
-mod postgres;
-mod sqlite;
+pub(crate) mod columns;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -266,9 +263,11 @@ where
         sink: None,
     };
     let read = match source {
-        SqlSource::Postgres(pool) => postgres::extract(pool, query, &mut out).await,
-        SqlSource::MySql(pool) => mysql::extract(pool, query, &mut out).await,
-        SqlSource::Sqlite(pool) => sqlite::extract(pool, query, &mut out).await,
+        SqlSource::Postgres(pool) => {
+            crate::connectors::postgres::extract::extract(pool, query, &mut out).await
+        }
+        SqlSource::MySql(pool) => crate::connectors::mysql::extract::extract(pool, query, &mut out).await,
+        SqlSource::Sqlite(pool) => crate::connectors::sqlite::extract::extract(pool, query, &mut out).await,
     };
     let sink = out.sink.take();
     let read_path = match read {
@@ -339,6 +338,15 @@ impl<'a> Output<'a> {
         }
         self.sink = Some(sink);
         Ok(schema)
+    }
+
+    /// Drops what was written so far (nothing was published: the object
+    /// appears only at finish), so that the read can start again with other
+    /// columns.
+    pub(crate) async fn restart(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            sink.abort().await;
+        }
     }
 
     /// Encodes and uploads one batch and reports progress.

@@ -23,15 +23,16 @@ use ferry_shared::connectors::merge;
 use ferry_shared::domain::params::{self, Placeholder};
 use ferry_shared::domain::{
     ConnectorStatus, ErrorKind, Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus,
+    StepType,
 };
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::connectors::ConnectorSpec;
 use crate::connectors::errors::{Disposition, disposition};
-use crate::extract::{Destination, SqlSource, run_sql_step};
+use crate::connectors::{self, ConnectorKind, ConnectorSpec};
+use crate::extract::{Destination, run_sql_step};
 use crate::runtime::JobError;
 use crate::sink::UploadJournal;
 
@@ -432,7 +433,7 @@ async fn run_step(
     step: &StepRun,
     watch: &Arc<Watch>,
 ) -> Result<(i64, i64, String), Failure> {
-    if step.step_type != "sql_query" {
+    let Some(step_type) = StepType::parse(&step.step_type).filter(|t| connectors::runs(*t)) else {
         return Err(Failure::from(step_error(
             ErrorKind::UnsupportedStepType,
             format!(
@@ -440,7 +441,7 @@ async fn run_step(
                 step.step_type
             ),
         )));
-    }
+    };
     let config = step.config.as_object().cloned().unwrap_or_default();
     let connector_uuid = config
         .get("connector_uuid")
@@ -506,10 +507,11 @@ async fn run_step(
         version: connector.config_version,
         config: merge(&connector.config, &secrets),
     };
-    let placeholder = match connector.connector_type.as_str() {
-        "postgresql" | "redshift" => Placeholder::Dollar,
-        _ => Placeholder::Question,
-    };
+    // The family that runs this step on this connector, if any.
+    let driver = ConnectorKind::parse(&connector.connector_type)
+        .map(ConnectorKind::driver)
+        .filter(|driver| driver.steps().contains(&step_type));
+    let placeholder = driver.map_or(Placeholder::Question, |driver| driver.placeholder());
     let query = config.get("query").and_then(Value::as_str).unwrap_or_default();
     let declared = config
         .get("parameters")
@@ -523,19 +525,25 @@ async fn run_step(
         code: e.failure.code,
         source: None,
     };
-    let source = match connector.connector_type.as_str() {
-        "postgresql" | "redshift" => {
-            SqlSource::Postgres(shared.pools.postgres(&spec).await.map_err(driver_error)?)
-        }
-        "mysql" => SqlSource::MySql(shared.pools.mysql(&spec).await.map_err(driver_error)?),
-        "sqlite" => SqlSource::Sqlite(shared.pools.sqlite(&spec).await.map_err(driver_error)?),
-        other => {
-            return Err(Failure::from(step_error(
-                ErrorKind::UnsupportedConnector,
-                format!("sql_query steps cannot run on {other} connectors"),
-            )));
-        }
+    let unsupported = || {
+        Failure::from(step_error(
+            ErrorKind::UnsupportedConnector,
+            format!(
+                "{} steps cannot run on {} connectors",
+                step_type.as_str(),
+                connector.connector_type
+            ),
+        ))
     };
+    if driver.is_none() {
+        return Err(unsupported());
+    }
+    let source = shared
+        .pools
+        .sql_source(&spec)
+        .await
+        .map_err(driver_error)?
+        .ok_or_else(unsupported)?;
     let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
     let progress = {
         let watch = watch.clone();

@@ -19,14 +19,14 @@ use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
-use super::columns::{
+use crate::extract::columns::{
     Builder, MAX_DECIMAL128_PRECISION, MICROS_PER_DAY, UNCONSTRAINED_DECIMAL, parse_decimal,
 };
-use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
+use crate::extract::{Cancellable, ExtractError, Output, ReadPath, database_error};
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) async fn extract(
+pub(crate) async fn extract(
     pool: &MySqlPool,
     query: &BoundQuery,
     out: &mut Output<'_>,
@@ -46,9 +46,7 @@ pub(super) async fn extract(
                 );
                 widened.retain(|(i, _)| *i != index);
                 widened.push((index, kind));
-                if let Some(sink) = out.sink.take() {
-                    sink.abort().await;
-                }
+                out.restart().await;
             }
             Err(Read::Widen(index, _)) => {
                 return Err(ExtractError::internal(format!(

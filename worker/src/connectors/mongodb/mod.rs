@@ -22,10 +22,13 @@
 //! the names stay (the driver verifies certificates against them): a
 //! rebound name would also need a certificate for it from a public root.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ferry_shared::domain::StepType;
 use mongodb::Client;
 use mongodb::bson::{Document, doc};
 use mongodb::event::EventHandler;
@@ -35,10 +38,11 @@ use mongodb::options::{
     ServerAddress, Tls,
 };
 
-use super::config::Config;
-use super::errors::{DriverError, ErrorType, Secrets, from_io};
-use super::network::{self, validate_host};
-use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::connectors::config::Config;
+use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io};
+use crate::connectors::network::{self, validate_host};
+use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 
 const DEFAULT_PORT: u16 = 27017;
 
@@ -413,6 +417,43 @@ pub(crate) fn classify(failure: Failure, message: &str, code: Option<i32>) -> Dr
                 DriverError::unknown("the MongoDB operation failed")
             }
         }
+    }
+}
+
+/// The MongoDB family.
+pub(crate) struct MongoDb;
+
+#[async_trait]
+impl Driver for MongoDb {
+    fn steps(&self) -> &'static [StepType] {
+        &[]
+    }
+
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
+        Ok(Box::new(open(spec, policy).await?))
+    }
+}
+
+#[async_trait]
+impl ConnectorPool for MongoHandle {
+    async fn test(&self, _addrs: &[SocketAddr], policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
+        MongoHandle::test(self, policy).await
+    }
+
+    async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
+        self.check_opened(policy).await.map(|()| Some(Vec::new()))
+    }
+
+    fn close(&self) {
+        MongoHandle::close(self);
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

@@ -8,20 +8,24 @@
 //! only within the same origin (a credential header must not travel to
 //! another host); proxies from the environment are ignored.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use ferry_shared::domain::StepType;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use super::config::Config;
-use super::errors::{DriverError, ErrorType, from_io, looks_like_tls, tls_reason};
-use super::network::{self, parse_ip_literal};
-use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::connectors::config::Config;
+use crate::connectors::errors::{DriverError, ErrorType, from_io, looks_like_tls, tls_reason};
+use crate::connectors::network::{self, parse_ip_literal};
+use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 
 const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 const MAX_REDIRECTS: usize = 5;
@@ -423,6 +427,36 @@ fn status_error(status: StatusCode, who: &str) -> DriverError {
         _ => DriverError::new(ErrorType::HttpError, format!("{who} answered HTTP {code}")),
     }
     .with_code(code)
+}
+
+/// The REST API family.
+pub(crate) struct Rest;
+
+#[async_trait]
+impl Driver for Rest {
+    fn steps(&self) -> &'static [StepType] {
+        &[]
+    }
+
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
+        Ok(Box::new(open(spec, policy)?))
+    }
+}
+
+/// Dropping the client closes its idle connections: nothing to close.
+#[async_trait]
+impl ConnectorPool for RestHandle {
+    async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
+        RestHandle::test(self).await
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 #[cfg(test)]

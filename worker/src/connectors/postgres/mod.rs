@@ -14,16 +14,24 @@
 //! client certificate or options to users' servers make every PostgreSQL
 //! connector fail instead (see [`environment_guard`]).
 
+pub(crate) mod extract;
+
+use std::any::Any;
 use std::net::SocketAddr;
 
+use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use ferry_shared::domain::StepType;
+use ferry_shared::domain::params::Placeholder;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
-use super::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
-use super::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
-use super::network::{self, Endpoint, Relay, validate_host};
-use super::{ConnectorKind, ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
+use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
+use crate::connectors::network::{self, Endpoint, Relay, validate_host};
+use crate::connectors::{ConnectorKind, ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::connectors::{ConnectorPool, Driver};
+use crate::extract::SqlSource;
 
 const MODES: [SslMode; 6] = [
     SslMode::Disable,
@@ -310,6 +318,51 @@ pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) ->
             "{target} answered with something that is not the expected protocol"
         )),
         _ => DriverError::unknown(format!("the query on {target} failed")),
+    }
+}
+
+/// The PostgreSQL family: PostgreSQL and Redshift.
+pub(crate) struct Postgres;
+
+#[async_trait]
+impl Driver for Postgres {
+    fn steps(&self) -> &'static [StepType] {
+        &[StepType::SqlQuery]
+    }
+
+    fn placeholder(&self) -> Placeholder {
+        Placeholder::Dollar
+    }
+
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
+        Ok(Box::new(open(spec, spec.kind()?, policy).await?.0))
+    }
+}
+
+#[async_trait]
+impl ConnectorPool for PgHandle {
+    async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
+        PgHandle::test(self, addrs).await
+    }
+
+    async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
+        self.endpoint.recheck(policy).await
+    }
+
+    fn close(&self) {
+        PgHandle::close(self);
+    }
+
+    fn sql_source(&self) -> Option<SqlSource> {
+        Some(SqlSource::Postgres(self.pool.clone()))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

@@ -35,8 +35,8 @@ use sqlx::{
     AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, Type, TypeInfo, ValueRef,
 };
 
-use super::columns::{MAX_DECIMAL128_PRECISION, UNCONSTRAINED_DECIMAL, pow10};
-use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
+use crate::extract::columns::{MAX_DECIMAL128_PRECISION, UNCONSTRAINED_DECIMAL, pow10};
+use crate::extract::{Cancellable, ExtractError, Output, ReadPath, database_error};
 
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -45,7 +45,7 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 /// How long cleaning up an abandoned query may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) async fn extract(
+pub(crate) async fn extract(
     pool: &PgPool,
     query: &BoundQuery,
     out: &mut Output<'_>,
@@ -64,9 +64,7 @@ pub(super) async fn extract(
                 );
                 exact_text.push(column);
                 // Nothing was published: the object appears only at finish.
-                if let Some(sink) = out.sink.take() {
-                    sink.abort().await;
-                }
+                out.restart().await;
             }
             Err(Attempt::Widen(column)) => {
                 return Err(ExtractError::internal(format!(

@@ -10,17 +10,24 @@
 //! the pool (see `open`): sessions never carry state from one use to the
 //! next.
 
+pub(crate) mod extract;
+
+use std::any::Any;
 use std::net::SocketAddr;
 
+use async_trait::async_trait;
 use chrono::NaiveDateTime;
+use ferry_shared::domain::StepType;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use sqlx::{AssertSqlSafe, Executor};
 
-use super::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
-use super::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
-use super::network::{self, Endpoint, Relay, validate_host};
-use super::postgres::close_pool;
-use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
+use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
+use crate::connectors::network::{self, Endpoint, Relay, validate_host};
+use crate::connectors::postgres::close_pool;
+use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::extract::SqlSource;
 
 const MODES: [SslMode; 5] = [
     SslMode::Disable,
@@ -252,6 +259,47 @@ pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) ->
             "{target} answered with something that is not the expected protocol"
         )),
         _ => DriverError::unknown(format!("the query on {target} failed")),
+    }
+}
+
+/// The MySQL family: MySQL and MariaDB.
+pub(crate) struct MySql;
+
+#[async_trait]
+impl Driver for MySql {
+    fn steps(&self) -> &'static [StepType] {
+        &[StepType::SqlQuery]
+    }
+
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
+        Ok(Box::new(open(spec, policy).await?.0))
+    }
+}
+
+#[async_trait]
+impl ConnectorPool for MySqlHandle {
+    async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
+        MySqlHandle::test(self, addrs).await
+    }
+
+    async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
+        self.endpoint.recheck(policy).await
+    }
+
+    fn close(&self) {
+        MySqlHandle::close(self);
+    }
+
+    fn sql_source(&self) -> Option<SqlSource> {
+        Some(SqlSource::MySql(self.pool.clone()))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

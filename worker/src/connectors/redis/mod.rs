@@ -7,19 +7,23 @@
 //! lifetime of its own: a `pre_recycle` hook refuses expired connections at
 //! checkout and a reaper task closes idle ones in the background.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncConnectionConfig, IntoConnectionInfo, RedisError, Value};
 use deadpool_redis::{Hook, HookError, Manager, Pool, PoolError, Runtime};
+use ferry_shared::domain::StepType;
 use tokio_util::sync::CancellationToken;
 
-use super::config::Config;
-use super::errors::{DriverError, ErrorType, Secrets, from_io};
-use super::network::{Endpoint, validate_host};
-use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::connectors::config::Config;
+use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io};
+use crate::connectors::network::{Endpoint, validate_host};
+use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 
 pub(crate) struct RedisHandle {
     pub pool: Pool,
@@ -331,6 +335,43 @@ pub(crate) fn map_error(error: &RedisError, target: &str, secrets: &Secrets) -> 
             DriverError::invalid_config("the Redis settings were rejected")
         }
         _ => described(ErrorType::Unknown, "the server reported an error"),
+    }
+}
+
+/// The Redis family.
+pub(crate) struct Redis;
+
+#[async_trait]
+impl Driver for Redis {
+    fn steps(&self) -> &'static [StepType] {
+        &[]
+    }
+
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
+        Ok(Box::new(open(spec, policy).await?.0))
+    }
+}
+
+#[async_trait]
+impl ConnectorPool for RedisHandle {
+    async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
+        RedisHandle::test(self).await
+    }
+
+    async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
+        self.endpoint.recheck(policy).await
+    }
+
+    fn close(&self) {
+        RedisHandle::close(self);
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

@@ -22,17 +22,25 @@
 //!   connection (pragmas, temp objects) reaches the next one.
 //!
 //! `ATTACH` and several statements per step are refused by the step runner
-//! before any of this (`extract::sqlite`).
+//! before any of this (`extract.rs` beside this file).
 
+pub(crate) mod extract;
+
+use std::any::Any;
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 
+use async_trait::async_trait;
+use ferry_shared::domain::StepType;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
-use super::config::Config;
-use super::errors::{DriverError, ErrorType};
-use super::postgres::close_pool;
-use super::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::connectors::config::Config;
+use crate::connectors::errors::{DriverError, ErrorType};
+use crate::connectors::postgres::close_pool;
+use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::extract::SqlSource;
 
 pub(crate) struct SqliteHandle {
     pub pool: SqlitePool,
@@ -276,6 +284,43 @@ impl SqliteHandle {
             }
             _ => DriverError::unknown("opening the SQLite file failed"),
         }
+    }
+}
+
+/// The SQLite family: read-only files in the organization's folder.
+pub(crate) struct Sqlite;
+
+#[async_trait]
+impl Driver for Sqlite {
+    fn steps(&self) -> &'static [StepType] {
+        &[StepType::SqlQuery]
+    }
+
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
+        Ok(Box::new(open(spec, policy)?))
+    }
+}
+
+#[async_trait]
+impl ConnectorPool for SqliteHandle {
+    async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
+        SqliteHandle::test(self).await
+    }
+
+    fn close(&self) {
+        SqliteHandle::close(self);
+    }
+
+    fn sql_source(&self) -> Option<SqlSource> {
+        Some(SqlSource::Sqlite(self.pool.clone()))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

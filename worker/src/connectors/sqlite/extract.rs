@@ -17,8 +17,8 @@ use ferry_shared::domain::params::{BoundQuery, ParamValue};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
-use super::columns::{Builder, MICROS_PER_DAY};
-use super::{Cancellable, ExtractError, Output, ReadPath, database_error};
+use crate::extract::columns::{Builder, MICROS_PER_DAY};
+use crate::extract::{Cancellable, ExtractError, Output, ReadPath, database_error};
 
 /// Refuses what a SQLite step may not do, before anything runs: `ATTACH`
 /// or `DETACH` (an attached database could be any SQLite file the worker
@@ -92,7 +92,7 @@ fn check_statement(sql: &str) -> Result<(), ExtractError> {
     Ok(())
 }
 
-pub(super) async fn extract(
+pub(crate) async fn extract(
     pool: &SqlitePool,
     query: &BoundQuery,
     out: &mut Output<'_>,
@@ -112,9 +112,7 @@ pub(super) async fn extract(
                 );
                 widened.retain(|(i, _)| *i != index);
                 widened.push((index, affinity));
-                if let Some(sink) = out.sink.take() {
-                    sink.abort().await;
-                }
+                out.restart().await;
             }
             Err(Read::Failed(error)) => return Err(error),
             Ok(()) => return Ok(ReadPath::Sqlite),
@@ -149,7 +147,7 @@ async fn read(
 ) -> Result<(), Read> {
     let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
     cancel
-        .run(crate::connectors::sqlite::check_read_only(&mut conn, &query.sql))
+        .run(super::check_read_only(&mut conn, &query.sql))
         .await?
         .map_err(database_error)?
         .map_err(|message| ExtractError::new(ErrorKind::InvalidQuery, message))?;
