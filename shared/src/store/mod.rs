@@ -1,7 +1,11 @@
-//! The metadata store: the source of truth for projects, steps and grants
-//! (and, later, connectors and executions). One trait, two backends —
-//! PostgreSQL for distributed deployments and SQLite for `ferry up` — that
-//! pass one conformance suite.
+//! The metadata store: the source of truth for projects, steps, grants,
+//! connectors and executions. One trait per aggregate ([`ProjectStore`],
+//! [`StepStore`], [`GrantStore`], [`ConnectorStore`], [`ExecutionStore`])
+//! under the supertrait [`Store`], implemented once by [`SqlStore`] for two
+//! backends — PostgreSQL for distributed deployments and SQLite for
+//! `ferry up` — that pass one conformance suite
+//! (`shared/tests/integration/store*.rs`). See `sql/design.md` for how one
+//! body of SQL serves both.
 
 mod sql;
 
@@ -14,7 +18,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
-pub use sql::{PostgresStore, SqliteStore};
+pub use sql::{Pool, PostgresStore, SqlStore, SqliteStore};
 
 /// A user's grant on one resource.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,12 +31,15 @@ pub struct Grant {
     pub granted_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Everything a role needs from the metadata store.
+/// Everything a role needs from the metadata store: one trait per
+/// aggregate, so that code can depend on only what it uses (the worker's
+/// step code on [`ExecutionStore`], the reaper on [`ExecutionStore`]), and
+/// `Arc<dyn Store>` where a role needs several.
 ///
 /// Every project operation is scoped by `org_id`: a project of another
 /// organization is indistinguishable from one that does not exist.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ProjectStore + StepStore + GrantStore + ConnectorStore + ExecutionStore {
     /// Which backend this is (`postgres` or `sqlite`), for logs and metrics.
     fn backend(&self) -> &'static str;
 
@@ -41,9 +48,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
+}
 
-    // --- projects -----------------------------------------------------------
-
+/// Projects, scoped by organization.
+#[async_trait]
+pub trait ProjectStore: Send + Sync + 'static {
     /// Inserts a project and grants its creator `owner`, atomically.
     async fn create_project(&self, project: &Project) -> Result<()>;
 
@@ -66,9 +75,12 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the project, its steps and its grants. Returns whether it
     /// existed.
     async fn delete_project(&self, org_id: &str, uuid: &str) -> Result<bool>;
+}
 
-    // --- grants -------------------------------------------------------------
-
+/// Grants of users on projects and connectors, and the role an execution
+/// runs with.
+#[async_trait]
+pub trait GrantStore: Send + Sync + 'static {
     /// The explicit grant of `user_id` on a resource, if any.
     async fn role_of(&self, resource: ResourceKind, uuid: &str, user_id: &str) -> Result<Option<Role>>;
 
@@ -81,13 +93,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_grants(&self, resource: ResourceKind, uuid: &str) -> Result<Vec<Grant>>;
 
     /// Removes a grant. Returns whether it existed. Removing the resource's
-    /// only owner is `Error::Conflict`, decided like [`Store::put_grant`].
+    /// only owner is `Error::Conflict`, decided like [`GrantStore::put_grant`].
     async fn delete_grant(&self, resource: ResourceKind, uuid: &str, user_id: &str) -> Result<bool>;
 
     /// The effective role on a connector of the user who executed
     /// `execution_id`, for the worker's check before a step reads anything:
     /// `owner` when the execution was admitted for an organization admin
-    /// (see [`Store::record_execution_role`]), else the user's explicit
+    /// (see [`GrantStore::record_execution_role`]), else the user's explicit
     /// grant on the connector now. None when the user has no grant, or the
     /// execution, or the connector in the execution's organization, does not
     /// exist.
@@ -98,13 +110,15 @@ pub trait Store: Send + Sync + 'static {
     /// execution was admitted (unrecorded counts as `member`: a grant is
     /// needed). Returns whether the execution exists.
     async fn record_execution_role(&self, execution_id: &str, role: OrgRole) -> Result<bool>;
+}
 
-    // --- steps --------------------------------------------------------------
-    //
-    // Every step write (insert, update, delete, reorder) is `Error::Conflict`
-    // with the `execution_id` while the project has an execution in
-    // progress, checked in the write's transaction under the project lock.
-
+/// A project's ordered steps.
+///
+/// Every step write (insert, update, delete, reorder) is `Error::Conflict`
+/// with the `execution_id` while the project has an execution in
+/// progress, checked in the write's transaction under the project lock.
+#[async_trait]
+pub trait StepStore: Send + Sync + 'static {
     /// The project's steps in order.
     async fn list_steps(&self, project_uuid: &str) -> Result<Vec<Step>>;
 
@@ -127,9 +141,11 @@ pub trait Store: Send + Sync + 'static {
     /// checked is a permutation of the current ids). Returns the steps in
     /// their new order.
     async fn reorder_steps(&self, project_uuid: &str, step_ids: &[String]) -> Result<Vec<Step>>;
+}
 
-    // --- connectors ---------------------------------------------------------
-
+/// Connectors with their sealed secrets and their test history.
+#[async_trait]
+pub trait ConnectorStore: Send + Sync + 'static {
     /// Inserts a connector and grants its creator `owner`, atomically.
     async fn create_connector(&self, connector: &Connector) -> Result<()>;
 
@@ -176,9 +192,12 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a connector's sealed secrets if they still equal `old`
     /// (compare-and-swap, so rotation never overwrites a concurrent update).
     async fn replace_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool>;
+}
 
-    // --- executions -----------------------------------------------------------
-
+/// Executions: admission, the worker's lease and step transitions, cancel,
+/// and the reaper's scan.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync + 'static {
     /// Inserts a queued execution with its step snapshot and, in the same
     /// transaction, sets the project `active` with `last_executed_at` (the
     /// execution's `created_at`). A project has at most one non-terminal
@@ -303,9 +322,9 @@ pub trait Store: Send + Sync + 'static {
 /// not a hang.
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(PostgresStore::connect(url).await?))
+        Ok(std::sync::Arc::new(SqlStore::connect_postgres(url).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+        Ok(std::sync::Arc::new(SqlStore::connect_sqlite(url).await?))
     } else {
         Err(Error::validation(
             "database_url",

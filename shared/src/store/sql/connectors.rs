@@ -1,5 +1,5 @@
-//! Connector queries: [`connector_queries!`] expands them for one backend,
-//! and [`list_sql`] builds the one dynamic statement (the filtered list).
+//! Connector queries: [`ConnectorStore`] for [`SqlStore`], and [`list_sql`],
+//! which builds the one dynamic statement (the filtered list).
 //!
 //! Connector writes are single statements (or a transaction of a few) with
 //! no read-modify-write in the store: `update_connector` and
@@ -11,7 +11,19 @@
 
 use std::fmt::Write as _;
 
-use crate::domain::ConnectorListQuery;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::db::Sql;
+use super::rows::{self, ConnectorRoleRow, ConnectorRow, TestRow, UsageRow, connector_columns, test_columns};
+use super::{SqlStore, constraint_error, grants};
+use crate::domain::{
+    Connector, ConnectorListQuery, ConnectorUsage, ResourceKind, Role, Sealed, TestRecord, TestStatus,
+};
+use crate::error::Result;
+use crate::store::ConnectorStore;
 
 /// The list query for one request and the text values it binds as `$1…$n`.
 ///
@@ -57,269 +69,230 @@ pub(super) fn list_sql(query: &ConnectorListQuery) -> ListSql {
     ListSql { select, binds }
 }
 
-/// The connector methods of `$store` (an inherent `impl`, which the `Store`
-/// impl forwards to), with the dialect fragments `sql_store!` documents.
-/// Expanded in `mod.rs`, whose imports it uses.
-macro_rules! connector_queries {
-    (
-        $store:ident,
-        begin = $begin:literal,
-        name_collation = $collation:literal,
-        step_connector_uuid = $step_connector:literal
-    ) => {
-        impl $store {
-            async fn create_connector_row(&self, connector: &Connector) -> Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO connectors (uuid, org_id, connector_type, display_name, config, \
-                     secrets_key_id, secrets_nonce, secrets_ciphertext, config_version, status, \
-                     auth_type, created_by, created_at, updated_at, last_tested_at, \
-                     last_test_status, disabled_at, disabled_by, disabled_reason) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16, $17, $18, $19)",
-                )
-                .bind(&connector.uuid)
-                .bind(&connector.org_id)
-                .bind(&connector.connector_type)
-                .bind(&connector.display_name)
-                .bind(Json(&connector.config))
-                .bind(&connector.secrets.key_id)
-                .bind(&connector.secrets.nonce)
-                .bind(&connector.secrets.ciphertext)
-                .bind(connector.config_version)
-                .bind(connector.status.as_str())
-                .bind(&connector.auth_type)
-                .bind(&connector.created_by)
-                .bind(connector.created_at)
-                .bind(connector.updated_at)
-                .bind(connector.last_tested_at)
-                .bind(connector.last_test_status.map(TestStatus::as_str))
-                .bind(connector.disabled_at)
-                .bind(&connector.disabled_by)
-                .bind(&connector.disabled_reason)
-                .execute(&mut *tx)
-                .await
-                .map_err(constraint_error)?;
-                Self::insert_owner_grant(
-                    &mut tx,
-                    ResourceKind::Connector,
-                    &connector.uuid,
-                    &connector.created_by,
-                    connector.created_at,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
+#[async_trait]
+impl ConnectorStore for SqlStore {
+    async fn create_connector(&self, connector: &Connector) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Sql::new(
+            "INSERT INTO connectors (uuid, org_id, connector_type, display_name, config, \
+             secrets_key_id, secrets_nonce, secrets_ciphertext, config_version, status, \
+             auth_type, created_by, created_at, updated_at, last_tested_at, \
+             last_test_status, disabled_at, disabled_by, disabled_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19)",
+        )
+        .bind(&connector.uuid)
+        .bind(&connector.org_id)
+        .bind(&connector.connector_type)
+        .bind(&connector.display_name)
+        .bind(Json(&connector.config))
+        .bind(&connector.secrets.key_id)
+        .bind(&connector.secrets.nonce)
+        .bind(&connector.secrets.ciphertext)
+        .bind(connector.config_version)
+        .bind(connector.status.as_str())
+        .bind(&connector.auth_type)
+        .bind(&connector.created_by)
+        .bind(connector.created_at)
+        .bind(connector.updated_at)
+        .bind(connector.last_tested_at)
+        .bind(connector.last_test_status.map(TestStatus::as_str))
+        .bind(connector.disabled_at)
+        .bind(&connector.disabled_by)
+        .bind(&connector.disabled_reason)
+        .execute(&mut tx)
+        .await
+        .map_err(constraint_error)?;
+        grants::insert_owner(
+            &mut tx,
+            ResourceKind::Connector,
+            &connector.uuid,
+            &connector.created_by,
+            connector.created_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn get_connector_row(&self, org_id: &str, uuid: &str) -> Result<Option<Connector>> {
-                sqlx::query_as::<_, ConnectorRow>(concat!(
-                    "SELECT ",
-                    connector_columns!(),
-                    " FROM connectors c WHERE c.org_id = $1 AND c.uuid = $2"
-                ))
-                .bind(org_id)
-                .bind(uuid)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(Connector::try_from)
-                .transpose()
-            }
+    async fn get_connector(&self, org_id: &str, uuid: &str) -> Result<Option<Connector>> {
+        Sql::new(concat!(
+            "SELECT ",
+            connector_columns!(),
+            " FROM connectors c WHERE c.org_id = $1 AND c.uuid = $2"
+        ))
+        .bind(org_id)
+        .bind(uuid)
+        .fetch_optional::<ConnectorRow>(&self.pool)
+        .await?
+        .map(Connector::try_from)
+        .transpose()
+    }
 
-            async fn list_connector_rows(
-                &self,
-                query: &ConnectorListQuery,
-            ) -> Result<Vec<(Connector, Role)>> {
-                let sql = connectors::list_sql(query);
-                let mut select = sqlx::query_as::<_, ConnectorRoleRow>(AssertSqlSafe(sql.select));
-                for value in &sql.binds {
-                    select = select.bind(value);
-                }
-                let rows = select.fetch_all(&self.pool).await?;
-                rows::convert_all(rows)
-            }
-
-            async fn update_connector_row(
-                &self,
-                connector: &Connector,
-                expected_version: i64,
-            ) -> Result<bool> {
-                // The sealed secrets are written only with a configuration
-                // change (the version moves): an update that leaves them alone
-                // keeps the stored ciphertext, which a key rotation may have
-                // re-sealed since the caller read the row.
-                let updated = sqlx::query(
-                    "UPDATE connectors SET display_name = $4, config = $5, \
-                     secrets_key_id = CASE WHEN $9 = $3 THEN secrets_key_id ELSE $6 END, \
-                     secrets_nonce = CASE WHEN $9 = $3 THEN secrets_nonce ELSE $7 END, \
-                     secrets_ciphertext = CASE WHEN $9 = $3 THEN secrets_ciphertext ELSE $8 END, \
-                     config_version = $9, status = $10, last_tested_at = $11, last_test_status = $12, \
-                     disabled_at = $13, disabled_by = $14, disabled_reason = $15, \
-                     updated_at = $16 \
-                     WHERE uuid = $1 AND org_id = $2 AND config_version = $3",
-                )
-                .bind(&connector.uuid)
-                .bind(&connector.org_id)
-                .bind(expected_version)
-                .bind(&connector.display_name)
-                .bind(Json(&connector.config))
-                .bind(&connector.secrets.key_id)
-                .bind(&connector.secrets.nonce)
-                .bind(&connector.secrets.ciphertext)
-                .bind(connector.config_version)
-                .bind(connector.status.as_str())
-                .bind(connector.last_tested_at)
-                .bind(connector.last_test_status.map(TestStatus::as_str))
-                .bind(connector.disabled_at)
-                .bind(&connector.disabled_by)
-                .bind(&connector.disabled_reason)
-                .bind(connector.updated_at)
-                .execute(&self.pool)
-                .await
-                .map_err(constraint_error)?
-                .rows_affected();
-                Ok(updated == 1)
-            }
-
-            async fn delete_connector_row(&self, org_id: &str, uuid: &str) -> Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let deleted = sqlx::query("DELETE FROM connectors WHERE org_id = $1 AND uuid = $2")
-                    .bind(org_id)
-                    .bind(uuid)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if deleted == 0 {
-                    return Ok(false);
-                }
-                sqlx::query("DELETE FROM grants WHERE resource_type = $1 AND resource_uuid = $2")
-                    .bind(ResourceKind::Connector.as_str())
-                    .bind(uuid)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM connector_tests WHERE connector_uuid = $1")
-                    .bind(uuid)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(true)
-            }
-
-            async fn connector_usage_rows(&self, org_id: &str, uuid: &str) -> Result<Vec<ConnectorUsage>> {
-                let rows = sqlx::query_as::<_, UsageRow>(concat!(
-                    "SELECT p.uuid AS project_uuid, p.name AS project_name, COUNT(*) AS step_count \
-                     FROM projects p JOIN steps s ON s.project_uuid = p.uuid \
-                     WHERE p.org_id = $1 AND ",
-                    $step_connector,
-                    " = $2 GROUP BY p.uuid, p.name ORDER BY p.name ",
-                    $collation,
-                    ", p.uuid"
-                ))
-                .bind(org_id)
-                .bind(uuid)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows.into_iter().map(ConnectorUsage::from).collect())
-            }
-
-            async fn record_test_row(&self, record: &TestRecord) -> Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO connector_tests (connector_uuid, tested_at, success, latency_ms, \
-                     error_type, error_message) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&record.connector_uuid)
-                .bind(record.tested_at)
-                .bind(record.success)
-                .bind(record.latency_ms)
-                .bind(&record.error_type)
-                .bind(&record.error_message)
-                .execute(&mut *tx)
-                .await?;
-                let status = if record.success {
-                    TestStatus::Success
-                } else {
-                    TestStatus::Failed
-                };
-                // Not a configuration change: config_version and updated_at stay.
-                sqlx::query(
-                    "UPDATE connectors SET last_tested_at = $2, last_test_status = $3 WHERE uuid = $1",
-                )
-                .bind(&record.connector_uuid)
-                .bind(record.tested_at)
-                .bind(status.as_str())
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn test_history_rows(&self, uuid: &str, since: DateTime<Utc>) -> Result<Vec<TestRecord>> {
-                let rows = sqlx::query_as::<_, TestRow>(concat!(
-                    "SELECT ",
-                    test_columns!(),
-                    " FROM connector_tests WHERE connector_uuid = $1 AND tested_at >= $2 \
-                     ORDER BY tested_at, id"
-                ))
-                .bind(uuid)
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows.into_iter().map(TestRecord::from).collect())
-            }
-
-            async fn connectors_sealed_with_other_key_rows(
-                &self,
-                key_id: &str,
-                limit: i64,
-            ) -> Result<Vec<Connector>> {
-                let rows = sqlx::query_as::<_, ConnectorRow>(concat!(
-                    "SELECT ",
-                    connector_columns!(),
-                    " FROM connectors c WHERE c.secrets_key_id <> $1 ORDER BY c.uuid LIMIT $2"
-                ))
-                .bind(key_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-                rows::convert_all(rows)
-            }
-
-            async fn count_connectors_sealed_with_other_key_rows(&self, key_id: &str) -> Result<u64> {
-                let count: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM connectors WHERE secrets_key_id <> $1",
-                )
-                .bind(key_id)
-                .fetch_one(&self.pool)
-                .await?;
-                Ok(u64::try_from(count).unwrap_or(0))
-            }
-
-            async fn replace_secrets_row(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {
-                // Re-sealing does not change the secrets themselves, so
-                // config_version (which keys the pools) and updated_at stay.
-                let replaced = sqlx::query(
-                    "UPDATE connectors SET secrets_key_id = $5, secrets_nonce = $6, \
-                     secrets_ciphertext = $7 \
-                     WHERE uuid = $1 AND secrets_key_id = $2 AND secrets_nonce = $3 \
-                     AND secrets_ciphertext = $4",
-                )
-                .bind(uuid)
-                .bind(&old.key_id)
-                .bind(&old.nonce)
-                .bind(&old.ciphertext)
-                .bind(&new.key_id)
-                .bind(&new.nonce)
-                .bind(&new.ciphertext)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(replaced == 1)
-            }
+    async fn list_connectors(&self, query: &ConnectorListQuery) -> Result<Vec<(Connector, Role)>> {
+        let sql = list_sql(query);
+        let mut select = Sql::new(AssertSqlSafe(sql.select));
+        for value in &sql.binds {
+            select = select.bind(value);
         }
-    };
+        let rows = select.fetch_all::<ConnectorRoleRow>(&self.pool).await?;
+        rows::convert_all(rows)
+    }
+
+    async fn update_connector(&self, connector: &Connector, expected_version: i64) -> Result<bool> {
+        // The sealed secrets are written only with a configuration
+        // change (the version moves): an update that leaves them alone
+        // keeps the stored ciphertext, which a key rotation may have
+        // re-sealed since the caller read the row.
+        let updated = Sql::new(
+            "UPDATE connectors SET display_name = $4, config = $5, \
+             secrets_key_id = CASE WHEN $9 = $3 THEN secrets_key_id ELSE $6 END, \
+             secrets_nonce = CASE WHEN $9 = $3 THEN secrets_nonce ELSE $7 END, \
+             secrets_ciphertext = CASE WHEN $9 = $3 THEN secrets_ciphertext ELSE $8 END, \
+             config_version = $9, status = $10, last_tested_at = $11, last_test_status = $12, \
+             disabled_at = $13, disabled_by = $14, disabled_reason = $15, \
+             updated_at = $16 \
+             WHERE uuid = $1 AND org_id = $2 AND config_version = $3",
+        )
+        .bind(&connector.uuid)
+        .bind(&connector.org_id)
+        .bind(expected_version)
+        .bind(&connector.display_name)
+        .bind(Json(&connector.config))
+        .bind(&connector.secrets.key_id)
+        .bind(&connector.secrets.nonce)
+        .bind(&connector.secrets.ciphertext)
+        .bind(connector.config_version)
+        .bind(connector.status.as_str())
+        .bind(connector.last_tested_at)
+        .bind(connector.last_test_status.map(TestStatus::as_str))
+        .bind(connector.disabled_at)
+        .bind(&connector.disabled_by)
+        .bind(&connector.disabled_reason)
+        .bind(connector.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(constraint_error)?;
+        Ok(updated == 1)
+    }
+
+    async fn delete_connector(&self, org_id: &str, uuid: &str) -> Result<bool> {
+        let Some(mut tx) =
+            grants::delete_with_grants(&self.pool, ResourceKind::Connector, org_id, uuid).await?
+        else {
+            return Ok(false);
+        };
+        Sql::new("DELETE FROM connector_tests WHERE connector_uuid = $1")
+            .bind(uuid)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn connector_usage(&self, org_id: &str, uuid: &str) -> Result<Vec<ConnectorUsage>> {
+        let dialect = self.pool.dialect();
+        let rows = Sql::new(AssertSqlSafe(format!(
+            "SELECT p.uuid AS project_uuid, p.name AS project_name, COUNT(*) AS step_count \
+             FROM projects p JOIN steps s ON s.project_uuid = p.uuid \
+             WHERE p.org_id = $1 AND {step_connector} = $2 \
+             GROUP BY p.uuid, p.name ORDER BY p.name {collation}, p.uuid",
+            step_connector = dialect.step_connector_uuid(),
+            collation = dialect.name_collation(),
+        )))
+        .bind(org_id)
+        .bind(uuid)
+        .fetch_all::<UsageRow>(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(ConnectorUsage::from).collect())
+    }
+
+    async fn record_test(&self, record: &TestRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Sql::new(
+            "INSERT INTO connector_tests (connector_uuid, tested_at, success, latency_ms, \
+             error_type, error_message) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&record.connector_uuid)
+        .bind(record.tested_at)
+        .bind(record.success)
+        .bind(record.latency_ms)
+        .bind(&record.error_type)
+        .bind(&record.error_message)
+        .execute(&mut tx)
+        .await?;
+        let status = if record.success {
+            TestStatus::Success
+        } else {
+            TestStatus::Failed
+        };
+        // Not a configuration change: config_version and updated_at stay.
+        Sql::new("UPDATE connectors SET last_tested_at = $2, last_test_status = $3 WHERE uuid = $1")
+            .bind(&record.connector_uuid)
+            .bind(record.tested_at)
+            .bind(status.as_str())
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn test_history(&self, uuid: &str, since: DateTime<Utc>) -> Result<Vec<TestRecord>> {
+        let rows = Sql::new(concat!(
+            "SELECT ",
+            test_columns!(),
+            " FROM connector_tests WHERE connector_uuid = $1 AND tested_at >= $2 \
+             ORDER BY tested_at, id"
+        ))
+        .bind(uuid)
+        .bind(since)
+        .fetch_all::<TestRow>(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(TestRecord::from).collect())
+    }
+
+    async fn connectors_sealed_with_other_key(&self, key_id: &str, limit: i64) -> Result<Vec<Connector>> {
+        let rows = Sql::new(concat!(
+            "SELECT ",
+            connector_columns!(),
+            " FROM connectors c WHERE c.secrets_key_id <> $1 ORDER BY c.uuid LIMIT $2"
+        ))
+        .bind(key_id)
+        .bind(limit)
+        .fetch_all::<ConnectorRow>(&self.pool)
+        .await?;
+        rows::convert_all(rows)
+    }
+
+    async fn count_connectors_sealed_with_other_key(&self, key_id: &str) -> Result<u64> {
+        let count: i64 = Sql::new("SELECT COUNT(*) FROM connectors WHERE secrets_key_id <> $1")
+            .bind(key_id)
+            .scalar_one::<i64>(&self.pool)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn replace_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {
+        // Re-sealing does not change the secrets themselves, so
+        // config_version (which keys the pools) and updated_at stay.
+        let replaced = Sql::new(
+            "UPDATE connectors SET secrets_key_id = $5, secrets_nonce = $6, \
+             secrets_ciphertext = $7 \
+             WHERE uuid = $1 AND secrets_key_id = $2 AND secrets_nonce = $3 \
+             AND secrets_ciphertext = $4",
+        )
+        .bind(uuid)
+        .bind(&old.key_id)
+        .bind(&old.nonce)
+        .bind(&old.ciphertext)
+        .bind(&new.key_id)
+        .bind(&new.nonce)
+        .bind(&new.ciphertext)
+        .execute(&self.pool)
+        .await?;
+        Ok(replaced == 1)
+    }
 }
-pub(super) use connector_queries;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,21 @@
-//! Project queries: [`project_queries!`] expands them for one backend, and
-//! [`list_sql`] builds the one dynamic statement (the filtered, sorted list).
+//! Project queries: [`ProjectStore`] for [`SqlStore`], and [`list_sql`],
+//! which builds the one dynamic statement (the filtered, sorted list).
 
 use std::fmt::Write as _;
 
-use crate::domain::{ProjectListQuery, ProjectSort, ProjectStatus};
+use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::db::Sql;
+use super::rows::{self, ProjectRow, SummaryRow, project_columns};
+use super::{SqlStore, constraint_error, grants, steps};
+use crate::domain::project::search_text;
+use crate::domain::{
+    Page, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary, ResourceKind,
+};
+use crate::error::Result;
+use crate::store::ProjectStore;
 
 /// The list query for one request: the page's `SELECT`, the matching
 /// `COUNT(*)`, and the text values both bind as `$1…$n`. The `SELECT` then
@@ -86,153 +98,129 @@ pub(super) fn like_pattern(needle: &str) -> String {
     pattern
 }
 
-/// The project methods of `$store` (an inherent `impl`, which the `Store`
-/// impl forwards to), with the dialect fragments `sql_store!` documents.
-/// Expanded in `mod.rs`, whose imports it uses.
-macro_rules! project_queries {
-    ($store:ident, begin = $begin:literal, lock = $lock:literal, name_collation = $collation:literal) => {
-        impl $store {
-            async fn create_project_row(&self, project: &Project) -> Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO projects (uuid, org_id, name, description, search_text, \
-                     connector_uuids, metadata, created_by, created_at, updated_at, \
-                     last_executed_at, status) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(&project.uuid)
-                .bind(&project.org_id)
-                .bind(&project.name)
-                .bind(&project.description)
-                .bind(search_text(&project.name, project.description.as_deref()))
-                .bind(Json(&project.connector_uuids))
-                .bind(project.metadata.as_ref().map(Json))
-                .bind(&project.created_by)
-                .bind(project.created_at)
-                .bind(project.updated_at)
-                .bind(project.last_executed_at)
-                .bind(project.status.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(constraint_error)?;
-                Self::insert_owner_grant(
-                    &mut tx,
-                    ResourceKind::Project,
-                    &project.uuid,
-                    &project.created_by,
-                    project.created_at,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
+#[async_trait]
+impl ProjectStore for SqlStore {
+    async fn create_project(&self, project: &Project) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Sql::new(
+            "INSERT INTO projects (uuid, org_id, name, description, search_text, \
+             connector_uuids, metadata, created_by, created_at, updated_at, \
+             last_executed_at, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&project.uuid)
+        .bind(&project.org_id)
+        .bind(&project.name)
+        .bind(&project.description)
+        .bind(search_text(&project.name, project.description.as_deref()).as_str())
+        .bind(Json(&project.connector_uuids))
+        .bind(project.metadata.as_ref().map(Json))
+        .bind(&project.created_by)
+        .bind(project.created_at)
+        .bind(project.updated_at)
+        .bind(project.last_executed_at)
+        .bind(project.status.as_str())
+        .execute(&mut tx)
+        .await
+        .map_err(constraint_error)?;
+        grants::insert_owner(
+            &mut tx,
+            ResourceKind::Project,
+            &project.uuid,
+            &project.created_by,
+            project.created_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn get_project_row(&self, org_id: &str, uuid: &str) -> Result<Option<Project>> {
-                sqlx::query_as::<_, ProjectRow>(concat!(
-                    "SELECT ",
-                    project_columns!(),
-                    " FROM projects p WHERE p.org_id = $1 AND p.uuid = $2"
-                ))
-                .bind(org_id)
-                .bind(uuid)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(Project::try_from)
-                .transpose()
-            }
+    async fn get_project(&self, org_id: &str, uuid: &str) -> Result<Option<Project>> {
+        Sql::new(concat!(
+            "SELECT ",
+            project_columns!(),
+            " FROM projects p WHERE p.org_id = $1 AND p.uuid = $2"
+        ))
+        .bind(org_id)
+        .bind(uuid)
+        .fetch_optional::<ProjectRow>(&self.pool)
+        .await?
+        .map(Project::try_from)
+        .transpose()
+    }
 
-            async fn list_project_rows(&self, query: &ProjectListQuery) -> Result<Page<ProjectSummary>> {
-                let sql = projects::list_sql(query, $collation);
-                let mut count = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.count));
-                let mut select = sqlx::query_as::<_, SummaryRow>(AssertSqlSafe(sql.select));
-                for value in &sql.binds {
-                    count = count.bind(value);
-                    select = select.bind(value);
-                }
-                let total = count.fetch_one(&self.pool).await?;
-                let rows = select
-                    .bind(i64::from(query.page.limit))
-                    .bind(query.page.offset())
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(Page {
-                    items: rows::convert_all(rows)?,
-                    total,
-                    request: query.page,
-                })
-            }
-
-            async fn update_project_row(
-                &self,
-                org_id: &str,
-                uuid: &str,
-                patch: ProjectPatch,
-            ) -> Result<Option<Project>> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let row = sqlx::query_as::<_, ProjectRow>(concat!(
-                    "SELECT ",
-                    project_columns!(),
-                    " FROM projects p WHERE p.org_id = $1 AND p.uuid = $2",
-                    $lock
-                ))
-                .bind(org_id)
-                .bind(uuid)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = row else {
-                    return Ok(None);
-                };
-                // The row is locked (PostgreSQL) or the database is
-                // (SQLite): an execute call waits for this transaction.
-                Self::ensure_not_executing(&mut tx, uuid).await?;
-                let mut project = Project::try_from(row)?;
-                patch.apply(&mut project);
-                sqlx::query(
-                    "UPDATE projects SET name = $3, description = $4, search_text = $5, \
-                     connector_uuids = $6, metadata = $7, updated_at = $8, \
-                     last_executed_at = $9, status = $10 \
-                     WHERE org_id = $1 AND uuid = $2",
-                )
-                .bind(org_id)
-                .bind(uuid)
-                .bind(&project.name)
-                .bind(&project.description)
-                .bind(search_text(&project.name, project.description.as_deref()))
-                .bind(Json(&project.connector_uuids))
-                .bind(project.metadata.as_ref().map(Json))
-                .bind(project.updated_at)
-                .bind(project.last_executed_at)
-                .bind(project.status.as_str())
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(Some(project))
-            }
-
-            async fn delete_project_row(&self, org_id: &str, uuid: &str) -> Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                // The steps go with the project (steps_project_fk cascades).
-                let deleted = sqlx::query("DELETE FROM projects WHERE org_id = $1 AND uuid = $2")
-                    .bind(org_id)
-                    .bind(uuid)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if deleted == 0 {
-                    return Ok(false);
-                }
-                sqlx::query("DELETE FROM grants WHERE resource_type = $1 AND resource_uuid = $2")
-                    .bind(ResourceKind::Project.as_str())
-                    .bind(uuid)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(true)
-            }
+    async fn list_projects(&self, query: &ProjectListQuery) -> Result<Page<ProjectSummary>> {
+        let sql = list_sql(query, self.pool.dialect().name_collation());
+        let mut count = Sql::new(AssertSqlSafe(sql.count));
+        let mut select = Sql::new(AssertSqlSafe(sql.select));
+        for value in &sql.binds {
+            count = count.bind(value);
+            select = select.bind(value);
         }
-    };
+        let total = count.scalar_one::<i64>(&self.pool).await?;
+        let rows = select
+            .bind(i64::from(query.page.limit))
+            .bind(query.page.offset())
+            .fetch_all::<SummaryRow>(&self.pool)
+            .await?;
+        Ok(Page {
+            items: rows::convert_all(rows)?,
+            total,
+            request: query.page,
+        })
+    }
+
+    async fn update_project(&self, org_id: &str, uuid: &str, patch: ProjectPatch) -> Result<Option<Project>> {
+        let mut tx = self.pool.begin().await?;
+        let row = Sql::new(tx.dialect().locked(concat!(
+            "SELECT ",
+            project_columns!(),
+            " FROM projects p WHERE p.org_id = $1 AND p.uuid = $2"
+        )))
+        .bind(org_id)
+        .bind(uuid)
+        .fetch_optional::<ProjectRow>(&mut tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // The row is locked (PostgreSQL) or the database is (SQLite): an
+        // execute call waits for this transaction.
+        steps::ensure_not_executing(&mut tx, uuid).await?;
+        let mut project = Project::try_from(row)?;
+        patch.apply(&mut project);
+        Sql::new(
+            "UPDATE projects SET name = $3, description = $4, search_text = $5, \
+             connector_uuids = $6, metadata = $7, updated_at = $8, \
+             last_executed_at = $9, status = $10 \
+             WHERE org_id = $1 AND uuid = $2",
+        )
+        .bind(org_id)
+        .bind(uuid)
+        .bind(&project.name)
+        .bind(&project.description)
+        .bind(search_text(&project.name, project.description.as_deref()).as_str())
+        .bind(Json(&project.connector_uuids))
+        .bind(project.metadata.as_ref().map(Json))
+        .bind(project.updated_at)
+        .bind(project.last_executed_at)
+        .bind(project.status.as_str())
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(project))
+    }
+
+    async fn delete_project(&self, org_id: &str, uuid: &str) -> Result<bool> {
+        // The steps go with the project (steps_project_fk cascades).
+        let Some(tx) = grants::delete_with_grants(&self.pool, ResourceKind::Project, org_id, uuid).await?
+        else {
+            return Ok(false);
+        };
+        tx.commit().await?;
+        Ok(true)
+    }
 }
-pub(super) use project_queries;
 
 #[cfg(test)]
 mod tests {
