@@ -38,13 +38,11 @@ pub struct ConnectorEvent {
     pub change: String,
 }
 
-/// Connector types that have a driver in the worker; the others refuse
+/// Whether a worker has a driver for `connector_type` (the declaration's
+/// [`crate::connectors::ConnectorType::has_driver`]); the others refuse
 /// `test_connection` rather than fake success.
 pub fn has_driver(connector_type: &str) -> bool {
-    matches!(
-        connector_type,
-        "postgresql" | "redshift" | "mysql" | "redis" | "rest_api" | "sqlite" | "mongodb"
-    )
+    crate::connectors::find(connector_type).is_some_and(|t| t.has_driver())
 }
 
 /// Channel of execution events: `cancel` requests (workers stop the

@@ -11,13 +11,13 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use ferry_shared::Error;
-use ferry_shared::connectors::{self, ConnectorType, SplitConfig};
+use ferry_shared::connectors::{self, AuthKind, ConnectorType, SplitConfig};
 use ferry_shared::domain::{
     Connector, ConnectorListQuery, ConnectorStatus, ErrorKind, Principal, ResourceKind, Role, TestFailure,
     TestOutcome, TestRecord, TestStatus,
 };
 use ferry_shared::ids::IdKind;
-use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent, TestConnectionJob, has_driver};
+use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent, TestConnectionJob};
 use ferry_shared::queue::{Job, JobKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -151,12 +151,12 @@ pub struct AvailableType {
 impl From<&ConnectorType> for AvailableType {
     fn from(t: &ConnectorType) -> Self {
         AvailableType {
-            type_id: t.type_id.to_owned(),
+            type_id: t.type_id.to_string(),
             name: t.name.to_owned(),
             description: t.description.to_owned(),
-            category: t.category.to_owned(),
+            category: t.category.to_string(),
             auth_type: t.auth_type.as_str().to_owned(),
-            features: t.features.iter().map(|f| (*f).to_owned()).collect(),
+            features: t.features().into_iter().map(str::to_owned).collect(),
             documentation_url: t.documentation_url.clone(),
             documentation: t.documentation.to_owned(),
             config_schema: t.schema_json(),
@@ -320,7 +320,7 @@ fn check_display_name(name: Option<&str>) -> ApiResult<String> {
 
 fn connector_type(type_id: &str) -> ApiResult<&'static ConnectorType> {
     connectors::find(type_id).ok_or_else(|| {
-        let known: Vec<&str> = connectors::registry().iter().map(|t| t.type_id).collect();
+        let known: Vec<&str> = connectors::registry().iter().map(|t| t.type_id.as_str()).collect();
         Error::validation("type", format!("unknown connector type `{type_id}`"))
             .with_details(format!("known types: {}", known.join(", ")))
             .into()
@@ -361,13 +361,13 @@ async fn editable_connector(
     Ok((connector, role))
 }
 
-fn timeout_of(config: &Map<String, Value>) -> Duration {
-    let seconds = config
-        .get("connection_timeout_seconds")
-        .or_else(|| config.get("timeout_seconds"))
-        .and_then(Value::as_u64)
-        .unwrap_or(30);
-    Duration::from_secs(seconds)
+/// How long a test of `connector` may take (its type's rule; the worker
+/// bounds the test by the same one).
+fn timeout_of(connector: &Connector) -> Duration {
+    connector.type_decl().map_or(
+        Duration::from_secs(connectors::DEFAULT_TEST_TIMEOUT_SECONDS),
+        |t| t.test_timeout(&connector.config),
+    )
 }
 
 /// Runs a connection test on a worker and waits for its outcome; no answer
@@ -396,7 +396,7 @@ async fn run_test(state: &AppState, connector: &Connector) -> ApiResult<TestOutc
         .queue
         .enqueue(&Job::new(JobKind::TestConnection, payload))
         .await?;
-    let wait = timeout_of(&connector.config) + QUEUE_MARGIN;
+    let wait = timeout_of(connector) + QUEUE_MARGIN;
     match state.bus.wait_reply(&reply_to, wait).await? {
         Some(value) => serde_json::from_value(value).map_err(|e| Error::internal(e).into()),
         None => Ok(TestOutcome {
@@ -488,8 +488,9 @@ fn require_secrets_for_new_endpoint(
     Ok(())
 }
 
+/// Refuses a connection test of a type no worker has a driver for.
 fn require_driver(connector_type: &str) -> ApiResult<()> {
-    if has_driver(connector_type) {
+    if connectors::find(connector_type).is_some_and(ConnectorType::has_driver) {
         Ok(())
     } else {
         Err(Error::validation(
@@ -528,7 +529,7 @@ async fn list_connectors(
 ) -> ApiResult<axum::Json<ConnectorList>> {
     let include_available = parse_bool("include_available", params.include_available.as_deref(), true)?;
     let connector_type = match params.connector_type {
-        Some(t) => Some(connector_type(&t)?.type_id.to_owned()),
+        Some(t) => Some(connector_type(&t)?.type_id.to_string()),
         None => None,
     };
     let status = match params.status.as_deref() {
@@ -583,7 +584,7 @@ async fn create_connector(
         .as_deref()
         .ok_or_else(|| ApiError::validation("type", "type is required"))?;
     let kind = connector_type(type_id)?;
-    if kind.auth_type.as_str() == "oauth" {
+    if kind.auth_type == AuthKind::OAuth {
         return Err(ApiError::validation(
             "type",
             format!(
@@ -598,7 +599,7 @@ async fn create_connector(
     let SplitConfig { public, secrets } = kind.validate_new(&config)?;
     let test = body.test_connection.unwrap_or(true);
     if test {
-        require_driver(kind.type_id)?;
+        require_driver(kind.type_id.as_str())?;
     }
     let uuid = IdKind::Connector.generate();
     let now = ferry_shared::domain::now();
@@ -606,7 +607,7 @@ async fn create_connector(
         secrets: state.vault.seal(&uuid, &secrets)?,
         uuid,
         org_id: caller.org_id.clone(),
-        connector_type: kind.type_id.to_owned(),
+        connector_type: kind.type_id.to_string(),
         display_name,
         config: public,
         config_version: 1,
@@ -717,7 +718,7 @@ async fn update_connector(
     }
     let test = body.test_connection.unwrap_or(true);
     let outcome = if test {
-        require_driver(kind.type_id)?;
+        require_driver(kind.type_id.as_str())?;
         let outcome = run_test(&state, &updated).await?;
         if outcome.error.is_some() {
             state.store.record_test(&record_of(&outcome)).await?;

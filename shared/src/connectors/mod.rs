@@ -36,36 +36,144 @@ mod registry;
 mod validate;
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
 pub use formats::REDACTED_PASSWORD;
 
+use crate::domain::StepType;
+use crate::domain::params::Placeholder;
+
+/// A connector type, as the API spells it (`postgresql`, `rest_api`, ...):
+/// the one place these words are written. Parse with `str::parse` (exact,
+/// case-sensitive); [`TypeId::decl`] gives the type's declaration.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum TypeId {
+    Postgresql,
+    Redshift,
+    Mysql,
+    Mongodb,
+    Redis,
+    RestApi,
+    Sqlite,
+    Databricks,
+    Bigquery,
+    Snowflake,
+    Salesforce,
+    Hubspot,
+    Stripe,
+    GoogleAnalytics,
+    Azure,
+}
+
+impl TypeId {
+    /// The word the API uses.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The type called `text`, if Ferry knows it.
+    pub fn parse(text: &str) -> Option<Self> {
+        text.parse().ok()
+    }
+
+    /// This type's declaration in the registry.
+    pub fn decl(self) -> &'static ConnectorType {
+        registry()
+            .iter()
+            .find(|t| t.type_id == self)
+            .unwrap_or_else(|| unreachable!("every TypeId is declared in the registry (tested)"))
+    }
+}
+
+/// The worker driver family that serves a connector type: one folder of
+/// the worker each (PostgreSQL serves `postgresql` and `redshift`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Display, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum DriverFamily {
+    Postgres,
+    Mysql,
+    Sqlite,
+    Mongodb,
+    Redis,
+    Rest,
+}
+
+/// The `category` of a connector type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Display, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Category {
+    Database,
+    DataWarehouse,
+    Crm,
+    Payments,
+    Analytics,
+    Cloud,
+    Api,
+}
+
+/// Features a type advertises beside the step types that can use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Capability {
+    Streaming,
+    Partitioning,
+}
+
 /// How a connector authenticates: credentials in its config, or an OAuth
 /// grant obtained through `/api/oauth/{provider}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Display, EnumString, IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum AuthKind {
     Credentials,
     OAuth,
 }
 
 impl AuthKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            AuthKind::Credentials => "credentials",
-            AuthKind::OAuth => "oauth",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "credentials" => Some(AuthKind::Credentials),
-            "oauth" => Some(AuthKind::OAuth),
-            _ => None,
-        }
+        text.parse().ok()
     }
+}
+
+/// Seconds a connection test may take when a type has no timeout field
+/// (and the default of the ones that do).
+pub const DEFAULT_TEST_TIMEOUT_SECONDS: u64 = 30;
+
+/// Defaults of the pool and timeout fields every database type accepts
+/// (the registry's `default`s; drivers read them from here or through
+/// [`ConnectorType::default_u64`]).
+pub mod defaults {
+    pub const CONNECTION_TIMEOUT_SECONDS: u64 = super::DEFAULT_TEST_TIMEOUT_SECONDS;
+    pub const MAX_CONNECTIONS: u64 = 5;
+    pub const IDLE_TIMEOUT_SECONDS: u64 = 600;
+    pub const MAX_LIFETIME_SECONDS: u64 = 3600;
+    pub const STATEMENT_TIMEOUT_SECONDS: u64 = 300;
+    /// `rest_api`'s `timeout_seconds`.
+    pub const REST_TIMEOUT_SECONDS: u64 = 30;
 }
 
 /// What a field's value must be. Every string kind refuses the empty string.
@@ -310,19 +418,20 @@ impl SplitConfig {
     }
 }
 
-/// One connector type of the registry.
+/// One connector type of the registry: its declaration. Everything the
+/// roles ask about a type is answered here.
 #[derive(Debug, Clone)]
 pub struct ConnectorType {
-    /// The `type` of the API (`postgresql`, `rest_api`, ...).
-    pub type_id: &'static str,
+    /// The `type` of the API.
+    pub type_id: TypeId,
     pub name: &'static str,
     pub description: &'static str,
-    /// `database`, `data_warehouse`, `crm`, `payments`, `analytics`,
-    /// `cloud` or `api`.
-    pub category: &'static str,
+    pub category: Category,
     pub auth_type: AuthKind,
-    /// The step types that can use it (`sql_query`, `mongo_query`, ...).
-    pub features: &'static [&'static str],
+    /// The step types that can use it.
+    pub steps: &'static [StepType],
+    /// Features advertised after the step types (see [`Self::features`]).
+    pub capabilities: &'static [Capability],
     /// Help text: what the fields mean, TLS modes, where secrets go.
     pub documentation: &'static str,
     /// `/docs#connector-<type>`.
@@ -330,6 +439,15 @@ pub struct ConnectorType {
     pub fields: Vec<FieldSpec>,
     /// Has the `ssl_enabled` / `ssl_mode` pair (see the module docs).
     pub ssl_pair: bool,
+    /// The worker driver family that serves it; `None` when no worker has a
+    /// driver yet (connection tests are then refused, not faked).
+    pub driver: Option<DriverFamily>,
+    /// How `sql_query` steps on it spell positional parameters; `None` when
+    /// Ferry runs no SQL on it.
+    pub placeholder: Option<Placeholder>,
+    /// The integer field (seconds) that bounds a connection test; see
+    /// [`Self::test_timeout`].
+    pub test_timeout_field: Option<&'static str>,
 }
 
 static REGISTRY: LazyLock<Vec<ConnectorType>> = LazyLock::new(registry::build);
@@ -340,9 +458,9 @@ pub fn registry() -> &'static [ConnectorType] {
     &REGISTRY
 }
 
-/// The connector type called `type_id`.
+/// The connector type called `type_id` (the API's word).
 pub fn find(type_id: &str) -> Option<&'static ConnectorType> {
-    registry().iter().find(|t| t.type_id == type_id)
+    TypeId::parse(type_id).map(TypeId::decl)
 }
 
 /// The config as a driver needs it: `public` with `secrets` laid over it
@@ -354,6 +472,53 @@ pub fn merge(public: &Map<String, Value>, secrets: &Map<String, Value>) -> Map<S
 }
 
 impl ConnectorType {
+    /// Whether a worker has a driver for this type.
+    pub fn has_driver(&self) -> bool {
+        self.driver.is_some()
+    }
+
+    /// Whether steps of `step_type` can use connectors of this type.
+    pub fn accepts(&self, step_type: StepType) -> bool {
+        self.steps.contains(&step_type)
+    }
+
+    /// The `features` of `available_types`: the step types that can use the
+    /// type, then its other capabilities.
+    pub fn features(&self) -> Vec<&'static str> {
+        self.steps
+            .iter()
+            .map(|s| s.as_str())
+            .chain(self.capabilities.iter().map(|c| -> &'static str { c.into() }))
+            .collect()
+    }
+
+    /// The default of field `name`, if it has one.
+    pub fn default_value(&self, name: &str) -> Option<&Value> {
+        self.field(name).and_then(|f| f.default.as_ref())
+    }
+
+    /// The default of integer field `name`, if it has a non-negative one.
+    pub fn default_u64(&self, name: &str) -> Option<u64> {
+        self.default_value(name).and_then(Value::as_u64)
+    }
+
+    /// How long a connection test of a connector with `config` may take in
+    /// all: the value of [`Self::test_timeout_field`] in `config`, else that
+    /// field's default, else [`DEFAULT_TEST_TIMEOUT_SECONDS`]. The API (its
+    /// wait) and the worker (its bound) both use this rule.
+    pub fn test_timeout(&self, config: &Map<String, Value>) -> Duration {
+        let seconds = self
+            .test_timeout_field
+            .and_then(|field| {
+                config
+                    .get(field)
+                    .and_then(Value::as_u64)
+                    .or_else(|| self.default_u64(field))
+            })
+            .unwrap_or(DEFAULT_TEST_TIMEOUT_SECONDS);
+        Duration::from_secs(seconds)
+    }
+
     /// The field called `name`.
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|f| f.name == name)
@@ -429,8 +594,8 @@ impl ConnectorType {
             "name": self.name,
             "description": self.description,
             "category": self.category,
-            "auth_type": self.auth_type.as_str(),
-            "features": self.features,
+            "auth_type": self.auth_type,
+            "features": self.features(),
             "documentation_url": self.documentation_url,
             "documentation": self.documentation,
             "config_schema": self.schema_json(),

@@ -4,7 +4,11 @@
 
 use serde_json::json;
 
-use super::{AuthKind, ConnectorType, FieldKind, FieldSpec};
+use super::{
+    AuthKind, Capability, Category, ConnectorType, DriverFamily, FieldKind, FieldSpec, TypeId, defaults,
+};
+use crate::domain::StepType;
+use crate::domain::params::Placeholder;
 
 const PG_SSL_MODES: &[&str] = &[
     "disable",
@@ -25,8 +29,9 @@ const READ_PREFERENCES: &[&str] = &[
 ];
 const REST_AUTH_TYPES: &[&str] = &["none", "bearer", "basic", "api_key", "oauth2"];
 
-const SQL: &[&str] = &["sql_query"];
-const SAAS: &[&str] = &["saas_extract"];
+const SQL: &[StepType] = &[StepType::SqlQuery];
+const SAAS: &[StepType] = &[StepType::SaasExtract];
+const CONNECTION_TIMEOUT: &str = "connection_timeout_seconds";
 
 fn port(default: i64) -> FieldSpec {
     FieldSpec::new(
@@ -54,40 +59,40 @@ fn host() -> FieldSpec {
 fn pool_fields() -> Vec<FieldSpec> {
     vec![
         FieldSpec::new(
-            "connection_timeout_seconds",
+            CONNECTION_TIMEOUT,
             "Connection timeout",
             FieldKind::Integer { min: 1, max: 600 },
             "Seconds to wait for a new connection (or a free pooled one).",
         )
-        .default(json!(30)),
+        .default(json!(defaults::CONNECTION_TIMEOUT_SECONDS)),
         FieldSpec::new(
             "max_connections",
             "Max connections",
             FieldKind::Integer { min: 1, max: 100 },
             "Most connections each worker keeps open to this server.",
         )
-        .default(json!(5)),
+        .default(json!(defaults::MAX_CONNECTIONS)),
         FieldSpec::new(
             "idle_timeout_seconds",
             "Idle timeout",
             FieldKind::Integer { min: 1, max: 86_400 },
             "A pooled connection idle this long is closed.",
         )
-        .default(json!(600)),
+        .default(json!(defaults::IDLE_TIMEOUT_SECONDS)),
         FieldSpec::new(
             "max_lifetime_seconds",
             "Max lifetime",
             FieldKind::Integer { min: 1, max: 86_400 },
             "A pooled connection is replaced after this long.",
         )
-        .default(json!(3600)),
+        .default(json!(defaults::MAX_LIFETIME_SECONDS)),
         FieldSpec::new(
             "statement_timeout_seconds",
             "Statement timeout",
             FieldKind::Integer { min: 1, max: 86_400 },
             "A query running longer is cancelled and its step fails with a timeout.",
         )
-        .default(json!(300)),
+        .default(json!(defaults::STATEMENT_TIMEOUT_SECONDS)),
     ]
 }
 
@@ -147,7 +152,7 @@ fn database() -> FieldSpec {
     .endpoint()
 }
 
-fn docs_url(type_id: &str) -> String {
+fn docs_url(type_id: TypeId) -> String {
     format!("/docs#connector-{type_id}")
 }
 
@@ -247,10 +252,10 @@ Manager requests; `resource` is the API the tokens are for (default \
 pub(super) fn build() -> Vec<ConnectorType> {
     vec![
         postgres_like(
-            "postgresql",
+            TypeId::Postgresql,
             "PostgreSQL",
             "PostgreSQL database server",
-            "database",
+            Category::Database,
             5432,
             POSTGRESQL_DOCS,
         ),
@@ -258,10 +263,10 @@ pub(super) fn build() -> Vec<ConnectorType> {
         mongodb(),
         redis(),
         postgres_like(
-            "redshift",
+            TypeId::Redshift,
             "Amazon Redshift",
             "Amazon Redshift data warehouse",
-            "data_warehouse",
+            Category::DataWarehouse,
             5439,
             REDSHIFT_DOCS,
         ),
@@ -279,10 +284,10 @@ pub(super) fn build() -> Vec<ConnectorType> {
 }
 
 fn postgres_like(
-    type_id: &'static str,
+    type_id: TypeId,
     name: &'static str,
     description: &'static str,
-    category: &'static str,
+    category: Category,
     default_port: i64,
     documentation: &'static str,
 ) -> ConnectorType {
@@ -306,11 +311,15 @@ fn postgres_like(
         description,
         category,
         auth_type: AuthKind::Credentials,
-        features: SQL,
+        steps: SQL,
+        capabilities: &[],
         documentation,
         documentation_url: docs_url(type_id),
         fields,
         ssl_pair: true,
+        driver: Some(DriverFamily::Postgres),
+        placeholder: Some(Placeholder::Dollar),
+        test_timeout_field: Some(CONNECTION_TIMEOUT),
     }
 }
 
@@ -324,16 +333,20 @@ fn mysql() -> ConnectorType {
     );
     fields.extend(pool_fields());
     ConnectorType {
-        type_id: "mysql",
+        type_id: TypeId::Mysql,
         name: "MySQL",
         description: "MySQL database server",
-        category: "database",
+        category: Category::Database,
         auth_type: AuthKind::Credentials,
-        features: SQL,
+        steps: SQL,
+        capabilities: &[],
         documentation: MYSQL_DOCS,
-        documentation_url: docs_url("mysql"),
+        documentation_url: docs_url(TypeId::Mysql),
         fields,
         ssl_pair: true,
+        driver: Some(DriverFamily::Mysql),
+        placeholder: Some(Placeholder::Question),
+        test_timeout_field: Some(CONNECTION_TIMEOUT),
     }
 }
 
@@ -367,16 +380,20 @@ fn mongodb() -> ConnectorType {
     ];
     fields.extend(pool_fields());
     ConnectorType {
-        type_id: "mongodb",
+        type_id: TypeId::Mongodb,
         name: "MongoDB",
         description: "MongoDB document database",
-        category: "database",
+        category: Category::Database,
         auth_type: AuthKind::Credentials,
-        features: &["mongo_query"],
+        steps: &[StepType::MongoQuery],
+        capabilities: &[],
         documentation: MONGODB_DOCS,
-        documentation_url: docs_url("mongodb"),
+        documentation_url: docs_url(TypeId::Mongodb),
         fields,
         ssl_pair: false,
+        driver: Some(DriverFamily::Mongodb),
+        placeholder: None,
+        test_timeout_field: Some(CONNECTION_TIMEOUT),
     }
 }
 
@@ -395,16 +412,20 @@ fn redis() -> ConnectorType {
     fields.push(FieldSpec::new("tls", "TLS", FieldKind::Boolean, "Connect with TLS.").default(json!(false)));
     fields.extend(pool_fields());
     ConnectorType {
-        type_id: "redis",
+        type_id: TypeId::Redis,
         name: "Redis",
         description: "Redis key-value store",
-        category: "database",
+        category: Category::Database,
         auth_type: AuthKind::Credentials,
-        features: &["redis_read"],
+        steps: &[StepType::RedisRead],
+        capabilities: &[],
         documentation: REDIS_DOCS,
-        documentation_url: docs_url("redis"),
+        documentation_url: docs_url(TypeId::Redis),
         fields,
         ssl_pair: false,
+        driver: Some(DriverFamily::Redis),
+        placeholder: None,
+        test_timeout_field: Some(CONNECTION_TIMEOUT),
     }
 }
 
@@ -438,16 +459,20 @@ fn databricks() -> ConnectorType {
     ];
     fields.extend(pool_fields());
     ConnectorType {
-        type_id: "databricks",
+        type_id: TypeId::Databricks,
         name: "Databricks",
         description: "Databricks SQL warehouse",
-        category: "data_warehouse",
+        category: Category::DataWarehouse,
         auth_type: AuthKind::Credentials,
-        features: SQL,
+        steps: SQL,
+        capabilities: &[],
         documentation: DATABRICKS_DOCS,
-        documentation_url: docs_url("databricks"),
+        documentation_url: docs_url(TypeId::Databricks),
         fields,
         ssl_pair: false,
+        driver: None,
+        placeholder: None,
+        test_timeout_field: Some(CONNECTION_TIMEOUT),
     }
 }
 
@@ -548,7 +573,7 @@ fn rest_api() -> ConnectorType {
             FieldKind::Integer { min: 1, max: 600 },
             "Seconds each request may take.",
         )
-        .default(json!(30)),
+        .default(json!(defaults::REST_TIMEOUT_SECONDS)),
         FieldSpec::new(
             "test_path",
             "Test path",
@@ -557,25 +582,30 @@ fn rest_api() -> ConnectorType {
         ),
     ];
     ConnectorType {
-        type_id: "rest_api",
+        type_id: TypeId::RestApi,
         name: "REST API",
         description: "Generic HTTP JSON API",
-        category: "api",
+        category: Category::Api,
         auth_type: AuthKind::Credentials,
-        features: &["http_request"],
+        steps: &[StepType::HttpRequest],
+        capabilities: &[],
         documentation: REST_API_DOCS,
-        documentation_url: docs_url("rest_api"),
+        documentation_url: docs_url(TypeId::RestApi),
         fields,
         ssl_pair: false,
+        driver: Some(DriverFamily::Rest),
+        placeholder: None,
+        test_timeout_field: Some("timeout_seconds"),
     }
 }
 
+/// An OAuth type without a worker driver yet.
 fn oauth_type(
-    type_id: &'static str,
+    type_id: TypeId,
     name: &'static str,
     description: &'static str,
-    category: &'static str,
-    features: &'static [&'static str],
+    category: Category,
+    steps: &'static [StepType],
     documentation: &'static str,
     fields: Vec<FieldSpec>,
 ) -> ConnectorType {
@@ -585,21 +615,25 @@ fn oauth_type(
         description,
         category,
         auth_type: AuthKind::OAuth,
-        features,
+        steps,
+        capabilities: &[],
         documentation,
         documentation_url: docs_url(type_id),
         fields,
         ssl_pair: false,
+        driver: None,
+        placeholder: None,
+        test_timeout_field: None,
     }
 }
 
 fn bigquery() -> ConnectorType {
-    oauth_type(
-        "bigquery",
+    let base = oauth_type(
+        TypeId::Bigquery,
         "Google BigQuery",
         "Google Cloud data warehouse",
-        "data_warehouse",
-        &["sql_query", "streaming", "partitioning"],
+        Category::DataWarehouse,
+        SQL,
         BIGQUERY_DOCS,
         vec![
             FieldSpec::new(
@@ -618,15 +652,19 @@ fn bigquery() -> ConnectorType {
             )
             .default(json!("US")),
         ],
-    )
+    );
+    ConnectorType {
+        capabilities: &[Capability::Streaming, Capability::Partitioning],
+        ..base
+    }
 }
 
 fn snowflake() -> ConnectorType {
     oauth_type(
-        "snowflake",
+        TypeId::Snowflake,
         "Snowflake",
         "Snowflake cloud data warehouse",
-        "data_warehouse",
+        Category::DataWarehouse,
         SQL,
         SNOWFLAKE_DOCS,
         vec![
@@ -659,10 +697,10 @@ fn snowflake() -> ConnectorType {
 
 fn salesforce() -> ConnectorType {
     oauth_type(
-        "salesforce",
+        TypeId::Salesforce,
         "Salesforce",
         "Salesforce CRM",
-        "crm",
+        Category::Crm,
         SAAS,
         SALESFORCE_DOCS,
         vec![
@@ -688,10 +726,10 @@ fn salesforce() -> ConnectorType {
 
 fn hubspot() -> ConnectorType {
     oauth_type(
-        "hubspot",
+        TypeId::Hubspot,
         "HubSpot",
         "HubSpot CRM and marketing platform",
-        "crm",
+        Category::Crm,
         SAAS,
         HUBSPOT_DOCS,
         vec![FieldSpec::new(
@@ -705,10 +743,10 @@ fn hubspot() -> ConnectorType {
 
 fn stripe() -> ConnectorType {
     oauth_type(
-        "stripe",
+        TypeId::Stripe,
         "Stripe",
         "Stripe payments platform",
-        "payments",
+        Category::Payments,
         SAAS,
         STRIPE_DOCS,
         vec![FieldSpec::new(
@@ -722,10 +760,10 @@ fn stripe() -> ConnectorType {
 
 fn google_analytics() -> ConnectorType {
     oauth_type(
-        "google_analytics",
+        TypeId::GoogleAnalytics,
         "Google Analytics",
         "Google Analytics 4 reporting",
-        "analytics",
+        Category::Analytics,
         SAAS,
         GOOGLE_ANALYTICS_DOCS,
         vec![
@@ -742,10 +780,10 @@ fn google_analytics() -> ConnectorType {
 
 fn azure() -> ConnectorType {
     oauth_type(
-        "azure",
+        TypeId::Azure,
         "Microsoft Azure",
         "Microsoft Azure cloud resources",
-        "cloud",
+        Category::Cloud,
         SAAS,
         AZURE_DOCS,
         vec![
@@ -787,15 +825,19 @@ fn sqlite() -> ConnectorType {
     ];
     fields.extend(pool_fields());
     ConnectorType {
-        type_id: "sqlite",
+        type_id: TypeId::Sqlite,
         name: "SQLite",
         description: "SQLite database file on the server",
-        category: "database",
+        category: Category::Database,
         auth_type: AuthKind::Credentials,
-        features: SQL,
+        steps: SQL,
+        capabilities: &[],
         documentation: SQLITE_DOCS,
-        documentation_url: docs_url("sqlite"),
+        documentation_url: docs_url(TypeId::Sqlite),
         fields,
         ssl_pair: false,
+        driver: Some(DriverFamily::Sqlite),
+        placeholder: Some(Placeholder::Question),
+        test_timeout_field: Some(CONNECTION_TIMEOUT),
     }
 }

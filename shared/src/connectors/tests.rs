@@ -91,8 +91,12 @@ fn registry_entries_are_well_formed() {
     for t in registry() {
         assert!(!ids.contains(&t.type_id), "duplicate {}", t.type_id);
         ids.push(t.type_id);
-        assert!(categories.contains(&t.category), "{}", t.type_id);
-        assert!(!t.features.is_empty(), "{}", t.type_id);
+        assert!(
+            categories.contains(&t.category.to_string().as_str()),
+            "{}",
+            t.type_id
+        );
+        assert!(!t.features().is_empty(), "{}", t.type_id);
         assert!(t.documentation.len() > 100, "{}", t.type_id);
         assert_eq!(t.documentation_url, format!("/docs#connector-{}", t.type_id));
         let mut names = Vec::new();
@@ -117,10 +121,105 @@ fn registry_entries_are_well_formed() {
         }
     }
     assert_eq!(
-        ty("bigquery").features,
+        ty("bigquery").features(),
         ["sql_query", "streaming", "partitioning"]
     );
-    assert_eq!(ty("mysql").features, ["sql_query"]);
+    assert_eq!(ty("mysql").features(), ["sql_query"]);
+}
+
+#[test]
+fn every_type_id_has_exactly_one_declaration_and_spells_the_api_word() {
+    use strum::VariantArray;
+    assert_eq!(TypeId::VARIANTS.len(), registry().len());
+    for &id in TypeId::VARIANTS {
+        assert_eq!(id.decl().type_id, id);
+        assert_eq!(TypeId::parse(id.as_str()), Some(id));
+        assert_eq!(json!(id), json!(id.as_str()));
+    }
+    assert_eq!(TypeId::GoogleAnalytics.as_str(), "google_analytics");
+    assert_eq!(TypeId::RestApi.as_str(), "rest_api");
+    assert_eq!(TypeId::parse("POSTGRESQL"), None);
+}
+
+#[test]
+fn drivers_exist_for_the_seven_direct_types_in_their_families() {
+    let with_driver: Vec<(&str, DriverFamily)> = registry()
+        .iter()
+        .filter_map(|t| t.driver.map(|d| (t.type_id.as_str(), d)))
+        .collect();
+    assert_eq!(
+        with_driver,
+        [
+            ("postgresql", DriverFamily::Postgres),
+            ("mysql", DriverFamily::Mysql),
+            ("mongodb", DriverFamily::Mongodb),
+            ("redis", DriverFamily::Redis),
+            ("redshift", DriverFamily::Postgres),
+            ("rest_api", DriverFamily::Rest),
+            ("sqlite", DriverFamily::Sqlite),
+        ]
+    );
+    assert!(crate::jobs::has_driver("postgresql"));
+    assert!(!crate::jobs::has_driver("snowflake"));
+    assert!(!crate::jobs::has_driver("POSTGRESQL"));
+}
+
+#[test]
+fn sql_types_with_a_driver_declare_their_placeholder_style() {
+    use crate::domain::params::Placeholder;
+    assert_eq!(ty("postgresql").placeholder, Some(Placeholder::Dollar));
+    assert_eq!(ty("redshift").placeholder, Some(Placeholder::Dollar));
+    assert_eq!(ty("mysql").placeholder, Some(Placeholder::Question));
+    assert_eq!(ty("sqlite").placeholder, Some(Placeholder::Question));
+    for t in registry() {
+        let runs_sql = t.has_driver() && t.accepts(crate::domain::StepType::SqlQuery);
+        assert_eq!(t.placeholder.is_some(), runs_sql, "{}", t.type_id);
+    }
+}
+
+#[test]
+fn a_connection_test_is_bounded_by_the_types_timeout_field_then_its_default() {
+    use std::time::Duration;
+    let pg = ty("postgresql");
+    assert_eq!(
+        pg.test_timeout(&obj(json!({"connection_timeout_seconds": 7}))),
+        Duration::from_secs(7)
+    );
+    // A REST API's bound is `timeout_seconds`, whatever else the map holds.
+    let rest = ty("rest_api");
+    assert_eq!(
+        rest.test_timeout(&obj(
+            json!({"timeout_seconds": 9, "connection_timeout_seconds": 99})
+        )),
+        Duration::from_secs(9)
+    );
+    assert_eq!(
+        pg.test_timeout(&Map::new()),
+        Duration::from_secs(defaults::CONNECTION_TIMEOUT_SECONDS)
+    );
+    assert_eq!(
+        rest.test_timeout(&Map::new()),
+        Duration::from_secs(defaults::REST_TIMEOUT_SECONDS)
+    );
+    assert_eq!(
+        ty("snowflake").test_timeout(&Map::new()),
+        Duration::from_secs(DEFAULT_TEST_TIMEOUT_SECONDS)
+    );
+}
+
+#[test]
+fn pool_defaults_are_read_from_the_declaration() {
+    let mysql = ty("mysql");
+    assert_eq!(
+        mysql.default_u64("max_connections"),
+        Some(defaults::MAX_CONNECTIONS)
+    );
+    assert_eq!(
+        mysql.default_u64("statement_timeout_seconds"),
+        Some(defaults::STATEMENT_TIMEOUT_SECONDS)
+    );
+    assert_eq!(mysql.default_value("charset"), Some(&json!("utf8mb4")));
+    assert_eq!(mysql.default_u64("host"), None);
 }
 
 #[test]

@@ -5,12 +5,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use strum::{Display, EnumString, IntoStaticStr};
 
 use super::ErrorKind;
 
 /// Connector lifecycle status (the seed's `active`, `disabled`, `error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Display, EnumString, IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ConnectorStatus {
     Active,
     Disabled,
@@ -18,21 +20,12 @@ pub enum ConnectorStatus {
 }
 
 impl ConnectorStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ConnectorStatus::Active => "active",
-            ConnectorStatus::Disabled => "disabled",
-            ConnectorStatus::Error => "error",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(ConnectorStatus::Active),
-            "disabled" => Some(ConnectorStatus::Disabled),
-            "error" => Some(ConnectorStatus::Error),
-            _ => None,
-        }
+        text.parse().ok()
     }
 }
 
@@ -72,27 +65,21 @@ mod b64 {
 }
 
 /// The outcome of the last connection test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Display, EnumString, IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum TestStatus {
     Success,
     Failed,
 }
 
 impl TestStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TestStatus::Success => "success",
-            TestStatus::Failed => "failed",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "success" => Some(TestStatus::Success),
-            "failed" => Some(TestStatus::Failed),
-            _ => None,
-        }
+        text.parse().ok()
     }
 }
 
@@ -120,6 +107,14 @@ pub struct Connector {
     pub disabled_at: Option<DateTime<Utc>>,
     pub disabled_by: Option<String>,
     pub disabled_reason: Option<String>,
+}
+
+impl Connector {
+    /// The declaration of this connector's type (`None` only for a type
+    /// that a newer Ferry stored and this one does not know).
+    pub fn type_decl(&self) -> Option<&'static crate::connectors::ConnectorType> {
+        crate::connectors::find(&self.connector_type)
+    }
 }
 
 /// Why a connection test failed, in the seed's vocabulary.

@@ -4,12 +4,28 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
 use crate::error::{Error, Result};
 
-/// The kinds of step Ferry knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The kinds of step Ferry knows, as the API spells them (`sql_query`,
+/// `mongo_query`, ...): the one place these words are written.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    IntoStaticStr,
+    VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum StepType {
     SqlQuery,
     MongoQuery,
@@ -20,28 +36,28 @@ pub enum StepType {
 }
 
 impl StepType {
-    pub const ALL: [StepType; 6] = [
-        StepType::SqlQuery,
-        StepType::MongoQuery,
-        StepType::RedisRead,
-        StepType::HttpRequest,
-        StepType::SaasExtract,
-        StepType::Transform,
-    ];
+    pub const ALL: &[StepType] = Self::VARIANTS;
 
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            StepType::SqlQuery => "sql_query",
-            StepType::MongoQuery => "mongo_query",
-            StepType::RedisRead => "redis_read",
-            StepType::HttpRequest => "http_request",
-            StepType::SaasExtract => "saas_extract",
-            StepType::Transform => "transform",
-        }
+    /// The word the API uses.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
+    /// The step type called `text` (exact, case-sensitive).
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == text)
+        text.parse().ok()
+    }
+
+    /// Whether steps of this type read through a connector (named by
+    /// `config.connector_uuid`); `transform` steps read earlier results.
+    pub fn uses_connector(self) -> bool {
+        self != StepType::Transform
+    }
+
+    /// Whether steps of this type can run on a connector of type `ty`
+    /// (the connector type's declaration lists its step types).
+    pub fn accepts(self, ty: &crate::connectors::ConnectorType) -> bool {
+        ty.accepts(self)
     }
 
     /// Checks a step configuration for this type. Errors name the field as
@@ -100,8 +116,9 @@ impl StepType {
 }
 
 /// Types a runtime parameter may declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, EnumString, IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ParamType {
     String,
     Integer,
@@ -113,15 +130,7 @@ pub enum ParamType {
 
 impl ParamType {
     pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "string" => ParamType::String,
-            "integer" => ParamType::Integer,
-            "number" => ParamType::Number,
-            "boolean" => ParamType::Boolean,
-            "date" => ParamType::Date,
-            "timestamp" => ParamType::Timestamp,
-            _ => return None,
-        })
+        text.parse().ok()
     }
 
     /// Whether `value` is acceptable for this type.
