@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use chrono::Utc;
+use ferry_shared::connectors::{self as declarations, DriverFamily, TypeId, find};
 use ferry_shared::domain::TestOutcome;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
@@ -24,9 +25,7 @@ pub use crate::connectors::DriverError;
 use crate::connectors::mongodb::MongoHandle;
 use crate::connectors::redis::RedisHandle;
 use crate::connectors::rest::RestHandle;
-use crate::connectors::{
-    self, ConnectorKind, ConnectorPool, ConnectorSpec, ErrorType, NetworkPolicy, TestDetails,
-};
+use crate::connectors::{self, ConnectorPool, ConnectorSpec, Driver, ErrorType, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
 
 /// The pools of every connector this worker has used. Cheap to clone.
@@ -181,11 +180,7 @@ impl PoolRegistry {
 
     /// The PostgreSQL/Redshift pool of `spec` (created on first use).
     pub async fn postgres(&self, spec: &ConnectorSpec) -> Result<sqlx::PgPool, DriverError> {
-        expect_family(
-            spec,
-            &[ConnectorKind::Postgres, ConnectorKind::Redshift],
-            "PostgreSQL",
-        )?;
+        expect_family(spec, DriverFamily::Postgres, "PostgreSQL")?;
         match self.sql_source(spec).await? {
             Some(SqlSource::Postgres(pool)) => Ok(pool),
             _ => Err(wrong_family(spec, "PostgreSQL")),
@@ -194,7 +189,7 @@ impl PoolRegistry {
 
     /// The MySQL/MariaDB pool of `spec` (created on first use).
     pub async fn mysql(&self, spec: &ConnectorSpec) -> Result<sqlx::MySqlPool, DriverError> {
-        expect_family(spec, &[ConnectorKind::MySql], "MySQL")?;
+        expect_family(spec, DriverFamily::Mysql, "MySQL")?;
         match self.sql_source(spec).await? {
             Some(SqlSource::MySql(pool)) => Ok(pool),
             _ => Err(wrong_family(spec, "MySQL")),
@@ -203,7 +198,7 @@ impl PoolRegistry {
 
     /// The read-only SQLite pool of `spec` (created on first use).
     pub async fn sqlite(&self, spec: &ConnectorSpec) -> Result<sqlx::SqlitePool, DriverError> {
-        expect_family(spec, &[ConnectorKind::Sqlite], "SQLite")?;
+        expect_family(spec, DriverFamily::Sqlite, "SQLite")?;
         match self.sql_source(spec).await? {
             Some(SqlSource::Sqlite(pool)) => Ok(pool),
             _ => Err(wrong_family(spec, "SQLite")),
@@ -219,7 +214,7 @@ impl PoolRegistry {
     /// The Redis pool of `spec` (created on first use); connections come
     /// authenticated and on the configured database.
     pub async fn redis(&self, spec: &ConnectorSpec) -> Result<deadpool_redis::Pool, DriverError> {
-        expect_family(spec, &[ConnectorKind::Redis], "Redis")?;
+        expect_family(spec, DriverFamily::Redis, "Redis")?;
         let checkout = self.checkout_bounded(spec).await?;
         let handle: &RedisHandle = downcast(&checkout, spec, "Redis")?;
         Ok(handle.pool.clone())
@@ -228,7 +223,7 @@ impl PoolRegistry {
     /// The MongoDB client of `spec` (created on first use) and the
     /// connector's database name.
     pub async fn mongodb(&self, spec: &ConnectorSpec) -> Result<(::mongodb::Client, String), DriverError> {
-        expect_family(spec, &[ConnectorKind::MongoDb], "MongoDB")?;
+        expect_family(spec, DriverFamily::Mongodb, "MongoDB")?;
         let checkout = self.checkout_bounded(spec).await?;
         let handle: &MongoHandle = downcast(&checkout, spec, "MongoDB")?;
         Ok((handle.client.clone(), handle.database.clone()))
@@ -237,7 +232,7 @@ impl PoolRegistry {
     /// The HTTP client of a REST connector (its extra headers applied; the
     /// auth header is added per request by the driver) and its base URL.
     pub async fn rest(&self, spec: &ConnectorSpec) -> Result<(reqwest::Client, url::Url), DriverError> {
-        expect_family(spec, &[ConnectorKind::RestApi], "REST API")?;
+        expect_family(spec, DriverFamily::Rest, "REST API")?;
         let checkout = self.checkout_bounded(spec).await?;
         let handle: &RestHandle = downcast(&checkout, spec, "REST API")?;
         Ok((handle.client.clone(), handle.base_url.clone()))
@@ -252,11 +247,14 @@ impl PoolRegistry {
 
     /// The pool for `spec`, built if needed, with the network re-checked.
     async fn checkout(&self, spec: &ConnectorSpec) -> Result<Checkout, DriverError> {
-        let kind = spec.kind()?;
+        // Checked once, before any pool: a type with a driver, and only the
+        // fields its declaration has.
+        let (decl, driver) = spec.driver()?;
+        spec.check_fields(decl)?;
         // Two rounds: the second one follows a host that moved to a new address.
         for _ in 0..2 {
             let Some(cell) = self.slot_for(spec) else {
-                let pooled = Arc::new(self.build(spec, kind).await?);
+                let pooled = Arc::new(self.build(spec, decl.type_id, driver).await?);
                 let addrs = self.recheck(spec, &pooled).await?.unwrap_or_default();
                 return Ok(Checkout {
                     pooled,
@@ -265,7 +263,7 @@ impl PoolRegistry {
                 });
             };
             let pooled = cell
-                .get_or_try_init(|| async { self.build(spec, kind).await.map(Arc::new) })
+                .get_or_try_init(|| async { self.build(spec, decl.type_id, driver).await.map(Arc::new) })
                 .await?
                 .clone();
             match self.recheck(spec, &pooled).await? {
@@ -340,13 +338,17 @@ impl PoolRegistry {
         pooled.close();
     }
 
-    async fn build(&self, spec: &ConnectorSpec, kind: ConnectorKind) -> Result<Pooled, DriverError> {
-        let policy = &self.inner.policy;
-        let handle = kind.driver().open(spec, policy).await?;
-        tracing::debug!(connector_uuid = %spec.uuid, version = spec.version, connector_type = kind.as_str(), "pool created");
+    async fn build(
+        &self,
+        spec: &ConnectorSpec,
+        type_id: TypeId,
+        driver: &dyn Driver,
+    ) -> Result<Pooled, DriverError> {
+        let handle = driver.open(spec, &self.inner.policy).await?;
+        tracing::debug!(connector_uuid = %spec.uuid, version = spec.version, connector_type = type_id.as_str(), "pool created");
         Ok(Pooled {
             handle,
-            _gauge: GaugeGuard::new(self.inner.metrics.pools.with_label_values(&[kind.as_str()])),
+            _gauge: GaugeGuard::new(self.inner.metrics.pools.with_label_values(&[type_id.as_str()])),
         })
     }
 
@@ -388,9 +390,9 @@ fn downcast<'a, T: 'static>(
         .ok_or_else(|| wrong_family(spec, family))
 }
 
-fn expect_family(spec: &ConnectorSpec, kinds: &[ConnectorKind], family: &str) -> Result<(), DriverError> {
-    match ConnectorKind::parse(&spec.connector_type) {
-        Some(kind) if kinds.contains(&kind) => Ok(()),
+fn expect_family(spec: &ConnectorSpec, expected: DriverFamily, family: &str) -> Result<(), DriverError> {
+    match find(&spec.connector_type).and_then(|decl| decl.driver) {
+        Some(driver) if driver == expected => Ok(()),
         _ => Err(wrong_family(spec, family)),
     }
 }
@@ -404,7 +406,7 @@ fn wrong_family(spec: &ConnectorSpec, family: &str) -> DriverError {
 
 /// The `type` label: a known connector type or `other` (bounded).
 fn type_label(connector_type: &str) -> &'static str {
-    ConnectorKind::parse(connector_type).map_or("other", ConnectorKind::as_str)
+    connectors::declared(connector_type).map_or("other", |(decl, _)| decl.type_id.as_str())
 }
 
 struct Metrics {
@@ -439,9 +441,9 @@ impl Metrics {
             }
         }
         // Every series of the bounded label sets exists from the start, at zero.
-        for kind in ConnectorKind::ALL {
-            pools.with_label_values(&[kind.as_str()]);
-            tests.with_label_values(&[kind.as_str(), "success"]);
+        for decl in declarations::registry().iter().filter(|decl| decl.has_driver()) {
+            pools.with_label_values(&[decl.type_id.as_str()]);
+            tests.with_label_values(&[decl.type_id.as_str(), "success"]);
         }
         Metrics { pools, tests }
     }

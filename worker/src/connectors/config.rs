@@ -1,6 +1,7 @@
 //! Typed, defensive reads of a connector's `config` map: the registry
-//! validates and applies defaults before a spec reaches the worker, but a
-//! driver re-applies the documented defaults and bounds anyway.
+//! validates and applies defaults before a spec reaches the worker (and the
+//! pool registry refuses fields the type does not declare), but a driver
+//! re-applies the declared defaults and bounds anyway.
 
 use std::time::Duration;
 
@@ -8,12 +9,14 @@ use serde_json::{Map, Value};
 
 use super::errors::DriverError;
 
-/// Defaults shared by the database connector types.
-pub const DEFAULT_CONNECTION_TIMEOUT_SECONDS: u64 = 30;
-pub const DEFAULT_MAX_CONNECTIONS: u64 = 5;
-pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 600;
-pub const DEFAULT_MAX_LIFETIME_SECONDS: u64 = 3600;
-pub const DEFAULT_STATEMENT_TIMEOUT_SECONDS: u64 = 300;
+/// Defaults shared by the database connector types: the registry's, written
+/// once in the shared declarations.
+use ferry_shared::connectors::defaults::{
+    CONNECTION_TIMEOUT_SECONDS as DEFAULT_CONNECTION_TIMEOUT_SECONDS,
+    IDLE_TIMEOUT_SECONDS as DEFAULT_IDLE_TIMEOUT_SECONDS, MAX_CONNECTIONS as DEFAULT_MAX_CONNECTIONS,
+    MAX_LIFETIME_SECONDS as DEFAULT_MAX_LIFETIME_SECONDS,
+    STATEMENT_TIMEOUT_SECONDS as DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+};
 
 /// Upper bounds: a connector cannot ask a worker for more than this.
 const MAX_CONNECTIONS_LIMIT: u64 = 100;

@@ -23,8 +23,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use ferry_shared::connectors::{ConnectorType, DEFAULT_TEST_TIMEOUT_SECONDS, DriverFamily, find, registry};
 use ferry_shared::domain::StepType;
-use ferry_shared::domain::params::Placeholder;
 use serde_json::{Map, Value};
 
 pub use config::{PoolSettings, SslMode};
@@ -79,71 +79,48 @@ pub struct NetworkPolicy {
     pub sqlite_dir: PathBuf,
 }
 
-/// The connector families this worker has drivers for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectorKind {
-    Postgres,
-    Redshift,
-    MySql,
-    Redis,
-    RestApi,
-    Sqlite,
-    MongoDb,
-}
-
-impl ConnectorKind {
-    pub const ALL: [ConnectorKind; 7] = [
-        ConnectorKind::Postgres,
-        ConnectorKind::Redshift,
-        ConnectorKind::MySql,
-        ConnectorKind::Redis,
-        ConnectorKind::RestApi,
-        ConnectorKind::Sqlite,
-        ConnectorKind::MongoDb,
-    ];
-
-    pub fn parse(connector_type: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == connector_type)
-    }
-
-    /// The connector type as the registry and the API spell it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ConnectorKind::Postgres => "postgresql",
-            ConnectorKind::Redshift => "redshift",
-            ConnectorKind::MySql => "mysql",
-            ConnectorKind::Redis => "redis",
-            ConnectorKind::RestApi => "rest_api",
-            ConnectorKind::Sqlite => "sqlite",
-            ConnectorKind::MongoDb => "mongodb",
-        }
+/// The driver of `family`: the one place a family meets its folder.
+pub(crate) fn driver(family: DriverFamily) -> &'static dyn Driver {
+    match family {
+        DriverFamily::Postgres => &postgres::Postgres,
+        DriverFamily::Mysql => &mysql::MySql,
+        DriverFamily::Sqlite => &sqlite::Sqlite,
+        DriverFamily::Mongodb => &mongodb::MongoDb,
+        DriverFamily::Redis => &redis::Redis,
+        DriverFamily::Rest => &rest::Rest,
     }
 }
 
-impl ConnectorKind {
-    /// The driver of this type's family: the one place a type meets its
-    /// folder.
-    pub(crate) fn driver(self) -> &'static dyn Driver {
-        match self {
-            ConnectorKind::Postgres | ConnectorKind::Redshift => &postgres::Postgres,
-            ConnectorKind::MySql => &mysql::MySql,
-            ConnectorKind::Redis => &redis::Redis,
-            ConnectorKind::RestApi => &rest::Rest,
-            ConnectorKind::Sqlite => &sqlite::Sqlite,
-            ConnectorKind::MongoDb => &mongodb::MongoDb,
-        }
-    }
+/// The declaration of `connector_type` and its family's driver, when the
+/// type is declared with a driver.
+pub(crate) fn declared(connector_type: &str) -> Option<(&'static ConnectorType, &'static dyn Driver)> {
+    let decl = find(connector_type)?;
+    Some((decl, driver(decl.driver?)))
 }
 
 impl ConnectorSpec {
-    /// The spec's connector type, if this worker has a driver for it.
-    pub(crate) fn kind(&self) -> Result<ConnectorKind, DriverError> {
-        ConnectorKind::parse(&self.connector_type).ok_or_else(|| {
+    /// The spec's declaration and driver, if this worker has a driver for
+    /// its type.
+    pub(crate) fn driver(&self) -> Result<(&'static ConnectorType, &'static dyn Driver), DriverError> {
+        declared(&self.connector_type).ok_or_else(|| {
             DriverError::invalid_config(format!(
                 "this worker has no driver for connector type {:?}",
                 self.connector_type
             ))
         })
+    }
+
+    /// Refuses a config field the type does not declare: the registry
+    /// stores exactly the declared fields (defaults filled in), so anything
+    /// else did not come from it.
+    pub(crate) fn check_fields(&self, decl: &ConnectorType) -> Result<(), DriverError> {
+        match self.config.keys().find(|key| decl.field(key).is_none()) {
+            Some(unknown) => Err(DriverError::invalid_config(format!(
+                "config.{unknown} is not a field of {} connectors",
+                decl.type_id
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -154,11 +131,6 @@ impl ConnectorSpec {
 pub(crate) trait Driver: Send + Sync {
     /// The step types this family has runners for.
     fn steps(&self) -> &'static [StepType];
-
-    /// How `sql_query` steps spell positional parameters on this family.
-    fn placeholder(&self) -> Placeholder {
-        Placeholder::Question
-    }
 
     /// A pool for `spec`; nothing connects until it is used.
     async fn open(
@@ -195,14 +167,15 @@ pub(crate) trait ConnectorPool: Send + Sync + Any {
 
 /// Whether some family of this worker runs steps of `step_type`.
 pub(crate) fn runs(step_type: StepType) -> bool {
-    ConnectorKind::ALL
-        .into_iter()
-        .any(|kind| kind.driver().steps().contains(&step_type))
+    registry()
+        .iter()
+        .filter_map(|decl| decl.driver)
+        .any(|family| driver(family).steps().contains(&step_type))
 }
 
 /// Whether this worker can test and query connectors of `connector_type`.
 pub fn has_driver(connector_type: &str) -> bool {
-    ConnectorKind::parse(connector_type).is_some()
+    declared(connector_type).is_some()
 }
 
 /// What a successful connection test learnt about the server.
@@ -213,19 +186,13 @@ pub(crate) struct TestDetails {
     pub schemas: Option<Vec<String>>,
 }
 
-/// How long a test of `spec` may take in all: `connection_timeout_seconds`
-/// for databases, `timeout_seconds` for REST APIs (default 30 s).
+/// How long a test of `spec` may take in all: the declaration's rule
+/// ([`ConnectorType::test_timeout`]), the same one the API waits by.
 pub fn test_timeout(spec: &ConnectorSpec) -> std::time::Duration {
-    let config = config::Config::new(&spec.config);
-    let key = match ConnectorKind::parse(&spec.connector_type) {
-        Some(ConnectorKind::RestApi) => "timeout_seconds",
-        _ => "connection_timeout_seconds",
-    };
-    config
-        .seconds(key, config::DEFAULT_CONNECTION_TIMEOUT_SECONDS)
-        .unwrap_or(std::time::Duration::from_secs(
-            config::DEFAULT_CONNECTION_TIMEOUT_SECONDS,
-        ))
+    find(&spec.connector_type).map_or(
+        std::time::Duration::from_secs(DEFAULT_TEST_TIMEOUT_SECONDS),
+        |decl| decl.test_timeout(&spec.config),
+    )
 }
 
 #[cfg(test)]
@@ -263,5 +230,43 @@ mod tests {
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("password") && !shown.contains("hunter2"));
+    }
+
+    fn spec(connector_type: &str, config: serde_json::Value) -> ConnectorSpec {
+        ConnectorSpec {
+            uuid: "conn_1".into(),
+            org_id: "org_1".into(),
+            connector_type: connector_type.into(),
+            version: 1,
+            config: config.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn a_config_field_the_type_does_not_declare_is_refused_before_any_pool() {
+        let mut spec = spec(
+            "postgresql",
+            serde_json::json!({"host": "db", "max_connections": 5}),
+        );
+        let (decl, _) = spec.driver().expect("postgresql has a driver");
+        assert!(spec.check_fields(decl).is_ok());
+        spec.config
+            .insert("sslcert".into(), Value::String("/etc/client.pem".into()));
+        let error = spec.check_fields(decl).expect_err("undeclared field");
+        assert_eq!(error.kind(), ErrorType::InvalidConfig);
+        assert!(error.message().contains("config.sslcert"), "{}", error.message());
+    }
+
+    #[test]
+    fn the_test_timeout_is_the_declarations_rule() {
+        let rest = spec("rest_api", serde_json::json!({"timeout_seconds": 7}));
+        assert_eq!(test_timeout(&rest), std::time::Duration::from_secs(7));
+        let postgres = spec("postgresql", serde_json::json!({"connection_timeout_seconds": 9}));
+        assert_eq!(test_timeout(&postgres), std::time::Duration::from_secs(9));
+        for connector_type in ["postgresql", "rest_api", "sqlite", "snowflake"] {
+            let bare = spec(connector_type, serde_json::json!({}));
+            let expected = find(connector_type).expect("declared").test_timeout(&bare.config);
+            assert_eq!(test_timeout(&bare), expected, "{connector_type}");
+        }
     }
 }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::connectors::errors::{Disposition, disposition};
-use crate::connectors::{self, ConnectorKind, ConnectorSpec};
+use crate::connectors::{self, ConnectorSpec};
 use crate::extract::{Destination, run_sql_step};
 use crate::runtime::JobError;
 use crate::sink::UploadJournal;
@@ -508,10 +508,11 @@ async fn run_step(
         config: merge(&connector.config, &secrets),
     };
     // The family that runs this step on this connector, if any.
-    let driver = ConnectorKind::parse(&connector.connector_type)
-        .map(ConnectorKind::driver)
-        .filter(|driver| driver.steps().contains(&step_type));
-    let placeholder = driver.map_or(Placeholder::Question, |driver| driver.placeholder());
+    let driver = connectors::declared(&connector.connector_type)
+        .filter(|(_, driver)| driver.steps().contains(&step_type));
+    let placeholder = driver
+        .and_then(|(decl, _)| decl.placeholder)
+        .unwrap_or(Placeholder::Question);
     let query = config.get("query").and_then(Value::as_str).unwrap_or_default();
     let declared = config
         .get("parameters")

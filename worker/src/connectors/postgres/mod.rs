@@ -21,16 +21,16 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use ferry_shared::connectors::TypeId;
 use ferry_shared::domain::StepType;
-use ferry_shared::domain::params::Placeholder;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
 use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
 use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
 use crate::connectors::network::{self, Endpoint, Relay, validate_host};
-use crate::connectors::{ConnectorKind, ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
 
 const MODES: [SslMode; 6] = [
@@ -59,11 +59,11 @@ pub(crate) struct PgHandle {
 /// pool (no connection is made until one is acquired).
 pub(crate) async fn open(
     spec: &ConnectorSpec,
-    kind: ConnectorKind,
+    type_id: TypeId,
     policy: &NetworkPolicy,
 ) -> Result<(PgHandle, Vec<SocketAddr>), DriverError> {
     let config = Config::new(&spec.config);
-    let redshift = kind == ConnectorKind::Redshift;
+    let redshift = type_id == TypeId::Redshift;
     let host = config.required_name("host")?;
     validate_host("host", host)?;
     let port = config.port("port", if redshift { 5439 } else { 5432 })?;
@@ -330,16 +330,13 @@ impl Driver for Postgres {
         &[StepType::SqlQuery]
     }
 
-    fn placeholder(&self) -> Placeholder {
-        Placeholder::Dollar
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,
         policy: &NetworkPolicy,
     ) -> Result<Box<dyn ConnectorPool>, DriverError> {
-        Ok(Box::new(open(spec, spec.kind()?, policy).await?.0))
+        let (decl, _) = spec.driver()?;
+        Ok(Box::new(open(spec, decl.type_id, policy).await?.0))
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use ferry_shared::connectors::defaults;
 use ferry_shared::domain::StepType;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
@@ -27,7 +28,6 @@ use crate::connectors::network::{self, parse_ip_literal};
 use crate::connectors::{ConnectorPool, Driver};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 
-const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 const MAX_REDIRECTS: usize = 5;
 /// Tokens are renewed this long before they expire.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
@@ -79,7 +79,7 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestH
         Some(path) => append_path(&base_url, path)?,
         None => base_url.clone(),
     };
-    let timeout = config.seconds("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)?;
+    let timeout = config.seconds("timeout_seconds", defaults::REST_TIMEOUT_SECONDS)?;
     let required_secret = |key: &str| {
         config
             .secret(key)?
