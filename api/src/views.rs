@@ -2,7 +2,7 @@
 //! timestamp is RFC 3339 in UTC with millisecond precision.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ferry_shared::domain::{Page, Permissions, Project, ProjectSummary, Role, Step};
+use ferry_shared::domain::{Page, Permissions, Project, ProjectSummary, Role, Step, StepType};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -51,7 +51,7 @@ pub struct ProjectStepView {
     pub step_id: String,
     pub name: String,
     #[serde(rename = "type")]
-    #[schema(example = "sql_query")]
+    #[schema(example = json!(StepType::SqlQuery))]
     pub step_type: String,
     pub order: i32,
     /// The step's status in the project's latest execution (`pending` when
@@ -194,7 +194,7 @@ pub struct StepView {
     pub project_uuid: String,
     pub name: String,
     #[serde(rename = "type")]
-    #[schema(example = "sql_query")]
+    #[schema(example = json!(StepType::SqlQuery))]
     pub step_type: String,
     /// 1-based position in the project.
     pub order: i32,

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use ferry_shared::Error;
-use ferry_shared::connectors::{self, AuthKind, ConnectorType, SplitConfig};
+use ferry_shared::connectors::{self, AuthKind, ConnectorType, SplitConfig, TypeId};
 use ferry_shared::domain::{
     Connector, ConnectorListQuery, ConnectorStatus, ErrorKind, Principal, ResourceKind, Role, TestFailure,
     TestOutcome, TestRecord, TestStatus,
@@ -40,7 +40,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(connector_health))
 }
 
-const MAX_NAME: usize = 255;
 /// Added to a connector's own timeout while the API waits for a worker.
 const QUEUE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -52,7 +51,7 @@ pub struct ConnectorView {
     #[schema(example = "conn_01J9Z8M5W6X7Y8Z9A0B1C2D3E4")]
     pub uuid: String,
     #[serde(rename = "type")]
-    #[schema(example = "postgresql")]
+    #[schema(example = json!(TypeId::Postgresql))]
     pub connector_type: String,
     pub display_name: String,
     /// Non-secret settings (a MongoDB connection string shows `****` for its password).
@@ -241,7 +240,7 @@ pub struct HealthError {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateConnector {
     #[serde(rename = "type")]
-    #[schema(example = "postgresql")]
+    #[schema(example = json!(TypeId::Postgresql))]
     pub connector_type: Option<String>,
     #[schema(example = "Production Database")]
     pub display_name: Option<String>,
@@ -305,22 +304,15 @@ fn parse_bool(field: &str, value: Option<&str>, default: bool) -> ApiResult<bool
 }
 
 fn check_display_name(name: Option<&str>) -> ApiResult<String> {
-    let name = name.map(str::trim).unwrap_or_default();
-    if name.is_empty() {
-        return Err(ApiError::validation("display_name", "display_name is required"));
-    }
-    if name.chars().count() > MAX_NAME {
-        return Err(ApiError::validation(
-            "display_name",
-            format!("display_name is at most {MAX_NAME} characters"),
-        ));
-    }
-    Ok(name.to_owned())
+    super::check_name("display_name", "display_name", name)
 }
 
 fn connector_type(type_id: &str) -> ApiResult<&'static ConnectorType> {
     connectors::find(type_id).ok_or_else(|| {
-        let known: Vec<&str> = connectors::registry().iter().map(|t| t.type_id.as_str()).collect();
+        let known: Vec<&str> = connectors::registry()
+            .iter()
+            .map(|t| t.type_id.as_str())
+            .collect();
         Error::validation("type", format!("unknown connector type `{type_id}`"))
             .with_details(format!("known types: {}", known.join(", ")))
             .into()

@@ -26,7 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_project, update_project, delete_project))
 }
 
-const MAX_NAME: usize = 255;
 const MAX_DESCRIPTION: usize = 10_000;
 
 /// Body of `POST /api/projects`.
@@ -131,17 +130,7 @@ pub(crate) async fn editable_project(
 }
 
 fn check_name(name: Option<&str>) -> ApiResult<String> {
-    let name = name.map(str::trim).unwrap_or_default();
-    if name.is_empty() {
-        return Err(ApiError::validation("name", "Project name is required"));
-    }
-    if name.chars().count() > MAX_NAME {
-        return Err(ApiError::validation(
-            "name",
-            format!("Project name is at most {MAX_NAME} characters"),
-        ));
-    }
-    Ok(name.to_owned())
+    super::check_name("name", "Project name", name)
 }
 
 fn check_description(description: Option<String>) -> ApiResult<Option<String>> {

@@ -30,8 +30,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reorder_steps))
 }
 
-const MAX_NAME: usize = 255;
-
 /// Body of `POST /api/projects/{uuid}/steps`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateStep {
@@ -39,7 +37,7 @@ pub struct CreateStep {
     pub name: Option<String>,
     /// sql_query, mongo_query, redis_read, http_request, saas_extract or transform.
     #[serde(rename = "type")]
-    #[schema(example = "sql_query")]
+    #[schema(example = json!(StepType::SqlQuery))]
     pub step_type: Option<String>,
     /// Type-specific configuration (see the Steps section of the API guide).
     #[schema(value_type = Object)]
@@ -70,17 +68,7 @@ pub struct ReorderSteps {
 }
 
 fn check_name(name: Option<&str>) -> ApiResult<String> {
-    let name = name.map(str::trim).unwrap_or_default();
-    if name.is_empty() {
-        return Err(ApiError::validation("name", "Step name is required"));
-    }
-    if name.chars().count() > MAX_NAME {
-        return Err(ApiError::validation(
-            "name",
-            format!("Step name is at most {MAX_NAME} characters"),
-        ));
-    }
-    Ok(name.to_owned())
+    super::check_name("name", "Step name", name)
 }
 
 fn check_order(order: Option<i64>) -> ApiResult<Option<i32>> {
