@@ -17,7 +17,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::db::Sql;
-use super::rows::{self, ConnectorRoleRow, ConnectorRow, TestRow, UsageRow, connector_columns, test_columns};
+use super::rows::{ConnectorRoleRow, ConnectorRow, TestRow, UsageRow, connector_columns, test_columns};
 use super::{SqlStore, constraint_error, grants};
 use crate::domain::{
     Connector, ConnectorListQuery, ConnectorUsage, ResourceKind, Role, Sealed, TestRecord, TestStatus,
@@ -69,50 +69,53 @@ pub(super) fn list_sql(query: &ConnectorListQuery) -> ListSql {
     ListSql { select, binds }
 }
 
-#[async_trait]
-impl ConnectorStore for SqlStore {
-    async fn create_connector(&self, connector: &Connector) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Sql::new(
-            "INSERT INTO connectors (uuid, org_id, connector_type, display_name, config, \
-             secrets_key_id, secrets_nonce, secrets_ciphertext, config_version, status, \
-             auth_type, created_by, created_at, updated_at, last_tested_at, \
-             last_test_status, disabled_at, disabled_by, disabled_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, $19)",
-        )
-        .bind(&connector.uuid)
-        .bind(&connector.org_id)
-        .bind(&connector.connector_type)
-        .bind(&connector.display_name)
+/// Binds, as the next thirteen values, what `update_connector` may change:
+/// display name, config, the sealed secrets (key id, nonce, ciphertext),
+/// config version, status, the last test (time, status), the disable fields
+/// (time, by, reason) and `updated_at`.
+fn bind_mutable<'a>(sql: Sql<'a>, connector: &'a Connector) -> Sql<'a> {
+    sql.bind(&connector.display_name)
         .bind(Json(&connector.config))
         .bind(&connector.secrets.key_id)
         .bind(&connector.secrets.nonce)
         .bind(&connector.secrets.ciphertext)
         .bind(connector.config_version)
         .bind(connector.status.as_str())
-        .bind(&connector.auth_type)
-        .bind(&connector.created_by)
-        .bind(connector.created_at)
-        .bind(connector.updated_at)
         .bind(connector.last_tested_at)
         .bind(connector.last_test_status.map(TestStatus::as_str))
         .bind(connector.disabled_at)
         .bind(&connector.disabled_by)
         .bind(&connector.disabled_reason)
-        .execute(&mut tx)
-        .await
-        .map_err(constraint_error)?;
-        grants::insert_owner(
-            &mut tx,
+        .bind(connector.updated_at)
+}
+
+#[async_trait]
+impl ConnectorStore for SqlStore {
+    async fn create_connector(&self, connector: &Connector) -> Result<()> {
+        let insert = Sql::new(
+            "INSERT INTO connectors (uuid, org_id, connector_type, display_name, config, \
+             secrets_key_id, secrets_nonce, secrets_ciphertext, config_version, status, \
+             last_tested_at, last_test_status, disabled_at, disabled_by, disabled_reason, \
+             updated_at, auth_type, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19)",
+        )
+        .bind(&connector.uuid)
+        .bind(&connector.org_id)
+        .bind(&connector.connector_type);
+        let insert = bind_mutable(insert, connector)
+            .bind(&connector.auth_type)
+            .bind(&connector.created_by)
+            .bind(connector.created_at);
+        grants::insert_with_owner(
+            &self.pool,
+            insert,
             ResourceKind::Connector,
             &connector.uuid,
             &connector.created_by,
             connector.created_at,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     async fn get_connector(&self, org_id: &str, uuid: &str) -> Result<Option<Connector>> {
@@ -123,10 +126,8 @@ impl ConnectorStore for SqlStore {
         ))
         .bind(org_id)
         .bind(uuid)
-        .fetch_optional::<ConnectorRow>(&self.pool)
-        .await?
-        .map(Connector::try_from)
-        .transpose()
+        .fetch_optional_as::<ConnectorRow, _>(&self.pool)
+        .await
     }
 
     async fn list_connectors(&self, query: &ConnectorListQuery) -> Result<Vec<(Connector, Role)>> {
@@ -135,8 +136,7 @@ impl ConnectorStore for SqlStore {
         for value in &sql.binds {
             select = select.bind(value);
         }
-        let rows = select.fetch_all::<ConnectorRoleRow>(&self.pool).await?;
-        rows::convert_all(rows)
+        select.fetch_all_as::<ConnectorRoleRow, _>(&self.pool).await
     }
 
     async fn update_connector(&self, connector: &Connector, expected_version: i64) -> Result<bool> {
@@ -144,7 +144,7 @@ impl ConnectorStore for SqlStore {
         // change (the version moves): an update that leaves them alone
         // keeps the stored ciphertext, which a key rotation may have
         // re-sealed since the caller read the row.
-        let updated = Sql::new(
+        let update = Sql::new(
             "UPDATE connectors SET display_name = $4, config = $5, \
              secrets_key_id = CASE WHEN $9 = $3 THEN secrets_key_id ELSE $6 END, \
              secrets_nonce = CASE WHEN $9 = $3 THEN secrets_nonce ELSE $7 END, \
@@ -156,23 +156,11 @@ impl ConnectorStore for SqlStore {
         )
         .bind(&connector.uuid)
         .bind(&connector.org_id)
-        .bind(expected_version)
-        .bind(&connector.display_name)
-        .bind(Json(&connector.config))
-        .bind(&connector.secrets.key_id)
-        .bind(&connector.secrets.nonce)
-        .bind(&connector.secrets.ciphertext)
-        .bind(connector.config_version)
-        .bind(connector.status.as_str())
-        .bind(connector.last_tested_at)
-        .bind(connector.last_test_status.map(TestStatus::as_str))
-        .bind(connector.disabled_at)
-        .bind(&connector.disabled_by)
-        .bind(&connector.disabled_reason)
-        .bind(connector.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(constraint_error)?;
+        .bind(expected_version);
+        let updated = bind_mutable(update, connector)
+            .execute(&self.pool)
+            .await
+            .map_err(constraint_error)?;
         Ok(updated == 1)
     }
 
@@ -252,16 +240,15 @@ impl ConnectorStore for SqlStore {
     }
 
     async fn connectors_sealed_with_other_key(&self, key_id: &str, limit: i64) -> Result<Vec<Connector>> {
-        let rows = Sql::new(concat!(
+        Sql::new(concat!(
             "SELECT ",
             connector_columns!(),
             " FROM connectors c WHERE c.secrets_key_id <> $1 ORDER BY c.uuid LIMIT $2"
         ))
         .bind(key_id)
         .bind(limit)
-        .fetch_all::<ConnectorRow>(&self.pool)
-        .await?;
-        rows::convert_all(rows)
+        .fetch_all_as::<ConnectorRow, _>(&self.pool)
+        .await
     }
 
     async fn count_connectors_sealed_with_other_key(&self, key_id: &str) -> Result<u64> {

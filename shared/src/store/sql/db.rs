@@ -305,6 +305,27 @@ impl<'a> Sql<'a> {
         Ok(self.fetch_all(on).await?.into_iter().next())
     }
 
+    /// Every row, as the domain type its one conversion in `rows` makes.
+    pub(super) async fn fetch_all_as<R: Row, T>(self, on: impl Into<On<'_>>) -> crate::Result<Vec<T>>
+    where
+        T: TryFrom<R, Error = crate::Error>,
+    {
+        self.fetch_all::<R>(on)
+            .await?
+            .into_iter()
+            .map(T::try_from)
+            .collect()
+    }
+
+    /// The first row, if any, as the domain type its one conversion in
+    /// `rows` makes.
+    pub(super) async fn fetch_optional_as<R: Row, T>(self, on: impl Into<On<'_>>) -> crate::Result<Option<T>>
+    where
+        T: TryFrom<R, Error = crate::Error>,
+    {
+        self.fetch_optional::<R>(on).await?.map(T::try_from).transpose()
+    }
+
     /// The first column of every row.
     pub(super) async fn scalar_all<T>(self, on: impl Into<On<'_>>) -> Result<Vec<T>, sqlx::Error>
     where

@@ -84,9 +84,10 @@ impl SqlStore {
     /// steps, mark the project active.
     async fn insert_execution(&self, execution: &Execution) -> Result<Inserted> {
         let mut tx = self.pool.begin().await?;
-        let project_status = Sql::new(tx.dialect().locked(concat!(
-            "SELECT status FROM projects WHERE uuid = $1 AND org_id = $2"
-        )))
+        let project_status = Sql::new(
+            tx.dialect()
+                .locked("SELECT status FROM projects WHERE uuid = $1 AND org_id = $2"),
+        )
         .bind(&execution.project_uuid)
         .bind(&execution.org_id)
         .scalar_optional::<String>(&mut tx)
@@ -250,22 +251,10 @@ impl ExecutionStore for SqlStore {
         project_uuid: &str,
         execution_id: &str,
     ) -> Result<Option<Execution>> {
-        let rows = Sql::new(concat!(
-            "SELECT ",
-            execution_columns!(),
-            ", ",
-            step_run_columns!(),
-            " FROM executions e LEFT JOIN execution_steps s \
-             ON s.execution_id = e.execution_id \
-             WHERE e.execution_id = $1 AND e.project_uuid = $2 AND e.org_id = $3 \
-             ORDER BY s.position, s.step_id"
-        ))
-        .bind(execution_id)
-        .bind(project_uuid)
-        .bind(org_id)
-        .fetch_all::<ExecutionStepRow>(&self.pool)
-        .await?;
-        Ok(rows::group_executions(rows)?.into_iter().next())
+        Ok(self
+            .load_execution(execution_id)
+            .await?
+            .filter(|execution| execution.project_uuid == project_uuid && execution.org_id == org_id))
     }
 
     async fn load_execution(&self, execution_id: &str) -> Result<Option<Execution>> {

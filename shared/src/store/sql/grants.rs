@@ -41,14 +41,18 @@ async fn ensure_not_last_owner(tx: &mut Tx, resource: ResourceKind, uuid: &str, 
     Ok(())
 }
 
-/// Grants `owner` on a resource being created, in its transaction.
-pub(super) async fn insert_owner(
-    tx: &mut Tx,
+/// Runs `insert`, which creates the resource `uuid`, and grants its creator
+/// `user_id` `owner` (at `at`), atomically.
+pub(super) async fn insert_with_owner(
+    pool: &Pool,
+    insert: Sql<'_>,
     resource: ResourceKind,
     uuid: &str,
     user_id: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    insert.execute(&mut tx).await.map_err(constraint_error)?;
     Sql::new(
         "INSERT INTO grants (resource_type, resource_uuid, user_id, role, \
          granted_by, granted_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -59,9 +63,10 @@ pub(super) async fn insert_owner(
     .bind(Role::Owner.as_str())
     .bind(user_id)
     .bind(at)
-    .execute(tx)
+    .execute(&mut tx)
     .await
     .map_err(constraint_error)?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -136,16 +141,15 @@ impl GrantStore for SqlStore {
     }
 
     async fn list_grants(&self, resource: ResourceKind, uuid: &str) -> Result<Vec<Grant>> {
-        let rows = Sql::new(concat!(
+        Sql::new(concat!(
             "SELECT ",
             grant_columns!(),
             " FROM grants WHERE resource_type = $1 AND resource_uuid = $2 ORDER BY granted_at, user_id"
         ))
         .bind(resource.as_str())
         .bind(uuid)
-        .fetch_all::<GrantRow>(&self.pool)
-        .await?;
-        rows::convert_all(rows)
+        .fetch_all_as::<GrantRow, _>(&self.pool)
+        .await
     }
 
     async fn delete_grant(&self, resource: ResourceKind, uuid: &str, user_id: &str) -> Result<bool> {

@@ -30,8 +30,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::error::ErrorKind;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, Database};
 
 use super::Store;
 use crate::config::redact_url;
@@ -71,14 +73,8 @@ impl SqlStore {
     /// five seconds; the error never contains the URL's password.
     pub async fn connect_postgres(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url).map_err(|_| malformed_url())?;
-        let pool = PgPoolOptions::new()
-            .max_connections(POSTGRES_MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|error| connect_error(url, &error))?;
         Ok(SqlStore {
-            pool: Pool::Postgres(pool),
+            pool: Pool::Postgres(open(url, options, POSTGRES_MAX_CONNECTIONS).await?),
         })
     }
 
@@ -103,14 +99,8 @@ impl SqlStore {
                 ))
             })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(SQLITE_MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|error| connect_error(url, &error))?;
         Ok(SqlStore {
-            pool: Pool::Sqlite(pool),
+            pool: Pool::Sqlite(open(url, options, SQLITE_MAX_CONNECTIONS).await?),
         })
     }
 
@@ -163,6 +153,21 @@ impl Store for SqlStore {
         }
         .map_err(migrate_error)
     }
+}
+
+/// Opens a pool of at most `max` connections to `url`, connecting once at
+/// once, with the bounded connection wait.
+async fn open<DB: Database>(
+    url: &str,
+    options: <DB::Connection as Connection>::Options,
+    max: u32,
+) -> Result<sqlx::Pool<DB>> {
+    PoolOptions::<DB>::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|error| connect_error(url, &error))
 }
 
 fn malformed_url() -> Error {

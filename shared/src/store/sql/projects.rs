@@ -8,8 +8,8 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::db::Sql;
-use super::rows::{self, ProjectRow, SummaryRow, project_columns};
-use super::{SqlStore, constraint_error, grants, steps};
+use super::rows::{ProjectRow, SummaryRow, project_columns};
+use super::{SqlStore, grants, steps};
 use crate::domain::project::search_text;
 use crate::domain::{
     Page, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary, ResourceKind,
@@ -101,8 +101,8 @@ pub(super) fn like_pattern(needle: &str) -> String {
 #[async_trait]
 impl ProjectStore for SqlStore {
     async fn create_project(&self, project: &Project) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Sql::new(
+        let search = search_text(&project.name, project.description.as_deref());
+        let insert = Sql::new(
             "INSERT INTO projects (uuid, org_id, name, description, search_text, \
              connector_uuids, metadata, created_by, created_at, updated_at, \
              last_executed_at, status) \
@@ -112,27 +112,23 @@ impl ProjectStore for SqlStore {
         .bind(&project.org_id)
         .bind(&project.name)
         .bind(&project.description)
-        .bind(search_text(&project.name, project.description.as_deref()).as_str())
+        .bind(&search)
         .bind(Json(&project.connector_uuids))
         .bind(project.metadata.as_ref().map(Json))
         .bind(&project.created_by)
         .bind(project.created_at)
         .bind(project.updated_at)
         .bind(project.last_executed_at)
-        .bind(project.status.as_str())
-        .execute(&mut tx)
-        .await
-        .map_err(constraint_error)?;
-        grants::insert_owner(
-            &mut tx,
+        .bind(project.status.as_str());
+        grants::insert_with_owner(
+            &self.pool,
+            insert,
             ResourceKind::Project,
             &project.uuid,
             &project.created_by,
             project.created_at,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     async fn get_project(&self, org_id: &str, uuid: &str) -> Result<Option<Project>> {
@@ -143,10 +139,8 @@ impl ProjectStore for SqlStore {
         ))
         .bind(org_id)
         .bind(uuid)
-        .fetch_optional::<ProjectRow>(&self.pool)
-        .await?
-        .map(Project::try_from)
-        .transpose()
+        .fetch_optional_as::<ProjectRow, _>(&self.pool)
+        .await
     }
 
     async fn list_projects(&self, query: &ProjectListQuery) -> Result<Page<ProjectSummary>> {
@@ -161,10 +155,10 @@ impl ProjectStore for SqlStore {
         let rows = select
             .bind(i64::from(query.page.limit))
             .bind(query.page.offset())
-            .fetch_all::<SummaryRow>(&self.pool)
+            .fetch_all_as::<SummaryRow, _>(&self.pool)
             .await?;
         Ok(Page {
-            items: rows::convert_all(rows)?,
+            items: rows,
             total,
             request: query.page,
         })

@@ -450,14 +450,6 @@ pub(super) fn parse_execution_status(text: &str) -> Result<ExecutionStatus> {
     ExecutionStatus::parse(text).ok_or_else(|| corrupt("executions.status", text))
 }
 
-/// Converts a list of rows, failing on the first one that does not convert.
-pub(super) fn convert_all<R, T>(rows: Vec<R>) -> Result<Vec<T>>
-where
-    T: TryFrom<R, Error = Error>,
-{
-    rows.into_iter().map(T::try_from).collect()
-}
-
 pub(super) fn parse_role(text: &str) -> Result<Role> {
     Role::parse(text).ok_or_else(|| corrupt("grants.role", text))
 }

@@ -21,7 +21,7 @@ use sqlx::types::Json;
 
 use super::db::{Sql, Tx};
 use super::executions::in_progress;
-use super::rows::{self, StepRow, step_columns};
+use super::rows::{StepRow, step_columns};
 use super::{SqlStore, constraint_error};
 use crate::domain::{self, NewStep, Step, StepPatch};
 use crate::error::{Error, Result};
@@ -93,15 +93,14 @@ async fn count_steps(tx: &mut Tx, project_uuid: &str) -> Result<i64> {
 #[async_trait]
 impl StepStore for SqlStore {
     async fn list_steps(&self, project_uuid: &str) -> Result<Vec<Step>> {
-        let rows = Sql::new(concat!(
+        Sql::new(concat!(
             "SELECT ",
             step_columns!(),
             " FROM steps WHERE project_uuid = $1 ORDER BY position, step_id"
         ))
         .bind(project_uuid)
-        .fetch_all::<StepRow>(&self.pool)
-        .await?;
-        rows::convert_all(rows)
+        .fetch_all_as::<StepRow, _>(&self.pool)
+        .await
     }
 
     async fn get_step(&self, project_uuid: &str, step_id: &str) -> Result<Option<Step>> {
@@ -112,10 +111,8 @@ impl StepStore for SqlStore {
         ))
         .bind(project_uuid)
         .bind(step_id)
-        .fetch_optional::<StepRow>(&self.pool)
-        .await?
-        .map(Step::try_from)
-        .transpose()
+        .fetch_optional_as::<StepRow, _>(&self.pool)
+        .await
     }
 
     async fn insert_step(&self, project_uuid: &str, new: NewStep) -> Result<Step> {
@@ -283,9 +280,9 @@ impl StepStore for SqlStore {
             " FROM steps WHERE project_uuid = $1 ORDER BY position, step_id"
         ))
         .bind(project_uuid)
-        .fetch_all::<StepRow>(&mut tx)
+        .fetch_all_as::<StepRow, Step>(&mut tx)
         .await?;
         tx.commit().await?;
-        rows::convert_all(rows)
+        Ok(rows)
     }
 }
