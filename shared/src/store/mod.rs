@@ -32,9 +32,10 @@ pub struct Grant {
 }
 
 /// Everything a role needs from the metadata store: one trait per
-/// aggregate, so that code can depend on only what it uses (the worker's
-/// step code on [`ExecutionStore`], the reaper on [`ExecutionStore`]), and
-/// `Arc<dyn Store>` where a role needs several.
+/// aggregate, so that code can depend on only what it uses (for example
+/// `&dyn ExecutionStore`), and `Arc<dyn Store>` where a role needs several.
+/// Methods of the aggregate traits are callable on `dyn Store` without
+/// importing them.
 ///
 /// Every project operation is scoped by `org_id`: a project of another
 /// organization is indistinguishable from one that does not exist.

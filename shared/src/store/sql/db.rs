@@ -411,3 +411,41 @@ where
     }
     Ok(arguments)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn json_of(arg: Arg<'_>) -> Option<Value> {
+        match arg {
+            Arg::Json(value) => value.map(Cow::into_owned),
+            _ => panic!("not a JSON argument"),
+        }
+    }
+
+    #[test]
+    fn json_arguments_hold_what_serde_would_write_for_maps_arrays_and_values() {
+        let map: Map<String, Value> =
+            serde_json::from_value(json!({"b": 1, "a": [true, null]})).expect("map");
+        assert_eq!(
+            json_of(Json(&map).into()),
+            Some(serde_json::to_value(&map).expect("value"))
+        );
+        let ids = vec!["conn_1".to_owned(), "conn_2".to_owned()];
+        assert_eq!(json_of(Json(&ids).into()), Some(json!(["conn_1", "conn_2"])));
+        let value = json!({"connector_uuid": "conn_1"});
+        assert_eq!(json_of(Json(&value).into()), Some(value.clone()));
+        assert_eq!(json_of(None::<Json<&Value>>.into()), None);
+    }
+
+    #[test]
+    fn only_postgres_locks_rows_and_collates_names_bytewise() {
+        assert_eq!(Dialect::Postgres.locked("SELECT 1").0, "SELECT 1 FOR UPDATE");
+        assert_eq!(Dialect::Sqlite.locked("SELECT 1").0, "SELECT 1");
+        assert_eq!(Dialect::Postgres.begin(), "BEGIN");
+        assert_eq!(Dialect::Sqlite.begin(), "BEGIN IMMEDIATE");
+        assert_eq!(Dialect::Sqlite.name_collation(), "");
+    }
+}
