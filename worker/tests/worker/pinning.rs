@@ -236,6 +236,30 @@ async fn mongodb_without_tls_connects_to_the_checked_address() {
     assert_eq!(outcome.error, None);
 }
 
+/// With certificate checks turned off the name proves nothing, so the
+/// driver is given the checked address. `mongo-insecure.ferry.test` is
+/// unknown to DNS: a connection reaching the listener shows that the driver
+/// dialled the checked address instead of looking the name up again.
+#[tokio::test]
+async fn mongodb_with_certificate_checks_off_connects_to_the_checked_address() {
+    network::testing::resolve_as("mongo-insecure.ferry.test", &["127.0.0.1".parse().expect("ip")]);
+    network::testing::treat_as_public("127.0.0.1".parse().expect("ip"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let reached = tokio::spawn(async move { listener.accept().await.is_ok() });
+    let h = harness(false);
+    let config = json!({"connection_string": format!(
+                            "mongodb://mongo-insecure.ferry.test:{port}/?tls=true&tlsAllowInvalidCertificates=true"),
+                        "database": "d", "connection_timeout_seconds": 2});
+    let outcome = h.registry.test(&spec("mongodb", config)).await;
+    assert!(outcome.error.is_some(), "the listener speaks no MongoDB");
+    let reached = tokio::time::timeout(std::time::Duration::from_secs(1), reached).await;
+    assert!(
+        matches!(reached, Ok(Ok(true))),
+        "the driver never dialled the checked address"
+    );
+}
+
 /// MariaDB here has no TLS, so verify-full ends in `tls_error`, but only
 /// after reaching the server at the checked address through the relay: the
 /// name itself is unknown to DNS.

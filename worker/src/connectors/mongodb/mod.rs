@@ -96,7 +96,14 @@ pub(crate) async fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result
     // Only network step so far: the SRV lookup of a `mongodb+srv` string.
     // Now the hosts are known: check them all before the client exists.
     let checked = check_hosts(&options.hosts, policy).await?;
-    let tls = matches!(options.tls, Some(Tls::Enabled(_)));
+    // With certificate verification on, the TLS handshake proves the peer
+    // owns the name (only the bundled public roots are trusted and CA files
+    // are refused), so a rebound name cannot reach an internal server. With
+    // it off, or without TLS, the name proves nothing: use the addresses.
+    let verifies_name = matches!(
+        &options.tls,
+        Some(Tls::Enabled(tls)) if tls.allow_invalid_certificates != Some(true)
+    );
     if replica_set.is_some() {
         options.repl_set_name = replica_set.clone();
     }
@@ -106,7 +113,7 @@ pub(crate) async fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result
         // no member it advertises is ever contacted.
         options.direct_connection = Some(true);
     }
-    if !tls && !policy.allow_private_networks {
+    if !verifies_name && !policy.allow_private_networks {
         // Without TLS nothing needs the names: connect to the checked
         // addresses, so a second DNS answer (rebinding) is never used.
         options.hosts = checked
