@@ -19,26 +19,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+        let is_json = header_text(&request, header::CONTENT_TYPE)
             .and_then(|v| v.split(';').next())
             .map(|v| v.trim().to_ascii_lowercase())
             .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"));
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = request.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::validation("body", "the request body could not be read")
-            }
-        })?;
+        let bytes = read_body(request, state).await?;
         parse_json(&bytes).map(Json)
     }
+}
+
+/// A header's value, when it is present and visible ASCII.
+fn header_text(request: &Request, name: header::HeaderName) -> Option<&str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The whole body, within the configured limit (a larger one is 413).
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = request.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::validation("body", "the request body could not be read")
+        }
+    })
 }
 
 /// The configured body limit, placed in request extensions so that errors
@@ -153,21 +160,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let declared_empty = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() == "0");
+        let declared_empty = header_text(&request, header::CONTENT_LENGTH).is_some_and(|v| v.trim() == "0");
         let untyped = request.headers().get(header::CONTENT_TYPE).is_none();
         if declared_empty || untyped {
-            let limit = request.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
-            let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(limit)
-                } else {
-                    ApiError::validation("body", "the request body could not be read")
-                }
-            })?;
+            let bytes = read_body(request, state).await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalJson(None));
             }

@@ -40,27 +40,17 @@ pub(super) fn validate_patch(
 
     // The stored config as the schema sees it; keys it does not know are
     // carried over untouched.
+    // Secrets come second: the real value wins over a redacted public copy.
     let mut stored = Map::new();
     let mut carried = SplitConfig::default();
-    for (name, value) in public {
-        match ty.field(name) {
-            Some(_) => {
-                stored.insert(name.clone(), value.clone());
-            }
-            None => {
-                carried.public.insert(name.clone(), value.clone());
-            }
-        }
-    }
-    for (name, value) in secrets {
-        match ty.field(name) {
-            // The real value wins over a redacted public copy.
-            Some(_) => {
-                stored.insert(name.clone(), value.clone());
-            }
-            None => {
-                carried.secrets.insert(name.clone(), value.clone());
-            }
+    for (values, unknown) in [(public, &mut carried.public), (secrets, &mut carried.secrets)] {
+        for (name, value) in values {
+            let into = if ty.field(name).is_some() {
+                &mut stored
+            } else {
+                &mut *unknown
+            };
+            into.insert(name.clone(), value.clone());
         }
     }
 
