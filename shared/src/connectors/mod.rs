@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+use strum::{Display, EnumProperty, EnumString, IntoStaticStr, VariantArray};
 
 pub use formats::REDACTED_PASSWORD;
 
@@ -177,73 +177,66 @@ pub mod defaults {
 }
 
 /// What a field's value must be. Every string kind refuses the empty string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Each kind's JSON Schema words (`json_type`, default `string`; `format`;
+/// `pattern`) are written on the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumProperty)]
 pub enum FieldKind {
     /// Free text: no control characters (secrets: no NUL), bounded length.
     String,
     /// A JSON integer in `min..=max`.
-    Integer {
-        min: i64,
-        max: i64,
-    },
+    #[strum(props(json_type = "integer"))]
+    Integer { min: i64, max: i64 },
+    #[strum(props(json_type = "boolean"))]
     Boolean,
     /// One of these strings, exactly.
     Enum(&'static [&'static str]),
     /// A JSON object mapping strings to strings.
+    #[strum(props(json_type = "object"))]
     Object,
     /// One or more PEM `CERTIFICATE` blocks (no other PEM block).
+    #[strum(props(format = "pem-certificate"))]
     Pem,
     /// An absolute `http`/`https` URL with a host, without user info, query
     /// or fragment.
+    #[strum(props(format = "uri"))]
     Url,
     /// A DNS name or an IP address (IPv6 without brackets), nothing else.
+    #[strum(props(format = "hostname"))]
     Host,
     /// Letters, digits and `_`.
+    #[strum(props(pattern = "^[A-Za-z0-9_]+$"))]
     Word,
     /// Letters, digits, `.`, `_`, `-`, starting with a letter or digit: ids
     /// that drivers place into URLs (accounts, projects, tenants).
+    #[strum(props(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
     Name,
     /// A URL path starting with a single `/`.
+    #[strum(props(format = "uri-path"))]
     UrlPath,
     /// A file path without `..`, `:`, `?`, `#` or control characters.
+    #[strum(props(format = "path"))]
     FilePath,
     /// A MongoDB connection string (see [`ConnectorType`] docs of `mongodb`);
     /// when secret, the public config receives a redacted copy.
+    #[strum(props(format = "mongodb-uri"))]
     MongoUri,
     /// An HTTP header map (string → string; no credentials or framing
     /// headers, no line breaks).
+    #[strum(props(json_type = "object", format = "http-headers"))]
     Headers,
 }
 
 impl FieldKind {
     fn json_type(self) -> &'static str {
-        match self {
-            FieldKind::Integer { .. } => "integer",
-            FieldKind::Boolean => "boolean",
-            FieldKind::Object | FieldKind::Headers => "object",
-            _ => "string",
-        }
+        self.get_str("json_type").unwrap_or("string")
     }
 
     fn format(self) -> Option<&'static str> {
-        match self {
-            FieldKind::Pem => Some("pem-certificate"),
-            FieldKind::Url => Some("uri"),
-            FieldKind::Host => Some("hostname"),
-            FieldKind::UrlPath => Some("uri-path"),
-            FieldKind::FilePath => Some("path"),
-            FieldKind::MongoUri => Some("mongodb-uri"),
-            FieldKind::Headers => Some("http-headers"),
-            _ => None,
-        }
+        self.get_str("format")
     }
 
     fn pattern(self) -> Option<&'static str> {
-        match self {
-            FieldKind::Word => Some("^[A-Za-z0-9_]+$"),
-            FieldKind::Name => Some("^[A-Za-z0-9][A-Za-z0-9._-]*$"),
-            _ => None,
-        }
+        self.get_str("pattern")
     }
 }
 

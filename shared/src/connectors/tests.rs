@@ -911,3 +911,31 @@ fn auth_kind_round_trips() {
         assert_eq!(serde_json::to_value(kind).expect("json"), json!(kind.as_str()));
     }
 }
+
+#[test]
+fn field_kinds_describe_themselves_with_json_schema_words() {
+    let schema = |t: &str, f: &str| ty(t).field(f).map(FieldSpec::schema_json).unwrap_or_default();
+    assert_eq!(schema("postgresql", "port")["type"], json!("integer"));
+    assert_eq!(schema("postgresql", "ssl_enabled")["type"], json!("boolean"));
+    assert_eq!(schema("postgresql", "host")["type"], json!("string"));
+    assert_eq!(schema("postgresql", "host")["format"], json!("hostname"));
+    assert_eq!(
+        schema("postgresql", "ssl_root_cert")["format"],
+        json!("pem-certificate")
+    );
+    assert_eq!(schema("rest_api", "base_url")["format"], json!("uri"));
+    assert_eq!(schema("rest_api", "test_path")["format"], json!("uri-path"));
+    assert_eq!(schema("rest_api", "headers")["type"], json!("object"));
+    assert_eq!(schema("rest_api", "headers")["format"], json!("http-headers"));
+    assert_eq!(schema("sqlite", "path")["format"], json!("path"));
+    assert_eq!(
+        schema("mongodb", "connection_string")["format"],
+        json!("mongodb-uri")
+    );
+    assert_eq!(schema("mysql", "charset")["pattern"], json!("^[A-Za-z0-9_]+$"));
+    assert_eq!(
+        schema("bigquery", "project_id")["pattern"],
+        json!("^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    );
+    assert!(schema("postgresql", "database").get("format").is_none());
+}
