@@ -38,13 +38,6 @@ pub struct ConnectorEvent {
     pub change: String,
 }
 
-/// Whether a worker has a driver for `connector_type` (the declaration's
-/// [`crate::connectors::ConnectorType::has_driver`]); the others refuse
-/// `test_connection` rather than fake success.
-pub fn has_driver(connector_type: &str) -> bool {
-    crate::connectors::find(connector_type).is_some_and(|t| t.has_driver())
-}
-
 /// Channel of execution events: `cancel` requests (workers stop the
 /// execution's query and upload) and `changed` notices (waiters re-read the
 /// store).

@@ -159,9 +159,9 @@ fn drivers_exist_for_the_seven_direct_types_in_their_families() {
             ("sqlite", DriverFamily::Sqlite),
         ]
     );
-    assert!(crate::jobs::has_driver("postgresql"));
-    assert!(!crate::jobs::has_driver("snowflake"));
-    assert!(!crate::jobs::has_driver("POSTGRESQL"));
+    assert!(find("postgresql").is_some_and(ConnectorType::has_driver));
+    assert!(!find("snowflake").is_some_and(ConnectorType::has_driver));
+    assert!(find("POSTGRESQL").is_none());
 }
 
 #[test]
