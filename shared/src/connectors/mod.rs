@@ -27,6 +27,16 @@
 //! - a MongoDB `connection_string` is secret as a whole; the public config
 //!   carries a copy with the password replaced by `****`.
 //!
+//! Each type is one declaration ([`ConnectorType`], in `registry.rs`) named
+//! by a [`TypeId`]: the API's word for the type is written only on that
+//! enum, and everything the roles ask about a type is answered by its
+//! declaration — schema and defaults, documentation, category, auth kind,
+//! the step types that can use it, the worker [`DriverFamily`] that serves
+//! it (if any), its SQL placeholder style and its connection-test timeout
+//! ([`ConnectorType::test_timeout`], the one rule the API and the worker
+//! share). Adding a type is adding a variant, a declaration and, for a new
+//! family, a worker folder.
+//!
 //! `documentation_url` is `/docs#connector-<type>`: the API's `/docs` page,
 //! whose OpenAPI description carries each type's `documentation` under that
 //! anchor.

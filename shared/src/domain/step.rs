@@ -60,6 +60,15 @@ impl StepType {
         ty.accepts(self)
     }
 
+    /// The connector types whose declarations accept this step type, in
+    /// registry order (none for `transform`).
+    pub fn connector_types(self) -> impl Iterator<Item = crate::connectors::TypeId> {
+        crate::connectors::registry()
+            .iter()
+            .filter(move |t| t.accepts(self))
+            .map(|t| t.type_id)
+    }
+
     /// Checks a step configuration for this type. Errors name the field as
     /// `config.<key>`.
     pub fn validate_config(self, config: &Value) -> Result<()> {
@@ -347,6 +356,33 @@ mod tests {
             field_of(StepType::SqlQuery.validate_config(&unknown)).as_deref(),
             Some("config.sql")
         );
+    }
+
+    #[test]
+    fn step_types_spell_the_api_words_and_know_their_connector_types() {
+        use crate::connectors::TypeId;
+        for &t in StepType::ALL {
+            assert_eq!(StepType::parse(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_value(t).ok(), Some(json!(t.as_str())));
+        }
+        assert_eq!(StepType::SaasExtract.as_str(), "saas_extract");
+        assert_eq!(StepType::parse("SQL_QUERY"), None);
+        let sql: Vec<TypeId> = StepType::SqlQuery.connector_types().collect();
+        for id in [
+            TypeId::Postgresql,
+            TypeId::Redshift,
+            TypeId::Mysql,
+            TypeId::Sqlite,
+        ] {
+            assert!(sql.contains(&id), "{id}");
+        }
+        assert!(!sql.contains(&TypeId::Mongodb));
+        assert_eq!(
+            StepType::MongoQuery.connector_types().collect::<Vec<_>>(),
+            [TypeId::Mongodb]
+        );
+        assert_eq!(StepType::Transform.connector_types().count(), 0);
+        assert!(!StepType::Transform.uses_connector());
     }
 
     #[test]
