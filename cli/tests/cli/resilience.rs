@@ -156,9 +156,10 @@ impl Source {
         source
     }
 
+    /// Writes allowed: the first step counts its runs with `nextval`.
     fn config(&self) -> Value {
         json!({"host": "127.0.0.1", "port": 5432, "database": self.database, "username": self.role,
-               "password": self.password, "connection_timeout_seconds": 5})
+               "password": self.password, "connection_timeout_seconds": 5, "allow_writes": true})
     }
 
     /// How many times `nextval('seq')` ran.
