@@ -26,7 +26,7 @@ use ferry_shared::objects::ObjectTarget;
 use ferry_shared::queue::{Bus, Queue, RateLimit};
 use ferry_shared::store::Store;
 use ferry_shared::vault::Vault;
-use prometheus::{Registry, TextEncoder};
+use prometheus::Registry;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -65,12 +65,114 @@ pub struct AppState {
 }
 
 /// The backends the API role talks to.
-pub struct Backends {
-    pub store: Arc<dyn Store>,
-    pub queue: Arc<dyn Queue>,
-    pub bus: Arc<dyn Bus>,
-    pub vault: Arc<Vault>,
-    pub objects: Arc<ObjectTarget>,
+pub use ferry_shared::backends::Backends;
+
+/// How long `mode: "sync"` executions are waited for, by default.
+pub const DEFAULT_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The largest accepted request body, by default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Settings of the HTTP API role (`ferry api`, and the api of `ferry up`).
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "api_config")]
+pub struct Config {
+    /// Address the API listens on.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "FERRY_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// How long `mode: "sync"` executions are waited for before answering
+    /// 202 with the running state.
+    #[arg(long, env = "FERRY_SYNC_TIMEOUT_SECONDS", default_value_t = DEFAULT_SYNC_TIMEOUT.as_secs())]
+    pub sync_timeout_seconds: u64,
+
+    /// Requests a minute each user may make on /api routes, counted across
+    /// every API replica sharing the Redis (0 disables the limit). Over it:
+    /// 429 `rate_limited` with Retry-After.
+    #[arg(long, env = "FERRY_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests a user may make at once above the steady rate.
+    #[arg(long, env = "FERRY_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Largest body of a JSON or CSV step result page, in bytes; a page
+    /// that would cross it ends early at a row boundary.
+    #[arg(long, env = "FERRY_RESULT_MAX_BYTES", default_value_t = results::DEFAULT_MAX_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub result_max_bytes: u64,
+
+    /// Seconds after which an execution's event stream (SSE) ends cleanly;
+    /// a client that still wants events reconnects.
+    #[arg(long, env = "FERRY_SSE_MAX_LIFETIME_SECONDS", default_value_t = limits::Limits::default().sse_max_lifetime.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sse_max_lifetime_seconds: u64,
+
+    /// Event streams one user may hold open at once on each API process
+    /// (0: no limit). Over it: 429 `rate_limited`.
+    #[arg(long, env = "FERRY_SSE_MAX_STREAMS_PER_USER", default_value_t = limits::Limits::default().sse_streams_per_user)]
+    pub sse_max_streams_per_user: usize,
+
+    /// Connection tests one organization may run at once on each API
+    /// process (0: no limit). Over it: 429 `rate_limited` with Retry-After.
+    #[arg(long, env = "FERRY_CONNECTION_TESTS_PER_ORG", default_value_t = limits::Limits::default().connection_tests_per_org)]
+    pub connection_tests_per_org: usize,
+}
+
+impl Config {
+    /// The per-user request budget, None when disabled.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        (self.rate_limit_per_minute > 0).then_some(RateLimit {
+            per_minute: self.rate_limit_per_minute,
+            burst: self.rate_limit_burst,
+        })
+    }
+
+    /// The bounds on event streams and connection tests.
+    pub fn limits(&self) -> limits::Limits {
+        limits::Limits {
+            sse_max_lifetime: std::time::Duration::from_secs(self.sse_max_lifetime_seconds),
+            sse_streams_per_user: self.sse_max_streams_per_user,
+            connection_tests_per_org: self.connection_tests_per_org,
+        }
+    }
+
+    /// `state` with this configuration's timeouts and limits.
+    pub fn apply(&self, state: AppState) -> AppState {
+        state
+            .with_sync_timeout(std::time::Duration::from_secs(self.sync_timeout_seconds))
+            .with_rate_limit(self.rate_limit())
+            .with_result_max_bytes(usize::try_from(self.result_max_bytes).unwrap_or(usize::MAX))
+            .with_limits(self.limits())
+    }
+}
+
+/// Runs the API role until `shutdown` resolves: applies `config` to
+/// `state`, listens on `config.listen` and serves [`router`], then finishes
+/// the requests in flight.
+pub async fn run(
+    config: Config,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(
+        config.apply(state),
+        &ApiConfig {
+            max_body_bytes: config.max_body_bytes,
+        },
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "api listening");
+    serve(listener, app, shutdown)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("the api server failed: {e}")))
 }
 
 impl AppState {
@@ -96,7 +198,7 @@ impl AppState {
             objects,
             verifier,
             registry,
-            sync_timeout: std::time::Duration::from_secs(300),
+            sync_timeout: DEFAULT_SYNC_TIMEOUT,
             rate_limit: None,
             result_max_bytes: results::DEFAULT_MAX_BYTES,
             limits: limits::Limits::default(),
@@ -143,7 +245,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -243,7 +345,7 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Renders a registry in the Prometheus text format.
 pub fn render_metrics(registry: &Registry) -> Result<String, prometheus::Error> {
-    TextEncoder::new().encode_to_string(&registry.gather())
+    ferry_admin::render(registry)
 }
 
 /// Serves the application on `listener` until `shutdown` resolves, then

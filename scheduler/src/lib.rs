@@ -12,6 +12,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_shared::backends::Backends;
+use ferry_shared::config::{ConfigError, Settings, redact_url};
 use ferry_shared::queue::Queue;
 use ferry_shared::store::Store;
 use ferry_shared::{Error, Result};
@@ -32,6 +34,53 @@ pub const DEFAULT_QUEUED_GRACE: Duration = Duration::from_secs(15);
 /// The TTL of the Redis leader lock, by default: a dead leader is replaced
 /// within about 1⅓ × this.
 pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(15);
+
+/// Settings of the scheduler role (`ferry scheduler`, and the scheduler of
+/// `ferry up`).
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "scheduler_config")]
+pub struct Config {
+    /// Seconds between two passes of the reaper, which enqueues again the
+    /// executions whose lease expired or whose queued job was lost.
+    #[arg(long, env = "FERRY_REAP_INTERVAL_SECONDS", default_value_t = DEFAULT_REAP_INTERVAL.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub reap_interval_seconds: u64,
+
+    /// Seconds a queued execution may wait for a worker before the reaper
+    /// enqueues its job again (a job still pending is not duplicated).
+    #[arg(long, env = "FERRY_QUEUED_GRACE_SECONDS", default_value_t = DEFAULT_QUEUED_GRACE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub queued_grace_seconds: u64,
+}
+
+impl Config {
+    /// What [`run`] needs: this configuration over `backends`, electing its
+    /// leader with `leader` and registering its metrics in `registry`.
+    pub fn context(
+        &self,
+        backends: &Backends,
+        registry: prometheus::Registry,
+        leader: LeaderElection,
+    ) -> SchedulerContext {
+        SchedulerContext {
+            reap_interval: Duration::from_secs(self.reap_interval_seconds),
+            queued_grace: Duration::from_secs(self.queued_grace_seconds),
+            ..SchedulerContext::new(backends.store.clone(), registry, backends.queue.clone(), leader)
+        }
+    }
+}
+
+/// The leader election of a separately run scheduler: on the Redis of
+/// `settings` (with [`DEFAULT_LEADER_TTL`]) when one is configured,
+/// otherwise the single process. An unreachable Redis is a one-line error.
+pub async fn leader_election(settings: &Settings) -> std::result::Result<LeaderElection, ConfigError> {
+    match &settings.redis_url {
+        Some(url) => LeaderElection::redis(url.expose(), &settings.redis_prefix, DEFAULT_LEADER_TTL)
+            .await
+            .map_err(|e| ConfigError(format!("cannot reach Redis at {}: {e}", redact_url(url.expose())))),
+        None => Ok(LeaderElection::single_process()),
+    }
+}
 
 /// What a scheduler process runs with.
 pub struct SchedulerContext {

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::{Args, ValueEnum};
-
+use secrecy::SecretBox;
+pub use secrecy::{ExposeSecret, SecretString};
 
 /// A configuration problem, reported as one line before anything starts.
 #[derive(Debug, thiserror::Error)]
@@ -21,17 +22,18 @@ pub struct ConfigError(pub String);
 
 type ConfigResult<T> = Result<T, ConfigError>;
 
-/// A string that must never be printed (Debug shows `****`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A string that must never be printed (Debug shows `****`), held as a
+/// [`SecretString`] (zeroed when dropped).
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -44,7 +46,7 @@ impl fmt::Debug for Secret {
 impl std::str::FromStr for Secret {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
+        Ok(Secret::new(s))
     }
 }
 
@@ -96,55 +98,11 @@ pub struct CommonArgs {
 
     /// How long a worker may hold a job without a heartbeat before another
     /// worker takes it over.
-    #[arg(long, env = "FERRY_JOB_LEASE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
-    pub job_lease: Duration,
+    #[arg(long, env = "FERRY_JOB_LEASE", default_value_t = crate::queue::DEFAULT_LEASE.into(), global = true)]
+    pub job_lease: humantime::Duration,
 
     #[command(flatten)]
     pub jwt: JwtArgs,
-}
-
-/// Settings of the worker role.
-#[derive(Debug, Clone, Args)]
-pub struct WorkerArgs {
-    /// Jobs a worker process runs at once.
-    #[arg(long, env = "FERRY_WORKER_CONCURRENCY", default_value_t = 8)]
-    pub worker_concurrency: usize,
-
-    /// May connectors reach loopback and private addresses? Default: true
-    /// only when `ferry up` serves its API on a loopback address (as it does
-    /// by default); false when it listens on any other address and for
-    /// every separately run worker.
-    #[arg(long, env = "FERRY_ALLOW_PRIVATE_NETWORKS")]
-    pub allow_private_networks: Option<bool>,
-
-    /// Directory that `sqlite` connectors may read files from (read-only).
-    /// Default: $FERRY_DATA_DIR/sqlite.
-    #[arg(long, env = "FERRY_SQLITE_DIR")]
-    pub sqlite_dir: Option<PathBuf>,
-
-    /// Tries a step gets when it fails transiently (a connection reset, a
-    /// timeout, a serialization failure, a 503), the first included; 1
-    /// never retries.
-    #[arg(long, env = "FERRY_STEP_ATTEMPTS", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(1..=20))]
-    pub step_attempts: u32,
-
-    /// Wait before a step's first retry; doubled for each next one (at most
-    /// 30 s), with jitter.
-    #[arg(long, env = "FERRY_STEP_RETRY_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub step_retry_delay: Duration,
-}
-
-impl WorkerArgs {
-    /// Whether connectors may reach loopback and private addresses: the
-    /// setting when given, otherwise true only when the API of the same
-    /// process (`ferry up`) listens on a loopback address. A worker without
-    /// an API in its process (`api_listen` None) stays off the private
-    /// networks unless told otherwise.
-    pub fn private_networks_allowed(&self, api_listen: Option<SocketAddr>) -> bool {
-        self.allow_private_networks
-            .unwrap_or_else(|| api_listen.is_some_and(|address| address.ip().is_loopback()))
-    }
 }
 
 /// JWT verification settings.
@@ -174,81 +132,6 @@ pub struct JwtArgs {
     /// Least interval between JWKS refetches caused by unknown key ids.
     #[arg(long, env = "FERRY_JWT_JWKS_MIN_REFRESH", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub jwt_jwks_min_refresh: Duration,
-}
-
-/// Settings of the HTTP API.
-#[derive(Debug, Clone, Args)]
-pub struct HttpArgs {
-    /// Address the API listens on.
-    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "FERRY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
-    pub max_body_bytes: usize,
-
-    /// How long `mode: "sync"` executions are waited for before answering
-    /// 202 with the running state.
-    #[arg(long, env = "FERRY_SYNC_TIMEOUT_SECONDS", default_value_t = 300)]
-    pub sync_timeout_seconds: u64,
-
-    /// Requests a minute each user may make on /api routes, counted across
-    /// every API replica sharing the Redis (0 disables the limit). Over it:
-    /// 429 `rate_limited` with Retry-After.
-    #[arg(long, env = "FERRY_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
-    pub rate_limit_per_minute: u32,
-
-    /// Requests a user may make at once above the steady rate.
-    #[arg(long, env = "FERRY_RATE_LIMIT_BURST", default_value_t = 100)]
-    pub rate_limit_burst: u32,
-
-    /// Largest body of a JSON or CSV step result page, in bytes; a page
-    /// that would cross it ends early at a row boundary.
-    #[arg(long, env = "FERRY_RESULT_MAX_BYTES", default_value_t = 64 * 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(1024..))]
-    pub result_max_bytes: u64,
-
-    /// Seconds after which an execution's event stream (SSE) ends cleanly;
-    /// a client that still wants events reconnects.
-    #[arg(long, env = "FERRY_SSE_MAX_LIFETIME_SECONDS", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub sse_max_lifetime_seconds: u64,
-
-    /// Event streams one user may hold open at once on each API process
-    /// (0: no limit). Over it: 429 `rate_limited`.
-    #[arg(long, env = "FERRY_SSE_MAX_STREAMS_PER_USER", default_value_t = 10)]
-    pub sse_max_streams_per_user: usize,
-
-    /// Connection tests one organization may run at once on each API
-    /// process (0: no limit). Over it: 429 `rate_limited` with Retry-After.
-    #[arg(long, env = "FERRY_CONNECTION_TESTS_PER_ORG", default_value_t = 4)]
-    pub connection_tests_per_org: usize,
-}
-
-impl HttpArgs {
-    /// The per-user request budget, None when disabled.
-    pub fn rate_limit(&self) -> Option<crate::queue::RateLimit> {
-        (self.rate_limit_per_minute > 0).then_some(crate::queue::RateLimit {
-            per_minute: self.rate_limit_per_minute,
-            burst: self.rate_limit_burst,
-        })
-    }
-}
-
-/// Settings of the scheduler role (also run by `ferry up`).
-#[derive(Debug, Clone, Args)]
-pub struct SchedulerArgs {
-    /// Seconds between two passes of the reaper, which enqueues again the
-    /// executions whose lease expired or whose queued job was lost.
-    #[arg(long, env = "FERRY_REAP_INTERVAL_SECONDS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub reap_interval_seconds: u64,
-
-    /// Seconds a queued execution may wait for a worker before the reaper
-    /// enqueues its job again (a job still pending is not duplicated).
-    #[arg(long, env = "FERRY_QUEUED_GRACE_SECONDS", default_value_t = 15,
-          value_parser = clap::value_parser!(u64).range(1..=86400))]
-    pub queued_grace_seconds: u64,
 }
 
 /// Settings of the admin endpoint of the worker and scheduler roles.
@@ -290,7 +173,7 @@ impl Settings {
         }
         let database_url = match &args.database_url {
             Some(url) => url.clone(),
-            None => Secret(format!("sqlite://{}/ferry.db", data_dir.display())),
+            None => Secret::new(format!("sqlite://{}/ferry.db", data_dir.display())),
         };
         check_database_url(database_url.expose())?;
         if let Some(redis) = &args.redis_url {
@@ -333,7 +216,7 @@ impl Settings {
             master_keys,
             log_format: args.log_format,
             redis_prefix: check_prefix(&args.redis_prefix)?,
-            job_lease: check_lease(args.job_lease)?,
+            job_lease: check_lease(*args.job_lease)?,
         })
     }
 }
@@ -342,7 +225,7 @@ impl JwtArgs {
     /// JWT settings; in embedded mode with no key source, an HS256 secret
     /// generated into (or read from) the data directory.
     pub fn resolve(&self, mode: Mode, data_dir: &Path) -> ConfigResult<JwtSettings> {
-        let mut hs256_secret = self.jwt_hs256_secret.as_ref().map(|s| s.expose().to_owned());
+        let mut hs256_secret = self.jwt_hs256_secret.as_ref().map(|s| s.0.clone());
         let has_source =
             hs256_secret.is_some() || self.jwt_public_key.is_some() || self.jwt_jwks_url.is_some();
         if !has_source {
@@ -351,7 +234,7 @@ impl JwtArgs {
                     let secret = load_or_generate(&data_dir.join("jwt-hs256.secret"), || {
                         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes())
                     })?;
-                    hs256_secret = Some(secret.trim().to_owned());
+                    hs256_secret = Some(SecretString::from(secret.trim()));
                 }
                 Mode::Distributed => {
                     return Err(ConfigError(
@@ -362,7 +245,7 @@ impl JwtArgs {
             }
         }
         if let Some(secret) = &hs256_secret
-            && secret.len() < 32
+            && secret.expose_secret().len() < 32
         {
             return Err(ConfigError(
                 "FERRY_JWT_HS256_SECRET must be at least 32 characters".into(),
@@ -390,10 +273,35 @@ impl JwtArgs {
     }
 }
 
-/// The credential vault's keys: the first encrypts, all decrypt.
-#[derive(Clone)]
+/// The credential vault's keys: the first encrypts, all decrypt. The key
+/// material is held in [`SecretBox`]es (zeroed when dropped) and never
+/// printed: `Debug` shows the key ids only.
 pub struct MasterKeys {
-    pub keys: Vec<(String, [u8; 32])>,
+    pub keys: Vec<(String, SecretBox<[u8; 32]>)>,
+}
+
+impl MasterKeys {
+    /// Keys from `(kid, material)` pairs, in order (the first encrypts).
+    pub fn new(keys: impl IntoIterator<Item = (String, [u8; 32])>) -> Self {
+        MasterKeys {
+            keys: keys
+                .into_iter()
+                .map(|(kid, key)| (kid, SecretBox::new(Box::new(key))))
+                .collect(),
+        }
+    }
+}
+
+impl Clone for MasterKeys {
+    fn clone(&self) -> Self {
+        MasterKeys {
+            keys: self
+                .keys
+                .iter()
+                .map(|(kid, key)| (kid.clone(), SecretBox::new(Box::new(*key.expose_secret()))))
+                .collect(),
+        }
+    }
 }
 
 impl fmt::Debug for MasterKeys {
@@ -426,7 +334,7 @@ impl MasterKeys {
             let key: [u8; 32] = bytes
                 .try_into()
                 .map_err(|_| ConfigError(format!("FERRY_MASTER_KEY: key {kid} must decode to 32 bytes")))?;
-            if keys.iter().any(|(k, _)| k == kid) {
+            if keys.iter().any(|(k, _): &(String, [u8; 32])| k == kid) {
                 return Err(ConfigError(format!(
                     "FERRY_MASTER_KEY: key id {kid} appears twice"
                 )));
@@ -436,7 +344,7 @@ impl MasterKeys {
         if keys.is_empty() {
             return Err(ConfigError("FERRY_MASTER_KEY is empty".into()));
         }
-        Ok(MasterKeys { keys })
+        Ok(MasterKeys::new(keys))
     }
 }
 
@@ -577,29 +485,21 @@ mod tests {
         assert!(MasterKeys::parse("k1:short").is_err());
         assert!(MasterKeys::parse(&format!("k1:{key},k1:{key}")).is_err());
         assert!(!format!("{keys:?}").contains(&key));
+        assert!(!format!("{:?}", keys.clone()).contains(&key));
     }
 
     #[test]
-    fn private_networks_are_allowed_by_default_only_next_to_an_api_on_loopback() {
-        #[derive(clap::Parser)]
-        struct Worker {
-            #[command(flatten)]
-            args: WorkerArgs,
-        }
-        let args = |setting: Option<bool>| {
-            let mut args = <Worker as clap::Parser>::parse_from(["worker"]).args;
-            args.allow_private_networks = setting;
-            args
+    fn secrets_and_jwt_settings_never_show_their_values_in_debug_output() {
+        let secret: Secret = "hunter2-hunter2".parse().expect("infallible");
+        assert_eq!(secret.expose(), "hunter2-hunter2");
+        assert_eq!(format!("{secret:?}"), "****");
+        let settings = JwtSettings {
+            hs256_secret: Some("a-very-long-hs256-secret-of-40-characters".into()),
+            ..JwtSettings::default()
         };
-        let address = |text: &str| Some(text.parse::<SocketAddr>().expect("address"));
-        assert!(args(None).private_networks_allowed(address("127.0.0.1:8080")));
-        assert!(args(None).private_networks_allowed(address("[::1]:8080")));
-        assert!(!args(None).private_networks_allowed(address("0.0.0.0:8080")));
-        assert!(!args(None).private_networks_allowed(address("10.1.2.3:8080")));
-        assert!(!args(None).private_networks_allowed(None), "a separate worker");
-        assert!(args(Some(true)).private_networks_allowed(address("0.0.0.0:8080")));
-        assert!(args(Some(true)).private_networks_allowed(None));
-        assert!(!args(Some(false)).private_networks_allowed(address("127.0.0.1:8080")));
+        let text = format!("{settings:?}");
+        assert!(!text.contains("a-very-long"), "{text}");
+        assert!(text.contains("****"), "{text}");
     }
 
     #[test]
@@ -617,7 +517,7 @@ mod tests {
 /// `Debug` never shows the HS256 secret.
 #[derive(Clone, Default)]
 pub struct JwtSettings {
-    pub hs256_secret: Option<String>,
+    pub hs256_secret: Option<SecretString>,
     pub public_key_path: Option<PathBuf>,
     pub jwks_url: Option<String>,
     pub issuer: Option<String>,

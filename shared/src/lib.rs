@@ -3,6 +3,7 @@
 //! protocol, the credential vault, object storage and telemetry. Nothing here
 //! knows about HTTP; JWT verification lives in the api crate.
 
+pub mod backends;
 pub mod config;
 pub mod connectors;
 pub mod domain;

@@ -16,6 +16,7 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use crate::config::MasterKeys;
@@ -50,7 +51,12 @@ impl Vault {
         let ciphers = keys
             .keys
             .iter()
-            .map(|(kid, key)| (kid.clone(), Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key))))
+            .map(|(kid, key)| {
+                (
+                    kid.clone(),
+                    Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key.expose_secret())),
+                )
+            })
             .collect();
         Vault { ciphers }
     }
@@ -150,12 +156,7 @@ mod tests {
     use serde_json::json;
 
     fn keys(entries: &[(&str, u8)]) -> MasterKeys {
-        MasterKeys {
-            keys: entries
-                .iter()
-                .map(|(kid, byte)| ((*kid).to_owned(), [*byte; 32]))
-                .collect(),
-        }
+        MasterKeys::new(entries.iter().map(|(kid, byte)| ((*kid).to_owned(), [*byte; 32])))
     }
 
     fn secrets() -> Map<String, Value> {

@@ -14,8 +14,13 @@ pub mod runtime;
 pub mod sink;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use ferry_shared::backends::Backends;
+use ferry_shared::config::Settings;
 
 use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent, EXECUTION_EVENTS, ExecutionEvent};
 use ferry_shared::objects::ObjectTarget;
@@ -25,8 +30,92 @@ use ferry_shared::vault::Vault;
 use futures::StreamExt;
 
 use crate::connectors::NetworkPolicy;
+use crate::jobs::execute_project::StepRetry;
 use crate::pools::PoolRegistry;
 use crate::runtime::{JobError, WorkerOptions, run_worker};
+
+/// Jobs a worker process runs at once, by default.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Settings of the worker role (`ferry worker`, and the worker of
+/// `ferry up`).
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "worker_config")]
+pub struct Config {
+    /// Jobs a worker process runs at once.
+    #[arg(long, env = "FERRY_WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
+    pub worker_concurrency: usize,
+
+    /// May connectors reach loopback and private addresses? Default: true
+    /// only when `ferry up` serves its API on a loopback address (as it does
+    /// by default); false when it listens on any other address and for
+    /// every separately run worker.
+    #[arg(long, env = "FERRY_ALLOW_PRIVATE_NETWORKS")]
+    pub allow_private_networks: Option<bool>,
+
+    /// Directory that `sqlite` connectors may read files from (read-only).
+    /// Default: $FERRY_DATA_DIR/sqlite.
+    #[arg(long, env = "FERRY_SQLITE_DIR")]
+    pub sqlite_dir: Option<PathBuf>,
+
+    /// Tries a step gets when it fails transiently (a connection reset, a
+    /// timeout, a serialization failure, a 503), the first included; 1
+    /// never retries.
+    #[arg(long, env = "FERRY_STEP_ATTEMPTS", default_value_t = StepRetry::default().attempts,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub step_attempts: u32,
+
+    /// Wait before a step's first retry; doubled for each next one (at most
+    /// 30 s), with jitter.
+    #[arg(long, env = "FERRY_STEP_RETRY_DELAY", default_value_t = StepRetry::default().delay.into())]
+    pub step_retry_delay: humantime::Duration,
+}
+
+impl Config {
+    /// Whether connectors may reach loopback and private addresses: the
+    /// setting when given, otherwise true only when the API of the same
+    /// process (`ferry up`) listens on a loopback address. A worker without
+    /// an API in its process (`api_listen` None) stays off the private
+    /// networks unless told otherwise.
+    pub fn private_networks_allowed(&self, api_listen: Option<SocketAddr>) -> bool {
+        self.allow_private_networks
+            .unwrap_or_else(|| api_listen.is_some_and(|address| address.ip().is_loopback()))
+    }
+
+    /// What [`run`] needs: this configuration over `backends`, registering
+    /// the worker's metrics in `registry`. `api_listen` is the address of
+    /// the API served by the same process, if any.
+    pub fn context(
+        &self,
+        backends: &Backends,
+        settings: &Settings,
+        registry: prometheus::Registry,
+        api_listen: Option<SocketAddr>,
+    ) -> WorkerContext {
+        WorkerContext {
+            store: backends.store.clone(),
+            queue: backends.queue.clone(),
+            bus: backends.bus.clone(),
+            vault: backends.vault.clone(),
+            objects: backends.objects.clone(),
+            registry,
+            lease: settings.job_lease,
+            policy: NetworkPolicy {
+                allow_private_networks: self.private_networks_allowed(api_listen),
+                sqlite_dir: self
+                    .sqlite_dir
+                    .clone()
+                    .unwrap_or_else(|| settings.data_dir.join("sqlite")),
+            },
+            concurrency: self.worker_concurrency,
+            retry: StepRetry {
+                attempts: self.step_attempts,
+                delay: *self.step_retry_delay,
+                ..StepRetry::default()
+            },
+        }
+    }
+}
 
 /// What a worker process runs with.
 pub struct WorkerContext {
@@ -111,7 +200,11 @@ pub async fn run(
         let shared = shared.clone();
         move |job: Job| {
             let shared = shared.clone();
-            async move { dispatch(&shared, job).await }
+            // Boxed as `Send` here, where the borrow of `shared` has one
+            // concrete lifetime (the compiler cannot prove it for every one).
+            let job: futures::future::BoxFuture<'static, Result<(), JobError>> =
+                Box::pin(async move { dispatch(&shared, job).await });
+            job
         }
     };
     let options = WorkerOptions {
@@ -132,5 +225,46 @@ async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
             "this worker does not run {} jobs yet",
             other.as_str()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_networks_are_allowed_by_default_only_next_to_an_api_on_loopback() {
+        #[derive(clap::Parser)]
+        struct Worker {
+            #[command(flatten)]
+            config: Config,
+        }
+        let config = |setting: Option<bool>| {
+            let mut config = <Worker as clap::Parser>::parse_from(["worker"]).config;
+            config.allow_private_networks = setting;
+            config
+        };
+        let address = |text: &str| Some(text.parse::<SocketAddr>().expect("address"));
+        assert!(config(None).private_networks_allowed(address("127.0.0.1:8080")));
+        assert!(config(None).private_networks_allowed(address("[::1]:8080")));
+        assert!(!config(None).private_networks_allowed(address("0.0.0.0:8080")));
+        assert!(!config(None).private_networks_allowed(address("10.1.2.3:8080")));
+        assert!(!config(None).private_networks_allowed(None), "a separate worker");
+        assert!(config(Some(true)).private_networks_allowed(address("0.0.0.0:8080")));
+        assert!(config(Some(true)).private_networks_allowed(None));
+        assert!(!config(Some(false)).private_networks_allowed(address("127.0.0.1:8080")));
+    }
+
+    #[test]
+    fn the_worker_defaults_are_the_step_retry_defaults() {
+        #[derive(clap::Parser)]
+        struct Worker {
+            #[command(flatten)]
+            config: Config,
+        }
+        let config = <Worker as clap::Parser>::parse_from(["worker"]).config;
+        assert_eq!(config.worker_concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(config.step_attempts, StepRetry::default().attempts);
+        assert_eq!(*config.step_retry_delay, StepRetry::default().delay);
     }
 }

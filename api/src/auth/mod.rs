@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use ferry_shared::Error;
@@ -139,7 +140,7 @@ impl Verifier {
     /// The JWKS is fetched once here, but an unreachable endpoint is only
     /// logged: verification retries and refuses tokens until it answers.
     pub async fn new(settings: JwtSettings) -> ferry_shared::Result<Self> {
-        let hs256 = match settings.hs256_secret.as_deref() {
+        let hs256 = match settings.hs256_secret.as_ref().map(ExposeSecret::expose_secret) {
             Some("") => {
                 return Err(Error::validation(
                     "jwt_hs256_secret",
