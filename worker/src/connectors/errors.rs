@@ -262,6 +262,52 @@ pub(crate) fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Maps a sqlx error met on a connection to `target` (the sqlx-based SQL
+/// families share this). `classify` reads an error the server reported: its
+/// code if it has one, its kind and the message used when the server's own
+/// text would reveal a secret.
+pub(crate) fn map_sqlx_error(
+    error: &sqlx::Error,
+    target: &str,
+    secrets: &Secrets,
+    classify: impl FnOnce(&dyn sqlx::error::DatabaseError) -> (Option<String>, ErrorType, &'static str),
+) -> DriverError {
+    match error {
+        sqlx::Error::Database(database) => {
+            let (code, kind, fallback) = classify(database.as_ref());
+            let message = secrets
+                .scrub(database.message())
+                .unwrap_or_else(|| fallback.to_owned());
+            let error = DriverError::new(kind, message);
+            match code {
+                Some(code) => error.with_code(code),
+                None => error,
+            }
+        }
+        sqlx::Error::Io(io) => from_io(io, target),
+        sqlx::Error::Tls(tls) => DriverError::new(
+            ErrorType::TlsError,
+            format!("TLS with {target} failed: {}", tls_reason(&tls.to_string())),
+        ),
+        sqlx::Error::PoolTimedOut => DriverError::new(
+            ErrorType::Timeout,
+            format!("no connection to {target} became available in time"),
+        ),
+        sqlx::Error::PoolClosed => {
+            DriverError::unknown("the connector's pool was closed (its configuration changed)")
+        }
+        sqlx::Error::Configuration(_) => DriverError::invalid_config("the connection settings were rejected"),
+        sqlx::Error::Protocol(text) if looks_like_tls(text) => DriverError::new(
+            ErrorType::TlsError,
+            format!("TLS with {target} failed: {}", tls_reason(text)),
+        ),
+        sqlx::Error::Protocol(_) => DriverError::unknown(format!(
+            "{target} answered with something that is not the expected protocol"
+        )),
+        _ => DriverError::unknown(format!("the query on {target} failed")),
+    }
+}
+
 /// Maps an I/O error met while connecting to the vocabulary.
 pub(crate) fn from_io(error: &std::io::Error, target: &str) -> DriverError {
     use std::io::ErrorKind as K;

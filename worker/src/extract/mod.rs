@@ -213,32 +213,8 @@ impl Default for ExtractOptions {
 /// `cancel` aborts the query and the upload (no object, no open multipart
 /// upload). `fence()` is awaited right before completing the upload; if it
 /// returns false the upload is aborted and `fenced` returned. An empty
-/// result still writes a valid Parquet file with the schema.
-pub async fn run_sql_step<F, Fut>(
-    source: &SqlSource,
-    query: &BoundQuery,
-    destination: &Destination<'_>,
-    progress: &(dyn Fn(i64, i64) + Send + Sync),
-    cancel: &CancellationToken,
-    fence: F,
-) -> Result<StepOutput, ExtractError>
-where
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = bool> + Send,
-{
-    run_sql_step_with(
-        &ExtractOptions::default(),
-        source,
-        query,
-        destination,
-        progress,
-        cancel,
-        fence,
-    )
-    .await
-}
-
-/// [`run_sql_step`] with explicit [`ExtractOptions`].
+/// result still writes a valid Parquet file with the schema. `options`
+/// tunes the step ([`ExtractOptions::default`] is what jobs use).
 pub async fn run_sql_step_with<F, Fut>(
     options: &ExtractOptions,
     source: &SqlSource,
@@ -387,6 +363,67 @@ fn unique_names(fields: Vec<Field>) -> Vec<Field> {
             }
         })
         .collect()
+}
+
+/// Why one read of a statement stopped, for families that widen a column
+/// when one of its values does not fit the type it was read as.
+pub(crate) enum Read<K> {
+    /// A value of column `.0` does not fit its type: read again with `.1`.
+    Widen(usize, K),
+    Failed(ExtractError),
+}
+
+impl<K> From<ExtractError> for Read<K> {
+    fn from(error: ExtractError) -> Self {
+        Read::Failed(error)
+    }
+}
+
+/// One family's read of a statement, for [`read_widening`].
+pub(crate) trait WideningRead {
+    /// How a column is read; a widening names the column's new one.
+    type Kind: Clone + PartialEq + std::fmt::Debug;
+
+    /// Reads the statement once, with the columns in `widened` read as given.
+    async fn read(
+        &self,
+        out: &mut Output<'_>,
+        cancel: &mut Cancellable<'_>,
+        widened: &[(usize, Self::Kind)],
+    ) -> Result<(), Read<Self::Kind>>;
+}
+
+/// Reads a statement until one read completes. A read that meets a value
+/// its column's type cannot hold asks for the column widened; the statement
+/// is then read again with every column widened so far (the aborted read
+/// published nothing). Asking twice for the same widening is an error.
+pub(crate) async fn read_widening<R: WideningRead>(
+    out: &mut Output<'_>,
+    reader: &R,
+) -> Result<(), ExtractError> {
+    let mut cancel = Cancellable::new(out.cancel());
+    let mut widened: Vec<(usize, R::Kind)> = Vec::new();
+    loop {
+        match reader.read(out, &mut cancel, &widened).await {
+            Err(Read::Widen(index, kind)) if !widened.contains(&(index, kind.clone())) => {
+                tracing::info!(
+                    index,
+                    ?kind,
+                    "a value does not fit its column's type; reading again with it widened"
+                );
+                widened.retain(|(i, _)| *i != index);
+                widened.push((index, kind));
+                out.restart().await;
+            }
+            Err(Read::Widen(index, _)) => {
+                return Err(ExtractError::internal(format!(
+                    "column {index} was widened and still does not fit"
+                )));
+            }
+            Err(Read::Failed(error)) => return Err(error),
+            Ok(()) => return Ok(()),
+        }
+    }
 }
 
 /// Polls a stream and a cancellation together, touching the cancellation

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::connectors::errors::{Disposition, disposition};
 use crate::connectors::{self, ConnectorSpec};
-use crate::extract::{Destination, run_sql_step};
+use crate::extract::{Destination, ExtractOptions, run_sql_step_with};
 use crate::runtime::JobError;
 use crate::sink::UploadJournal;
 
@@ -584,13 +584,21 @@ async fn run_step(
         &step.step_id,
         watch,
     ));
-    let output = run_sql_step(&source, &bound, &destination, &progress, &watch.cancel, fence)
-        .await
-        .map_err(|e| Failure {
-            error: step_error(e.error_type, e.message),
-            code: e.code,
-            source: e.source,
-        })?;
+    let output = run_sql_step_with(
+        &ExtractOptions::default(),
+        &source,
+        &bound,
+        &destination,
+        &progress,
+        &watch.cancel,
+        fence,
+    )
+    .await
+    .map_err(|e| Failure {
+        error: step_error(e.error_type, e.message),
+        code: e.code,
+        source: e.source,
+    })?;
     Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
 }
 

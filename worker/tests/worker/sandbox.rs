@@ -9,7 +9,9 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use ferry_shared::domain::params::BoundQuery;
 use ferry_shared::objects::ObjectTarget;
-use ferry_worker::extract::{Destination, ExtractError, SqlSource, StepOutput, run_sql_step};
+use ferry_worker::extract::{
+    Destination, ExtractError, ExtractOptions, SqlSource, StepOutput, run_sql_step_with,
+};
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
@@ -38,7 +40,8 @@ impl Results {
     /// Runs `sql` as a step of its own.
     async fn step(&self, source: &SqlSource, sql: &str) -> Result<StepOutput, ExtractError> {
         let path = self.target.step_path(&unique("exec"), "step_1");
-        run_sql_step(
+        run_sql_step_with(
+            &ExtractOptions::default(),
             source,
             &BoundQuery {
                 sql: sql.to_owned(),
@@ -56,7 +59,8 @@ impl Results {
     /// as text.
     async fn column(&self, source: &SqlSource, sql: &str) -> Vec<String> {
         let path = self.target.step_path(&unique("exec"), "step_1");
-        run_sql_step(
+        run_sql_step_with(
+            &ExtractOptions::default(),
             source,
             &BoundQuery {
                 sql: sql.to_owned(),

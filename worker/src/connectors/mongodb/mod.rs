@@ -281,32 +281,6 @@ async fn check_members(
 }
 
 impl MongoHandle {
-    /// `hello` (server time), `buildInfo` (version) and the database names
-    /// when the user may list them.
-    pub async fn test(&self, policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        let admin = self.client.database("admin");
-        let result = async {
-            let hello = admin.run_command(doc! { "hello": 1 }).await?;
-            let build = admin.run_command(doc! { "buildInfo": 1 }).await?;
-            let names = self.client.list_database_names().await;
-            Ok::<_, mongodb::error::Error>((hello, build, names))
-        }
-        .await;
-        // Whatever happened, the servers the driver talked to must be allowed.
-        self.check_opened(policy).await?;
-        let (hello, build, names) = result.map_err(|error| map_error(&error, &self.secrets))?;
-        let schemas = match names {
-            Ok(names) => Some(names),
-            Err(error) if is_unauthorized(&error) => None,
-            Err(error) => return Err(map_error(&error, &self.secrets)),
-        };
-        Ok(TestDetails {
-            version: build_version(&build),
-            server_time: local_time(&hello),
-            schemas,
-        })
-    }
-
     /// Re-checks every server the driver has opened against the policy.
     pub async fn check_opened(&self, policy: &NetworkPolicy) -> Result<(), DriverError> {
         if policy.allow_private_networks {
@@ -317,13 +291,6 @@ impl MongoHandle {
             Err(_) => return Err(DriverError::unknown("the MongoDB client's state is unavailable")),
         };
         check_hosts(&opened, policy).await.map(drop)
-    }
-
-    pub fn close(&self) {
-        let client = self.client.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { client.shutdown().await });
-        }
     }
 }
 
@@ -447,8 +414,30 @@ impl Driver for MongoDb {
 
 #[async_trait]
 impl ConnectorPool for MongoHandle {
+    /// `hello` (server time), `buildInfo` (version) and the database names
+    /// when the user may list them.
     async fn test(&self, _addrs: &[SocketAddr], policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        MongoHandle::test(self, policy).await
+        let admin = self.client.database("admin");
+        let result = async {
+            let hello = admin.run_command(doc! { "hello": 1 }).await?;
+            let build = admin.run_command(doc! { "buildInfo": 1 }).await?;
+            let names = self.client.list_database_names().await;
+            Ok::<_, mongodb::error::Error>((hello, build, names))
+        }
+        .await;
+        // Whatever happened, the servers the driver talked to must be allowed.
+        self.check_opened(policy).await?;
+        let (hello, build, names) = result.map_err(|error| map_error(&error, &self.secrets))?;
+        let schemas = match names {
+            Ok(names) => Some(names),
+            Err(error) if is_unauthorized(&error) => None,
+            Err(error) => return Err(map_error(&error, &self.secrets)),
+        };
+        Ok(TestDetails {
+            version: build_version(&build),
+            server_time: local_time(&hello),
+            schemas,
+        })
     }
 
     async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
@@ -456,7 +445,10 @@ impl ConnectorPool for MongoHandle {
     }
 
     fn close(&self) {
-        MongoHandle::close(self);
+        let client = self.client.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { client.shutdown().await });
+        }
     }
 
     fn as_any(&self) -> &dyn Any {

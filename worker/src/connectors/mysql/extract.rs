@@ -22,7 +22,9 @@ use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Stateme
 use crate::extract::columns::{
     Builder, MAX_DECIMAL128_PRECISION, MICROS_PER_DAY, UNCONSTRAINED_DECIMAL, parse_decimal,
 };
-use crate::extract::{Cancellable, ExtractError, Output, ReadPath, database_error};
+use crate::extract::{
+    Cancellable, ExtractError, Output, ReadPath, WideningRead, database_error, read_widening,
+};
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -31,146 +33,125 @@ pub(crate) async fn extract(
     query: &BoundQuery,
     out: &mut Output<'_>,
 ) -> Result<ReadPath, ExtractError> {
-    let mut cancel = Cancellable::new(out.cancel());
     // Columns widened because a value did not fit their type (a TIME
     // duration, bytes that are not UTF-8, a number too wide): the statement
     // is read again with them. Nothing was published by the first read.
-    let mut widened: Vec<(usize, MyKind)> = Vec::new();
-    loop {
-        match read(pool, query, out, &mut cancel, &widened).await {
-            Err(Read::Widen(index, kind)) if !widened.contains(&(index, kind.clone())) => {
-                tracing::info!(
-                    index,
-                    ?kind,
-                    "a value does not fit its column's type; reading again with it widened"
-                );
-                widened.retain(|(i, _)| *i != index);
-                widened.push((index, kind));
-                out.restart().await;
+    read_widening(out, &Query { pool, query }).await?;
+    Ok(ReadPath::MySql)
+}
+
+/// The query a read runs, on a connection of `pool`.
+struct Query<'a> {
+    pool: &'a MySqlPool,
+    query: &'a BoundQuery,
+}
+
+type Read = crate::extract::Read<MyKind>;
+
+impl WideningRead for Query<'_> {
+    type Kind = MyKind;
+
+    async fn read(
+        &self,
+        out: &mut Output<'_>,
+        cancel: &mut Cancellable<'_>,
+        widened: &[(usize, MyKind)],
+    ) -> Result<(), Read> {
+        let Query { pool, query } = *self;
+        let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
+        let id: u64 = cancel
+            .run(sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut *conn))
+            .await?
+            .map_err(database_error)?;
+        let statement = cancel
+            .run(conn.prepare(AssertSqlSafe(query.sql.clone()).into_sql_str()))
+            .await?
+            .map_err(database_error)?;
+        let catalog = cancel.run(catalog(&mut conn, statement.columns())).await?;
+        let mut columns: Vec<(String, MyKind)> = statement
+            .columns()
+            .iter()
+            .map(|column| {
+                let origin = column.origin();
+                let info = origin
+                    .table_column()
+                    .and_then(|t| catalog.get(&(t.table.to_string(), t.name.to_string())));
+                (
+                    column.name().to_owned(),
+                    MyKind::resolve(column.type_info().name(), info),
+                )
+            })
+            .collect();
+        for (index, kind) in widened {
+            if let Some(column) = columns.get_mut(*index) {
+                column.1 = match kind {
+                    // The catalog knows a table column's fractional digits.
+                    MyKind::Duration { fsp: None } => MyKind::Duration {
+                        fsp: statement.columns()[*index]
+                            .origin()
+                            .table_column()
+                            .and_then(|t| catalog.get(&(t.table.to_string(), t.name.to_string())))
+                            .and_then(|i| i.fsp)
+                            .and_then(|f| u8::try_from(f).ok()),
+                    },
+                    other => other.clone(),
+                };
             }
-            Err(Read::Widen(index, _)) => {
-                return Err(ExtractError::internal(format!(
-                    "column {index} was widened and still does not fit"
-                )));
-            }
-            Err(Read::Failed(error)) => return Err(error),
-            Ok(()) => return Ok(ReadPath::MySql),
         }
-    }
-}
+        let schema = out.start(
+            columns
+                .iter()
+                .map(|(name, kind)| Field::new(name, kind.data_type(), true))
+                .collect(),
+        )?;
 
-/// Why a read stopped.
-enum Read {
-    /// A value of column `.0` does not fit its type: read again with `.1`.
-    Widen(usize, MyKind),
-    Failed(ExtractError),
-}
-
-impl From<ExtractError> for Read {
-    fn from(error: ExtractError) -> Self {
-        Read::Failed(error)
-    }
-}
-
-async fn read(
-    pool: &MySqlPool,
-    query: &BoundQuery,
-    out: &mut Output<'_>,
-    cancel: &mut Cancellable<'_>,
-    widened: &[(usize, MyKind)],
-) -> Result<(), Read> {
-    let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
-    let id: u64 = cancel
-        .run(sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut *conn))
-        .await?
-        .map_err(database_error)?;
-    let statement = cancel
-        .run(conn.prepare(AssertSqlSafe(query.sql.clone()).into_sql_str()))
-        .await?
-        .map_err(database_error)?;
-    let catalog = cancel.run(catalog(&mut conn, statement.columns())).await?;
-    let mut columns: Vec<(String, MyKind)> = statement
-        .columns()
-        .iter()
-        .map(|column| {
-            let origin = column.origin();
-            let info = origin
-                .table_column()
-                .and_then(|t| catalog.get(&(t.table.to_string(), t.name.to_string())));
-            (
-                column.name().to_owned(),
-                MyKind::resolve(column.type_info().name(), info),
-            )
-        })
-        .collect();
-    for (index, kind) in widened {
-        if let Some(column) = columns.get_mut(*index) {
-            column.1 = match kind {
-                // The catalog knows a table column's fractional digits.
-                MyKind::Duration { fsp: None } => MyKind::Duration {
-                    fsp: statement.columns()[*index]
-                        .origin()
-                        .table_column()
-                        .and_then(|t| catalog.get(&(t.table.to_string(), t.name.to_string())))
-                        .and_then(|i| i.fsp)
-                        .and_then(|f| u8::try_from(f).ok()),
-                },
-                other => other.clone(),
+        let mut bound = statement.query();
+        for param in &query.params {
+            bound = match param {
+                ParamValue::Text(v) => bound.bind(v.as_str()),
+                ParamValue::Integer(v) => bound.bind(*v),
+                ParamValue::Number(v) => bound.bind(*v),
+                ParamValue::Boolean(v) => bound.bind(*v),
+                ParamValue::Date(v) => bound.bind(*v),
+                ParamValue::Timestamp(v) => bound.bind(v.with_timezone(&chrono::Utc)),
             };
         }
-    }
-    let schema = out.start(
-        columns
-            .iter()
-            .map(|(name, kind)| Field::new(name, kind.data_type(), true))
-            .collect(),
-    )?;
-
-    let mut bound = statement.query();
-    for param in &query.params {
-        bound = match param {
-            ParamValue::Text(v) => bound.bind(v.as_str()),
-            ParamValue::Integer(v) => bound.bind(*v),
-            ParamValue::Number(v) => bound.bind(*v),
-            ParamValue::Boolean(v) => bound.bind(*v),
-            ParamValue::Date(v) => bound.bind(*v),
-            ParamValue::Timestamp(v) => bound.bind(v.with_timezone(&chrono::Utc)),
-        };
-    }
-    let mut clean = false;
-    let result = async {
-        let mut stream = bound.fetch(&mut *conn);
-        let mut batch = RowBatch::new(&columns, schema.clone());
-        let (batch_rows, batch_bytes) = (out.options().batch_rows.max(1), out.options().batch_bytes.max(1));
-        loop {
-            match cancel.next(&mut stream).await? {
-                Some(Ok(row)) => {
-                    batch.push(&row)?;
-                    if batch.rows >= batch_rows || batch.bytes >= batch_bytes {
-                        out.write(batch.finish()?).await?;
+        let mut clean = false;
+        let result = async {
+            let mut stream = bound.fetch(&mut *conn);
+            let mut batch = RowBatch::new(&columns, schema.clone());
+            let (batch_rows, batch_bytes) =
+                (out.options().batch_rows.max(1), out.options().batch_bytes.max(1));
+            loop {
+                match cancel.next(&mut stream).await? {
+                    Some(Ok(row)) => {
+                        batch.push(&row)?;
+                        if batch.rows >= batch_rows || batch.bytes >= batch_bytes {
+                            out.write(batch.finish()?).await?;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        clean = matches!(error, sqlx::Error::Database(_));
+                        return Err(database_error(error).into());
+                    }
+                    None => {
+                        clean = true;
+                        break;
                     }
                 }
-                Some(Err(error)) => {
-                    clean = matches!(error, sqlx::Error::Database(_));
-                    return Err(database_error(error).into());
-                }
-                None => {
-                    clean = true;
-                    break;
-                }
             }
+            drop(stream);
+            if batch.rows > 0 {
+                out.write(batch.finish()?).await?;
+            }
+            Ok(())
         }
-        drop(stream);
-        if batch.rows > 0 {
-            out.write(batch.finish()?).await?;
+        .await;
+        if !clean {
+            kill(pool, conn, id).await;
         }
-        Ok(())
+        result
     }
-    .await;
-    if !clean {
-        kill(pool, conn, id).await;
-    }
-    result
 }
 
 /// `KILL QUERY id` from another connection, then the abandoned connection

@@ -22,7 +22,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolO
 use sqlx::{AssertSqlSafe, Executor};
 
 use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
-use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
+use crate::connectors::errors::{DriverError, ErrorType, Secrets, map_sqlx_error};
 use crate::connectors::network::{self, Endpoint, Relay, validate_host};
 use crate::connectors::postgres::close_pool;
 use crate::connectors::{ConnectorPool, Driver};
@@ -149,10 +149,70 @@ pub(crate) async fn open(
 }
 
 impl MySqlHandle {
+    pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
+        map_error(error, &self.endpoint.target(), &self.secrets)
+    }
+}
+
+/// `MariaDB 10.11.19` from `10.11.19-MariaDB-0+deb12u1`, `MySQL 8.0.36`
+/// from `8.0.36` or `8.0.36-log`.
+pub(crate) fn display_version(version: &str) -> String {
+    let number = version.split(['-', ' ']).next().unwrap_or(version);
+    if version.to_ascii_lowercase().contains("mariadb") {
+        format!("MariaDB {number}")
+    } else {
+        format!("MySQL {number}")
+    }
+}
+
+/// Maps a sqlx error met on a MySQL/MariaDB connection; the code is the
+/// MySQL error number.
+pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) -> DriverError {
+    map_sqlx_error(error, target, secrets, |database| {
+        let number = database
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number);
+        let (kind, fallback) = match number {
+            // 1045 bad credentials, 1044 no access to the database,
+            // 1130 host not allowed, 1251/2059 authentication plugin.
+            Some(1045 | 1044 | 1130 | 1251 | 2059 | 1698) => {
+                (ErrorType::AuthenticationFailed, "invalid username or password")
+            }
+            Some(1049) => (ErrorType::DatabaseNotFound, "the database does not exist"),
+            Some(1040 | 1129 | 1203) => (
+                ErrorType::ConnectionRefused,
+                "the server is not accepting connections",
+            ),
+            _ => (ErrorType::Unknown, "the server reported an error"),
+        };
+        (number.map(|number| number.to_string()), kind, fallback)
+    })
+}
+
+/// The MySQL family: MySQL and MariaDB.
+pub(crate) struct MySql;
+
+#[async_trait]
+impl Driver for MySql {
+    fn steps(&self) -> &'static [StepType] {
+        &[StepType::SqlQuery]
+    }
+
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
+        Ok(Box::new(open(spec, policy).await?.0))
+    }
+}
+
+#[async_trait]
+impl ConnectorPool for MySqlHandle {
     /// Tests through the pool (a cold pool first gets a bare TCP probe, see
     /// the PostgreSQL driver): `VERSION()`, `UTC_TIMESTAMP()` and the
     /// databases the user can see.
-    pub async fn test(&self, addrs: &[SocketAddr]) -> Result<TestDetails, DriverError> {
+    async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
         if self.pool.size() == 0 {
             network::probe(&self.endpoint.host, addrs, self.settings.connect_timeout).await?;
         }
@@ -187,111 +247,12 @@ impl MySqlHandle {
         })
     }
 
-    pub fn close(&self) {
-        close_pool(self.pool.clone());
-    }
-
-    pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
-        map_error(error, &self.endpoint.target(), &self.secrets)
-    }
-}
-
-/// `MariaDB 10.11.19` from `10.11.19-MariaDB-0+deb12u1`, `MySQL 8.0.36`
-/// from `8.0.36` or `8.0.36-log`.
-pub(crate) fn display_version(version: &str) -> String {
-    let number = version.split(['-', ' ']).next().unwrap_or(version);
-    if version.to_ascii_lowercase().contains("mariadb") {
-        format!("MariaDB {number}")
-    } else {
-        format!("MySQL {number}")
-    }
-}
-
-/// Maps a sqlx error met on a MySQL/MariaDB connection; the code is the
-/// MySQL error number.
-pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) -> DriverError {
-    match error {
-        sqlx::Error::Database(database) => {
-            let number = database
-                .try_downcast_ref::<MySqlDatabaseError>()
-                .map(MySqlDatabaseError::number);
-            let server_text = secrets.scrub(database.message());
-            let with = |kind: ErrorType, fallback: &str| {
-                let error =
-                    DriverError::new(kind, server_text.clone().unwrap_or_else(|| fallback.to_owned()));
-                match number {
-                    Some(number) => error.with_code(number.to_string()),
-                    None => error,
-                }
-            };
-            match number {
-                // 1045 bad credentials, 1044 no access to the database,
-                // 1130 host not allowed, 1251/2059 authentication plugin.
-                Some(1045 | 1044 | 1130 | 1251 | 2059 | 1698) => {
-                    with(ErrorType::AuthenticationFailed, "invalid username or password")
-                }
-                Some(1049) => with(ErrorType::DatabaseNotFound, "the database does not exist"),
-                Some(1040 | 1129 | 1203) => with(
-                    ErrorType::ConnectionRefused,
-                    "the server is not accepting connections",
-                ),
-                _ => with(ErrorType::Unknown, "the server reported an error"),
-            }
-        }
-        sqlx::Error::Io(io) => from_io(io, target),
-        sqlx::Error::Tls(tls) => DriverError::new(
-            ErrorType::TlsError,
-            format!("TLS with {target} failed: {}", tls_reason(&tls.to_string())),
-        ),
-        sqlx::Error::PoolTimedOut => DriverError::new(
-            ErrorType::Timeout,
-            format!("no connection to {target} became available in time"),
-        ),
-        sqlx::Error::PoolClosed => {
-            DriverError::unknown("the connector's pool was closed (its configuration changed)")
-        }
-        sqlx::Error::Configuration(_) => DriverError::invalid_config("the connection settings were rejected"),
-        sqlx::Error::Protocol(text) if looks_like_tls(text) => DriverError::new(
-            ErrorType::TlsError,
-            format!("TLS with {target} failed: {}", tls_reason(text)),
-        ),
-        sqlx::Error::Protocol(_) => DriverError::unknown(format!(
-            "{target} answered with something that is not the expected protocol"
-        )),
-        _ => DriverError::unknown(format!("the query on {target} failed")),
-    }
-}
-
-/// The MySQL family: MySQL and MariaDB.
-pub(crate) struct MySql;
-
-#[async_trait]
-impl Driver for MySql {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::SqlQuery]
-    }
-
-    async fn open(
-        &self,
-        spec: &ConnectorSpec,
-        policy: &NetworkPolicy,
-    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
-        Ok(Box::new(open(spec, policy).await?.0))
-    }
-}
-
-#[async_trait]
-impl ConnectorPool for MySqlHandle {
-    async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        MySqlHandle::test(self, addrs).await
-    }
-
     async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
         self.endpoint.recheck(policy).await
     }
 
     fn close(&self) {
-        MySqlHandle::close(self);
+        close_pool(self.pool.clone());
     }
 
     fn sql_source(&self) -> Option<SqlSource> {

@@ -27,7 +27,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
 use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
-use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
+use crate::connectors::errors::{DriverError, ErrorType, Secrets, map_sqlx_error};
 use crate::connectors::network::{self, Endpoint, Relay, validate_host};
 use crate::connectors::{ConnectorPool, Driver};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
@@ -191,11 +191,82 @@ pub(crate) fn environment_guard() -> Result<(), DriverError> {
 }
 
 impl PgHandle {
+    pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
+        map_error(error, &self.endpoint.target(), &self.secrets)
+    }
+}
+
+/// Closes a pool in the background: idle connections close now, in-use
+/// ones when they are returned.
+pub(crate) fn close_pool<DB: sqlx::Database>(pool: sqlx::Pool<DB>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move { pool.close().await });
+        }
+        // Without a runtime, dropping the last handle closes the pool.
+        Err(_) => drop(pool),
+    }
+}
+
+/// `PostgreSQL 15.20` from `PostgreSQL 15.20 (Debian …) on x86_64…`, and
+/// `Redshift 1.0.12103` from Redshift's `PostgreSQL 8.0.2 on i686…,
+/// Redshift 1.0.12103`.
+pub(crate) fn display_version(version: &str) -> String {
+    if let Some(at) = version.find("Redshift ") {
+        let rest = &version[at..];
+        return rest.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    }
+    let words: Vec<&str> = version.split_whitespace().take(2).collect();
+    match words.as_slice() {
+        [name, number] => format!("{name} {}", number.trim_end_matches(',')),
+        _ => version.chars().take(64).collect(),
+    }
+}
+
+/// Maps a sqlx error met on a PostgreSQL/Redshift connection.
+pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) -> DriverError {
+    map_sqlx_error(error, target, secrets, |database| {
+        let code = database.code().map(|code| code.into_owned());
+        let (kind, fallback) = match code.as_deref() {
+            Some("28P01" | "28000") => (ErrorType::AuthenticationFailed, "invalid username or password"),
+            Some("3D000") => (ErrorType::DatabaseNotFound, "the database does not exist"),
+            Some("53300" | "57P03") => (
+                ErrorType::ConnectionRefused,
+                "the server is not accepting connections",
+            ),
+            Some(class) if class.starts_with("08") => (ErrorType::ConnectionRefused, "connection failure"),
+            _ => (ErrorType::Unknown, "the server reported an error"),
+        };
+        (code, kind, fallback)
+    })
+}
+
+/// The PostgreSQL family: PostgreSQL and Redshift.
+pub(crate) struct Postgres;
+
+#[async_trait]
+impl Driver for Postgres {
+    fn steps(&self) -> &'static [StepType] {
+        &[StepType::SqlQuery]
+    }
+
+    async fn open(
+        &self,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
+        let (decl, _) = spec.driver()?;
+        Ok(Box::new(open(spec, decl.type_id, policy).await?.0))
+    }
+}
+
+#[async_trait]
+impl ConnectorPool for PgHandle {
     /// Tests through the pool: a cold pool first gets a bare TCP probe (so a
     /// refused port is reported at once instead of after the pool's retries
     /// until `acquire_timeout`), then one pooled connection answers
     /// `version()`, `now()` and the schemas the user may use.
-    pub async fn test(&self, addrs: &[SocketAddr]) -> Result<TestDetails, DriverError> {
+    async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
         if self.pool.size() == 0 {
             network::probe(&self.endpoint.host, addrs, self.settings.connect_timeout).await?;
         }
@@ -232,126 +303,12 @@ impl PgHandle {
         })
     }
 
-    pub fn close(&self) {
-        close_pool(self.pool.clone());
-    }
-
-    pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
-        map_error(error, &self.endpoint.target(), &self.secrets)
-    }
-}
-
-/// Closes a pool in the background: idle connections close now, in-use
-/// ones when they are returned.
-pub(crate) fn close_pool<DB: sqlx::Database>(pool: sqlx::Pool<DB>) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(async move { pool.close().await });
-        }
-        // Without a runtime, dropping the last handle closes the pool.
-        Err(_) => drop(pool),
-    }
-}
-
-/// `PostgreSQL 15.20` from `PostgreSQL 15.20 (Debian …) on x86_64…`, and
-/// `Redshift 1.0.12103` from Redshift's `PostgreSQL 8.0.2 on i686…,
-/// Redshift 1.0.12103`.
-pub(crate) fn display_version(version: &str) -> String {
-    if let Some(at) = version.find("Redshift ") {
-        let rest = &version[at..];
-        return rest.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    }
-    let words: Vec<&str> = version.split_whitespace().take(2).collect();
-    match words.as_slice() {
-        [name, number] => format!("{name} {}", number.trim_end_matches(',')),
-        _ => version.chars().take(64).collect(),
-    }
-}
-
-/// Maps a sqlx error met on a PostgreSQL/Redshift connection.
-pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) -> DriverError {
-    match error {
-        sqlx::Error::Database(database) => {
-            let code = database.code().map(|code| code.into_owned());
-            let server_text = secrets.scrub(database.message());
-            let with = |kind: ErrorType, fallback: &str| {
-                let message = server_text.clone().unwrap_or_else(|| fallback.to_owned());
-                let error = DriverError::new(kind, message);
-                match &code {
-                    Some(code) => error.with_code(code.clone()),
-                    None => error,
-                }
-            };
-            match code.as_deref() {
-                Some("28P01" | "28000") => {
-                    with(ErrorType::AuthenticationFailed, "invalid username or password")
-                }
-                Some("3D000") => with(ErrorType::DatabaseNotFound, "the database does not exist"),
-                Some("53300" | "57P03") => with(
-                    ErrorType::ConnectionRefused,
-                    "the server is not accepting connections",
-                ),
-                Some(class) if class.starts_with("08") => {
-                    with(ErrorType::ConnectionRefused, "connection failure")
-                }
-                _ => with(ErrorType::Unknown, "the server reported an error"),
-            }
-        }
-        sqlx::Error::Io(io) => from_io(io, target),
-        sqlx::Error::Tls(tls) => DriverError::new(
-            ErrorType::TlsError,
-            format!("TLS with {target} failed: {}", tls_reason(&tls.to_string())),
-        ),
-        sqlx::Error::PoolTimedOut => DriverError::new(
-            ErrorType::Timeout,
-            format!("no connection to {target} became available in time"),
-        ),
-        sqlx::Error::PoolClosed => {
-            DriverError::unknown("the connector's pool was closed (its configuration changed)")
-        }
-        sqlx::Error::Configuration(_) => DriverError::invalid_config("the connection settings were rejected"),
-        sqlx::Error::Protocol(text) if looks_like_tls(text) => DriverError::new(
-            ErrorType::TlsError,
-            format!("TLS with {target} failed: {}", tls_reason(text)),
-        ),
-        sqlx::Error::Protocol(_) => DriverError::unknown(format!(
-            "{target} answered with something that is not the expected protocol"
-        )),
-        _ => DriverError::unknown(format!("the query on {target} failed")),
-    }
-}
-
-/// The PostgreSQL family: PostgreSQL and Redshift.
-pub(crate) struct Postgres;
-
-#[async_trait]
-impl Driver for Postgres {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::SqlQuery]
-    }
-
-    async fn open(
-        &self,
-        spec: &ConnectorSpec,
-        policy: &NetworkPolicy,
-    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
-        let (decl, _) = spec.driver()?;
-        Ok(Box::new(open(spec, decl.type_id, policy).await?.0))
-    }
-}
-
-#[async_trait]
-impl ConnectorPool for PgHandle {
-    async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        PgHandle::test(self, addrs).await
-    }
-
     async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
         self.endpoint.recheck(policy).await
     }
 
     fn close(&self) {
-        PgHandle::close(self);
+        close_pool(self.pool.clone());
     }
 
     fn sql_source(&self) -> Option<SqlSource> {

@@ -187,34 +187,6 @@ fn spawn_reaper(pool: Pool, idle: Duration, lifetime: Duration, stop: Cancellati
 }
 
 impl RedisHandle {
-    /// `INFO server` (version) and `TIME` on a pooled connection.
-    pub async fn test(&self) -> Result<TestDetails, DriverError> {
-        let mut connection = self
-            .pool
-            .get()
-            .await
-            .map_err(|error| self.map_pool_error(error))?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut connection)
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        let time: Vec<Value> = redis::cmd("TIME")
-            .query_async(&mut connection)
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        Ok(TestDetails {
-            version: display_version(&info),
-            server_time: server_time(&time),
-            schemas: None,
-        })
-    }
-
-    pub fn close(&self) {
-        self.reaper.cancel();
-        self.pool.close();
-    }
-
     pub fn map_pool_error(&self, error: PoolError) -> DriverError {
         match error {
             PoolError::Backend(error) | PoolError::PostCreateHook(HookError::Backend(error)) => {
@@ -358,8 +330,27 @@ impl Driver for Redis {
 
 #[async_trait]
 impl ConnectorPool for RedisHandle {
+    /// `INFO server` (version) and `TIME` on a pooled connection.
     async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        RedisHandle::test(self).await
+        let mut connection = self
+            .pool
+            .get()
+            .await
+            .map_err(|error| self.map_pool_error(error))?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        let time: Vec<Value> = redis::cmd("TIME")
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        Ok(TestDetails {
+            version: display_version(&info),
+            server_time: server_time(&time),
+            schemas: None,
+        })
     }
 
     async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
@@ -367,7 +358,8 @@ impl ConnectorPool for RedisHandle {
     }
 
     fn close(&self) {
-        RedisHandle::close(self);
+        self.reaper.cancel();
+        self.pool.close();
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -255,39 +255,6 @@ impl reqwest::dns::Resolve for PolicyResolver {
 }
 
 impl RestHandle {
-    /// `GET`s the test URL with the connector's auth: 2xx/3xx succeed
-    /// (version = `Server` header, server time = `Date` header), 401/403 are
-    /// `authentication_failed`, other statuses `http_error`, all with the
-    /// status as code.
-    pub async fn test(&self) -> Result<TestDetails, DriverError> {
-        let mut response = self.get(&self.test_url).await?;
-        if response.status() == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::OAuth2 { .. }) {
-            // The cached token may have been revoked: fetch a new one once.
-            *self.token.lock().await = None;
-            response = self.get(&self.test_url).await?;
-        }
-        let status = response.status();
-        if status.is_success() || status.is_redirection() {
-            let header_text = |name: header::HeaderName| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|value| value.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let version = header_text(header::SERVER).map(|server| server.chars().take(100).collect());
-            let server_time = header_text(header::DATE)
-                .and_then(|date| DateTime::parse_from_rfc2822(&date).ok())
-                .map(|date| date.with_timezone(&Utc));
-            return Ok(TestDetails {
-                version,
-                server_time,
-                schemas: None,
-            });
-        }
-        Err(status_error(status, "the API"))
-    }
-
     /// A request with the connector's auth applied.
     pub async fn get(&self, url: &Url) -> Result<reqwest::Response, DriverError> {
         let mut request = self.client.get(url.clone());
@@ -450,8 +417,37 @@ impl Driver for Rest {
 /// Dropping the client closes its idle connections: nothing to close.
 #[async_trait]
 impl ConnectorPool for RestHandle {
+    /// `GET`s the test URL with the connector's auth: 2xx/3xx succeed
+    /// (version = `Server` header, server time = `Date` header), 401/403 are
+    /// `authentication_failed`, other statuses `http_error`, all with the
+    /// status as code.
     async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        RestHandle::test(self).await
+        let mut response = self.get(&self.test_url).await?;
+        if response.status() == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::OAuth2 { .. }) {
+            // The cached token may have been revoked: fetch a new one once.
+            *self.token.lock().await = None;
+            response = self.get(&self.test_url).await?;
+        }
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            let header_text = |name: header::HeaderName| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let version = header_text(header::SERVER).map(|server| server.chars().take(100).collect());
+            let server_time = header_text(header::DATE)
+                .and_then(|date| DateTime::parse_from_rfc2822(&date).ok())
+                .map(|date| date.with_timezone(&Utc));
+            return Ok(TestDetails {
+                version,
+                server_time,
+                schemas: None,
+            });
+        }
+        Err(status_error(status, "the API"))
     }
 
     fn as_any(&self) -> &dyn Any {

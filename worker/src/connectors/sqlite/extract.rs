@@ -18,7 +18,9 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
 use crate::extract::columns::{Builder, MICROS_PER_DAY};
-use crate::extract::{Cancellable, ExtractError, Output, ReadPath, database_error};
+use crate::extract::{
+    Cancellable, ExtractError, Output, ReadPath, WideningRead, database_error, read_widening,
+};
 
 /// Refuses what a SQLite step may not do, before anything runs: `ATTACH`
 /// or `DETACH` (an attached database could be any SQLite file the worker
@@ -98,164 +100,147 @@ pub(crate) async fn extract(
     out: &mut Output<'_>,
 ) -> Result<ReadPath, ExtractError> {
     check_statement(&query.sql)?;
-    let mut cancel = Cancellable::new(out.cancel());
     // Columns widened because a value of a later batch did not fit their
     // type: the statement is read again with them (SQLite reads a local
     // file; the first read's upload is aborted, nothing was published).
-    let mut widened: Vec<(usize, Affinity)> = Vec::new();
-    loop {
-        match read(pool, query, out, &mut cancel, &widened).await {
-            Err(Read::Widen(index, affinity)) => {
-                tracing::info!(
-                    index,
-                    "a value does not fit its column's type; reading again with it widened"
-                );
-                widened.retain(|(i, _)| *i != index);
-                widened.push((index, affinity));
-                out.restart().await;
+    read_widening(out, &Query { pool, query }).await?;
+    Ok(ReadPath::Sqlite)
+}
+
+/// The query a read runs, on a connection of `pool`.
+struct Query<'a> {
+    pool: &'a SqlitePool,
+    query: &'a BoundQuery,
+}
+
+type Read = crate::extract::Read<Affinity>;
+
+impl WideningRead for Query<'_> {
+    type Kind = Affinity;
+
+    /// One read of the statement on a pooled connection. The first batch
+    /// settles the types of dynamic columns and widens any column one of its
+    /// values does not fit; a value of a later batch that does not fit asks for
+    /// another read.
+    async fn read(
+        &self,
+        out: &mut Output<'_>,
+        cancel: &mut Cancellable<'_>,
+        widened: &[(usize, Affinity)],
+    ) -> Result<(), Read> {
+        let Query { pool, query } = *self;
+        let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
+        cancel
+            .run(super::check_read_only(&mut conn, &query.sql))
+            .await?
+            .map_err(database_error)?
+            .map_err(|message| ExtractError::new(ErrorKind::InvalidQuery, message))?;
+        let statement = cancel
+            .run(conn.prepare(AssertSqlSafe(query.sql.clone()).into_sql_str()))
+            .await?
+            .map_err(database_error)?;
+        let mut columns: Vec<(String, Affinity)> = statement
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_owned(), Affinity::declared(c.type_info().name())))
+            .collect();
+        for (index, affinity) in widened {
+            if let Some(column) = columns.get_mut(*index) {
+                column.1 = *affinity;
             }
-            Err(Read::Failed(error)) => return Err(error),
-            Ok(()) => return Ok(ReadPath::Sqlite),
         }
-    }
-}
 
-/// Why a read stopped.
-enum Read {
-    /// A value of a later batch does not fit column `.0`: read again with
-    /// it as `.1`.
-    Widen(usize, Affinity),
-    Failed(ExtractError),
-}
-
-impl From<ExtractError> for Read {
-    fn from(error: ExtractError) -> Self {
-        Read::Failed(error)
-    }
-}
-
-/// One read of the statement on a pooled connection. The first batch
-/// settles the types of dynamic columns and widens any column one of its
-/// values does not fit; a value of a later batch that does not fit asks for
-/// another read.
-async fn read(
-    pool: &SqlitePool,
-    query: &BoundQuery,
-    out: &mut Output<'_>,
-    cancel: &mut Cancellable<'_>,
-    widened: &[(usize, Affinity)],
-) -> Result<(), Read> {
-    let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
-    cancel
-        .run(super::check_read_only(&mut conn, &query.sql))
-        .await?
-        .map_err(database_error)?
-        .map_err(|message| ExtractError::new(ErrorKind::InvalidQuery, message))?;
-    let statement = cancel
-        .run(conn.prepare(AssertSqlSafe(query.sql.clone()).into_sql_str()))
-        .await?
-        .map_err(database_error)?;
-    let mut columns: Vec<(String, Affinity)> = statement
-        .columns()
-        .iter()
-        .map(|c| (c.name().to_owned(), Affinity::declared(c.type_info().name())))
-        .collect();
-    for (index, affinity) in widened {
-        if let Some(column) = columns.get_mut(*index) {
-            column.1 = *affinity;
-        }
-    }
-
-    let mut bound = statement.query();
-    for param in &query.params {
-        bound = match param {
-            ParamValue::Text(v) => bound.bind(v.as_str()),
-            ParamValue::Integer(v) => bound.bind(*v),
-            ParamValue::Number(v) => bound.bind(*v),
-            ParamValue::Boolean(v) => bound.bind(*v),
-            ParamValue::Date(v) => bound.bind(*v),
-            // SQLite's own datetime text: `YYYY-MM-DD HH:MM:SS.SSS`, in UTC.
-            ParamValue::Timestamp(v) => bound.bind(v.naive_utc()),
-        };
-    }
-    let (batch_rows, batch_bytes) = (out.options().batch_rows.max(1), out.options().batch_bytes.max(1));
-    let mut complete = false;
-    let result = async {
-        let mut stream = bound.fetch(&mut *conn);
-        let mut rows: Vec<Vec<Value>> = Vec::new();
-        let mut bytes = 0;
-        let mut writer: Option<(BatchWriter, SchemaRef)> = None;
-        loop {
-            let next = cancel.next(&mut stream).await?;
-            let done = match next {
-                Some(Ok(row)) => {
-                    let values = read_row(&row, columns.len())?;
-                    bytes += values.iter().map(Value::size).sum::<usize>();
-                    rows.push(values);
-                    false
-                }
-                Some(Err(error)) => {
-                    complete = true;
-                    return Err(database_error(error).into());
-                }
-                None => {
-                    complete = true;
-                    true
-                }
+        let mut bound = statement.query();
+        for param in &query.params {
+            bound = match param {
+                ParamValue::Text(v) => bound.bind(v.as_str()),
+                ParamValue::Integer(v) => bound.bind(*v),
+                ParamValue::Number(v) => bound.bind(*v),
+                ParamValue::Boolean(v) => bound.bind(*v),
+                ParamValue::Date(v) => bound.bind(*v),
+                // SQLite's own datetime text: `YYYY-MM-DD HH:MM:SS.SSS`, in UTC.
+                ParamValue::Timestamp(v) => bound.bind(v.naive_utc()),
             };
-            if rows.len() >= batch_rows || bytes >= batch_bytes || done {
-                let (arrays, schema) = match writer.as_mut() {
-                    Some((writer, schema)) => (
-                        writer
-                            .build(&rows)
-                            .map_err(|(index, affinity)| Read::Widen(index, affinity))?,
-                        schema.clone(),
-                    ),
+        }
+        let (batch_rows, batch_bytes) = (out.options().batch_rows.max(1), out.options().batch_bytes.max(1));
+        let mut complete = false;
+        let result = async {
+            let mut stream = bound.fetch(&mut *conn);
+            let mut rows: Vec<Vec<Value>> = Vec::new();
+            let mut bytes = 0;
+            let mut writer: Option<(BatchWriter, SchemaRef)> = None;
+            loop {
+                let next = cancel.next(&mut stream).await?;
+                let done = match next {
+                    Some(Ok(row)) => {
+                        let values = read_row(&row, columns.len())?;
+                        bytes += values.iter().map(Value::size).sum::<usize>();
+                        rows.push(values);
+                        false
+                    }
+                    Some(Err(error)) => {
+                        complete = true;
+                        return Err(database_error(error).into());
+                    }
                     None => {
-                        // The first batch settles the types of dynamic
-                        // columns, and widens those its values do not fit.
-                        for (index, (_, affinity)) in columns.iter_mut().enumerate() {
-                            if *affinity == Affinity::Dynamic {
-                                *affinity = Affinity::infer(rows.iter().map(|r| &r[index]));
-                            }
-                        }
-                        let (first, arrays) = loop {
-                            let mut first = BatchWriter::new(&columns);
-                            match first.build(&rows) {
-                                Ok(arrays) => break (first, arrays),
-                                Err((index, affinity)) => columns[index].1 = affinity,
-                            }
-                        };
-                        let fields = columns
-                            .iter()
-                            .map(|(name, a)| Field::new(name, a.data_type(), true))
-                            .collect();
-                        let schema = out.start(fields)?;
-                        writer = Some((first, schema.clone()));
-                        (arrays, schema)
+                        complete = true;
+                        true
                     }
                 };
-                if !rows.is_empty() {
-                    let batch = RecordBatch::try_new(schema, arrays).map_err(|e| {
-                        ExtractError::internal(format!("assembling a record batch failed: {e}"))
-                    })?;
-                    out.write(batch).await?;
+                if rows.len() >= batch_rows || bytes >= batch_bytes || done {
+                    let (arrays, schema) = match writer.as_mut() {
+                        Some((writer, schema)) => (
+                            writer
+                                .build(&rows)
+                                .map_err(|(index, affinity)| Read::Widen(index, affinity))?,
+                            schema.clone(),
+                        ),
+                        None => {
+                            // The first batch settles the types of dynamic
+                            // columns, and widens those its values do not fit.
+                            for (index, (_, affinity)) in columns.iter_mut().enumerate() {
+                                if *affinity == Affinity::Dynamic {
+                                    *affinity = Affinity::infer(rows.iter().map(|r| &r[index]));
+                                }
+                            }
+                            let (first, arrays) = loop {
+                                let mut first = BatchWriter::new(&columns);
+                                match first.build(&rows) {
+                                    Ok(arrays) => break (first, arrays),
+                                    Err((index, affinity)) => columns[index].1 = affinity,
+                                }
+                            };
+                            let fields = columns
+                                .iter()
+                                .map(|(name, a)| Field::new(name, a.data_type(), true))
+                                .collect();
+                            let schema = out.start(fields)?;
+                            writer = Some((first, schema.clone()));
+                            (arrays, schema)
+                        }
+                    };
+                    if !rows.is_empty() {
+                        let batch = RecordBatch::try_new(schema, arrays).map_err(|e| {
+                            ExtractError::internal(format!("assembling a record batch failed: {e}"))
+                        })?;
+                        out.write(batch).await?;
+                    }
+                    rows.clear();
+                    bytes = 0;
                 }
-                rows.clear();
-                bytes = 0;
-            }
-            if done {
-                return Ok(());
+                if done {
+                    return Ok(());
+                }
             }
         }
+        .await;
+        if !complete {
+            // Stop the statement by closing the connection rather than handing
+            // a half-read one back to the pool.
+            drop(conn.detach());
+        }
+        result
     }
-    .await;
-    if !complete {
-        // Stop the statement by closing the connection rather than handing
-        // a half-read one back to the pool.
-        drop(conn.detach());
-    }
-    result
 }
 
 /// A value as SQLite stored it.

@@ -229,35 +229,6 @@ fn first_keyword(sql: &str) -> &str {
 }
 
 impl SqliteHandle {
-    pub async fn test(&self) -> Result<TestDetails, DriverError> {
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        // Reading the schema proves the file is a database, not just a file.
-        let _tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_schema")
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        // Back to the pool now (sqlx would do it in a spawned task after a
-        // ping), so that the next use finds this connection idle.
-        connection.return_to_pool().await;
-        Ok(TestDetails {
-            version: Some(format!("SQLite {version}")),
-            server_time: None,
-            schemas: Some(vec!["main".into()]),
-        })
-    }
-
-    pub fn close(&self) {
-        close_pool(self.pool.clone());
-    }
-
     pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
         match error {
             sqlx::Error::Database(database) => {
@@ -308,11 +279,32 @@ impl Driver for Sqlite {
 #[async_trait]
 impl ConnectorPool for SqliteHandle {
     async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        SqliteHandle::test(self).await
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        // Reading the schema proves the file is a database, not just a file.
+        let _tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_schema")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(|error| self.map_error(&error))?;
+        // Back to the pool now (sqlx would do it in a spawned task after a
+        // ping), so that the next use finds this connection idle.
+        connection.return_to_pool().await;
+        Ok(TestDetails {
+            version: Some(format!("SQLite {version}")),
+            server_time: None,
+            schemas: Some(vec!["main".into()]),
+        })
     }
 
     fn close(&self) {
-        SqliteHandle::close(self);
+        close_pool(self.pool.clone());
     }
 
     fn sql_source(&self) -> Option<SqlSource> {
