@@ -2,11 +2,13 @@
 //! turns into the seeds' JSON error bodies; nothing here knows about HTTP.
 
 use serde_json::{Map, Value};
+use strum::IntoStaticStr;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Stable error codes, as they appear in the `error` field of a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     ValidationError,
     Unauthorized,
@@ -22,20 +24,8 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::ValidationError => "validation_error",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::ConnectionFailed => "connection_failed",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::ServiceUnavailable => "service_unavailable",
-            ErrorCode::InternalError => "internal_error",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 

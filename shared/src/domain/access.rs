@@ -1,6 +1,7 @@
 //! Who is calling, and what they may do with a resource.
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr};
 
 /// The caller, as established by a verified JWT (or later an API key).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,25 +28,37 @@ pub enum OrgRole {
 }
 
 /// Kinds of resource that carry per-user grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ResourceKind {
     Project,
     Connector,
 }
 
 impl ResourceKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ResourceKind::Project => "project",
-            ResourceKind::Connector => "connector",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
 /// A user's relation to one resource. Ordered: `Viewer < Editor < Owner`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     Viewer,
     Editor,
@@ -53,21 +66,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Editor => "editor",
-            Role::Owner => "owner",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "viewer" => Some(Role::Viewer),
-            "editor" => Some(Role::Editor),
-            "owner" => Some(Role::Owner),
-            _ => None,
-        }
+        text.parse().ok()
     }
 
     /// The caller's effective role: organization admins act as owner on

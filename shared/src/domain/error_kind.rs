@@ -7,11 +7,13 @@
 //! it in one place, from the kind and the server's own code.
 
 use std::fmt;
+use strum::{EnumString, IntoStaticStr, VariantArray};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What went wrong, as one snake_case word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, EnumString, VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// The server refused the statement (syntax, missing table, a
     /// constraint, a serialization failure; the SQLSTATE says which).
@@ -69,64 +71,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metrics, documentation and tests.
-    pub const ALL: [ErrorKind; 24] = [
-        ErrorKind::InvalidQuery,
-        ErrorKind::InvalidParameters,
-        ErrorKind::ConnectionFailed,
-        ErrorKind::ConnectionRefused,
-        ErrorKind::DnsError,
-        ErrorKind::Timeout,
-        ErrorKind::TlsError,
-        ErrorKind::AuthenticationFailed,
-        ErrorKind::DatabaseNotFound,
-        ErrorKind::BlockedAddress,
-        ErrorKind::InvalidConfig,
-        ErrorKind::HttpError,
-        ErrorKind::RateLimited,
-        ErrorKind::UnsupportedType,
-        ErrorKind::UnsupportedStepType,
-        ErrorKind::UnsupportedConnector,
-        ErrorKind::ConnectorDisabled,
-        ErrorKind::Forbidden,
-        ErrorKind::UploadFailed,
-        ErrorKind::Cancelled,
-        ErrorKind::Fenced,
-        ErrorKind::NotFound,
-        ErrorKind::Internal,
-        ErrorKind::Unknown,
-    ];
+    pub const ALL: &'static [ErrorKind] = <ErrorKind as VariantArray>::VARIANTS;
 
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidQuery => "invalid_query",
-            ErrorKind::InvalidParameters => "invalid_parameters",
-            ErrorKind::ConnectionFailed => "connection_failed",
-            ErrorKind::ConnectionRefused => "connection_refused",
-            ErrorKind::DnsError => "dns_error",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::TlsError => "tls_error",
-            ErrorKind::AuthenticationFailed => "authentication_failed",
-            ErrorKind::DatabaseNotFound => "database_not_found",
-            ErrorKind::BlockedAddress => "blocked_address",
-            ErrorKind::InvalidConfig => "invalid_config",
-            ErrorKind::HttpError => "http_error",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::UnsupportedType => "unsupported_type",
-            ErrorKind::UnsupportedStepType => "unsupported_step_type",
-            ErrorKind::UnsupportedConnector => "unsupported_connector",
-            ErrorKind::ConnectorDisabled => "connector_disabled",
-            ErrorKind::Forbidden => "forbidden",
-            ErrorKind::UploadFailed => "upload_failed",
-            ErrorKind::Cancelled => "cancelled",
-            ErrorKind::Fenced => "fenced",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Internal => "internal",
-            ErrorKind::Unknown => "unknown",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+        text.parse().ok()
     }
 
     /// The message used when a more specific one cannot be shown safely.
@@ -201,7 +153,7 @@ mod tests {
     #[test]
     fn every_kind_round_trips_through_its_word_and_serde() {
         let mut words = std::collections::HashSet::new();
-        for kind in ErrorKind::ALL {
+        for &kind in ErrorKind::ALL {
             assert!(words.insert(kind.as_str()), "{kind} twice");
             assert_eq!(ErrorKind::parse(kind.as_str()), Some(kind));
             let json = serde_json::to_value(kind).expect("serializes");
@@ -211,6 +163,19 @@ mod tests {
                 kind
             );
         }
+    }
+
+    #[test]
+    fn the_words_are_the_stored_ones() {
+        let words: Vec<&str> = ErrorKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        assert_eq!(
+            words.join(" "),
+            "invalid_query invalid_parameters connection_failed connection_refused dns_error \
+             timeout tls_error authentication_failed database_not_found blocked_address \
+             invalid_config http_error rate_limited unsupported_type unsupported_step_type \
+             unsupported_connector connector_disabled forbidden upload_failed cancelled fenced \
+             not_found internal unknown"
+        );
     }
 
     #[test]

@@ -9,12 +9,16 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use strum::{EnumString, IntoStaticStr, VariantArray};
 
 use super::ErrorKind;
 
 /// Execution lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ExecutionStatus {
     Queued,
     Running,
@@ -25,28 +29,14 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
-    pub const ALL: [ExecutionStatus; 6] = [
-        ExecutionStatus::Queued,
-        ExecutionStatus::Running,
-        ExecutionStatus::Cancelling,
-        ExecutionStatus::Completed,
-        ExecutionStatus::Failed,
-        ExecutionStatus::Cancelled,
-    ];
+    pub const ALL: &'static [ExecutionStatus] = <ExecutionStatus as VariantArray>::VARIANTS;
 
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ExecutionStatus::Queued => "queued",
-            ExecutionStatus::Running => "running",
-            ExecutionStatus::Cancelling => "cancelling",
-            ExecutionStatus::Completed => "completed",
-            ExecutionStatus::Failed => "failed",
-            ExecutionStatus::Cancelled => "cancelled",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
+        text.parse().ok()
     }
 
     /// Completed, failed and cancelled executions never change again.
@@ -59,8 +49,11 @@ impl ExecutionStatus {
 }
 
 /// Step status within an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum StepRunStatus {
     Pending,
     Running,
@@ -71,53 +64,33 @@ pub enum StepRunStatus {
 }
 
 impl StepRunStatus {
-    pub const ALL: [StepRunStatus; 6] = [
-        StepRunStatus::Pending,
-        StepRunStatus::Running,
-        StepRunStatus::Completed,
-        StepRunStatus::Failed,
-        StepRunStatus::Skipped,
-        StepRunStatus::Cancelled,
-    ];
+    pub const ALL: &'static [StepRunStatus] = <StepRunStatus as VariantArray>::VARIANTS;
 
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            StepRunStatus::Pending => "pending",
-            StepRunStatus::Running => "running",
-            StepRunStatus::Completed => "completed",
-            StepRunStatus::Failed => "failed",
-            StepRunStatus::Skipped => "skipped",
-            StepRunStatus::Cancelled => "cancelled",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
+        text.parse().ok()
     }
 }
 
 /// What started an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Trigger {
     Api,
     Schedule,
 }
 
 impl Trigger {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Api => "api",
-            Trigger::Schedule => "schedule",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "api" => Some(Trigger::Api),
-            "schedule" => Some(Trigger::Schedule),
-            _ => None,
-        }
+        text.parse().ok()
     }
 }
 
@@ -208,4 +181,47 @@ pub struct Lease {
     pub owner: String,
     pub attempt: i64,
     pub expires_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_triggers_keep_their_words_and_parse_back() {
+        let words = |all: Vec<&'static str>| all.join(" ");
+        assert_eq!(
+            words(ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect()),
+            "queued running cancelling completed failed cancelled"
+        );
+        assert_eq!(
+            words(StepRunStatus::ALL.iter().map(|s| s.as_str()).collect()),
+            "pending running completed failed skipped cancelled"
+        );
+        for &status in ExecutionStatus::ALL {
+            assert_eq!(ExecutionStatus::parse(status.as_str()), Some(status));
+        }
+        for &status in StepRunStatus::ALL {
+            assert_eq!(StepRunStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(Trigger::parse("schedule"), Some(Trigger::Schedule));
+        assert_eq!(Trigger::Api.as_str(), "api");
+        assert_eq!(ExecutionStatus::parse("Queued"), None);
+        assert_eq!(
+            crate::domain::ProjectSort::parse("updated_at"),
+            Some(crate::domain::ProjectSort::UpdatedAt)
+        );
+        assert_eq!(
+            crate::domain::Role::parse("owner"),
+            Some(crate::domain::Role::Owner)
+        );
+        assert_eq!(crate::domain::ProjectStatus::Archived.as_str(), "archived");
+        assert_eq!(crate::domain::ResourceKind::Connector.as_str(), "connector");
+        assert_eq!(crate::domain::SortOrder::Desc.sql(), "DESC");
+        assert_eq!(
+            crate::error::ErrorCode::PayloadTooLarge.as_str(),
+            "payload_too_large"
+        );
+        assert_eq!(crate::error::ErrorCode::InternalError.as_str(), "internal_error");
+    }
 }

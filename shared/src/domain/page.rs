@@ -1,10 +1,12 @@
 //! Pagination shared by every paginated list.
 
 use serde::{Deserialize, Serialize};
+use strum::IntoStaticStr;
 
 /// Sort direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum SortOrder {
     Asc,
     #[default]
@@ -12,11 +14,9 @@ pub enum SortOrder {
 }
 
 impl SortOrder {
-    pub const fn sql(self) -> &'static str {
-        match self {
-            SortOrder::Asc => "ASC",
-            SortOrder::Desc => "DESC",
-        }
+    /// The SQL keyword: `ASC` or `DESC`.
+    pub fn sql(self) -> &'static str {
+        self.into()
     }
 }
 

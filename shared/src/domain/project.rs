@@ -3,13 +3,15 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use strum::{EnumString, IntoStaticStr};
 
 use super::{PageRequest, Role, SortOrder};
 
 /// Project lifecycle: `draft` until the first accepted execution, then
 /// `active`; `archived` after a soft delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ProjectStatus {
     Draft,
     Active,
@@ -17,21 +19,12 @@ pub enum ProjectStatus {
 }
 
 impl ProjectStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ProjectStatus::Draft => "draft",
-            ProjectStatus::Active => "active",
-            ProjectStatus::Archived => "archived",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "draft" => Some(ProjectStatus::Draft),
-            "active" => Some(ProjectStatus::Active),
-            "archived" => Some(ProjectStatus::Archived),
-            _ => None,
-        }
+        text.parse().ok()
     }
 }
 
@@ -114,7 +107,8 @@ impl ProjectPatch {
 }
 
 /// Sort fields of the project list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, EnumString)]
+#[strum(serialize_all = "snake_case")]
 pub enum ProjectSort {
     #[default]
     CreatedAt,
@@ -124,12 +118,7 @@ pub enum ProjectSort {
 
 impl ProjectSort {
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "created_at" => Some(ProjectSort::CreatedAt),
-            "updated_at" => Some(ProjectSort::UpdatedAt),
-            "name" => Some(ProjectSort::Name),
-            _ => None,
-        }
+        text.parse().ok()
     }
 }
 
