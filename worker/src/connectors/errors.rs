@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn transient_failures_retry_and_permanent_ones_fail_for_every_kind() {
         use Disposition::{Fail, Retry};
-        for kind in ErrorType::ALL {
+        for kind in ErrorType::ALL.iter().copied() {
             let expected = match kind {
                 ErrorType::ConnectionFailed
                 | ErrorType::ConnectionRefused

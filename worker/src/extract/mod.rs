@@ -379,6 +379,12 @@ impl<K> From<ExtractError> for Read<K> {
     }
 }
 
+/// A statement to read on a connection of `pool`.
+pub(crate) struct PoolQuery<'a, P> {
+    pub(crate) pool: &'a P,
+    pub(crate) query: &'a BoundQuery,
+}
+
 /// One family's read of a statement, for [`read_widening`].
 pub(crate) trait WideningRead {
     /// How a column is read; a widening names the column's new one.

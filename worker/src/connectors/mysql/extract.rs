@@ -23,7 +23,7 @@ use crate::extract::columns::{
     Builder, MAX_DECIMAL128_PRECISION, MICROS_PER_DAY, UNCONSTRAINED_DECIMAL, parse_decimal,
 };
 use crate::extract::{
-    Cancellable, ExtractError, Output, ReadPath, WideningRead, database_error, read_widening,
+    Cancellable, ExtractError, Output, PoolQuery, ReadPath, WideningRead, database_error, read_widening,
 };
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,19 +36,13 @@ pub(crate) async fn extract(
     // Columns widened because a value did not fit their type (a TIME
     // duration, bytes that are not UTF-8, a number too wide): the statement
     // is read again with them. Nothing was published by the first read.
-    read_widening(out, &Query { pool, query }).await?;
+    read_widening(out, &PoolQuery { pool, query }).await?;
     Ok(ReadPath::MySql)
-}
-
-/// The query a read runs, on a connection of `pool`.
-struct Query<'a> {
-    pool: &'a MySqlPool,
-    query: &'a BoundQuery,
 }
 
 type Read = crate::extract::Read<MyKind>;
 
-impl WideningRead for Query<'_> {
+impl WideningRead for PoolQuery<'_, MySqlPool> {
     type Kind = MyKind;
 
     async fn read(
@@ -57,7 +51,7 @@ impl WideningRead for Query<'_> {
         cancel: &mut Cancellable<'_>,
         widened: &[(usize, MyKind)],
     ) -> Result<(), Read> {
-        let Query { pool, query } = *self;
+        let PoolQuery { pool, query } = *self;
         let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
         let id: u64 = cancel
             .run(sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut *conn))
@@ -262,7 +256,7 @@ async fn catalog(
 
 /// How a MySQL column is decoded, and into which Arrow type.
 #[derive(Debug, Clone, PartialEq)]
-enum MyKind {
+pub(crate) enum MyKind {
     /// TINYINT(1) / BOOLEAN and BIT(1).
     Bool,
     Int8,

@@ -23,8 +23,8 @@ use sqlx::{AssertSqlSafe, Executor};
 
 use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
 use crate::connectors::errors::{DriverError, ErrorType, Secrets, map_sqlx_error};
-use crate::connectors::network::{self, Endpoint, Relay, validate_host};
-use crate::connectors::postgres::close_pool;
+use crate::connectors::network::{Endpoint, Relay, validate_host};
+use crate::connectors::postgres::{acquire_for_test, close_pool};
 use crate::connectors::{ConnectorPool, Driver};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
@@ -209,18 +209,17 @@ impl Driver for MySql {
 
 #[async_trait]
 impl ConnectorPool for MySqlHandle {
-    /// Tests through the pool (a cold pool first gets a bare TCP probe, see
-    /// the PostgreSQL driver): `VERSION()`, `UTC_TIMESTAMP()` and the
+    /// Tests through the pool (see [`acquire_for_test`]): `VERSION()`, `UTC_TIMESTAMP()` and the
     /// databases the user can see.
     async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        if self.pool.size() == 0 {
-            network::probe(&self.endpoint.host, addrs, self.settings.connect_timeout).await?;
-        }
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|error| self.map_error(&error))?;
+        let mut connection = acquire_for_test(
+            &self.pool,
+            &self.endpoint.host,
+            addrs,
+            self.settings.connect_timeout,
+            |error| self.map_error(error),
+        )
+        .await?;
         let (version, now): (String, NaiveDateTime) = sqlx::query_as("SELECT VERSION(), UTC_TIMESTAMP()")
             .fetch_one(&mut *connection)
             .await

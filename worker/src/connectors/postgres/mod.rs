@@ -196,6 +196,22 @@ impl PgHandle {
     }
 }
 
+/// A pooled connection for a connection test (PostgreSQL and MySQL): a cold
+/// pool first gets a bare TCP probe, so a refused port is reported at once
+/// instead of after the pool's retries until `acquire_timeout`.
+pub(crate) async fn acquire_for_test<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    host: &str,
+    addrs: &[SocketAddr],
+    connect_timeout: std::time::Duration,
+    map_error: impl Fn(&sqlx::Error) -> DriverError,
+) -> Result<sqlx::pool::PoolConnection<DB>, DriverError> {
+    if pool.size() == 0 {
+        network::probe(host, addrs, connect_timeout).await?;
+    }
+    pool.acquire().await.map_err(|error| map_error(&error))
+}
+
 /// Closes a pool in the background: idle connections close now, in-use
 /// ones when they are returned.
 pub(crate) fn close_pool<DB: sqlx::Database>(pool: sqlx::Pool<DB>) {
@@ -262,19 +278,18 @@ impl Driver for Postgres {
 
 #[async_trait]
 impl ConnectorPool for PgHandle {
-    /// Tests through the pool: a cold pool first gets a bare TCP probe (so a
-    /// refused port is reported at once instead of after the pool's retries
-    /// until `acquire_timeout`), then one pooled connection answers
-    /// `version()`, `now()` and the schemas the user may use.
+    /// Tests through the pool (see [`acquire_for_test`]): one pooled
+    /// connection answers `version()`, `now()` and the schemas the user may
+    /// use.
     async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        if self.pool.size() == 0 {
-            network::probe(&self.endpoint.host, addrs, self.settings.connect_timeout).await?;
-        }
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|error| self.map_error(&error))?;
+        let mut connection = acquire_for_test(
+            &self.pool,
+            &self.endpoint.host,
+            addrs,
+            self.settings.connect_timeout,
+            |error| self.map_error(error),
+        )
+        .await?;
         let row = sqlx::query("SELECT version(), now()")
             .fetch_one(&mut *connection)
             .await

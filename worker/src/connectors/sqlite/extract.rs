@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo
 
 use crate::extract::columns::{Builder, MICROS_PER_DAY};
 use crate::extract::{
-    Cancellable, ExtractError, Output, ReadPath, WideningRead, database_error, read_widening,
+    Cancellable, ExtractError, Output, PoolQuery, ReadPath, WideningRead, database_error, read_widening,
 };
 
 /// Refuses what a SQLite step may not do, before anything runs: `ATTACH`
@@ -103,19 +103,13 @@ pub(crate) async fn extract(
     // Columns widened because a value of a later batch did not fit their
     // type: the statement is read again with them (SQLite reads a local
     // file; the first read's upload is aborted, nothing was published).
-    read_widening(out, &Query { pool, query }).await?;
+    read_widening(out, &PoolQuery { pool, query }).await?;
     Ok(ReadPath::Sqlite)
-}
-
-/// The query a read runs, on a connection of `pool`.
-struct Query<'a> {
-    pool: &'a SqlitePool,
-    query: &'a BoundQuery,
 }
 
 type Read = crate::extract::Read<Affinity>;
 
-impl WideningRead for Query<'_> {
+impl WideningRead for PoolQuery<'_, SqlitePool> {
     type Kind = Affinity;
 
     /// One read of the statement on a pooled connection. The first batch
@@ -128,7 +122,7 @@ impl WideningRead for Query<'_> {
         cancel: &mut Cancellable<'_>,
         widened: &[(usize, Affinity)],
     ) -> Result<(), Read> {
-        let Query { pool, query } = *self;
+        let PoolQuery { pool, query } = *self;
         let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
         cancel
             .run(super::check_read_only(&mut conn, &query.sql))
@@ -285,7 +279,7 @@ fn read_row(row: &SqliteRow, columns: usize) -> Result<Vec<Value>, ExtractError>
 
 /// A column's type: declared, or to be inferred from the first batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Affinity {
+pub(crate) enum Affinity {
     Integer,
     Real,
     Text,
