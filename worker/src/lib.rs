@@ -28,6 +28,7 @@ use ferry_shared::queue::{Bus, Job, JobKind, Queue};
 use ferry_shared::store::Store;
 use ferry_shared::vault::Vault;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
 use crate::connectors::NetworkPolicy;
 use crate::jobs::execute_project::StepRetry;
@@ -196,17 +197,7 @@ pub async fn run(
             }
         })
     };
-    let handler = {
-        let shared = shared.clone();
-        move |job: Job| {
-            let shared = shared.clone();
-            // Boxed as `Send` here, where the borrow of `shared` has one
-            // concrete lifetime (the compiler cannot prove it for every one).
-            let job: futures::future::BoxFuture<'static, Result<(), JobError>> =
-                Box::pin(async move { dispatch(&shared, job).await });
-            job
-        }
-    };
+    let handler = job_handler(shared.clone());
     let options = WorkerOptions {
         name_prefix: "worker".into(),
         concurrency: context.concurrency.max(1),
@@ -215,6 +206,18 @@ pub async fn run(
     listener.abort();
     cancel_relay.abort();
     result
+}
+
+/// The job handler, built outside `run` so that its type is opaque and
+/// declared `Send`: inferred inside `run`'s future, the compiler cannot prove
+/// it for every lifetime of the borrow of `shared`.
+fn job_handler(
+    shared: Arc<Shared>,
+) -> impl Fn(Job) -> BoxFuture<'static, Result<(), JobError>> + Clone + Send + Sync + 'static {
+    move |job: Job| {
+        let shared = shared.clone();
+        Box::pin(async move { dispatch(&shared, job).await })
+    }
 }
 
 async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
@@ -267,4 +270,15 @@ mod tests {
         assert_eq!(config.step_attempts, StepRetry::default().attempts);
         assert_eq!(*config.step_retry_delay, StepRetry::default().delay);
     }
+}
+
+/// Compiles only while the worker's futures are `Send`: callers spawn
+/// `run` (tests, `ferry up`) and the runtime spawns each job.
+#[cfg(test)]
+#[allow(dead_code)]
+fn the_worker_and_its_jobs_can_run_on_any_thread(context: WorkerContext, shared: Arc<Shared>) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&jobs::execute_project::run(&shared, serde_json::Value::Null));
+    is_send(&jobs::test_connection::run(&shared, serde_json::Value::Null));
+    is_send(&run(context, std::future::pending()));
 }
