@@ -176,6 +176,16 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// Every mode, weakest first (what PostgreSQL accepts).
+    pub const ALL: [SslMode; 6] = [
+        SslMode::Disable,
+        SslMode::Allow,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
@@ -242,15 +252,6 @@ mod tests {
         }
     }
 
-    const ALL: [SslMode; 6] = [
-        SslMode::Disable,
-        SslMode::Allow,
-        SslMode::Prefer,
-        SslMode::Require,
-        SslMode::VerifyCa,
-        SslMode::VerifyFull,
-    ];
-
     #[test]
     fn pool_settings_default_to_the_documented_values() {
         let empty = Map::new();
@@ -278,23 +279,23 @@ mod tests {
     fn ssl_mode_defaults_to_prefer_or_require_when_ssl_is_enabled() {
         let config = map(json!({}));
         assert_eq!(
-            ssl_mode(&Config::new(&config), &ALL).expect("mode"),
+            ssl_mode(&Config::new(&config), &SslMode::ALL).expect("mode"),
             SslMode::Prefer
         );
         let config = map(json!({"ssl_enabled": true}));
         assert_eq!(
-            ssl_mode(&Config::new(&config), &ALL).expect("mode"),
+            ssl_mode(&Config::new(&config), &SslMode::ALL).expect("mode"),
             SslMode::Require
         );
         let config = map(json!({"ssl_enabled": true, "ssl_mode": "verify-full"}));
         assert_eq!(
-            ssl_mode(&Config::new(&config), &ALL).expect("mode"),
+            ssl_mode(&Config::new(&config), &SslMode::ALL).expect("mode"),
             SslMode::VerifyFull
         );
         let config = map(json!({"ssl_enabled": true, "ssl_mode": "disable"}));
-        assert!(ssl_mode(&Config::new(&config), &ALL).is_err());
+        assert!(ssl_mode(&Config::new(&config), &SslMode::ALL).is_err());
         let config = map(json!({"ssl_mode": "allow"}));
-        assert!(ssl_mode(&Config::new(&config), &ALL[2..]).is_err());
+        assert!(ssl_mode(&Config::new(&config), &SslMode::ALL[2..]).is_err());
     }
 
     #[test]

@@ -33,15 +33,6 @@ use crate::connectors::{ConnectorPool, Driver};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
 
-const MODES: [SslMode; 6] = [
-    SslMode::Disable,
-    SslMode::Allow,
-    SslMode::Prefer,
-    SslMode::Require,
-    SslMode::VerifyCa,
-    SslMode::VerifyFull,
-];
-
 /// Environment variables sqlx would apply to every connection it makes.
 const UNSAFE_ENV: [&str; 4] = ["PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGOPTIONS"];
 
@@ -70,7 +61,7 @@ pub(crate) async fn open(
     let database = config.required_name("database")?;
     let username = config.required_name("username")?;
     let password = config.secret("password")?;
-    let mode = ssl_mode(&config, &MODES)?;
+    let mode = ssl_mode(&config, &SslMode::ALL)?;
     let root = root_cert(&config)?;
     let settings = config.pool_settings()?;
     environment_guard()?;
