@@ -231,6 +231,17 @@ async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
     }
 }
 
+/// Compiles only while the worker's futures are `Send`: callers spawn
+/// `run` (tests, `ferry up`) and the runtime spawns each job.
+#[cfg(test)]
+#[allow(dead_code)]
+fn the_worker_and_its_jobs_can_run_on_any_thread(context: WorkerContext, shared: Arc<Shared>) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&jobs::execute_project::run(&shared, serde_json::Value::Null));
+    is_send(&jobs::test_connection::run(&shared, serde_json::Value::Null));
+    is_send(&run(context, std::future::pending()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,15 +281,4 @@ mod tests {
         assert_eq!(config.step_attempts, StepRetry::default().attempts);
         assert_eq!(*config.step_retry_delay, StepRetry::default().delay);
     }
-}
-
-/// Compiles only while the worker's futures are `Send`: callers spawn
-/// `run` (tests, `ferry up`) and the runtime spawns each job.
-#[cfg(test)]
-#[allow(dead_code)]
-fn the_worker_and_its_jobs_can_run_on_any_thread(context: WorkerContext, shared: Arc<Shared>) {
-    fn is_send<T: Send>(_: &T) {}
-    is_send(&jobs::execute_project::run(&shared, serde_json::Value::Null));
-    is_send(&jobs::test_connection::run(&shared, serde_json::Value::Null));
-    is_send(&run(context, std::future::pending()));
 }
