@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ferry_shared::Error;
 use ferry_shared::domain::{
-    self, ErrorKind, Execution, ExecutionStatus, Lease, PageRequest, Project, ProjectStatus, StepError, StepRun,
-    StepRunStatus, Trigger,
+    self, ErrorKind, Execution, ExecutionStatus, Lease, PageRequest, Project, ProjectStatus, StepError,
+    StepRun, StepRunStatus, Trigger,
 };
 use ferry_shared::ids::IdKind;
 use ferry_shared::store::Store;
