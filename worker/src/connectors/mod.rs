@@ -142,7 +142,7 @@ pub(crate) trait Driver: Send + Sync {
 
 /// One connector's pool (or client), as the registry keeps it.
 #[async_trait::async_trait]
-pub(crate) trait ConnectorPool: Send + Sync + Any {
+pub(crate) trait ConnectorPool: Send + Sync + AsAny {
     /// Tests the connection; `addrs` are the addresses the last network
     /// check allowed (network families).
     async fn test(&self, addrs: &[SocketAddr], policy: &NetworkPolicy) -> Result<TestDetails, DriverError>;
@@ -155,14 +155,31 @@ pub(crate) trait ConnectorPool: Send + Sync + Any {
     }
 
     /// Closes idle connections now, in-use ones when they are returned.
-    fn close(&self) {}
+    /// By default, closes the SQL source's pool when there is one.
+    fn close(&self) {
+        if let Some(source) = self.sql_source() {
+            source.close();
+        }
+    }
 
     /// The source `sql_query` steps read from, for SQL families.
     fn sql_source(&self) -> Option<SqlSource> {
         None
     }
+}
 
+/// A pool as [`Any`], so the registry can hand a family its own handle
+/// type. Implemented once for every [`ConnectorPool`]: bounding the impl by
+/// `ConnectorPool` rather than `Any` keeps `Box<dyn ConnectorPool>` itself
+/// out of it, so `boxed.as_any()` reaches the handle inside the box.
+pub(crate) trait AsAny {
     fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: ConnectorPool + 'static> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// Whether some family of this worker runs steps of `step_type`.
@@ -198,6 +215,57 @@ pub fn test_timeout(spec: &ConnectorSpec) -> std::time::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Probe;
+
+    #[async_trait::async_trait]
+    impl ConnectorPool for Probe {
+        async fn test(
+            &self,
+            _addrs: &[SocketAddr],
+            _policy: &NetworkPolicy,
+        ) -> Result<TestDetails, DriverError> {
+            Ok(TestDetails::default())
+        }
+    }
+
+    #[test]
+    fn a_boxed_pool_is_seen_as_the_handle_inside_the_box() {
+        let boxed: Box<dyn ConnectorPool> = Box::new(Probe);
+        assert!(boxed.as_any().downcast_ref::<Probe>().is_some());
+        assert!(boxed.as_any().downcast_ref::<Box<dyn ConnectorPool>>().is_none());
+    }
+
+    struct SqlProbe(sqlx::SqlitePool);
+
+    #[async_trait::async_trait]
+    impl ConnectorPool for SqlProbe {
+        async fn test(
+            &self,
+            _addrs: &[SocketAddr],
+            _policy: &NetworkPolicy,
+        ) -> Result<TestDetails, DriverError> {
+            Ok(TestDetails::default())
+        }
+
+        fn sql_source(&self) -> Option<SqlSource> {
+            Some(SqlSource::Sqlite(self.0.clone()))
+        }
+    }
+
+    #[tokio::test]
+    async fn closing_a_sql_family_handle_closes_its_pool() {
+        let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").expect("pool");
+        let handle: Box<dyn ConnectorPool> = Box::new(SqlProbe(pool.clone()));
+        handle.close();
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while !pool.is_closed() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the pool closes");
+    }
 
     #[test]
     fn drivers_exist_for_the_seven_direct_types_only() {

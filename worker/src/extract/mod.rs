@@ -25,6 +25,7 @@ use futures::{Stream, StreamExt};
 use object_store::path::Path;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::connectors::postgres::close_pool;
 use crate::sink::{ParquetSink, SinkError, SinkOptions, UploadJournal};
 
 /// A pooled SQL connection source, as the pool registry hands it out.
@@ -35,6 +36,18 @@ pub enum SqlSource {
     /// MySQL and MariaDB.
     MySql(sqlx::MySqlPool),
     Sqlite(sqlx::SqlitePool),
+}
+
+impl SqlSource {
+    /// Closes the pool in the background: idle connections close now,
+    /// in-use ones when they are returned.
+    pub(crate) fn close(self) {
+        match self {
+            SqlSource::Postgres(pool) => close_pool(pool),
+            SqlSource::MySql(pool) => close_pool(pool),
+            SqlSource::Sqlite(pool) => close_pool(pool),
+        }
+    }
 }
 
 /// How the rows were read.

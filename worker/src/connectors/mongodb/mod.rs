@@ -22,7 +22,6 @@
 //! the names stay (the driver verifies certificates against them): a
 //! rebound name would also need a certificate for it from a public root.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -449,10 +448,6 @@ impl ConnectorPool for MongoHandle {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { client.shutdown().await });
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

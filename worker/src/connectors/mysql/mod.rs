@@ -12,7 +12,6 @@
 
 pub(crate) mod extract;
 
-use std::any::Any;
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
@@ -24,7 +23,7 @@ use sqlx::{AssertSqlSafe, Executor};
 use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
 use crate::connectors::errors::{DriverError, ErrorType, Secrets, map_sqlx_error};
 use crate::connectors::network::{Endpoint, Relay, validate_host};
-use crate::connectors::postgres::{acquire_for_test, close_pool};
+use crate::connectors::postgres::acquire_for_test;
 use crate::connectors::{ConnectorPool, Driver};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
@@ -250,16 +249,8 @@ impl ConnectorPool for MySqlHandle {
         self.endpoint.recheck(policy).await
     }
 
-    fn close(&self) {
-        close_pool(self.pool.clone());
-    }
-
     fn sql_source(&self) -> Option<SqlSource> {
         Some(SqlSource::MySql(self.pool.clone()))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -16,7 +16,6 @@
 
 pub(crate) mod extract;
 
-use std::any::Any;
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
@@ -313,16 +312,8 @@ impl ConnectorPool for PgHandle {
         self.endpoint.recheck(policy).await
     }
 
-    fn close(&self) {
-        close_pool(self.pool.clone());
-    }
-
     fn sql_source(&self) -> Option<SqlSource> {
         Some(SqlSource::Postgres(self.pool.clone()))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

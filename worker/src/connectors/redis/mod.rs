@@ -7,7 +7,6 @@
 //! lifetime of its own: a `pre_recycle` hook refuses expired connections at
 //! checkout and a reaper task closes idle ones in the background.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -360,10 +359,6 @@ impl ConnectorPool for RedisHandle {
     fn close(&self) {
         self.reaper.cancel();
         self.pool.close();
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

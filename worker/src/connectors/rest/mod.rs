@@ -8,7 +8,6 @@
 //! only within the same origin (a credential header must not travel to
 //! another host); proxies from the environment are ignored.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -448,10 +447,6 @@ impl ConnectorPool for RestHandle {
             });
         }
         Err(status_error(status, "the API"))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

@@ -26,7 +26,6 @@
 
 pub(crate) mod extract;
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 
@@ -37,7 +36,6 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 use crate::connectors::config::Config;
 use crate::connectors::errors::{DriverError, ErrorType};
-use crate::connectors::postgres::close_pool;
 use crate::connectors::{ConnectorPool, Driver};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
@@ -303,16 +301,8 @@ impl ConnectorPool for SqliteHandle {
         })
     }
 
-    fn close(&self) {
-        close_pool(self.pool.clone());
-    }
-
     fn sql_source(&self) -> Option<SqlSource> {
         Some(SqlSource::Sqlite(self.pool.clone()))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 
