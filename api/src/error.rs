@@ -67,6 +67,19 @@ fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
+/// The error and every cause under it, outermost first, joined by
+/// `": caused by: "` — for the log only, never for a response.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": caused by: ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
 fn body(code: ErrorCode, message: &str) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert("error".into(), code.as_str().into());
@@ -123,9 +136,13 @@ impl IntoResponse for ApiError {
             ApiError::Domain(error) => {
                 let code = error.code();
                 let mut map = match &error {
-                    Error::Internal(cause) => {
+                    Error::Internal { .. } => {
                         let request_id = request_id::current();
-                        tracing::error!(request_id = %request_id, error = %cause, "internal error");
+                        tracing::error!(
+                            request_id = %request_id,
+                            error = %error_chain(&error),
+                            "internal error"
+                        );
                         let mut map = body(code, "an internal error occurred");
                         map.insert("details".into(), json!({ "request_id": request_id }));
                         map
@@ -160,5 +177,35 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_names_every_cause_of_an_internal_error() {
+        let error = Error::internal_with_source(
+            "reading the manifest failed",
+            std::io::Error::other("disk unplugged"),
+        );
+        let chain = error_chain(&error);
+        assert!(chain.contains("reading the manifest failed"), "{chain}");
+        assert!(chain.contains("caused by: disk unplugged"), "{chain}");
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_response_body_does_not_contain_its_cause() {
+        let cause = std::io::Error::other("secret path /var/lib/ferry/master.key");
+        let response = ApiError::Domain(Error::internal_from(cause)).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("the body is readable");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("an internal error occurred"), "{text}");
+        assert!(!text.contains("master.key"), "{text}");
+        assert!(!text.contains("secret path"), "{text}");
     }
 }

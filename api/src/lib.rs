@@ -182,7 +182,7 @@ impl AppState {
         verifier: Arc<Verifier>,
         registry: Registry,
     ) -> ferry_shared::Result<Self> {
-        let http_metrics = HttpMetrics::register(&registry).map_err(Error::internal)?;
+        let http_metrics = HttpMetrics::register(&registry).map_err(Error::internal_from)?;
         let Backends {
             store,
             queue,

@@ -271,6 +271,6 @@ fn redis_error(error: &redis::RedisError) -> Error {
     {
         Error::Unavailable(format!("the leader lock is unavailable ({})", error.category()))
     } else {
-        Error::Internal(format!("leader lock: {error}"))
+        Error::internal_with_source(format!("leader lock: {error}"), error.clone())
     }
 }

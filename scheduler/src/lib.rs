@@ -127,7 +127,7 @@ pub async fn run(context: SchedulerContext, shutdown: impl Future<Output = ()>) 
         ));
     }
     context.store.ping().await?;
-    let metrics = SchedulerMetrics::register(&context.registry).map_err(Error::internal)?;
+    let metrics = SchedulerMetrics::register(&context.registry).map_err(Error::internal_from)?;
     tracing::info!(
         store = context.store.backend(),
         identity = context.leader.identity(),

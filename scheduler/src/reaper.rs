@@ -60,7 +60,7 @@ pub fn execute_job(execution_id: &str) -> Result<Job> {
     let payload = serde_json::to_value(ExecuteProjectJob {
         execution_id: execution_id.to_owned(),
     })
-    .map_err(Error::internal)?;
+    .map_err(Error::internal_from)?;
     Ok(Job::with_id(execution_id, JobKind::ExecuteProject, payload))
 }
 

@@ -57,8 +57,15 @@ pub enum Error {
     /// A backend (database, queue) is unreachable; callers should retry.
     #[error("{0}")]
     Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// An unexpected failure. `message` is what the log shows first;
+    /// `source`, when the failure came from another error, keeps that error
+    /// so its whole chain can be logged.
+    #[error("internal error: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl Error {
@@ -86,8 +93,33 @@ impl Error {
         }
     }
 
+    /// An internal error with only a message (no underlying error).
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        Error::Internal(cause.to_string())
+        Error::Internal {
+            message: cause.to_string(),
+            source: None,
+        }
+    }
+
+    /// An internal error caused by `source`: the message is the source's
+    /// text and the source stays reachable through
+    /// [`std::error::Error::source`].
+    pub fn internal_from(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Internal {
+            message: source.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// An internal error with its own message, caused by `source`.
+    pub fn internal_with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Internal {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
 
     /// Adds `details` to a validation error (other variants are unchanged).
@@ -106,7 +138,7 @@ impl Error {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Conflict { .. } => ErrorCode::Conflict,
             Error::Unavailable(_) => ErrorCode::ServiceUnavailable,
-            Error::Internal(_) => ErrorCode::InternalError,
+            Error::Internal { .. } => ErrorCode::InternalError,
         }
     }
 }
@@ -125,7 +157,7 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::Database(db) if is_transient_database_error(db.code().as_deref()) => {
                 Error::Unavailable("the metadata store is unavailable".into())
             }
-            _ => Error::Internal(error.to_string()),
+            _ => Error::internal_from(error),
         }
     }
 }
@@ -136,5 +168,47 @@ fn is_transient_database_error(code: Option<&str>) -> bool {
     match code {
         Some(code) => code.starts_with("57P") || code.starts_with("08") || code == "5" || code == "6",
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_internal_error_built_from_an_io_error_exposes_it_as_its_source() {
+        let error = Error::internal_from(std::io::Error::new(std::io::ErrorKind::NotFound, "no manifest"));
+        assert_eq!(error.code(), ErrorCode::InternalError);
+        assert_eq!(error.to_string(), "internal error: no manifest");
+        let source = error.source().expect("the io::Error is kept as the source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the source is the io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn an_internal_error_with_its_own_message_keeps_the_message_and_the_source() {
+        let error = Error::internal_with_source(
+            "reading the manifest failed",
+            std::io::Error::other("disk unplugged"),
+        );
+        assert_eq!(error.to_string(), "internal error: reading the manifest failed");
+        let source = error.source().expect("the io::Error is kept as the source");
+        assert_eq!(source.to_string(), "disk unplugged");
+    }
+
+    #[test]
+    fn an_internal_error_from_a_message_has_no_source() {
+        let error = Error::internal("no master key is configured");
+        assert_eq!(error.to_string(), "internal error: no master key is configured");
+        assert!(error.source().is_none());
+    }
+
+    #[test]
+    fn the_error_type_stays_send_sync_and_debug() {
+        fn assert_traits<T: Send + Sync + std::fmt::Debug + 'static>() {}
+        assert_traits::<Error>();
     }
 }

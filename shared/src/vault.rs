@@ -168,7 +168,7 @@ mod tests {
 
     fn assert_internal_naming_only_kid(error: Error, kid: &str) {
         match error {
-            Error::Internal(message) => {
+            Error::Internal { message, .. } => {
                 assert!(message.contains(kid), "{message}");
                 assert!(!message.contains("s3cret"), "{message}");
             }
@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(vault.current_key_id(), "");
         assert!(matches!(
             vault.seal("conn_1", &secrets()),
-            Err(Error::Internal(_))
+            Err(Error::Internal { .. })
         ));
     }
 }

@@ -115,7 +115,7 @@ impl JwksSource {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .build()
-            .map_err(Error::internal)?;
+            .map_err(Error::internal_from)?;
         Ok(JwksSource {
             url: url.to_owned(),
             client,

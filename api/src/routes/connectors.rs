@@ -383,14 +383,14 @@ async fn run_test(state: &AppState, connector: &Connector) -> ApiResult<TestOutc
         secrets: connector.secrets.clone(),
         reply_to: reply_to.clone(),
     };
-    let payload = serde_json::to_value(&payload).map_err(Error::internal)?;
+    let payload = serde_json::to_value(&payload).map_err(Error::internal_from)?;
     state
         .queue
         .enqueue(&Job::new(JobKind::TestConnection, payload))
         .await?;
     let wait = timeout_of(connector) + QUEUE_MARGIN;
     match state.bus.wait_reply(&reply_to, wait).await? {
-        Some(value) => serde_json::from_value(value).map_err(|e| Error::internal(e).into()),
+        Some(value) => serde_json::from_value(value).map_err(|e| Error::internal_from(e).into()),
         None => Ok(TestOutcome {
             connector_uuid: connector.uuid.clone(),
             tested_at: ferry_shared::domain::now(),
@@ -773,7 +773,7 @@ async fn delete_connector(
         let mut extra = Map::new();
         extra.insert(
             "usage".into(),
-            serde_json::to_value(&usage).map_err(Error::internal)?,
+            serde_json::to_value(&usage).map_err(Error::internal_from)?,
         );
         return Err(Error::Conflict {
             message: format!(
@@ -903,7 +903,7 @@ async fn test_connector(
             tested_at: timestamp(outcome.tested_at),
             latency_ms: None,
             details: None,
-            error: Some(serde_json::to_value(failure).map_err(Error::internal)?),
+            error: Some(serde_json::to_value(failure).map_err(Error::internal_from)?),
         },
     };
     Ok(axum::Json(response))

@@ -441,7 +441,7 @@ async fn execute_project(
     let payload = serde_json::to_value(ExecuteProjectJob {
         execution_id: execution.execution_id.clone(),
     })
-    .map_err(Error::internal)?;
+    .map_err(Error::internal_from)?;
     let mut job = Job::new(JobKind::ExecuteProject, payload);
     job.id = execution.execution_id.clone();
     if let Err(error) = state.queue.enqueue(&job).await {

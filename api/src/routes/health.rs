@@ -58,6 +58,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             text,
         )
             .into_response(),
-        Err(error) => crate::error::ApiError::Domain(ferry_shared::Error::internal(error)).into_response(),
+        Err(error) => {
+            crate::error::ApiError::Domain(ferry_shared::Error::internal_from(error)).into_response()
+        }
     }
 }

@@ -209,7 +209,7 @@ impl Bus for RedisBus {
             Some(RedisValue::BulkString(bytes)) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|error| codec_error(&error)),
-            Some(_) => Err(Error::Internal("bus: unexpected reply from Redis".into())),
+            Some(_) => Err(Error::internal("bus: unexpected reply from Redis")),
             None => Ok(None),
         }
     }
@@ -246,7 +246,7 @@ impl Bus for RedisBus {
         match ready_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(Error::Internal("bus: the subscription task ended".into())),
+            Err(_) => return Err(Error::internal("bus: the subscription task ended")),
         }
         Ok(futures::stream::unfold(
             rx,

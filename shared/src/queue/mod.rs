@@ -157,7 +157,7 @@ pub(crate) fn redis_error(error: &::redis::RedisError) -> Error {
     if is_connection_error(error) {
         Error::Unavailable(format!("the queue is unavailable ({})", error.category()))
     } else {
-        Error::Internal(format!("queue: {error}"))
+        Error::internal_with_source(format!("queue: {error}"), error.clone())
     }
 }
 
@@ -183,7 +183,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 
 /// Maps a job that could not be (de)serialized.
 pub(crate) fn codec_error(error: &serde_json::Error) -> Error {
-    Error::Internal(format!("queue: job encoding: {error}"))
+    Error::internal(format!("queue: job encoding: {error}"))
 }
 
 #[cfg(test)]

@@ -786,7 +786,7 @@ fn text(value: &Value) -> Option<String> {
 }
 
 fn unexpected(what: &str) -> Error {
-    Error::Internal(format!("queue: unexpected {what} reply from Redis"))
+    Error::internal(format!("queue: unexpected {what} reply from Redis"))
 }
 
 #[cfg(test)]

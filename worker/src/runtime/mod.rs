@@ -136,7 +136,9 @@ where
         })
         .await;
     tracing::info!(worker = %identity, "queue worker stopped");
-    result.map_err(|error| Error::Internal(format!("queue worker {identity} failed: {error}")))
+    result.map_err(|error| {
+        Error::internal_with_source(format!("queue worker {identity} failed: {error}"), error)
+    })
 }
 
 /// What the backend, the job service and the background tasks share.

@@ -207,6 +207,6 @@ fn constraint_error(error: sqlx::Error) -> Error {
 fn migrate_error(error: MigrateError) -> Error {
     match error {
         MigrateError::Execute(error) => Error::from(error),
-        other => Error::internal(format!("migrating the metadata store failed: {other}")),
+        other => Error::internal_with_source(format!("migrating the metadata store failed: {other}"), other),
     }
 }

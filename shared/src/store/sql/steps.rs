@@ -30,7 +30,7 @@ use crate::store::StepStore;
 
 /// The 1-based position after the last of `count` steps.
 fn end_position(count: i64) -> crate::Result<i32> {
-    i32::try_from(count + 1).map_err(crate::Error::internal)
+    i32::try_from(count + 1).map_err(crate::Error::internal_from)
 }
 
 /// The conflict of a write to a project (or its steps) while one of its
@@ -255,7 +255,7 @@ impl StepStore for SqlStore {
             return Err(Error::not_found("project not found"));
         }
         for (index, step_id) in step_ids.iter().enumerate() {
-            let position = i32::try_from(index + 1).map_err(Error::internal)?;
+            let position = i32::try_from(index + 1).map_err(Error::internal_from)?;
             let updated = Sql::new(
                 "UPDATE steps SET position = $3, \
                  updated_at = CASE WHEN position = $3 THEN updated_at ELSE $4 END \
