@@ -216,7 +216,8 @@ pub fn test_timeout(spec: &ConnectorSpec) -> std::time::Duration {
 mod tests {
     use super::*;
 
-    struct Probe;
+    /// A handle with an optional SQLite pool as its SQL source.
+    struct Probe(Option<sqlx::SqlitePool>);
 
     #[async_trait::async_trait]
     impl ConnectorPool for Probe {
@@ -227,36 +228,23 @@ mod tests {
         ) -> Result<TestDetails, DriverError> {
             Ok(TestDetails::default())
         }
+
+        fn sql_source(&self) -> Option<SqlSource> {
+            self.0.clone().map(SqlSource::Sqlite)
+        }
     }
 
     #[test]
     fn a_boxed_pool_is_seen_as_the_handle_inside_the_box() {
-        let boxed: Box<dyn ConnectorPool> = Box::new(Probe);
+        let boxed: Box<dyn ConnectorPool> = Box::new(Probe(None));
         assert!(boxed.as_any().downcast_ref::<Probe>().is_some());
         assert!(boxed.as_any().downcast_ref::<Box<dyn ConnectorPool>>().is_none());
-    }
-
-    struct SqlProbe(sqlx::SqlitePool);
-
-    #[async_trait::async_trait]
-    impl ConnectorPool for SqlProbe {
-        async fn test(
-            &self,
-            _addrs: &[SocketAddr],
-            _policy: &NetworkPolicy,
-        ) -> Result<TestDetails, DriverError> {
-            Ok(TestDetails::default())
-        }
-
-        fn sql_source(&self) -> Option<SqlSource> {
-            Some(SqlSource::Sqlite(self.0.clone()))
-        }
     }
 
     #[tokio::test]
     async fn closing_a_sql_family_handle_closes_its_pool() {
         let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").expect("pool");
-        let handle: Box<dyn ConnectorPool> = Box::new(SqlProbe(pool.clone()));
+        let handle: Box<dyn ConnectorPool> = Box::new(Probe(Some(pool.clone())));
         handle.close();
         tokio::time::timeout(std::time::Duration::from_secs(5), async {
             while !pool.is_closed() {
