@@ -14,7 +14,7 @@ use std::time::Duration;
 use ferry_shared::domain;
 use ferry_shared::jobs::ExecuteProjectJob;
 use ferry_shared::queue::{Job, JobKind, Queue};
-use ferry_shared::store::Store;
+use ferry_shared::store::ExecutionStore;
 use ferry_shared::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,11 @@ pub struct Reaped {
 /// One pass: finds the executions in progress whose lease expired, and the
 /// queued ones nobody took within `queued_grace` of their creation, and
 /// enqueues an `execute_project` job for each.
-pub async fn reap_once(store: &dyn Store, queue: &dyn Queue, queued_grace: Duration) -> Result<Reaped> {
+pub async fn reap_once(
+    store: &dyn ExecutionStore,
+    queue: &dyn Queue,
+    queued_grace: Duration,
+) -> Result<Reaped> {
     let now = domain::now();
     let grace = chrono::Duration::from_std(queued_grace)
         .map_err(|_| Error::validation("queued_grace", "the queued grace is out of range"))?;
@@ -66,7 +70,7 @@ pub fn execute_job(execution_id: &str) -> Result<Job> {
 
 /// Runs a pass every `interval` while this process leads, until `stop`.
 pub(crate) async fn run(
-    store: &dyn Store,
+    store: &dyn ExecutionStore,
     queue: &dyn Queue,
     leader: &LeaderElection,
     metrics: &SchedulerMetrics,

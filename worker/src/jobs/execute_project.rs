@@ -22,10 +22,11 @@ use std::time::Duration;
 use ferry_shared::connectors::merge;
 use ferry_shared::domain::params::{self, Placeholder};
 use ferry_shared::domain::{
-    ConnectorStatus, ErrorKind, Execution, ExecutionStatus, Lease, StepError, StepRun, StepRunStatus,
-    StepType,
+    Connector, ConnectorStatus, ErrorKind, Execution, ExecutionStatus, Lease, StepError, StepRun,
+    StepRunStatus, StepType,
 };
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
+use ferry_shared::store::{ConnectorStore, ExecutionStore, GrantStore};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -142,8 +143,8 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
     let job: ExecuteProjectJob = serde_json::from_value(payload)
         .map_err(|e| JobError::Abort(format!("malformed execute_project job: {e}")))?;
     let retry = |e: ferry_shared::Error| JobError::Retry(e.to_string());
-    let claimed = shared
-        .store
+    let executions: &dyn ExecutionStore = shared.store.as_ref();
+    let claimed = executions
         .claim_execution(&job.execution_id, &shared.identity, shared.lease)
         .await
         .map_err(retry)?;
@@ -152,8 +153,7 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
         return Ok(());
     };
     tracing::info!(execution_id = %lease.execution_id, attempt = lease.attempt, "execution taken");
-    let Some(execution) = shared
-        .store
+    let Some(execution) = executions
         .load_execution(&lease.execution_id)
         .await
         .map_err(retry)?
@@ -168,7 +168,12 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
         rows: AtomicI64::new(0),
         bytes: AtomicI64::new(0),
     });
-    let heartbeat = tokio::spawn(heartbeat(shared.clone(), lease.clone(), watch.clone()));
+    let heartbeat = tokio::spawn(heartbeat(
+        shared.store.clone(),
+        shared.lease,
+        lease.clone(),
+        watch.clone(),
+    ));
     let listener = tokio::spawn(listen_for_cancel(
         shared.clone(),
         lease.execution_id.clone(),
@@ -178,8 +183,8 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
     heartbeat.abort();
     listener.abort();
     let result = match ended {
-        Ended::AllCompleted => finish(shared, &lease, ExecutionStatus::Completed).await,
-        Ended::Stopped(Stop::Cancelled) => finish(shared, &lease, ExecutionStatus::Cancelled).await,
+        Ended::AllCompleted => finish(executions, &lease, ExecutionStatus::Completed).await,
+        Ended::Stopped(Stop::Cancelled) => finish(executions, &lease, ExecutionStatus::Cancelled).await,
         Ended::StepFailed => Ok(()),
         Ended::Stopped(Stop::Fenced) => {
             tracing::warn!(execution_id = %lease.execution_id, attempt = lease.attempt, "lease lost; a newer attempt owns the execution");
@@ -196,8 +201,12 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
     result
 }
 
-async fn finish(shared: &Shared, lease: &Lease, status: ExecutionStatus) -> Result<(), JobError> {
-    match shared.store.finish_execution(lease, status).await {
+async fn finish(
+    executions: &dyn ExecutionStore,
+    lease: &Lease,
+    status: ExecutionStatus,
+) -> Result<(), JobError> {
+    match executions.finish_execution(lease, status).await {
         Ok(finished) => {
             if finished {
                 tracing::info!(execution_id = %lease.execution_id, status = status.as_str(), "execution finished");
@@ -213,6 +222,7 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
     if execution.status == ExecutionStatus::Cancelling {
         return Ended::Stopped(Stop::Cancelled);
     }
+    let executions: &dyn ExecutionStore = shared.store.as_ref();
     let mut steps: Vec<&StepRun> = execution.steps.iter().collect();
     steps.sort_by_key(|s| s.position);
     for step in steps.into_iter().filter(|s| s.status != StepRunStatus::Completed) {
@@ -222,8 +232,7 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
         };
         match result {
             Ok((rows, bytes, url)) => {
-                if !shared
-                    .store
+                if !executions
                     .complete_step(lease, &step.step_id, rows, bytes, &url)
                     .await
                     .unwrap_or(false)
@@ -240,7 +249,7 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
                     error = %error.message,
                     "step failed"
                 );
-                return match shared.store.fail_step(lease, &step.step_id, &error).await {
+                return match executions.fail_step(lease, &step.step_id, &error).await {
                     Ok(true) => Ended::StepFailed,
                     _ => Ended::Stopped(Stop::Fenced),
                 };
@@ -261,18 +270,14 @@ async fn try_step(
     step: &StepRun,
     watch: &Arc<Watch>,
 ) -> Result<Result<(i64, i64, String), StepError>, Stop> {
+    let executions: &dyn ExecutionStore = shared.store.as_ref();
     let mut tries = 0;
     loop {
         if let Some(why) = watch.reason() {
             return Err(why);
         }
         tries += 1;
-        if !shared
-            .store
-            .start_step(lease, &step.step_id)
-            .await
-            .unwrap_or(false)
-        {
+        if !executions.start_step(lease, &step.step_id).await.unwrap_or(false) {
             return Err(watch.reason().unwrap_or(Stop::Fenced));
         }
         if tries == 1 && step.started_at.is_some() {
@@ -346,7 +351,8 @@ async fn discard_unfinished(
                     step_id = %step.step_id,
                     "aborted the upload an earlier attempt left open"
                 );
-                let _ = shared.store.record_step_upload(lease, &step.step_id, None).await;
+                let executions: &dyn ExecutionStore = shared.store.as_ref();
+                let _ = executions.record_step_upload(lease, &step.step_id, None).await;
             }
         }
         Err(error) => tracing::warn!(
@@ -361,13 +367,18 @@ async fn discard_unfinished(
 /// Records each multipart upload of the step before its first part, so that
 /// if this attempt dies the next one can abort it. A refusal stops the run
 /// the way a refused fence does.
-fn upload_journal(shared: &Arc<Shared>, lease: &Lease, step_id: &str, watch: &Arc<Watch>) -> UploadJournal {
-    let (shared, lease, step_id, watch) = (shared.clone(), lease.clone(), step_id.to_owned(), watch.clone());
+fn upload_journal(
+    executions: Arc<dyn ExecutionStore>,
+    lease: &Lease,
+    step_id: &str,
+    watch: &Arc<Watch>,
+) -> UploadJournal {
+    let (lease, step_id, watch) = (lease.clone(), step_id.to_owned(), watch.clone());
     Arc::new(move |upload: String| {
-        let (shared, lease, step_id, watch) = (shared.clone(), lease.clone(), step_id.clone(), watch.clone());
+        let (executions, lease, step_id, watch) =
+            (executions.clone(), lease.clone(), step_id.clone(), watch.clone());
         Box::pin(async move {
-            match shared
-                .store
+            match executions
                 .record_step_upload(&lease, &step_id, Some(&upload))
                 .await
             {
@@ -425,30 +436,16 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Runs one step and returns its rows, bytes and object URL.
-async fn run_step(
-    shared: &Arc<Shared>,
-    lease: &Lease,
+/// The step's connector, once it is known to exist, to be enabled and to be
+/// usable by the execution's creator.
+async fn usable_connector(
+    connectors: &dyn ConnectorStore,
+    grants: &dyn GrantStore,
     execution: &Execution,
-    step: &StepRun,
-    watch: &Arc<Watch>,
-) -> Result<(i64, i64, String), Failure> {
-    let Some(step_type) = StepType::parse(&step.step_type).filter(|t| connectors::runs(*t)) else {
-        return Err(Failure::from(step_error(
-            ErrorKind::UnsupportedStepType,
-            format!(
-                "{} steps are not executed by this version of Ferry",
-                step.step_type
-            ),
-        )));
-    };
-    let config = step.config.as_object().cloned().unwrap_or_default();
-    let connector_uuid = config
-        .get("connector_uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let connector = shared
-        .store
+    connector_uuid: &str,
+    watch: &Watch,
+) -> Result<Connector, Failure> {
+    let connector = connectors
         .get_connector(&execution.org_id, connector_uuid)
         .await
         .map_err(|e| {
@@ -472,8 +469,7 @@ async fn run_step(
     // Using a connector takes an editor's grant on it (organization admins
     // act as owner), checked once more before anything is read: the grant
     // may have been revoked after the execution was admitted.
-    let role = shared
-        .store
+    let role = grants
         .executor_connector_role(&execution.execution_id, connector_uuid)
         .await
         .map_err(|e| {
@@ -491,6 +487,39 @@ async fn run_step(
             ),
         )));
     }
+    Ok(connector)
+}
+
+/// Runs one step and returns its rows, bytes and object URL.
+async fn run_step(
+    shared: &Arc<Shared>,
+    lease: &Lease,
+    execution: &Execution,
+    step: &StepRun,
+    watch: &Arc<Watch>,
+) -> Result<(i64, i64, String), Failure> {
+    let Some(step_type) = StepType::parse(&step.step_type).filter(|t| connectors::runs(*t)) else {
+        return Err(Failure::from(step_error(
+            ErrorKind::UnsupportedStepType,
+            format!(
+                "{} steps are not executed by this version of Ferry",
+                step.step_type
+            ),
+        )));
+    };
+    let config = step.config.as_object().cloned().unwrap_or_default();
+    let connector_uuid = config
+        .get("connector_uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let connector = usable_connector(
+        shared.store.as_ref(),
+        shared.store.as_ref(),
+        execution,
+        connector_uuid,
+        watch,
+    )
+    .await?;
     let secrets = shared
         .vault
         .open(&connector.uuid, &connector.secrets)
@@ -557,11 +586,12 @@ async fn run_step(
     // that the run stops as cancelled, fenced or unconfirmed instead of
     // recording the step as failed.
     let fence = || {
-        let shared = shared.clone();
+        let executions: Arc<dyn ExecutionStore> = shared.store.clone();
+        let lease_for = shared.lease;
         let lease = lease.clone();
         let watch = watch.clone();
         async move {
-            match shared.store.renew_lease(&lease, shared.lease).await {
+            match executions.renew_lease(&lease, lease_for).await {
                 Ok(Some(ExecutionStatus::Running)) => true,
                 Ok(Some(ExecutionStatus::Cancelling)) => {
                     watch.stop(Stop::Cancelled);
@@ -579,7 +609,7 @@ async fn run_step(
         }
     };
     let destination = Destination::new(&shared.objects, &path).journaled(upload_journal(
-        shared,
+        shared.store.clone(),
         lease,
         &step.step_id,
         watch,
@@ -604,11 +634,16 @@ async fn run_step(
 
 /// Renews the lease every third of it, records the running step's progress,
 /// and stops the run when the lease is lost or a cancel was requested.
-async fn heartbeat(shared: Arc<Shared>, lease: Lease, watch: Arc<Watch>) {
-    let period = shared.lease / 3;
+async fn heartbeat(
+    executions: Arc<dyn ExecutionStore>,
+    lease_for: Duration,
+    lease: Lease,
+    watch: Arc<Watch>,
+) {
+    let period = lease_for / 3;
     loop {
         tokio::time::sleep(period).await;
-        match shared.store.renew_lease(&lease, shared.lease).await {
+        match executions.renew_lease(&lease, lease_for).await {
             Ok(Some(ExecutionStatus::Cancelling)) => watch.stop(Stop::Cancelled),
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -623,7 +658,7 @@ async fn heartbeat(shared: Arc<Shared>, lease: Lease, watch: Arc<Watch>) {
         if let Some(step) = step {
             let rows = watch.rows.load(Ordering::Relaxed);
             let bytes = watch.bytes.load(Ordering::Relaxed);
-            let _ = shared.store.step_progress(&lease, &step, rows, bytes).await;
+            let _ = executions.step_progress(&lease, &step, rows, bytes).await;
         }
     }
 }
