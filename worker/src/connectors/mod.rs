@@ -129,8 +129,11 @@ impl ConnectorSpec {
 /// steps its pools can run.
 #[async_trait::async_trait]
 pub(crate) trait Driver: Send + Sync {
-    /// The step types this family has runners for.
-    fn steps(&self) -> &'static [StepType];
+    /// The step types this family has runners for; none by default (the
+    /// family's connectors can only be tested).
+    fn steps(&self) -> &'static [StepType] {
+        &[]
+    }
 
     /// A pool for `spec`; nothing connects until it is used.
     async fn open(
@@ -253,6 +256,16 @@ mod tests {
         })
         .await
         .expect("the pool closes");
+    }
+
+    #[test]
+    fn only_the_sql_families_run_steps() {
+        for family in [DriverFamily::Postgres, DriverFamily::Mysql, DriverFamily::Sqlite] {
+            assert_eq!(driver(family).steps(), &[StepType::SqlQuery], "{family:?}");
+        }
+        for family in [DriverFamily::Mongodb, DriverFamily::Redis, DriverFamily::Rest] {
+            assert!(driver(family).steps().is_empty(), "{family:?}");
+        }
     }
 
     #[test]

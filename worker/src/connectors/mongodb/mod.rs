@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_shared::domain::StepType;
 use mongodb::Client;
 use mongodb::bson::{Document, doc};
 use mongodb::event::EventHandler;
@@ -398,10 +397,6 @@ pub(crate) struct MongoDb;
 
 #[async_trait]
 impl Driver for MongoDb {
-    fn steps(&self) -> &'static [StepType] {
-        &[]
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,

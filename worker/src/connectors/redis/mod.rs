@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncConnectionConfig, IntoConnectionInfo, RedisError, Value};
 use deadpool_redis::{Hook, HookError, Manager, Pool, PoolError, Runtime};
-use ferry_shared::domain::StepType;
 use tokio_util::sync::CancellationToken;
 
 use crate::connectors::config::Config;
@@ -314,10 +313,6 @@ pub(crate) struct Redis;
 
 #[async_trait]
 impl Driver for Redis {
-    fn steps(&self) -> &'static [StepType] {
-        &[]
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,

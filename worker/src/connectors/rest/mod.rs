@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ferry_shared::connectors::defaults;
-use ferry_shared::domain::StepType;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
@@ -400,10 +399,6 @@ pub(crate) struct Rest;
 
 #[async_trait]
 impl Driver for Rest {
-    fn steps(&self) -> &'static [StepType] {
-        &[]
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,
