@@ -875,45 +875,6 @@ mod tests {
         String::from_utf8(out).expect("UTF-8")
     }
 
-    /// RFC 4180 records; an unquoted empty field is None (null).
-    fn parse_csv(text: &str) -> Vec<Vec<Option<String>>> {
-        let mut records = Vec::new();
-        let mut record = Vec::new();
-        let mut chars = text.chars().peekable();
-        while chars.peek().is_some() {
-            let mut field = String::new();
-            let mut quoted = false;
-            if chars.peek() == Some(&'"') {
-                quoted = true;
-                chars.next();
-                while let Some(c) = chars.next() {
-                    if c == '"' {
-                        if chars.peek() == Some(&'"') {
-                            chars.next();
-                            field.push('"');
-                        } else {
-                            break;
-                        }
-                    } else {
-                        field.push(c);
-                    }
-                }
-            }
-            while let Some(&c) = chars.peek() {
-                if c == ',' || c == '\n' {
-                    break;
-                }
-                field.push(c);
-                chars.next();
-            }
-            record.push((quoted || !field.is_empty()).then_some(field));
-            if chars.next() != Some(',') {
-                records.push(std::mem::take(&mut record));
-            }
-        }
-        records
-    }
-
     /// Three rows of every type an extractor produces (and a few more):
     /// an ordinary value, an edge value, and a null or a second edge.
     fn every_type() -> RecordBatch {
@@ -1257,7 +1218,7 @@ mod tests {
     #[test]
     fn every_arrow_type_renders_to_csv_value_for_value() {
         let text = body(Format::Csv, vec![every_type()], page(DEFAULT_MAX_BYTES), 3);
-        let records = parse_csv(&text);
+        let records = ferry_testkit::csv::parse(&text);
         assert_eq!(records.len(), 4, "{text}");
         let expected = expected();
         let names: Vec<Option<String>> = expected
@@ -1352,7 +1313,7 @@ mod tests {
         let text = body(Format::Csv, vec![numbered(100)], page(cap), 100);
         assert!(text.len() <= cap, "{} bytes", text.len());
         assert!(text.ends_with('\n'));
-        let records = parse_csv(&text);
+        let records = ferry_testkit::csv::parse(&text);
         assert!(
             records.len() > 1 && records.len() < 101,
             "{} records",

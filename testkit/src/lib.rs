@@ -11,6 +11,7 @@
 
 #[cfg(feature = "app")]
 pub mod app;
+pub mod csv;
 pub mod ferry;
 pub mod mariadb;
 pub mod peers;

@@ -77,45 +77,6 @@ async fn fetch(app: &TestApp, user: &User, path: &str) -> reqwest::Response {
         .expect("request")
 }
 
-/// RFC 4180 records; an unquoted empty field is None (null).
-fn parse_csv(text: &str) -> Vec<Vec<Option<String>>> {
-    let mut records = Vec::new();
-    let mut record = Vec::new();
-    let mut chars = text.chars().peekable();
-    while chars.peek().is_some() {
-        let mut field = String::new();
-        let mut quoted = false;
-        if chars.peek() == Some(&'"') {
-            quoted = true;
-            chars.next();
-            while let Some(c) = chars.next() {
-                if c == '"' {
-                    if chars.peek() == Some(&'"') {
-                        chars.next();
-                        field.push('"');
-                    } else {
-                        break;
-                    }
-                } else {
-                    field.push(c);
-                }
-            }
-        }
-        while let Some(&c) = chars.peek() {
-            if c == ',' || c == '\n' {
-                break;
-            }
-            field.push(c);
-            chars.next();
-        }
-        record.push((quoted || !field.is_empty()).then_some(field));
-        if chars.next() != Some(',') {
-            records.push(std::mem::take(&mut record));
-        }
-    }
-    records
-}
-
 /// The CSV text of a JSON value: None for null.
 fn csv_of(value: &Value) -> Option<String> {
     match value {
@@ -329,7 +290,7 @@ async fn a_postgresql_step_of_every_common_type_reads_back_alike_as_json_csv_and
     assert_eq!(csv.headers()["x-ferry-total-rows"], "3");
     assert_eq!(csv.headers()["x-ferry-expected-rows"], "3");
     let text = csv.text().await.expect("csv");
-    let records = parse_csv(&text);
+    let records = ferry_testkit::csv::parse(&text);
     assert_eq!(records.len(), 4, "{text}");
     let header: Vec<Option<String>> = expected
         .iter()
@@ -393,7 +354,7 @@ async fn a_result_of_many_record_batches_streams_page_by_page() {
     )
     .await;
     assert_eq!(csv.headers()["x-ferry-expected-rows"], "10000");
-    let records = parse_csv(&csv.text().await.expect("csv"));
+    let records = ferry_testkit::csv::parse(&csv.text().await.expect("csv"));
     assert_eq!(records.len(), 10_001);
     for (index, record) in records.iter().skip(1).enumerate() {
         assert_eq!(record[0], Some((20_001 + index).to_string()));
