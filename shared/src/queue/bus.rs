@@ -6,14 +6,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use ::redis::{AsyncConnectionConfig, Client, RedisError, Value as RedisValue};
+use ::redis::aio::ConnectionManager;
+use ::redis::{Client, Value as RedisValue};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
+use super::redis_conn::{self, Blocking, Request};
 use super::{Bus, RateLimit, codec_error, is_connection_error, lock, redis_error};
 use crate::{Error, Result};
 
@@ -36,7 +37,7 @@ const SUBSCRIBER_BUFFER: usize = 1024;
 pub struct RedisBus {
     client: Client,
     conn: ConnectionManager,
-    waiters: Mutex<Vec<MultiplexedConnection>>,
+    waiters: Blocking,
     prefix: String,
 }
 
@@ -50,21 +51,11 @@ impl RedisBus {
     /// Connects to `url`; keys and channels live under `prefix`. A Redis
     /// that does not answer is [`Error::Unavailable`].
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client =
-            Client::open(url).map_err(|_| Error::validation("redis_url", "the Redis URL is malformed"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(3)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|error| redis_error(&error))?;
+        let (client, conn) = redis_conn::open(url).await?;
         Ok(RedisBus {
+            waiters: Blocking::new(client.clone(), MAX_IDLE_WAITERS),
             client,
             conn,
-            waiters: Mutex::new(Vec::new()),
             prefix: prefix.to_owned(),
         })
     }
@@ -77,35 +68,12 @@ impl RedisBus {
         format!("{}:bus:{channel}", self.prefix)
     }
 
-    async fn waiter(&self) -> std::result::Result<MultiplexedConnection, RedisError> {
-        if let Some(conn) = lock(&self.waiters).pop() {
-            return Ok(conn);
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-    }
-
-    fn give_back(&self, conn: MultiplexedConnection) {
-        let mut waiters = lock(&self.waiters);
-        if waiters.len() < MAX_IDLE_WAITERS {
-            waiters.push(conn);
-        }
-    }
-
     /// Runs `cmd` on the shared connection, retrying connection failures.
-    async fn query<T: ::redis::FromRedisValue>(&self, request: &Request<'_>) -> Result<T> {
+    async fn query<T: ::redis::FromRedisValue>(&self, request: Request<'_>) -> Result<T> {
         let mut conn = self.conn.clone();
         let mut tries = 0;
         loop {
-            let result = match request {
-                Request::Cmd(cmd) => cmd.query_async::<T>(&mut conn).await,
-                Request::Pipe(pipe) => pipe.query_async::<T>(&mut conn).await,
-            };
-            match result {
+            match request.run::<T>(&mut conn).await {
                 Ok(value) => return Ok(value),
                 Err(error) if is_connection_error(&error) && tries + 1 < TRIES => {
                     tries += 1;
@@ -115,11 +83,6 @@ impl RedisBus {
             }
         }
     }
-}
-
-enum Request<'a> {
-    Cmd(&'a ::redis::Cmd),
-    Pipe(&'a ::redis::Pipeline),
 }
 
 /// The cell rate step of [`RateLimit`] in Redis, atomic across API
@@ -156,7 +119,7 @@ impl Bus for RedisBus {
             .arg(&key)
             .arg(ttl.as_millis().max(1) as u64)
             .ignore();
-        self.query::<()>(&Request::Pipe(&pipe)).await
+        self.query::<()>(Request::Pipe(&pipe)).await
     }
 
     async fn wait_reply(&self, key: &str, timeout: Duration) -> Result<Option<Value>> {
@@ -173,25 +136,7 @@ impl Bus for RedisBus {
                 cmd = ::redis::cmd("BLPOP");
                 cmd.arg(&key).arg(left.as_secs_f64());
             }
-            let result = match self.waiter().await {
-                Ok(mut conn) => {
-                    match tokio::time::timeout(left + WAIT_SLACK, cmd.query_async::<RedisValue>(&mut conn))
-                        .await
-                    {
-                        Ok(Ok(reply)) => {
-                            self.give_back(conn);
-                            Ok(reply)
-                        }
-                        Ok(Err(error)) => Err(error),
-                        Err(_) => Err(RedisError::from(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "blocking pop timed out",
-                        ))),
-                    }
-                }
-                Err(error) => Err(error),
-            };
-            match result {
+            match self.waiters.query::<RedisValue>(&cmd, left + WAIT_SLACK).await {
                 Ok(reply) => break reply,
                 Err(error) if is_connection_error(&error) && tries + 1 < TRIES => {
                     tries += 1;
@@ -218,7 +163,7 @@ impl Bus for RedisBus {
         let body = serde_json::to_string(value).map_err(|error| codec_error(&error))?;
         let mut cmd = ::redis::cmd("PUBLISH");
         cmd.arg(self.channel(channel)).arg(body);
-        let _: i64 = self.query(&Request::Cmd(&cmd)).await?;
+        let _: i64 = self.query(Request::Cmd(&cmd)).await?;
         Ok(())
     }
 
@@ -230,7 +175,7 @@ impl Bus for RedisBus {
             .arg(format!("{}:ratelimit:{key}", self.prefix))
             .arg(micros(limit.interval()))
             .arg(micros(limit.tolerance()));
-        let wait: u64 = self.query(&Request::Cmd(&cmd)).await?;
+        let wait: u64 = self.query(Request::Cmd(&cmd)).await?;
         Ok((wait > 0).then(|| Duration::from_micros(wait)))
     }
 

@@ -8,6 +8,7 @@
 mod bus;
 mod embedded;
 mod job;
+mod redis_conn;
 mod redis_streams;
 
 use std::time::Duration;

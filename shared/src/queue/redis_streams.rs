@@ -7,10 +7,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use ::redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, RedisError, Script, Value};
+use ::redis::aio::ConnectionManager;
+use ::redis::{Cmd, FromRedisValue, RedisError, Script, Value};
 use async_trait::async_trait;
 
+use super::redis_conn::{self, Blocking, Request};
 use super::{Delivery, Job, Queue, codec_error, is_connection_error, lock, redis_error};
 use crate::{Error, Result};
 
@@ -167,12 +168,6 @@ struct Scripts {
     prune: Script,
 }
 
-/// A command or a pipeline, retried the same way.
-enum Request<'a> {
-    Cmd(&'a Cmd),
-    Pipe(&'a Pipeline),
-}
-
 /// Ferry's distributed queue over Redis Streams consumer groups.
 ///
 /// Keys (all under one hash tag per partition, so a partition's scripts stay
@@ -182,9 +177,8 @@ enum Request<'a> {
 /// re-created (`MKSTREAM`) on `NOGROUP` and the scripts reloaded on
 /// `NOSCRIPT`.
 pub struct RedisQueue {
-    client: Client,
     conn: ConnectionManager,
-    readers: Mutex<Vec<MultiplexedConnection>>,
+    readers: Blocking,
     partitions: Vec<Partition>,
     lease: Duration,
     reclaim_every: Duration,
@@ -225,17 +219,7 @@ impl RedisQueue {
                 "the queue lease is shorter than 100 ms",
             ));
         }
-        let client =
-            Client::open(url).map_err(|_| Error::validation("redis_url", "the Redis URL is malformed"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(3)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|error| redis_error(&error))?;
+        let (client, conn) = redis_conn::open(url).await?;
         let partitions = (0..options.partitions.max(1))
             .map(|n| {
                 let tag = format!("{{{}:q{n}}}", options.prefix);
@@ -248,9 +232,8 @@ impl RedisQueue {
         let lease = options.lease;
         let now = Instant::now();
         let queue = RedisQueue {
-            client,
             conn,
-            readers: Mutex::new(Vec::new()),
+            readers: Blocking::new(client, MAX_IDLE_READERS),
             reclaim: Mutex::new(Reclaim {
                 next_at: now,
                 next_prune_at: now + PRUNE_EVERY,
@@ -341,11 +324,7 @@ impl RedisQueue {
         let mut conn = self.conn.clone();
         let mut tries = 0;
         loop {
-            let result = match request {
-                Request::Cmd(cmd) => cmd.query_async::<T>(&mut conn).await,
-                Request::Pipe(pipe) => pipe.query_async::<T>(&mut conn).await,
-            };
-            let error = match result {
+            let error = match request.run::<T>(&mut conn).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
@@ -527,29 +506,7 @@ impl RedisQueue {
         let limit = block.unwrap_or_default() + READ_SLACK;
         let mut tries = 0;
         let reply = loop {
-            let result = match self.reader().await {
-                Ok(mut conn) => {
-                    match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
-                        Ok(Ok(reply)) => {
-                            self.give_back(conn);
-                            Ok(reply)
-                        }
-                        Ok(Err(error)) => {
-                            if !is_connection_error(&error) {
-                                self.give_back(conn);
-                            }
-                            Err(error)
-                        }
-                        // A read that outlives its BLOCK: the connection is dead.
-                        Err(_) => Err(RedisError::from(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "blocking read timed out",
-                        ))),
-                    }
-                }
-                Err(error) => Err(error),
-            };
-            match result {
+            match self.readers.query::<Value>(&cmd, limit).await {
                 Ok(reply) => break reply,
                 Err(error) => {
                     tries += 1;
@@ -590,25 +547,6 @@ impl RedisQueue {
             self.ack(&poison).await?;
         }
         Ok(())
-    }
-
-    async fn reader(&self) -> std::result::Result<MultiplexedConnection, RedisError> {
-        if let Some(conn) = lock(&self.readers).pop() {
-            return Ok(conn);
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-    }
-
-    fn give_back(&self, conn: MultiplexedConnection) {
-        let mut readers = lock(&self.readers);
-        if readers.len() < MAX_IDLE_READERS {
-            readers.push(conn);
-        }
     }
 
     /// Receipts grouped by partition: (entry id, dedupe key if known).
