@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod objects;
 pub mod queue;
 pub mod rotation;
+pub mod steps;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

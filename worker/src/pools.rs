@@ -25,8 +25,10 @@ pub use crate::connectors::DriverError;
 use crate::connectors::mongodb::MongoHandle;
 use crate::connectors::redis::RedisHandle;
 use crate::connectors::rest::RestHandle;
-use crate::connectors::{self, ConnectorPool, ConnectorSpec, Driver, ErrorType, NetworkPolicy, TestDetails};
-use crate::extract::SqlSource;
+use crate::connectors::{
+    self, ConnectorPool, ConnectorSpec, Driver, ErrorType, NetworkPolicy, StepRequest, TestDetails,
+};
+use crate::extract::{ExtractError, Output, ReadPath, SqlSource};
 
 /// The pools of every connector this worker has used. Cheap to clone.
 #[derive(Clone)]
@@ -236,6 +238,18 @@ impl PoolRegistry {
         let checkout = self.checkout_bounded(spec).await?;
         let handle: &RestHandle = downcast(&checkout, spec, "REST API")?;
         Ok((handle.client.clone(), handle.base_url.clone()))
+    }
+
+    /// Runs `step` on `spec`'s pool (created on first use) through its
+    /// family's runner, writing the result to `out`.
+    pub(crate) async fn run_step(
+        &self,
+        spec: &ConnectorSpec,
+        step: &StepRequest<'_>,
+        out: &mut Output<'_>,
+    ) -> Result<ReadPath, ExtractError> {
+        let checkout = self.checkout_bounded(spec).await?;
+        checkout.pooled.handle.run(step, out).await
     }
 
     async fn checkout_bounded(&self, spec: &ConnectorSpec) -> Result<Checkout, DriverError> {

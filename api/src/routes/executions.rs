@@ -12,8 +12,7 @@ use axum::response::{IntoResponse, Response};
 use ferry_shared::Error;
 use ferry_shared::domain::params;
 use ferry_shared::domain::{
-    ConnectorStatus, Execution, ExecutionStatus, Principal, Project, StepRun, StepRunStatus, StepType,
-    Trigger,
+    ConnectorStatus, Execution, ExecutionStatus, Principal, Project, StepRun, StepRunStatus, Trigger,
 };
 use ferry_shared::domain::{OrgRole, ResourceKind};
 use ferry_shared::ids::IdKind;
@@ -270,20 +269,7 @@ async fn check_steps(
     supplied: &Map<String, Value>,
 ) -> ApiResult<()> {
     for step in steps {
-        if step.step_type == StepType::SqlQuery {
-            let query = step
-                .config
-                .get("query")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let declared = step
-                .config
-                .get("parameters")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            params::check(query, &declared, supplied)?;
-        }
+        params::check_config(&step.config, supplied)?;
         for (_, connector_uuid) in ferry_shared::domain::step::connectors_named(&step.config) {
             let connector = state.store.get_connector(&caller.org_id, connector_uuid).await?;
             // A connector the caller cannot see reads exactly like a deleted

@@ -54,20 +54,15 @@ pub fn bind(
 ) -> Result<BoundQuery> {
     let mut sql = String::with_capacity(query.len());
     let mut params = Vec::new();
-    let mut rest = query;
-    while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else {
-            break;
-        };
-        let name = rest[start + 2..start + 2 + len].trim();
-        sql.push_str(&rest[..start]);
+    let rest = each_placeholder(query, |before, name| {
+        sql.push_str(before);
         params.push(resolve(name, declared, supplied)?);
         match style {
             Placeholder::Dollar => sql.push_str(&format!("${}", params.len())),
             Placeholder::Question => sql.push('?'),
         }
-        rest = &rest[start + 2 + len + 2..];
-    }
+        Ok(())
+    })?;
     sql.push_str(rest);
     Ok(BoundQuery { sql, params })
 }
@@ -78,7 +73,90 @@ pub fn check(query: &str, declared: &Map<String, Value>, supplied: &Map<String, 
     bind(query, declared, supplied, Placeholder::Dollar).map(|_| ())
 }
 
-fn resolve(name: &str, declared: &Map<String, Value>, supplied: &Map<String, Value>) -> Result<ParamValue> {
+/// Checks that every `{{name}}` in any string of a step's `config` (its
+/// query, filter, path, headers…; `parameters` aside) resolves from
+/// `supplied` or the declared defaults, before anything is queued.
+pub fn check_config(config: &Value, supplied: &Map<String, Value>) -> Result<()> {
+    let empty = Map::new();
+    let declared = config
+        .get("parameters")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    fn walk(value: &Value, each: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+        match value {
+            Value::String(text) => each(text),
+            Value::Array(items) => items.iter().try_for_each(|item| walk(item, each)),
+            Value::Object(map) => map.values().try_for_each(|item| walk(item, each)),
+            _ => Ok(()),
+        }
+    }
+    let Some(fields) = config.as_object() else {
+        return Ok(());
+    };
+    fields
+        .iter()
+        .filter(|(key, _)| key.as_str() != "parameters")
+        .try_for_each(|(_, value)| walk(value, &mut |text| check(text, declared, supplied)))
+}
+
+/// `text` with each `{{name}}` replaced by its value as text (dates as
+/// `YYYY-MM-DD`, timestamps in RFC 3339), for step fields that are text by
+/// nature (URL paths, header values, key patterns). Resolution and errors
+/// are those of [`bind`].
+pub fn substitute(
+    text: &str,
+    declared: &Map<String, Value>,
+    supplied: &Map<String, Value>,
+) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let rest = each_placeholder(text, |before, name| {
+        out.push_str(before);
+        out.push_str(&resolve(name, declared, supplied)?.to_text());
+        Ok(())
+    })?;
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Calls `each(text before, name)` for every `{{name}}` of `text` in order
+/// and returns the text after the last one.
+fn each_placeholder<'t>(
+    text: &'t str,
+    mut each: impl FnMut(&'t str, &'t str) -> Result<()>,
+) -> Result<&'t str> {
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        each(&rest[..start], rest[start + 2..start + 2 + len].trim())?;
+        rest = &rest[start + 2 + len + 2..];
+    }
+    Ok(rest)
+}
+
+impl ParamValue {
+    /// The value as text, as [`substitute`] writes it.
+    pub fn to_text(&self) -> String {
+        match self {
+            ParamValue::Text(text) => text.clone(),
+            ParamValue::Integer(n) => n.to_string(),
+            ParamValue::Number(n) => n.to_string(),
+            ParamValue::Boolean(b) => b.to_string(),
+            ParamValue::Date(d) => d.format("%Y-%m-%d").to_string(),
+            ParamValue::Timestamp(t) => t.to_rfc3339(),
+        }
+    }
+}
+
+/// The typed value of parameter `name`: `supplied` at execution, else the
+/// `declared` default; undeclared ones are text. A missing value or one of
+/// the wrong type is a validation error on `parameters.<name>`.
+pub fn resolve(
+    name: &str,
+    declared: &Map<String, Value>,
+    supplied: &Map<String, Value>,
+) -> Result<ParamValue> {
     let field = format!("parameters.{name}");
     let spec = match declared.get(name) {
         Some(spec) => Some(ParamSpec::parse(name, spec)?),
@@ -138,6 +216,38 @@ fn type_name(param_type: ParamType) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn check_config_finds_placeholders_in_nested_fields() {
+        let config = serde_json::json!({
+            "collection": "orders",
+            "filter": {"status": "{{status}}", "$or": [{"n": "{{n}}"}]},
+            "parameters": {"n": {"type": "integer", "default": 1}}
+        });
+        let supplied = serde_json::json!({"status": "open"});
+        assert!(super::check_config(&config, supplied.as_object().expect("an object")).is_ok());
+        let error = super::check_config(&config, &serde_json::Map::new()).expect_err("status missing");
+        assert!(error.to_string().contains("status"), "{error}");
+    }
+
+    #[test]
+    fn substitute_writes_values_as_text_and_keeps_other_text() {
+        let declared = serde_json::json!({"day": {"type": "date"}, "n": {"type": "integer", "default": 7}});
+        let supplied = serde_json::json!({"day": "2026-03-29", "who": "a b"});
+        let text = super::substitute(
+            "/v1/{{who}}/sales?day={{ day }}&n={{n}}",
+            declared.as_object().expect("an object"),
+            supplied.as_object().expect("an object"),
+        )
+        .expect("substituted");
+        assert_eq!(text, "/v1/a b/sales?day=2026-03-29&n=7");
+        let missing = super::substitute(
+            "{{nope}}",
+            declared.as_object().expect("an object"),
+            supplied.as_object().expect("an object"),
+        );
+        assert!(missing.is_err());
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -103,23 +103,11 @@ impl StepType {
                 }
                 Ok(())
             }
-            StepType::MongoQuery => {
-                connector_field(config)?;
-                non_empty_string(config, "collection")?;
-                Ok(())
-            }
-            StepType::RedisRead => {
-                connector_field(config)?;
-                non_empty_string(config, "pattern")?;
-                Ok(())
-            }
-            StepType::HttpRequest => {
-                connector_field(config)?;
-                non_empty_string(config, "path")?;
-                Ok(())
-            }
+            StepType::MongoQuery => crate::steps::mongo_query::validate(config),
+            StepType::RedisRead => crate::steps::redis_read::validate(config),
+            StepType::HttpRequest => crate::steps::http_request::validate(config),
             StepType::SaasExtract => connector_field(config),
-            StepType::Transform => non_empty_string(config, "query").map(|_| ()),
+            StepType::Transform => crate::steps::transform::validate(config),
         }
     }
 }
@@ -229,7 +217,7 @@ fn only_fields(config: &Map<String, Value>, allowed: &[&str]) -> Result<()> {
     }
 }
 
-fn non_empty_string<'a>(config: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
+pub(crate) fn non_empty_string<'a>(config: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
     match config.get(key) {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
         Some(Value::String(_)) | None | Some(Value::Null) => Err(Error::validation(
@@ -243,7 +231,7 @@ fn non_empty_string<'a>(config: &'a Map<String, Value>, key: &str) -> Result<&'a
     }
 }
 
-fn connector_field(config: &Map<String, Value>) -> Result<()> {
+pub(crate) fn connector_field(config: &Map<String, Value>) -> Result<()> {
     let id = non_empty_string(config, "connector_uuid")?;
     if id.starts_with("conn_") && id.len() <= 64 {
         Ok(())

@@ -24,13 +24,14 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use ferry_shared::connectors::{ConnectorType, DEFAULT_TEST_TIMEOUT_SECONDS, DriverFamily, find, registry};
-use ferry_shared::domain::StepType;
+use ferry_shared::domain::params::{self, Placeholder};
+use ferry_shared::domain::{ErrorKind, StepType};
 use serde_json::{Map, Value};
 
 pub use config::{PoolSettings, SslMode};
 pub use errors::{DriverError, ErrorType, Secrets};
 
-use crate::extract::SqlSource;
+use crate::extract::{ExtractError, Output, ReadPath, SqlRead, SqlSource, StepRead};
 
 /// What a worker needs to talk to one connector's system.
 #[derive(Clone)]
@@ -168,6 +169,86 @@ pub(crate) trait ConnectorPool: Send + Sync + AsAny {
     /// The source `sql_query` steps read from, for SQL families.
     fn sql_source(&self) -> Option<SqlSource> {
         None
+    }
+
+    /// Runs `step` (one of its family's [`Driver::steps`]) on this pool,
+    /// describing the result's columns to `out` and writing its batches
+    /// there. By default, SQL families run `sql_query` steps through their
+    /// [`sql_source`](Self::sql_source), with the `{{name}}` parameters
+    /// bound in the declaration's placeholder style.
+    async fn run(&self, step: &StepRequest<'_>, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+        let source = match (step.step_type, self.sql_source()) {
+            (StepType::SqlQuery, Some(source)) => source,
+            _ => return Err(step.unsupported()),
+        };
+        let placeholder = step.connector.placeholder.unwrap_or(Placeholder::Question);
+        let query = step
+            .config
+            .get("query")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let bound = params::bind(query, step.declared(), step.supplied, placeholder)
+            .map_err(|e| ExtractError::new(ErrorKind::InvalidParameters, e.to_string()))?;
+        SqlRead {
+            source: &source,
+            query: &bound,
+        }
+        .read(out)
+        .await
+    }
+}
+
+/// One step, as a family's runner receives it.
+pub struct StepRequest<'a> {
+    pub step_type: StepType,
+    /// The declaration of the connector it runs on.
+    pub connector: &'static ConnectorType,
+    /// The step's config, as the API validated and stored it.
+    pub config: &'a Map<String, Value>,
+    /// The execution's parameter values (`{{name}}` placeholders resolve
+    /// from these and from the step's declared defaults).
+    pub supplied: &'a Map<String, Value>,
+    /// Where connections may go; families that connect per request (REST)
+    /// apply it to every request, redirects included.
+    pub policy: &'a NetworkPolicy,
+}
+
+impl StepRequest<'_> {
+    /// The step's declared parameters (`config.parameters`): name to
+    /// `{type, default?}`.
+    pub fn declared(&self) -> &Map<String, Value> {
+        static NONE: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        self.config
+            .get("parameters")
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| NONE.get_or_init(Map::new))
+    }
+
+    /// The typed value of parameter `name`: supplied at execution, else the
+    /// declared default; a missing or mistyped one is `invalid_parameters`.
+    pub fn param(&self, name: &str) -> Result<params::ParamValue, ExtractError> {
+        params::resolve(name, self.declared(), self.supplied)
+            .map_err(|e| ExtractError::new(ErrorKind::InvalidParameters, e.to_string()))
+    }
+
+    /// `text` with each `{{name}}` replaced by its parameter's value as text
+    /// (for places that are text by nature: URL paths, header values, key
+    /// patterns). Query languages bind values instead.
+    pub fn substitute(&self, text: &str) -> Result<String, ExtractError> {
+        params::substitute(text, self.declared(), self.supplied)
+            .map_err(|e| ExtractError::new(ErrorKind::InvalidParameters, e.to_string()))
+    }
+
+    /// The error for a step type this connector's family does not run.
+    pub fn unsupported(&self) -> ExtractError {
+        ExtractError::new(
+            ErrorKind::UnsupportedConnector,
+            format!(
+                "{} steps cannot run on {} connectors",
+                self.step_type.as_str(),
+                self.connector.type_id
+            ),
+        )
     }
 }
 

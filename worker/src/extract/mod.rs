@@ -1,6 +1,7 @@
-//! SQL extraction: runs a `sql_query` step against a pooled PostgreSQL,
-//! Redshift, MySQL/MariaDB or SQLite connection and streams the result into
-//! Arrow record batches and out as one Parquet object, in bounded memory.
+//! Extraction: runs one step (a `sql_query` against a pooled PostgreSQL,
+//! Redshift, MySQL/MariaDB or SQLite connection, or any other family's step
+//! through [`StepRead`]) and streams the result into Arrow record batches
+//! and out as one Parquet object, in bounded memory.
 //!
 //! Parameters are always bound as typed driver parameters, never spliced
 //! into the SQL text. PostgreSQL uses `COPY (query) TO STDOUT (FORMAT
@@ -60,6 +61,16 @@ pub enum ReadPath {
     PostgresExtended,
     MySql,
     Sqlite,
+    /// MongoDB `find` or `aggregate` (`mongo_query`).
+    MongoDb,
+    /// Redis keys by `SCAN` (`redis_read`).
+    Redis,
+    /// HTTP requests, page by page (`http_request`).
+    Http,
+    /// The Databricks SQL Statement Execution API.
+    Databricks,
+    /// The embedded query engine over earlier steps' results (`transform`).
+    Transform,
 }
 
 /// What a completed step produced.
@@ -146,6 +157,19 @@ impl ExtractError {
     }
 }
 
+/// A connector's pool that could not be had (or a driver failure), as the
+/// step's error: same kind, message and server code.
+impl From<crate::connectors::DriverError> for ExtractError {
+    fn from(error: crate::connectors::DriverError) -> Self {
+        let failure = error.failure;
+        let mapped = ExtractError::new(failure.error_type, failure.message);
+        match failure.code {
+            Some(code) => mapped.with_code(code),
+            None => mapped,
+        }
+    }
+}
+
 impl From<SinkError> for ExtractError {
     fn from(error: SinkError) -> Self {
         match error {
@@ -217,21 +241,68 @@ impl Default for ExtractOptions {
 }
 
 /// Runs `query` (placeholders already rewritten, values in order) against
-/// `source` and writes the result as Parquet (zstd level 1) to
-/// `destination` via a multipart upload.
-///
-/// Memory stays bounded: batches of ~16k rows, row groups flushed, parts
-/// uploaded as they fill. `progress(rows, bytes)` is called after every
-/// batch with the running totals (rows read, Parquet bytes flushed).
-/// `cancel` aborts the query and the upload (no object, no open multipart
-/// upload). `fence()` is awaited right before completing the upload; if it
-/// returns false the upload is aborted and `fenced` returned. An empty
-/// result still writes a valid Parquet file with the schema. `options`
-/// tunes the step ([`ExtractOptions::default`] is what jobs use).
+/// `source` and writes the result as Parquet to `destination`: the SQL case
+/// of [`run_step_with`], which tells what the arguments do.
 pub async fn run_sql_step_with<F, Fut>(
     options: &ExtractOptions,
     source: &SqlSource,
     query: &BoundQuery,
+    destination: &Destination<'_>,
+    progress: &(dyn Fn(i64, i64) + Send + Sync),
+    cancel: &CancellationToken,
+    fence: F,
+) -> Result<StepOutput, ExtractError>
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = bool> + Send,
+{
+    let read = SqlRead { source, query };
+    run_step_with(options, &read, destination, progress, cancel, fence).await
+}
+
+/// One step's read: describes the result's columns to an [`Output`] and
+/// writes its batches there. Each connector family's step runners, and the
+/// transform engine, are one.
+#[async_trait::async_trait]
+pub(crate) trait StepRead: Send + Sync {
+    async fn read(&self, out: &mut Output<'_>) -> Result<ReadPath, ExtractError>;
+}
+
+/// A `sql_query` read on a pooled SQL connection.
+pub(crate) struct SqlRead<'a> {
+    pub(crate) source: &'a SqlSource,
+    pub(crate) query: &'a BoundQuery,
+}
+
+#[async_trait::async_trait]
+impl StepRead for SqlRead<'_> {
+    async fn read(&self, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+        match self.source {
+            SqlSource::Postgres(pool) => {
+                crate::connectors::postgres::extract::extract(pool, self.query, out).await
+            }
+            SqlSource::MySql(pool) => crate::connectors::mysql::extract::extract(pool, self.query, out).await,
+            SqlSource::Sqlite(pool) => {
+                crate::connectors::sqlite::extract::extract(pool, self.query, out).await
+            }
+        }
+    }
+}
+
+/// Runs one step's `read` and writes its result as Parquet (zstd level 1)
+/// to `destination` via a multipart upload.
+///
+/// Memory stays bounded: readers hand over batches of ~16k rows, row groups
+/// are flushed and parts uploaded as they fill. `progress(rows, bytes)` is
+/// called after every batch with the running totals (rows read, Parquet
+/// bytes flushed). `cancel` aborts the read and the upload (no object, no
+/// open multipart upload). `fence()` is awaited right before completing the
+/// upload; if it returns false the upload is aborted and `fenced` returned.
+/// An empty result still writes a valid Parquet file with the schema.
+/// `options` tunes the step ([`ExtractOptions::default`] is what jobs use).
+pub(crate) async fn run_step_with<F, Fut>(
+    options: &ExtractOptions,
+    read: &dyn StepRead,
     destination: &Destination<'_>,
     progress: &(dyn Fn(i64, i64) + Send + Sync),
     cancel: &CancellationToken,
@@ -251,13 +322,7 @@ where
         cancel,
         sink: None,
     };
-    let read = match source {
-        SqlSource::Postgres(pool) => {
-            crate::connectors::postgres::extract::extract(pool, query, &mut out).await
-        }
-        SqlSource::MySql(pool) => crate::connectors::mysql::extract::extract(pool, query, &mut out).await,
-        SqlSource::Sqlite(pool) => crate::connectors::sqlite::extract::extract(pool, query, &mut out).await,
-    };
+    let read = read.read(&mut out).await;
     let sink = out.sink.take();
     let read_path = match read {
         Ok(read_path) => read_path,
@@ -270,7 +335,7 @@ where
     };
     let Some(sink) = sink else {
         return Err(ExtractError::internal(
-            "the query finished without describing its columns",
+            "the step finished without describing its columns",
         ));
     };
     let output = sink.finish(cancel, fence).await?;

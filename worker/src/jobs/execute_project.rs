@@ -20,22 +20,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_shared::connectors::merge;
-use ferry_shared::domain::params::{self, Placeholder};
 use ferry_shared::domain::{
     Connector, ConnectorStatus, ErrorKind, Execution, ExecutionStatus, Lease, StepError, StepRun,
     StepRunStatus, StepType,
 };
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
 use ferry_shared::store::{ConnectorStore, ExecutionStore, GrantStore};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::connectors::errors::{Disposition, disposition};
-use crate::connectors::{self, ConnectorSpec};
-use crate::extract::{Destination, ExtractOptions, run_sql_step_with};
+use crate::connectors::{self, ConnectorSpec, StepRequest};
+use crate::extract::{Destination, ExtractError, ExtractOptions, Output, ReadPath, StepRead, run_step_with};
+use crate::pools::PoolRegistry;
 use crate::runtime::JobError;
 use crate::sink::UploadJournal;
+use crate::transform::Transform;
 
 /// How a step that failed transiently is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,7 +499,9 @@ async fn run_step(
     step: &StepRun,
     watch: &Arc<Watch>,
 ) -> Result<(i64, i64, String), Failure> {
-    let Some(step_type) = StepType::parse(&step.step_type).filter(|t| connectors::runs(*t)) else {
+    let Some(step_type) =
+        StepType::parse(&step.step_type).filter(|t| *t == StepType::Transform || connectors::runs(*t))
+    else {
         return Err(Failure::from(step_error(
             ErrorKind::UnsupportedStepType,
             format!(
@@ -508,72 +511,20 @@ async fn run_step(
         )));
     };
     let config = step.config.as_object().cloned().unwrap_or_default();
-    let connector_uuid = config
-        .get("connector_uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let connector = usable_connector(
-        shared.store.as_ref(),
-        shared.store.as_ref(),
-        execution,
-        connector_uuid,
-        watch,
-    )
-    .await?;
-    let secrets = shared
-        .vault
-        .open(&connector.uuid, &connector.secrets)
-        .map_err(|_| {
-            step_error(
-                ErrorKind::InvalidConfig,
-                "the connector's credentials could not be decrypted",
-            )
-        })?;
-    let spec = ConnectorSpec {
-        uuid: connector.uuid.clone(),
-        org_id: connector.org_id.clone(),
-        connector_type: connector.connector_type.clone(),
-        version: connector.config_version,
-        config: merge(&connector.config, &secrets),
+    let current;
+    let read: Box<dyn StepRead + '_> = if step_type == StepType::Transform {
+        // Earlier steps' results as they stand now: steps completed since
+        // the execution was claimed are in the store, not in `execution`.
+        current = load_current(shared, execution, watch).await?;
+        Box::new(Transform {
+            objects: &shared.objects,
+            execution: &current,
+            step,
+            config: &config,
+        })
+    } else {
+        Box::new(connector_step(shared, execution, step_type, &config, watch).await?)
     };
-    // The family that runs this step on this connector, if any.
-    let driver = connectors::declared(&connector.connector_type)
-        .filter(|(_, driver)| driver.steps().contains(&step_type));
-    let placeholder = driver
-        .and_then(|(decl, _)| decl.placeholder)
-        .unwrap_or(Placeholder::Question);
-    let query = config.get("query").and_then(Value::as_str).unwrap_or_default();
-    let declared = config
-        .get("parameters")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let bound = params::bind(query, &declared, &execution.parameters, placeholder)
-        .map_err(|e| step_error(ErrorKind::InvalidParameters, e.to_string()))?;
-    let driver_error = |e: crate::pools::DriverError| Failure {
-        error: step_error(e.failure.error_type, e.failure.message),
-        code: e.failure.code,
-        source: None,
-    };
-    let unsupported = || {
-        Failure::from(step_error(
-            ErrorKind::UnsupportedConnector,
-            format!(
-                "{} steps cannot run on {} connectors",
-                step_type.as_str(),
-                connector.connector_type
-            ),
-        ))
-    };
-    if driver.is_none() {
-        return Err(unsupported());
-    }
-    let source = shared
-        .pools
-        .sql_source(&spec)
-        .await
-        .map_err(driver_error)?
-        .ok_or_else(unsupported)?;
     let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
     let progress = {
         let watch = watch.clone();
@@ -614,10 +565,9 @@ async fn run_step(
         &step.step_id,
         watch,
     ));
-    let output = run_sql_step_with(
+    let output = run_step_with(
         &ExtractOptions::default(),
-        &source,
-        &bound,
+        read.as_ref(),
         &destination,
         &progress,
         &watch.cancel,
@@ -630,6 +580,101 @@ async fn run_step(
         source: e.source,
     })?;
     Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
+}
+
+/// The execution as the store has it now.
+async fn load_current(shared: &Shared, execution: &Execution, watch: &Watch) -> Result<Execution, Failure> {
+    let executions: &dyn ExecutionStore = shared.store.as_ref();
+    match executions.load_execution(&execution.execution_id).await {
+        Ok(Some(current)) => Ok(current),
+        Ok(None) => Err(Failure::from(step_error(
+            ErrorKind::NotFound,
+            format!("execution {} no longer exists", execution.execution_id),
+        ))),
+        Err(e) => {
+            if matches!(e, ferry_shared::Error::Unavailable(_)) {
+                watch.stop(Stop::Unconfirmed);
+            }
+            Err(Failure::from(step_error(ErrorKind::Internal, e.to_string())))
+        }
+    }
+}
+
+/// A step that reads through a connector: the connector checked usable by
+/// the execution's creator, its credentials opened, and its family known
+/// to run `step_type`.
+async fn connector_step<'a>(
+    shared: &'a Shared,
+    execution: &'a Execution,
+    step_type: StepType,
+    config: &'a Map<String, Value>,
+    watch: &Watch,
+) -> Result<ConnectorStep<'a>, Failure> {
+    let connector_uuid = config
+        .get("connector_uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let connector = usable_connector(
+        shared.store.as_ref(),
+        shared.store.as_ref(),
+        execution,
+        connector_uuid,
+        watch,
+    )
+    .await?;
+    let Some((decl, _)) = connectors::declared(&connector.connector_type)
+        .filter(|(_, driver)| driver.steps().contains(&step_type))
+    else {
+        return Err(Failure::from(step_error(
+            ErrorKind::UnsupportedConnector,
+            format!(
+                "{} steps cannot run on {} connectors",
+                step_type.as_str(),
+                connector.connector_type
+            ),
+        )));
+    };
+    let secrets = shared
+        .vault
+        .open(&connector.uuid, &connector.secrets)
+        .map_err(|_| {
+            step_error(
+                ErrorKind::InvalidConfig,
+                "the connector's credentials could not be decrypted",
+            )
+        })?;
+    let spec = ConnectorSpec {
+        uuid: connector.uuid.clone(),
+        org_id: connector.org_id.clone(),
+        connector_type: connector.connector_type.clone(),
+        version: connector.config_version,
+        config: merge(&connector.config, &secrets),
+    };
+    Ok(ConnectorStep {
+        pools: &shared.pools,
+        spec,
+        request: StepRequest {
+            step_type,
+            connector: decl,
+            config,
+            supplied: &execution.parameters,
+            policy: shared.pools.policy(),
+        },
+    })
+}
+
+/// A step read through its connector's pool.
+struct ConnectorStep<'a> {
+    pools: &'a PoolRegistry,
+    spec: ConnectorSpec,
+    request: StepRequest<'a>,
+}
+
+#[async_trait::async_trait]
+impl StepRead for ConnectorStep<'_> {
+    async fn read(&self, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+        self.pools.run_step(&self.spec, &self.request, out).await
+    }
 }
 
 /// Renews the lease every third of it, records the running step's progress,
