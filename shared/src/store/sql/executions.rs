@@ -362,7 +362,7 @@ impl ExecutionStore for SqlStore {
         .scalar_optional::<String>(&self.pool)
         .await?;
         status
-            .map(|status| rows::parse_execution_status(&status))
+            .map(|status| rows::word("executions.status", &status))
             .transpose()
     }
 
@@ -510,7 +510,7 @@ impl ExecutionStore for SqlStore {
         let Some(status) = status else {
             return Ok(None);
         };
-        match rows::parse_execution_status(&status)? {
+        match rows::word("executions.status", &status)? {
             ExecutionStatus::Queued => {
                 // No worker has it: it ends here.
                 Sql::new(

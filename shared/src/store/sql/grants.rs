@@ -111,7 +111,7 @@ impl GrantStore for SqlStore {
             .bind(user_id)
             .scalar_optional::<String>(&self.pool)
             .await?
-            .map(|role| rows::parse_role(&role))
+            .map(|role| rows::word("grants.role", &role))
             .transpose()
     }
 
@@ -191,7 +191,7 @@ impl GrantStore for SqlStore {
         if org_role.as_deref() == Some("admin") {
             return Ok(Some(Role::Owner));
         }
-        grant.map(|role| rows::parse_role(&role)).transpose()
+        grant.map(|role| rows::word("grants.role", &role)).transpose()
     }
 
     async fn record_execution_role(&self, execution_id: &str, role: OrgRole) -> Result<bool> {

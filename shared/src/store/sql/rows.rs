@@ -2,14 +2,15 @@
 //! domain types. Both backends decode into the same row structs (the
 //! `FromRow` derives are generic over the database).
 
+use std::str::FromStr;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
 use crate::domain::{
-    Connector, ConnectorStatus, ConnectorUsage, ErrorKind, Execution, ExecutionStatus, Project,
-    ProjectStatus, ProjectSummary, ResourceKind, Role, Sealed, Step, StepError, StepRun, StepRunStatus,
-    StepType, TestRecord, TestStatus, Trigger,
+    Connector, ConnectorUsage, Execution, Project, ProjectSummary, Role, Sealed, Step, StepError, StepRun,
+    TestRecord,
 };
 use crate::error::{Error, Result};
 use crate::store::Grant;
@@ -104,8 +105,7 @@ impl TryFrom<ProjectRow> for Project {
 
     fn try_from(row: ProjectRow) -> Result<Self> {
         Ok(Project {
-            status: ProjectStatus::parse(&row.status)
-                .ok_or_else(|| corrupt("projects.status", &row.status))?,
+            status: word("projects.status", &row.status)?,
             uuid: row.uuid,
             org_id: row.org_id,
             name: row.name,
@@ -134,7 +134,7 @@ impl TryFrom<SummaryRow> for ProjectSummary {
 
     fn try_from(row: SummaryRow) -> Result<Self> {
         Ok(ProjectSummary {
-            role: parse_role(&row.role)?,
+            role: word("grants.role", &row.role)?,
             project: Project::try_from(row.project)?,
             step_count: row.step_count,
         })
@@ -159,8 +159,7 @@ impl TryFrom<StepRow> for Step {
 
     fn try_from(row: StepRow) -> Result<Self> {
         Ok(Step {
-            step_type: StepType::parse(&row.step_type)
-                .ok_or_else(|| corrupt("steps.step_type", &row.step_type))?,
+            step_type: word("steps.step_type", &row.step_type)?,
             step_id: row.step_id,
             project_uuid: row.project_uuid,
             name: row.name,
@@ -188,8 +187,8 @@ impl TryFrom<GrantRow> for Grant {
 
     fn try_from(row: GrantRow) -> Result<Self> {
         Ok(Grant {
-            resource: parse_resource(&row.resource_type)?,
-            role: parse_role(&row.role)?,
+            resource: word("grants.resource_type", &row.resource_type)?,
+            role: word("grants.role", &row.role)?,
             resource_uuid: row.resource_uuid,
             user_id: row.user_id,
             granted_by: row.granted_by,
@@ -225,16 +224,12 @@ impl TryFrom<ConnectorRow> for Connector {
     type Error = Error;
 
     fn try_from(row: ConnectorRow) -> Result<Self> {
-        let last_test_status = row
-            .last_test_status
-            .map(|status| {
-                TestStatus::parse(&status).ok_or_else(|| corrupt("connectors.last_test_status", &status))
-            })
-            .transpose()?;
         Ok(Connector {
-            status: ConnectorStatus::parse(&row.status)
-                .ok_or_else(|| corrupt("connectors.status", &row.status))?,
-            last_test_status,
+            status: word("connectors.status", &row.status)?,
+            last_test_status: row
+                .last_test_status
+                .map(|status| word("connectors.last_test_status", &status))
+                .transpose()?,
             uuid: row.uuid,
             org_id: row.org_id,
             connector_type: row.connector_type,
@@ -270,7 +265,10 @@ impl TryFrom<ConnectorRoleRow> for (Connector, Role) {
     type Error = Error;
 
     fn try_from(row: ConnectorRoleRow) -> Result<Self> {
-        Ok((Connector::try_from(row.connector)?, parse_role(&row.role)?))
+        Ok((
+            Connector::try_from(row.connector)?,
+            word("grants.role", &row.role)?,
+        ))
     }
 }
 
@@ -337,9 +335,8 @@ impl TryFrom<ExecutionRow> for Execution {
 
     fn try_from(row: ExecutionRow) -> Result<Self> {
         Ok(Execution {
-            status: parse_execution_status(&row.status)?,
-            trigger: Trigger::parse(&row.trigger)
-                .ok_or_else(|| corrupt("executions.trigger", &row.trigger))?,
+            status: word("executions.status", &row.status)?,
+            trigger: word("executions.trigger", &row.trigger)?,
             execution_id: row.execution_id,
             project_uuid: row.project_uuid,
             org_id: row.org_id,
@@ -386,8 +383,7 @@ impl StepRunRow {
         let missing = |column: &str| Error::internal(format!("execution_steps.{column} is null"));
         let status = self.run_status.ok_or_else(|| missing("status"))?;
         Ok(Some(StepRun {
-            status: StepRunStatus::parse(&status)
-                .ok_or_else(|| corrupt("execution_steps.status", &status))?,
+            status: word("execution_steps.status", &status)?,
             step_id,
             position: self.run_position.ok_or_else(|| missing("position"))?,
             name: self.run_name.ok_or_else(|| missing("name"))?,
@@ -404,7 +400,7 @@ impl StepRunRow {
                 .run_error_type
                 .map(|error_type| {
                     Ok::<_, Error>(StepError {
-                        error_type: parse_error_kind(&error_type)?,
+                        error_type: word("execution_steps.error_type", &error_type)?,
                         message: self.run_error_message.unwrap_or_default(),
                     })
                 })
@@ -440,28 +436,35 @@ pub(super) fn group_executions(rows: Vec<ExecutionStepRow>) -> Result<Vec<Execut
     Ok(executions)
 }
 
-/// A stored `error_type`; a word outside the vocabulary is a corrupt row,
-/// as for any other enumerated column.
-fn parse_error_kind(text: &str) -> Result<ErrorKind> {
-    ErrorKind::parse(text).ok_or_else(|| corrupt("execution_steps.error_type", text))
+/// A stored word of `T`'s vocabulary (a status, a role, a type). A word
+/// outside it is a corrupt row, which the schema's checks should have made
+/// impossible: an internal error naming the column and the value.
+pub(super) fn word<T: FromStr>(column: &str, text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| Error::internal(format!("unexpected value {text:?} in {column}")))
 }
 
-pub(super) fn parse_execution_status(text: &str) -> Result<ExecutionStatus> {
-    ExecutionStatus::parse(text).ok_or_else(|| corrupt("executions.status", text))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ExecutionStatus, ResourceKind};
 
-pub(super) fn parse_role(text: &str) -> Result<Role> {
-    Role::parse(text).ok_or_else(|| corrupt("grants.role", text))
-}
-
-fn parse_resource(text: &str) -> Result<ResourceKind> {
-    [ResourceKind::Project, ResourceKind::Connector]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
-        .ok_or_else(|| corrupt("grants.resource_type", text))
-}
-
-/// A stored value the schema's checks should have made impossible.
-fn corrupt(column: &str, value: &str) -> Error {
-    Error::internal(format!("unexpected value {value:?} in {column}"))
+    #[test]
+    fn a_stored_word_reads_as_its_variant_and_any_other_is_a_corrupt_row_naming_the_column() {
+        assert_eq!(word::<Role>("grants.role", "editor").expect("a role"), Role::Editor);
+        assert_eq!(
+            word::<ResourceKind>("grants.resource_type", "connector").expect("a kind"),
+            ResourceKind::Connector
+        );
+        assert_eq!(
+            word::<ExecutionStatus>("executions.status", "cancelling").expect("a status"),
+            ExecutionStatus::Cancelling
+        );
+        match word::<Role>("grants.role", "Admin") {
+            Err(Error::Internal { message, .. }) => {
+                assert_eq!(message, r#"unexpected value "Admin" in grants.role"#);
+            }
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+    }
 }
