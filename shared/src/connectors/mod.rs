@@ -48,63 +48,40 @@ mod validate;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
-use strum::{Display, EnumProperty, EnumString, IntoStaticStr, VariantArray};
+use strum::{Display, EnumProperty, IntoStaticStr, VariantArray};
 
 pub use formats::REDACTED_PASSWORD;
 
 use crate::domain::StepType;
 use crate::domain::params::Placeholder;
+use crate::domain::word::word_enum;
 
-/// A connector type, as the API spells it (`postgresql`, `rest_api`, ...):
-/// the one place these words are written. Parse with `str::parse` (exact,
-/// case-sensitive); [`TypeId::decl`] gives the type's declaration.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum TypeId {
-    Postgresql,
-    Redshift,
-    Mysql,
-    Mongodb,
-    Redis,
-    RestApi,
-    Sqlite,
-    Databricks,
-    Bigquery,
-    Snowflake,
-    Salesforce,
-    Hubspot,
-    Stripe,
-    GoogleAnalytics,
-    Azure,
+word_enum! {
+    /// A connector type, as the API spells it (`postgresql`, `rest_api`, ...):
+    /// the one place these words are written. Parse with `str::parse` (exact,
+    /// case-sensitive); [`TypeId::decl`] gives the type's declaration.
+    pub enum TypeId in "snake_case" {
+        Postgresql,
+        Redshift,
+        Mysql,
+        Mongodb,
+        Redis,
+        RestApi,
+        Sqlite,
+        Databricks,
+        Bigquery,
+        Snowflake,
+        Salesforce,
+        Hubspot,
+        Stripe,
+        GoogleAnalytics,
+        Azure,
+    }
 }
 
 impl TypeId {
-    /// The word the API uses.
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// The type called `text`, if Ferry knows it.
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
-    }
-
     /// This type's declaration in the registry.
     pub fn decl(self) -> &'static ConnectorType {
         registry()
@@ -149,23 +126,12 @@ pub enum Capability {
     Partitioning,
 }
 
-/// How a connector authenticates: credentials in its config, or an OAuth
-/// grant obtained through `/api/oauth/{provider}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Display, EnumString, IntoStaticStr)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum AuthKind {
-    Credentials,
-    OAuth,
-}
-
-impl AuthKind {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
+word_enum! {
+    /// How a connector authenticates: credentials in its config, or an OAuth
+    /// grant obtained through `/api/oauth/{provider}`.
+    pub enum AuthKind in "lowercase" {
+        Credentials,
+        OAuth,
     }
 }
 

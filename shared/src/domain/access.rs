@@ -1,7 +1,7 @@
 //! Who is calling, and what they may do with a resource.
 
+use super::word::word_enum;
 use serde::{Deserialize, Serialize};
-use strum::{EnumString, IntoStaticStr};
 
 /// The caller, as established by a verified JWT (or later an API key).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,53 +27,25 @@ pub enum OrgRole {
     Member,
 }
 
-/// Kinds of resource that carry per-user grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum ResourceKind {
-    Project,
-    Connector,
-}
-
-impl ResourceKind {
-    pub fn as_str(self) -> &'static str {
-        self.into()
+word_enum! {
+    /// Kinds of resource that carry per-user grants.
+    pub enum ResourceKind in "lowercase" {
+        Project,
+        Connector,
     }
 }
 
-/// A user's relation to one resource. Ordered: `Viewer < Editor < Owner`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    IntoStaticStr,
-    EnumString,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Editor,
-    Owner,
+word_enum! {
+    /// A user's relation to one resource. Ordered: `Viewer < Editor < Owner`.
+    #[derive(PartialOrd, Ord)]
+    pub enum Role in "lowercase" {
+        Viewer,
+        Editor,
+        Owner,
+    }
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(text: &str) -> Option<Role> {
-        text.parse().ok()
-    }
-
     /// The caller's effective role: organization admins act as owner on
     /// everything in their organization; otherwise the explicit grant, if any.
     pub fn effective(principal: &Principal, grant: Option<Role>) -> Option<Role> {

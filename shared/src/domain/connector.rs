@@ -5,27 +5,16 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use strum::{Display, EnumString, IntoStaticStr};
 
 use super::ErrorKind;
+use super::word::word_enum;
 
-/// Connector lifecycle status (the seed's `active`, `disabled`, `error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Display, EnumString, IntoStaticStr)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum ConnectorStatus {
-    Active,
-    Disabled,
-    Error,
-}
-
-impl ConnectorStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
+word_enum! {
+    /// Connector lifecycle status (the seed's `active`, `disabled`, `error`).
+    pub enum ConnectorStatus in "lowercase" {
+        Active,
+        Disabled,
+        Error,
     }
 }
 
@@ -64,22 +53,11 @@ mod b64 {
     }
 }
 
-/// The outcome of the last connection test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Display, EnumString, IntoStaticStr)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum TestStatus {
-    Success,
-    Failed,
-}
-
-impl TestStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
+word_enum! {
+    /// The outcome of the last connection test.
+    pub enum TestStatus in "lowercase" {
+        Success,
+        Failed,
     }
 }
 

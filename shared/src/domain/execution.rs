@@ -9,35 +9,25 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use strum::{EnumString, IntoStaticStr, VariantArray};
+use strum::VariantArray;
 
 use super::ErrorKind;
+use super::word::word_enum;
 
-/// Execution lifecycle.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum ExecutionStatus {
-    Queued,
-    Running,
-    Cancelling,
-    Completed,
-    Failed,
-    Cancelled,
+word_enum! {
+    /// Execution lifecycle.
+    pub enum ExecutionStatus in "lowercase" {
+        Queued,
+        Running,
+        Cancelling,
+        Completed,
+        Failed,
+        Cancelled,
+    }
 }
 
 impl ExecutionStatus {
     pub const ALL: &'static [ExecutionStatus] = <ExecutionStatus as VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
-    }
 
     /// Completed, failed and cancelled executions never change again.
     pub fn is_terminal(self) -> bool {
@@ -48,49 +38,27 @@ impl ExecutionStatus {
     }
 }
 
-/// Step status within an execution.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum StepRunStatus {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Skipped,
-    Cancelled,
+word_enum! {
+    /// Step status within an execution.
+    pub enum StepRunStatus in "lowercase" {
+        Pending,
+        Running,
+        Completed,
+        Failed,
+        Skipped,
+        Cancelled,
+    }
 }
 
 impl StepRunStatus {
     pub const ALL: &'static [StepRunStatus] = <StepRunStatus as VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
-    }
 }
 
-/// What started an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum Trigger {
-    Api,
-    Schedule,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
+word_enum! {
+    /// What started an execution.
+    pub enum Trigger in "lowercase" {
+        Api,
+        Schedule,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod page;
 pub mod params;
 pub mod project;
 pub mod step;
+pub(crate) mod word;
 
 pub use access::{OrgRole, Permissions, Principal, ResourceKind, Role};
 pub use connector::{

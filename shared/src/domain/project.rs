@@ -1,30 +1,19 @@
 //! Projects: a named, ordered set of steps owned by an organization.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use strum::{EnumString, IntoStaticStr};
+use strum::EnumString;
 
+use super::word::word_enum;
 use super::{PageRequest, Role, SortOrder};
 
-/// Project lifecycle: `draft` until the first accepted execution, then
-/// `active`; `archived` after a soft delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, EnumString)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum ProjectStatus {
-    Draft,
-    Active,
-    Archived,
-}
-
-impl ProjectStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
+word_enum! {
+    /// Project lifecycle: `draft` until the first accepted execution, then
+    /// `active`; `archived` after a soft delete.
+    pub enum ProjectStatus in "lowercase" {
+        Draft,
+        Active,
+        Archived,
     }
 }
 

@@ -2,51 +2,27 @@
 //! their configuration.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+use strum::VariantArray;
 
+use super::word::word_enum;
 use crate::error::{Error, Result};
 
-/// The kinds of step Ferry knows, as the API spells them (`sql_query`,
-/// `mongo_query`, ...): the one place these words are written.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum StepType {
-    SqlQuery,
-    MongoQuery,
-    RedisRead,
-    HttpRequest,
-    SaasExtract,
-    Transform,
+word_enum! {
+    /// The kinds of step Ferry knows, as the API spells them (`sql_query`,
+    /// `mongo_query`, ...): the one place these words are written.
+    pub enum StepType in "snake_case" {
+        SqlQuery,
+        MongoQuery,
+        RedisRead,
+        HttpRequest,
+        SaasExtract,
+        Transform,
+    }
 }
 
 impl StepType {
     pub const ALL: &[StepType] = Self::VARIANTS;
-
-    /// The word the API uses.
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// The step type called `text` (exact, case-sensitive).
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
-    }
 
     /// Whether steps of this type read through a connector (named by
     /// `config.connector_uuid`); `transform` steps read earlier results.
@@ -112,24 +88,19 @@ impl StepType {
     }
 }
 
-/// Types a runtime parameter may declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, EnumString, IntoStaticStr)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum ParamType {
-    String,
-    Integer,
-    Number,
-    Boolean,
-    Date,
-    Timestamp,
+word_enum! {
+    /// Types a runtime parameter may declare.
+    pub enum ParamType in "lowercase" {
+        String,
+        Integer,
+        Number,
+        Boolean,
+        Date,
+        Timestamp,
+    }
 }
 
 impl ParamType {
-    pub fn parse(text: &str) -> Option<Self> {
-        text.parse().ok()
-    }
-
     /// Whether `value` is acceptable for this type.
     pub fn accepts(self, value: &Value) -> bool {
         match self {
