@@ -6,25 +6,9 @@
 #   FERRY_VENV   where the venv lives (default: $HOME/.cache/ferry-venv)
 #   PYTHON       the interpreter that creates it (default: python3)
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/peer-venv.sh"
 
-venv="${FERRY_VENV:-$HOME/.cache/ferry-venv}"
-python="${PYTHON:-python3}"
 # moto 5.x: multipart uploads, abort, ListMultipartUploads, conditional put.
-requirements=("moto[server]>=5.1,<6")
-
-if [ ! -x "$venv/bin/python" ]; then
-  echo "creating venv at $venv" >&2
-  mkdir -p "$(dirname "$venv")"
-  "$python" -m venv "$venv"
-fi
-
-if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}" >&2; then
-  echo "pip install failed for: ${requirements[*]}" >&2
-  exit 1
-fi
-if [ ! -x "$venv/bin/moto_server" ]; then
-  echo "moto_server is missing from $venv/bin after installing ${requirements[*]}" >&2
-  exit 1
-fi
+install_peer moto_server "moto[server]>=5.1,<6"
 
 echo "$venv"

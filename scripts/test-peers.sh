@@ -6,22 +6,8 @@
 #   FERRY_VENV   where the venv lives (default: $HOME/.cache/ferry-venv)
 #   PYTHON       the interpreter that creates it (default: python3)
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/peer-venv.sh"
 
-venv="${FERRY_VENV:-$HOME/.cache/ferry-venv}"
-python="${PYTHON:-python3}"
-requirements=("nx-27017==0.8.*")
-
-if [ ! -x "$venv/bin/python" ]; then
-  echo "creating venv at $venv" >&2
-  mkdir -p "$(dirname "$venv")"
-  "$python" -m venv "$venv"
-fi
-
-# `pip install` of already satisfied requirements is a fast no-op, so the
-# script stays idempotent without a marker file that could go stale.
-if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}" >&2; then
-  echo "pip install failed for: ${requirements[*]}" >&2
-  exit 1
-fi
+install_peer nx-27017 "nx-27017==0.8.*"
 
 echo "$venv"
