@@ -344,7 +344,8 @@ mod tests {
         for family in [DriverFamily::Postgres, DriverFamily::Mysql, DriverFamily::Sqlite] {
             assert_eq!(driver(family).steps(), &[StepType::SqlQuery], "{family:?}");
         }
-        for family in [DriverFamily::Mongodb, DriverFamily::Redis, DriverFamily::Rest] {
+        assert_eq!(driver(DriverFamily::Mongodb).steps(), &[StepType::MongoQuery]);
+        for family in [DriverFamily::Redis, DriverFamily::Rest] {
             assert!(driver(family).steps().is_empty(), "{family:?}");
         }
     }

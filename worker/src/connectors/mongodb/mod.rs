@@ -21,9 +21,21 @@
 //! after each test and on each use; a violation evicts the client. With TLS
 //! the names stay (the driver verifies certificates against them): a
 //! rebound name would also need a certificate for it from a public root.
+//!
+//! `mongo_query` steps run on the same client (one per connector and config
+//! version, kept by the pool registry): [`query`] binds the config to BSON,
+//! [`read`] streams the cursor, [`columns`] turns documents into Arrow
+//! columns. See `design.md` beside this file.
+
+mod columns;
+mod query;
+mod read;
+#[cfg(test)]
+mod step_tests;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,16 +49,22 @@ use mongodb::options::{
 };
 
 use crate::connectors::config::Config;
+use ferry_shared::domain::StepType;
+
 use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io};
 use crate::connectors::network::{self, validate_host};
-use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorPool, Driver, StepRequest};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::extract::{ExtractError, Output, ReadPath};
 
 const DEFAULT_PORT: u16 = 27017;
 
 pub(crate) struct MongoHandle {
     pub client: Client,
     pub database: String,
+    /// The server-side bound (`maxTimeMS`) of a step's query:
+    /// `statement_timeout_seconds`.
+    statement_timeout: Duration,
     /// Every server address the driver opened (seeds and discovered).
     opened: Arc<Mutex<Vec<ServerAddress>>>,
     secrets: Secrets,
@@ -161,6 +179,7 @@ pub(crate) async fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result
     Ok(MongoHandle {
         client,
         database,
+        statement_timeout: settings.statement_timeout,
         opened,
         secrets: spec.secrets(),
     })
@@ -392,11 +411,94 @@ pub(crate) fn classify(failure: Failure, message: &str, code: Option<i32>) -> Dr
     }
 }
 
+/// Server codes of a connection or replica-set state problem: trying again
+/// (on another connection or member) can succeed.
+const TRANSIENT_CODES: [i32; 11] = [6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436];
+
+/// Server codes of a query that ran out of time (`MaxTimeMSExpired`,
+/// `ExceededTimeLimit`).
+const TIMEOUT_CODES: [i32; 2] = [50, 262];
+
+/// A driver error during a step, in the step error vocabulary: a command the
+/// server refused is `invalid_query` with the server's message and code (a
+/// timeout code is `timeout`, a connection or replica-set state code
+/// `connection_failed`, both retried); network failures are
+/// `connection_failed` or `timeout`; credentials refused are
+/// `authentication_failed`. Messages never carry the connection string or
+/// a secret.
+pub(crate) fn step_error(error: &mongodb::error::Error, secrets: &Secrets) -> ExtractError {
+    use mongodb::error::ErrorKind as K;
+    let mapped = match error.kind.as_ref() {
+        K::Command(command) => command_error(Some(command.code), &command.code_name, &command.message),
+        K::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            DriverError::new(ErrorType::Timeout, "the MongoDB server did not answer in time")
+        }
+        K::Io(_) | K::ConnectionPoolCleared { .. } => DriverError::new(
+            ErrorType::ConnectionFailed,
+            "the connection to the MongoDB server failed",
+        ),
+        K::InvalidResponse { .. } => match error.server_response() {
+            // A server that refuses a command without a code.
+            Some(reply) if reply.get_str("errmsg").is_ok() => command_error(
+                reply.get_i32("code").ok(),
+                reply.get_str("codeName").unwrap_or_default(),
+                reply.get_str("errmsg").unwrap_or_default(),
+            ),
+            _ => DriverError::new(
+                ErrorType::ConnectionFailed,
+                "the MongoDB server sent a reply that could not be read",
+            ),
+        },
+        _ => {
+            let mapped = map_error(error, secrets);
+            match mapped.kind() {
+                ErrorType::Unknown => {
+                    DriverError::new(ErrorType::ConnectionFailed, "the MongoDB operation failed")
+                }
+                _ => mapped,
+            }
+        }
+    };
+    let mapped = mapped.redacted(secrets);
+    ExtractError::from(mapped)
+}
+
+/// A command the server refused, by its code.
+fn command_error(code: Option<i32>, code_name: &str, message: &str) -> DriverError {
+    let with_code = |error: DriverError| match code {
+        Some(code) => error.with_code(code.to_string()),
+        None => error,
+    };
+    match code {
+        Some(code) if TIMEOUT_CODES.contains(&code) => with_code(DriverError::new(
+            ErrorType::Timeout,
+            "the query ran longer than the connector's statement_timeout_seconds",
+        )),
+        Some(code) if TRANSIENT_CODES.contains(&code) => with_code(DriverError::new(
+            ErrorType::ConnectionFailed,
+            format!("the MongoDB server could not serve the query: {message}"),
+        )),
+        Some(18 | 13 | 11 | 8000) => classify(Failure::Command, message, code),
+        _ => {
+            let text = if code_name.is_empty() {
+                message.to_owned()
+            } else {
+                format!("{message} ({code_name})")
+            };
+            with_code(DriverError::new(ErrorType::InvalidQuery, text))
+        }
+    }
+}
+
 /// The MongoDB family.
 pub(crate) struct MongoDb;
 
 #[async_trait]
 impl Driver for MongoDb {
+    fn steps(&self) -> &'static [StepType] {
+        &[StepType::MongoQuery]
+    }
+
     async fn open(
         &self,
         spec: &ConnectorSpec,
@@ -436,6 +538,14 @@ impl ConnectorPool for MongoHandle {
 
     async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
         self.check_opened(policy).await.map(|()| Some(Vec::new()))
+    }
+
+    /// `mongo_query` steps (see [`read`]).
+    async fn run(&self, step: &StepRequest<'_>, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+        match step.step_type {
+            StepType::MongoQuery => read::run(self, step, out).await,
+            _ => Err(step.unsupported()),
+        }
     }
 
     fn close(&self) {
