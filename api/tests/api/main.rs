@@ -12,6 +12,7 @@ mod executing;
 mod executions;
 mod hygiene;
 mod limits;
+mod mongo_query;
 mod openapi;
 mod permissions;
 mod projects;
