@@ -60,9 +60,30 @@ pub struct ProjectStepView {
     pub status: String,
 }
 
-/// A project with its steps and the caller's permissions.
+/// Who created a resource, and when it was created and last changed: part
+/// of every project and connector body.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectView {
+pub struct Provenance {
+    pub created_by: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+impl Provenance {
+    pub fn new(created_by: String, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Self {
+        Provenance {
+            created_by,
+            created_at: timestamp(created_at),
+            updated_at: timestamp(updated_at),
+        }
+    }
+}
+
+/// The fields of a project that every project body shows, listed or not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectFields {
     #[schema(example = "proj_01J9Z8M5W6X7Y8Z9A0B1C2D3E4")]
     pub uuid: String,
     pub name: String,
@@ -70,16 +91,37 @@ pub struct ProjectView {
     pub connector_uuids: Vec<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-    pub created_by: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub provenance: Provenance,
     #[schema(format = DateTime)]
     pub last_executed_at: Option<String>,
     /// `draft`, `active` or `archived`.
     #[schema(example = "draft")]
     pub status: String,
+}
+
+impl From<Project> for ProjectFields {
+    fn from(project: Project) -> Self {
+        ProjectFields {
+            uuid: project.uuid,
+            name: project.name,
+            description: project.description,
+            connector_uuids: project.connector_uuids,
+            metadata: project.metadata,
+            provenance: Provenance::new(project.created_by, project.created_at, project.updated_at),
+            last_executed_at: project.last_executed_at.map(timestamp),
+            status: project.status.as_str().to_owned(),
+        }
+    }
+}
+
+/// A project with its steps and the caller's permissions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectView {
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub project: ProjectFields,
     pub step_count: usize,
     pub steps: Vec<ProjectStepView>,
     pub permissions: PermissionsView,
@@ -88,16 +130,7 @@ pub struct ProjectView {
 impl ProjectView {
     pub fn new(project: Project, steps: &[Step], role: Role) -> Self {
         ProjectView {
-            uuid: project.uuid,
-            name: project.name,
-            description: project.description,
-            connector_uuids: project.connector_uuids,
-            metadata: project.metadata,
-            created_by: project.created_by,
-            created_at: timestamp(project.created_at),
-            updated_at: timestamp(project.updated_at),
-            last_executed_at: project.last_executed_at.map(timestamp),
-            status: project.status.as_str().to_owned(),
+            project: project.into(),
             step_count: steps.len(),
             steps: steps
                 .iter()
@@ -117,38 +150,17 @@ impl ProjectView {
 /// A project as listed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectListItem {
-    pub uuid: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub connector_uuids: Vec<String>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Value>,
-    pub created_by: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
-    #[schema(format = DateTime)]
-    pub last_executed_at: Option<String>,
-    pub status: String,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub project: ProjectFields,
     pub step_count: i64,
     pub permissions: PermissionsView,
 }
 
 impl From<ProjectSummary> for ProjectListItem {
     fn from(summary: ProjectSummary) -> Self {
-        let project = summary.project;
         ProjectListItem {
-            uuid: project.uuid,
-            name: project.name,
-            description: project.description,
-            connector_uuids: project.connector_uuids,
-            metadata: project.metadata,
-            created_by: project.created_by,
-            created_at: timestamp(project.created_at),
-            updated_at: timestamp(project.updated_at),
-            last_executed_at: project.last_executed_at.map(timestamp),
-            status: project.status.as_str().to_owned(),
+            project: summary.project.into(),
             step_count: summary.step_count,
             permissions: summary.role.permissions().into(),
         }
@@ -242,4 +254,99 @@ pub struct ErrorBody {
     pub field: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use ferry_shared::domain::ProjectStatus;
+
+    use super::*;
+
+    fn project() -> Project {
+        let at = |second| {
+            Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, second)
+                .single()
+                .expect("time")
+        };
+        Project {
+            uuid: "proj_1".into(),
+            org_id: "org_1".into(),
+            name: "Sales".into(),
+            description: None,
+            connector_uuids: vec!["conn_1".into()],
+            metadata: Some(serde_json::json!({"team": "a"})),
+            created_by: "user_1".into(),
+            created_at: at(5),
+            updated_at: at(6),
+            last_executed_at: Some(at(7)),
+            status: ProjectStatus::Active,
+        }
+    }
+
+    /// The top-level keys of `body` as serialized, in their order.
+    fn keys(body: &impl Serialize) -> Vec<String> {
+        struct Keys(Vec<String>);
+        impl<'de> Deserialize<'de> for Keys {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some((key, serde::de::IgnoredAny)) = map.next_entry()? {
+                            keys.push(key);
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                deserializer.deserialize_map(Visitor)
+            }
+        }
+        let text = serde_json::to_string(body).expect("encode");
+        serde_json::from_str::<Keys>(&text).expect("an object").0
+    }
+
+    #[test]
+    fn a_project_body_shows_its_fields_flat_and_in_the_seed_order() {
+        let view = ProjectView::new(project(), &[], Role::Editor);
+        let expected = [
+            "uuid",
+            "name",
+            "description",
+            "connector_uuids",
+            "metadata",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "last_executed_at",
+            "status",
+            "step_count",
+            "steps",
+            "permissions",
+        ];
+        assert_eq!(keys(&view), expected);
+        let view = serde_json::to_value(view).expect("encode");
+        assert_eq!(view["created_by"], "user_1");
+        assert_eq!(view["created_at"], "2025-01-02T03:04:05.000Z");
+        assert_eq!(view["updated_at"], "2025-01-02T03:04:06.000Z");
+        assert_eq!(view["last_executed_at"], "2025-01-02T03:04:07.000Z");
+        assert_eq!(view["status"], "active");
+        assert_eq!(view["permissions"]["role"], "editor");
+
+        let item = ProjectListItem::from(ProjectSummary {
+            project: project(),
+            step_count: 3,
+            role: Role::Viewer,
+        });
+        let listed: Vec<&str> = expected.into_iter().filter(|key| *key != "steps").collect();
+        assert_eq!(keys(&item), listed);
+        let item = serde_json::to_value(item).expect("encode");
+        assert_eq!(item["step_count"], 3);
+        assert_eq!(item["created_at"], "2025-01-02T03:04:05.000Z");
+        assert_eq!(item["permissions"]["role"], "viewer");
+    }
 }

@@ -28,7 +28,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, Json, OptionalJson, Query};
-use crate::views::{ErrorBody, PermissionsView, timestamp};
+use crate::views::{ErrorBody, PermissionsView, Provenance, timestamp};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -61,11 +61,9 @@ pub struct ConnectorView {
     pub status: String,
     /// `credentials` or `oauth`.
     pub auth_type: String,
-    pub created_by: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub provenance: Provenance,
     #[schema(format = DateTime)]
     pub last_tested_at: Option<String>,
     /// `success` or `failed`.
@@ -93,9 +91,7 @@ impl ConnectorView {
             config: connector.config,
             status: connector.status.as_str().to_owned(),
             auth_type: connector.auth_type,
-            created_by: connector.created_by,
-            created_at: timestamp(connector.created_at),
-            updated_at: timestamp(connector.updated_at),
+            provenance: Provenance::new(connector.created_by, connector.created_at, connector.updated_at),
             last_tested_at: connector.last_tested_at.map(timestamp),
             last_test_status: connector.last_test_status.map(|s| s.as_str().to_owned()),
             disabled_at: connector.disabled_at.map(timestamp),
