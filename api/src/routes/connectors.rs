@@ -315,26 +315,15 @@ fn connector_type(type_id: &str) -> ApiResult<&'static ConnectorType> {
     })
 }
 
-/// Loads a connector the caller may see, with the caller's role; anything
-/// else (another organization, no grant, malformed id) is 404.
+/// Loads a connector the caller may see, with the caller's role (see
+/// [`super::visible`]).
 pub(crate) async fn visible_connector(
     state: &AppState,
     caller: &Principal,
     uuid: &str,
 ) -> ApiResult<(Connector, Role)> {
-    let not_found = || ApiError::not_found("Connector not found");
-    if !IdKind::Connector.matches(uuid) {
-        return Err(not_found());
-    }
-    let connector = state
-        .store
-        .get_connector(&caller.org_id, uuid)
-        .await?
-        .ok_or_else(not_found)?;
-    let role = super::caller_role(state, caller, ResourceKind::Connector, uuid)
-        .await?
-        .ok_or_else(not_found)?;
-    Ok((connector, role))
+    let load = state.store.get_connector(&caller.org_id, uuid);
+    super::visible(state, caller, ResourceKind::Connector, uuid, load).await
 }
 
 async fn editable_connector(
@@ -343,9 +332,7 @@ async fn editable_connector(
     uuid: &str,
 ) -> ApiResult<(Connector, Role)> {
     let (connector, role) = visible_connector(state, caller, uuid).await?;
-    if !role.can_edit() {
-        return Err(Error::forbidden("Insufficient permissions to edit this connector").into());
-    }
+    super::permit(role.can_edit(), "edit this connector")?;
     Ok((connector, role))
 }
 
@@ -758,9 +745,7 @@ async fn delete_connector(
 ) -> ApiResult<StatusCode> {
     let force = parse_bool("force", params.force.as_deref(), false)?;
     let (connector, role) = visible_connector(&state, &caller, &uuid).await?;
-    if !role.can_delete() {
-        return Err(Error::forbidden("Insufficient permissions to delete this connector").into());
-    }
+    super::permit(role.can_delete(), "delete this connector")?;
     let usage = state
         .store
         .connector_usage(&caller.org_id, &connector.uuid)

@@ -517,9 +517,7 @@ async fn cancel_execution(
     Path((uuid, execution_id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let (project, _, role) = visible_execution(&state, &caller, &uuid, &execution_id).await?;
-    if !role.can_edit() {
-        return Err(Error::forbidden("Insufficient permissions to cancel this execution").into());
-    }
+    super::permit(role.can_edit(), "cancel this execution")?;
     let execution = state
         .store
         .request_cancel(&caller.org_id, &project.uuid, &execution_id)

@@ -7,7 +7,6 @@ use ferry_shared::domain::{
     NewProject, PageRequest, Principal, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus,
     ResourceKind, Role, SortOrder,
 };
-use ferry_shared::ids::IdKind;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -90,27 +89,15 @@ pub struct DeleteProjectParams {
     pub hard_delete: Option<String>,
 }
 
-/// Loads a project the caller may see, with the caller's role. Anything the
-/// caller may not see — another organization's, no grant, a malformed id —
-/// is 404.
+/// Loads a project the caller may see, with the caller's role (see
+/// [`super::visible`]).
 pub(crate) async fn visible_project(
     state: &AppState,
     caller: &Principal,
     uuid: &str,
 ) -> ApiResult<(Project, Role)> {
-    let not_found = || ApiError::not_found("Project not found");
-    if !IdKind::Project.matches(uuid) {
-        return Err(not_found());
-    }
-    let project = state
-        .store
-        .get_project(&caller.org_id, uuid)
-        .await?
-        .ok_or_else(not_found)?;
-    let role = super::caller_role(state, caller, ResourceKind::Project, uuid)
-        .await?
-        .ok_or_else(not_found)?;
-    Ok((project, role))
+    let load = state.store.get_project(&caller.org_id, uuid);
+    super::visible(state, caller, ResourceKind::Project, uuid, load).await
 }
 
 /// Loads a project the caller may change: editor or owner, not archived.
@@ -120,9 +107,7 @@ pub(crate) async fn editable_project(
     uuid: &str,
 ) -> ApiResult<(Project, Role)> {
     let (project, role) = visible_project(state, caller, uuid).await?;
-    if !role.can_edit() {
-        return Err(Error::forbidden("Insufficient permissions to edit this project").into());
-    }
+    super::permit(role.can_edit(), "edit this project")?;
     if project.status == ProjectStatus::Archived {
         return Err(Error::conflict("Cannot change an archived project").into());
     }
@@ -359,9 +344,7 @@ async fn delete_project(
         }
     };
     let (project, role) = visible_project(&state, &caller, &uuid).await?;
-    if !role.can_delete() {
-        return Err(Error::forbidden("Insufficient permissions to delete this project").into());
-    }
+    super::permit(role.can_delete(), "delete this project")?;
     // Archiving first is the guard of both kinds of delete: the store refuses
     // it (409 with `execution_id`) while an execution is in progress,
     // deciding under the project's lock, and once the project is archived
