@@ -139,10 +139,12 @@ word_enum! {
 /// (and the default of the ones that do).
 pub const DEFAULT_TEST_TIMEOUT_SECONDS: u64 = 30;
 
-/// Defaults of the pool and timeout fields every database type accepts
-/// (the registry's `default`s; drivers read them from here or through
-/// [`ConnectorType::default_u64`]).
+/// Defaults of connector fields, each written once: the registry's
+/// declarations take their `default`s from here, and drivers read them
+/// through the declaration ([`ConnectorType::default_value`]) or, for a
+/// value no field declares (MongoDB's port), from here.
 pub mod defaults {
+    /// Pool and timeout fields every database type accepts.
     pub const CONNECTION_TIMEOUT_SECONDS: u64 = super::DEFAULT_TEST_TIMEOUT_SECONDS;
     pub const MAX_CONNECTIONS: u64 = 5;
     pub const IDLE_TIMEOUT_SECONDS: u64 = 600;
@@ -150,6 +152,21 @@ pub mod defaults {
     pub const STATEMENT_TIMEOUT_SECONDS: u64 = 300;
     /// `rest_api`'s `timeout_seconds`.
     pub const REST_TIMEOUT_SECONDS: u64 = 30;
+    /// `port` of `postgresql`.
+    pub const POSTGRESQL_PORT: u16 = 5432;
+    /// `port` of `redshift`.
+    pub const REDSHIFT_PORT: u16 = 5439;
+    /// `port` of `mysql`.
+    pub const MYSQL_PORT: u16 = 3306;
+    /// `charset` of `mysql`.
+    pub const MYSQL_CHARSET: &str = "utf8mb4";
+    /// `port` of `redis`.
+    pub const REDIS_PORT: u16 = 6379;
+    /// The port of a host in a MongoDB connection string that names none
+    /// (`mongodb` has no port field).
+    pub const MONGODB_PORT: u16 = 27017;
+    /// `auth_source` of `mongodb`.
+    pub const MONGODB_AUTH_SOURCE: &str = "admin";
 }
 
 /// What a field's value must be. Every string kind refuses the empty string.

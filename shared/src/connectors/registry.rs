@@ -33,7 +33,7 @@ const SQL: &[StepType] = &[StepType::SqlQuery];
 const SAAS: &[StepType] = &[StepType::SaasExtract];
 const CONNECTION_TIMEOUT: &str = "connection_timeout_seconds";
 
-fn port(default: i64) -> FieldSpec {
+fn port(default: u16) -> FieldSpec {
     FieldSpec::new(
         "port",
         "Port",
@@ -256,7 +256,7 @@ pub(super) fn build() -> Vec<ConnectorType> {
             "PostgreSQL",
             "PostgreSQL database server",
             Category::Database,
-            5432,
+            defaults::POSTGRESQL_PORT,
             POSTGRESQL_DOCS,
         ),
         mysql(),
@@ -267,7 +267,7 @@ pub(super) fn build() -> Vec<ConnectorType> {
             "Amazon Redshift",
             "Amazon Redshift data warehouse",
             Category::DataWarehouse,
-            5439,
+            defaults::REDSHIFT_PORT,
             REDSHIFT_DOCS,
         ),
         databricks(),
@@ -288,7 +288,7 @@ fn postgres_like(
     name: &'static str,
     description: &'static str,
     category: Category,
-    default_port: i64,
+    default_port: u16,
     documentation: &'static str,
 ) -> ConnectorType {
     let mut fields = vec![host(), port(default_port), database()];
@@ -324,12 +324,12 @@ fn postgres_like(
 }
 
 fn mysql() -> ConnectorType {
-    let mut fields = vec![host(), port(3306), database()];
+    let mut fields = vec![host(), port(defaults::MYSQL_PORT), database()];
     fields.extend(credentials(true));
     fields.extend(ssl_fields(MYSQL_SSL_MODES));
     fields.push(
         FieldSpec::new("charset", "Charset", FieldKind::Word, "Connection character set.")
-            .default(json!("utf8mb4")),
+            .default(json!(defaults::MYSQL_CHARSET)),
     );
     fields.extend(pool_fields());
     ConnectorType {
@@ -368,7 +368,7 @@ fn mongodb() -> ConnectorType {
             FieldKind::String,
             "Database that holds the user's credentials.",
         )
-        .default(json!("admin")),
+        .default(json!(defaults::MONGODB_AUTH_SOURCE)),
         FieldSpec::new("replica_set", "Replica set", FieldKind::String, "Replica set name, when connecting to one."),
         FieldSpec::new(
             "read_preference",
@@ -398,7 +398,7 @@ fn mongodb() -> ConnectorType {
 }
 
 fn redis() -> ConnectorType {
-    let mut fields = vec![host(), port(6379)];
+    let mut fields = vec![host(), port(defaults::REDIS_PORT)];
     fields.extend(credentials(false));
     fields.push(
         FieldSpec::new(
@@ -839,5 +839,36 @@ fn sqlite() -> ConnectorType {
         driver: Some(DriverFamily::Sqlite),
         placeholder: Some(Placeholder::Question),
         test_timeout_field: Some(CONNECTION_TIMEOUT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The help text repeats some defaults in prose: it must say what the
+    /// declaration (and so the API and the worker) use.
+    #[test]
+    fn the_documentation_states_the_declared_defaults() {
+        for (type_id, field) in [
+            (TypeId::Postgresql, "port"),
+            (TypeId::Redshift, "port"),
+            (TypeId::Mysql, "port"),
+            (TypeId::Mysql, "charset"),
+            (TypeId::Redis, "port"),
+            (TypeId::Mongodb, "auth_source"),
+        ] {
+            let decl = type_id.decl();
+            let default = match decl.default_value(field) {
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => panic!("{type_id}.{field} declares no default"),
+            };
+            assert!(
+                decl.documentation.contains(&default),
+                "{type_id}'s documentation does not mention {field}'s default {default}"
+            );
+        }
     }
 }
