@@ -15,6 +15,7 @@ pub mod network;
 pub(crate) mod postgres;
 pub(crate) mod redis;
 pub(crate) mod rest;
+pub(crate) mod sql;
 pub(crate) mod sqlite;
 
 use std::any::Any;

@@ -14,11 +14,12 @@ use std::time::Duration;
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
-use ferry_shared::domain::params::{BoundQuery, ParamValue};
+use ferry_shared::domain::params::BoundQuery;
 use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
+use crate::connectors::sql::{TimestampParam, bind_params};
 use crate::extract::columns::{
     Builder, MAX_DECIMAL128_PRECISION, MICROS_PER_DAY, UNCONSTRAINED_DECIMAL, parse_decimal,
 };
@@ -99,17 +100,7 @@ impl WideningRead for PoolQuery<'_, MySqlPool> {
                 .collect(),
         )?;
 
-        let mut bound = statement.query();
-        for param in &query.params {
-            bound = match param {
-                ParamValue::Text(v) => bound.bind(v.as_str()),
-                ParamValue::Integer(v) => bound.bind(*v),
-                ParamValue::Number(v) => bound.bind(*v),
-                ParamValue::Boolean(v) => bound.bind(*v),
-                ParamValue::Date(v) => bound.bind(*v),
-                ParamValue::Timestamp(v) => bound.bind(v.with_timezone(&chrono::Utc)),
-            };
-        }
+        let bound = bind_params(statement.query(), &query.params);
         let mut clean = false;
         let result = async {
             let mut stream = bound.fetch(&mut *conn);
@@ -145,6 +136,16 @@ impl WideningRead for PoolQuery<'_, MySqlPool> {
             kill(pool, conn, id).await;
         }
         result
+    }
+}
+
+/// A timestamp parameter goes as UTC (`TIMESTAMP` values are converted
+/// from and to the session's time zone).
+impl TimestampParam for MySql {
+    type Timestamp = chrono::DateTime<chrono::Utc>;
+
+    fn timestamp(value: &chrono::DateTime<chrono::FixedOffset>) -> Self::Timestamp {
+        value.to_utc()
     }
 }
 

@@ -12,19 +12,16 @@
 
 pub(crate) mod extract;
 
-use std::net::SocketAddr;
-
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
-use ferry_shared::domain::StepType;
-use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use ferry_shared::config::ExposeSecret;
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlSslMode};
+use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Executor};
 
-use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
+use crate::connectors::config::{Fields, PoolSettings, SslMode};
 use crate::connectors::errors::{DriverError, ErrorType, Secrets, map_sqlx_error};
-use crate::connectors::network::{Endpoint, Relay, validate_host};
-use crate::connectors::postgres::acquire_for_test;
-use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::sql::{ServerConfig, SqlFamily, SqlHandle, one_use_per_connection, pool_options};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
 
@@ -39,117 +36,132 @@ const MODES: [SslMode; 5] = [
 /// Schemas every server has; not reported as the user's databases.
 const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "performance_schema", "mysql", "sys"];
 
-pub(crate) struct MySqlHandle {
-    pub pool: MySqlPool,
-    pub endpoint: Endpoint,
-    pub settings: PoolSettings,
-    secrets: Secrets,
-    /// Carries verify-full connections to the pinned address.
-    _relay: Option<Relay>,
+/// A MySQL or MariaDB connector's own config fields, read once.
+#[derive(Debug)]
+pub(crate) struct MySqlConfig {
+    pub server: ServerConfig,
+    /// The connection character set: letters, digits and `_` only (sqlx
+    /// sends it in `SET NAMES`).
+    pub charset: String,
 }
 
-pub(crate) async fn open(
-    spec: &ConnectorSpec,
-    policy: &NetworkPolicy,
-) -> Result<(MySqlHandle, Vec<SocketAddr>), DriverError> {
-    let config = Config::new(&spec.config);
-    let host = config.required_name("host")?;
-    validate_host("host", host)?;
-    let port = config.port("port", 3306)?;
-    let database = config.required_name("database")?;
-    let username = config.required_name("username")?;
-    let password = config.secret("password")?;
-    let mode = ssl_mode(&config, &MODES)?;
-    let root = root_cert(&config)?;
-    let charset = config.name("charset")?.unwrap_or("utf8mb4");
-    // sqlx sends `SET NAMES <charset>`: only a bare identifier may get there.
-    if charset.is_empty()
-        || charset.len() > 32
-        || !charset.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return Err(DriverError::invalid_config(
-            "config.charset must be a character set name such as utf8mb4",
-        ));
-    }
-    let settings = config.pool_settings()?;
+/// The MySQL family: MySQL and MariaDB.
+pub(crate) struct MySql;
 
-    let (endpoint, addrs) = Endpoint::open(host, port, policy, mode == SslMode::VerifyFull).await?;
-    let relay = endpoint.relay("mysql.sock", settings.connect_timeout)?;
+#[async_trait]
+impl SqlFamily for MySql {
+    type Database = sqlx::MySql;
+    type Config = MySqlConfig;
 
-    let mut options = MySqlConnectOptions::new()
-        .host(&endpoint.connect_host())
-        .port(port)
-        .username(username)
-        .database(database)
-        .charset(charset)
-        // Keep the server's SQL mode: users' queries must mean what they
-        // mean in their own client (`||` stays OR).
-        .pipes_as_concat(false)
-        .ssl_mode(match mode {
-            SslMode::Disable => MySqlSslMode::Disabled,
-            SslMode::Allow | SslMode::Prefer => MySqlSslMode::Preferred,
-            SslMode::Require => MySqlSslMode::Required,
-            SslMode::VerifyCa => MySqlSslMode::VerifyCa,
-            SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
-        });
-    if let Some(relay) = &relay {
-        // verify-full by name: TLS checks the name, the bytes go to the
-        // checked address (see `network::Relay`).
-        options = options.socket(relay.path());
-    }
-    if let Some(password) = password {
-        options = options.password(password);
-    }
-    if let Some(pem) = root {
-        options = options.ssl_ca_from_pem(pem);
+    fn config(fields: &mut Fields<'_>) -> Result<MySqlConfig, DriverError> {
+        let server = ServerConfig::read(fields, &MODES)?;
+        let charset = fields.name("charset")?;
+        // sqlx sends `SET NAMES <charset>`: only a bare identifier may get there.
+        if charset.len() > 32 || !charset.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(DriverError::invalid_config(
+                "config.charset must be a character set name such as utf8mb4",
+            ));
+        }
+        Ok(MySqlConfig { server, charset })
     }
 
-    let statement_timeout = settings.statement_timeout;
-    let pool = MySqlPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .min_connections(0)
-        .acquire_timeout(settings.connect_timeout)
-        .idle_timeout(Some(settings.idle_timeout))
-        .max_lifetime(Some(settings.max_lifetime))
-        .after_connect(move |connection, _meta| {
-            Box::pin(async move {
-                // MariaDB: max_statement_time (seconds, all statements);
-                // MySQL 5.7.8+: max_execution_time (ms, SELECT only). A
-                // failure here must not fail the connection (the pool would
-                // retry it until acquire_timeout), so it is only logged.
-                let seconds = statement_timeout.as_secs();
-                let mariadb = format!("SET SESSION max_statement_time = {seconds}");
-                let mysql = format!("SET SESSION max_execution_time = {}", seconds * 1000);
-                if connection.execute(sqlx::raw_sql(AssertSqlSafe(mariadb))).await.is_err()
-                    && let Err(error) = connection.execute(sqlx::raw_sql(AssertSqlSafe(mysql))).await
-                {
-                    tracing::warn!(error = %error.to_string().chars().take(200).collect::<String>(), "mysql statement timeout not set");
-                }
-                Ok(())
-            })
-        })
+    async fn open(
+        config: MySqlConfig,
+        settings: PoolSettings,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<SqlHandle<Self>, DriverError> {
+        let MySqlConfig { server, charset } = config;
+        let route = server
+            .route(policy, "mysql.sock", settings.connect_timeout)
+            .await?;
+
+        let mut options = MySqlConnectOptions::new()
+            .host(&route.endpoint.connect_host())
+            .port(server.port)
+            .username(&server.username)
+            .database(&server.database)
+            .charset(&charset)
+            // Keep the server's SQL mode: users' queries must mean what they
+            // mean in their own client (`||` stays OR).
+            .pipes_as_concat(false)
+            .ssl_mode(match server.tls.mode {
+                SslMode::Disable => MySqlSslMode::Disabled,
+                SslMode::Allow | SslMode::Prefer => MySqlSslMode::Preferred,
+                SslMode::Require => MySqlSslMode::Required,
+                SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+                SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+            });
+        if let Some(relay) = &route.relay {
+            // verify-full by name: TLS checks the name, the bytes go to the
+            // checked address (see `network::Relay`).
+            options = options.socket(relay.path());
+        }
+        if let Some(password) = &server.password {
+            options = options.password(password.expose_secret());
+        }
+        if let Some(pem) = server.tls.root_cert {
+            options = options.ssl_ca_from_pem(pem.into_bytes());
+        }
+
+        let statement_timeout = settings.statement_timeout;
         // sqlx 0.9 cannot send COM_RESET_CONNECTION (or COM_CHANGE_USER),
         // and no SQL statement clears a session's temporary tables, user
         // variables and session variables all at once, so a connection
         // serves one use and is then closed: nothing a step leaves in its
         // session reaches another.
-        .after_release(|_connection, _meta| Box::pin(async { Ok(false) }))
-        .connect_lazy_with(options);
-    Ok((
-        MySqlHandle {
-            pool,
-            endpoint,
-            settings,
-            secrets: spec.secrets(),
-            _relay: relay,
-        },
-        addrs,
-    ))
-}
+        let pool = one_use_per_connection(pool_options::<sqlx::MySql>(&settings))
+            .after_connect(move |connection, _meta| {
+                Box::pin(async move {
+                    // MariaDB: max_statement_time (seconds, all statements);
+                    // MySQL 5.7.8+: max_execution_time (ms, SELECT only). A
+                    // failure here must not fail the connection (the pool would
+                    // retry it until acquire_timeout), so it is only logged.
+                    let seconds = statement_timeout.as_secs();
+                    let mariadb = format!("SET SESSION max_statement_time = {seconds}");
+                    let mysql = format!("SET SESSION max_execution_time = {}", seconds * 1000);
+                    if connection.execute(sqlx::raw_sql(AssertSqlSafe(mariadb))).await.is_err()
+                        && let Err(error) = connection.execute(sqlx::raw_sql(AssertSqlSafe(mysql))).await
+                    {
+                        tracing::warn!(error = %error.to_string().chars().take(200).collect::<String>(), "mysql statement timeout not set");
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(SqlHandle::new(spec, pool, settings, Some(route)))
+    }
 
-impl MySqlHandle {
-    pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
-        map_error(error, &self.endpoint.target(), &self.secrets)
+    fn source(pool: &MySqlPool) -> SqlSource {
+        SqlSource::MySql(pool.clone())
+    }
+
+    /// `VERSION()`, `UTC_TIMESTAMP()` and the databases the user can see.
+    async fn details(connection: &mut PoolConnection<sqlx::MySql>) -> Result<TestDetails, sqlx::Error> {
+        let (version, now): (String, NaiveDateTime) = sqlx::query_as("SELECT VERSION(), UTC_TIMESTAMP()")
+            .fetch_one(&mut **connection)
+            .await?;
+        // information_schema.SCHEMATA lists exactly what SHOW DATABASES
+        // would, and types as text on both MySQL and MariaDB.
+        let databases: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
+        )
+        .fetch_all(&mut **connection)
+        .await?;
+        Ok(TestDetails {
+            version: Some(display_version(&version)),
+            server_time: Some(now.and_utc()),
+            schemas: Some(
+                databases
+                    .into_iter()
+                    .filter(|name| !SYSTEM_SCHEMAS.contains(&name.as_str()))
+                    .collect(),
+            ),
+        })
+    }
+
+    fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) -> DriverError {
+        map_error(error, target, secrets)
     }
 }
 
@@ -188,75 +200,43 @@ pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) ->
     })
 }
 
-/// The MySQL family: MySQL and MariaDB.
-pub(crate) struct MySql;
-
-#[async_trait]
-impl Driver for MySql {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::SqlQuery]
-    }
-
-    async fn open(
-        &self,
-        spec: &ConnectorSpec,
-        policy: &NetworkPolicy,
-    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
-        Ok(Box::new(open(spec, policy).await?.0))
-    }
-}
-
-#[async_trait]
-impl ConnectorPool for MySqlHandle {
-    /// Tests through the pool (see [`acquire_for_test`]): `VERSION()`, `UTC_TIMESTAMP()` and the
-    /// databases the user can see.
-    async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        let mut connection = acquire_for_test(
-            &self.pool,
-            &self.endpoint.host,
-            addrs,
-            self.settings.connect_timeout,
-            |error| self.map_error(error),
-        )
-        .await?;
-        let (version, now): (String, NaiveDateTime) = sqlx::query_as("SELECT VERSION(), UTC_TIMESTAMP()")
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        // information_schema.SCHEMATA lists exactly what SHOW DATABASES
-        // would, and types as text on both MySQL and MariaDB.
-        let databases: Vec<String> = sqlx::query_scalar(
-            "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
-        )
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(|error| self.map_error(&error))?;
-        let databases = databases
-            .into_iter()
-            .filter(|name| !SYSTEM_SCHEMAS.contains(&name.as_str()))
-            .collect();
-        // Back to the pool now (sqlx would do it in a spawned task after a
-        // ping), so that the next use finds this connection idle.
-        connection.return_to_pool().await;
-        Ok(TestDetails {
-            version: Some(display_version(&version)),
-            server_time: Some(now.and_utc()),
-            schemas: Some(databases),
-        })
-    }
-
-    async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
-        self.endpoint.recheck(policy).await
-    }
-
-    fn sql_source(&self) -> Option<SqlSource> {
-        Some(SqlSource::MySql(self.pool.clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::config::object;
+    use crate::connectors::sql::read_config;
+    use ferry_shared::connectors::TypeId;
+    use serde_json::json;
+
+    fn read(config: serde_json::Value) -> Result<(MySqlConfig, PoolSettings), DriverError> {
+        read_config::<MySql>(TypeId::Mysql.decl(), &object(config))
+    }
+
+    #[test]
+    fn a_config_takes_the_declared_port_and_charset() {
+        let (config, settings) =
+            read(json!({"host": "db", "database": "d", "username": "u", "password": "p"})).expect("config");
+        assert_eq!(config.server.port, 3306);
+        assert_eq!(config.charset, "utf8mb4");
+        assert_eq!(settings.max_connections, 5);
+        assert!(!format!("{config:?}").contains("\"p\""));
+    }
+
+    #[test]
+    fn a_charset_must_be_a_bare_name_and_allow_is_not_a_mysql_mode() {
+        let error = read(json!({"host": "db", "database": "d", "username": "u", "charset": "utf8; DROP"}))
+            .expect_err("charset");
+        assert_eq!(
+            error.message(),
+            "config.charset must be a character set name such as utf8mb4"
+        );
+        let error = read(json!({"host": "db", "database": "d", "username": "u", "ssl_mode": "allow"}))
+            .expect_err("mode");
+        assert_eq!(
+            error.message(),
+            "config.ssl_mode must be one of disable, prefer, require, verify-ca, verify-full"
+        );
+    }
 
     #[test]
     fn versions_name_the_flavour() {

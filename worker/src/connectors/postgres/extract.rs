@@ -35,6 +35,7 @@ use sqlx::{
     AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, Type, TypeInfo, ValueRef,
 };
 
+use crate::connectors::sql::{TimestampParam, bind_params};
 use crate::extract::columns::{MAX_DECIMAL128_PRECISION, UNCONSTRAINED_DECIMAL, pow10};
 use crate::extract::{Cancellable, ExtractError, Output, ReadPath, database_error};
 
@@ -374,17 +375,7 @@ impl<'p> Session<'p> {
                 .run(conn.prepare_with(AssertSqlSafe(statement_text(sql, &types)).into_sql_str(), &types))
                 .await?
                 .map_err(database_error)?;
-            let mut bound = statement.query();
-            for param in &query.params {
-                bound = match param {
-                    ParamValue::Text(v) => bound.bind(v.as_str()),
-                    ParamValue::Integer(v) => bound.bind(*v),
-                    ParamValue::Number(v) => bound.bind(*v),
-                    ParamValue::Boolean(v) => bound.bind(*v),
-                    ParamValue::Date(v) => bound.bind(*v),
-                    ParamValue::Timestamp(v) => bound.bind(*v),
-                };
-            }
+            let bound = bind_params(statement.query(), &query.params);
             let stream = bound.fetch(&mut *conn);
             let mut batch = BatchDecoder::new(&plan.columns, schema.clone());
             stream_batches(
@@ -798,6 +789,16 @@ fn involves_money(info: &PgTypeInfo) -> bool {
     }
 }
 
+/// A timestamp parameter goes as it was given, with its offset
+/// (`timestamptz`).
+impl TimestampParam for Postgres {
+    type Timestamp = chrono::DateTime<chrono::FixedOffset>;
+
+    fn timestamp(value: &chrono::DateTime<chrono::FixedOffset>) -> Self::Timestamp {
+        *value
+    }
+}
+
 fn param_type(value: &ParamValue) -> PgTypeInfo {
     match value {
         ParamValue::Text(_) => <String as Type<Postgres>>::type_info(),
@@ -805,7 +806,7 @@ fn param_type(value: &ParamValue) -> PgTypeInfo {
         ParamValue::Number(_) => <f64 as Type<Postgres>>::type_info(),
         ParamValue::Boolean(_) => <bool as Type<Postgres>>::type_info(),
         ParamValue::Date(_) => <chrono::NaiveDate as Type<Postgres>>::type_info(),
-        ParamValue::Timestamp(_) => <chrono::DateTime<chrono::Utc> as Type<Postgres>>::type_info(),
+        ParamValue::Timestamp(_) => <<Postgres as TimestampParam>::Timestamp as Type<Postgres>>::type_info(),
     }
 }
 

@@ -16,149 +16,184 @@
 
 pub(crate) mod extract;
 
-use std::net::SocketAddr;
-
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use ferry_shared::config::ExposeSecret;
 use ferry_shared::connectors::TypeId;
-use ferry_shared::domain::StepType;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
-use crate::connectors::config::{Config, PoolSettings, SslMode, root_cert, ssl_mode};
+use crate::connectors::config::{Fields, PoolSettings, SslMode};
 use crate::connectors::errors::{DriverError, ErrorType, Secrets, map_sqlx_error};
-use crate::connectors::network::{self, Endpoint, Relay, validate_host};
-use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::sql::{ServerConfig, SqlFamily, SqlHandle, one_use_per_connection, pool_options};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
+
+/// Where the step runners close pools from; the SQL families share it.
+pub(crate) use crate::connectors::sql::close_pool;
 
 /// Environment variables sqlx would apply to every connection it makes.
 const UNSAFE_ENV: [&str; 4] = ["PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGOPTIONS"];
 
-/// One connector's pool and how it was built.
-pub(crate) struct PgHandle {
-    pub pool: PgPool,
-    pub endpoint: Endpoint,
-    pub settings: PoolSettings,
-    secrets: Secrets,
-    /// Carries verify-full connections to the pinned address.
-    _relay: Option<Relay>,
+/// A PostgreSQL or Redshift connector's own config fields, read once.
+#[derive(Debug)]
+pub(crate) struct PgConfig {
+    pub server: ServerConfig,
+    /// Let steps write; sessions are read-only otherwise.
+    pub allow_writes: bool,
+    /// A Redshift connector: session settings are sent after connecting,
+    /// and connections are not reused.
+    pub redshift: bool,
 }
 
-/// Validates the config, resolves and checks the host, and builds a lazy
-/// pool (no connection is made until one is acquired).
-pub(crate) async fn open(
-    spec: &ConnectorSpec,
-    type_id: TypeId,
-    policy: &NetworkPolicy,
-) -> Result<(PgHandle, Vec<SocketAddr>), DriverError> {
-    let config = Config::new(&spec.config);
-    let redshift = type_id == TypeId::Redshift;
-    let host = config.required_name("host")?;
-    validate_host("host", host)?;
-    let port = config.port("port", if redshift { 5439 } else { 5432 })?;
-    let database = config.required_name("database")?;
-    let username = config.required_name("username")?;
-    let password = config.secret("password")?;
-    let mode = ssl_mode(&config, &SslMode::ALL)?;
-    let root = root_cert(&config)?;
-    let settings = config.pool_settings()?;
-    environment_guard()?;
+/// The PostgreSQL family: PostgreSQL and Redshift.
+pub(crate) struct Postgres;
 
-    let (endpoint, addrs) = Endpoint::open(host, port, policy, mode == SslMode::VerifyFull).await?;
-    let relay = endpoint.relay(&format!(".s.PGSQL.{port}"), settings.connect_timeout)?;
+#[async_trait]
+impl SqlFamily for Postgres {
+    type Database = sqlx::Postgres;
+    type Config = PgConfig;
 
-    let mut options = PgConnectOptions::new_without_pgpass()
-        .host(&endpoint.connect_host())
-        .port(port)
-        .username(username)
-        .database(database)
-        .application_name("ferry-worker")
-        .ssl_mode(match mode {
-            SslMode::Disable => PgSslMode::Disable,
-            // sqlx implements `allow` as `disable`; both `allow` and `prefer`
-            // are opportunistic and unverified, and `prefer` encrypts
-            // whenever the server can, so `allow` means `prefer` here.
-            SslMode::Allow | SslMode::Prefer => PgSslMode::Prefer,
-            SslMode::Require => PgSslMode::Require,
-            SslMode::VerifyCa => PgSslMode::VerifyCa,
-            SslMode::VerifyFull => PgSslMode::VerifyFull,
-        });
-    if let Some(relay) = &relay {
-        // verify-full by name: TLS checks the name, the bytes go to the
-        // checked address (see `network::Relay`).
-        options = options.socket(relay.dir());
+    fn config(fields: &mut Fields<'_>) -> Result<PgConfig, DriverError> {
+        Ok(PgConfig {
+            server: ServerConfig::read(fields, &SslMode::ALL)?,
+            allow_writes: fields.bool("allow_writes")?,
+            redshift: fields.type_id() == TypeId::Redshift,
+        })
     }
-    if let Some(password) = password {
-        options = options.password(password);
-    }
-    if let Some(pem) = root {
-        options = options.ssl_root_cert_from_pem(pem);
-    }
-    let allow_writes = config.bool("allow_writes", false)?;
-    let statement_ms = settings.statement_timeout.as_millis();
-    if !redshift {
-        // Startup options are the session's defaults: `DISCARD ALL` (on
-        // every release) resets to them, so they hold for every step.
-        options = options.options([("statement_timeout", statement_ms)]);
-        if !allow_writes {
-            options = options.options([("default_transaction_read_only", "on")]);
+
+    /// Resolves and checks the host, and builds a lazy pool (no connection
+    /// is made until one is acquired).
+    async fn open(
+        config: PgConfig,
+        settings: PoolSettings,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<SqlHandle<Self>, DriverError> {
+        environment_guard()?;
+        let PgConfig {
+            server,
+            allow_writes,
+            redshift,
+        } = config;
+        let route = server
+            .route(
+                policy,
+                &format!(".s.PGSQL.{}", server.port),
+                settings.connect_timeout,
+            )
+            .await?;
+
+        let mut options = PgConnectOptions::new_without_pgpass()
+            .host(&route.endpoint.connect_host())
+            .port(server.port)
+            .username(&server.username)
+            .database(&server.database)
+            .application_name("ferry-worker")
+            .ssl_mode(match server.tls.mode {
+                SslMode::Disable => PgSslMode::Disable,
+                // sqlx implements `allow` as `disable`; both `allow` and `prefer`
+                // are opportunistic and unverified, and `prefer` encrypts
+                // whenever the server can, so `allow` means `prefer` here.
+                SslMode::Allow | SslMode::Prefer => PgSslMode::Prefer,
+                SslMode::Require => PgSslMode::Require,
+                SslMode::VerifyCa => PgSslMode::VerifyCa,
+                SslMode::VerifyFull => PgSslMode::VerifyFull,
+            });
+        if let Some(relay) = &route.relay {
+            // verify-full by name: TLS checks the name, the bytes go to the
+            // checked address (see `network::Relay`).
+            options = options.socket(relay.dir());
         }
-    }
+        if let Some(password) = &server.password {
+            options = options.password(password.expose_secret());
+        }
+        if let Some(pem) = server.tls.root_cert {
+            options = options.ssl_root_cert_from_pem(pem.into_bytes());
+        }
+        let statement_ms = settings.statement_timeout.as_millis();
+        if !redshift {
+            // Startup options are the session's defaults: `DISCARD ALL` (on
+            // every release) resets to them, so they hold for every step.
+            options = options.options([("statement_timeout", statement_ms)]);
+            if !allow_writes {
+                options = options.options([("default_transaction_read_only", "on")]);
+            }
+        }
 
-    let mut pool_options = PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .min_connections(0)
-        .acquire_timeout(settings.connect_timeout)
-        .idle_timeout(Some(settings.idle_timeout))
-        .max_lifetime(Some(settings.max_lifetime));
-    if redshift {
-        // Redshift takes `statement_timeout` as a session setting; its
-        // support for startup options is not documented. It has no
-        // `DISCARD`, so a connection serves one use and is closed.
-        let read_only = if allow_writes {
-            ""
+        let pool_options = if redshift {
+            // Redshift takes `statement_timeout` as a session setting; its
+            // support for startup options is not documented. It has no
+            // `DISCARD`, so a connection serves one use and is closed.
+            let read_only = if allow_writes {
+                ""
+            } else {
+                "; SET default_transaction_read_only TO on"
+            };
+            one_use_per_connection(pool_options::<sqlx::Postgres>(&settings)).after_connect(
+                move |connection, _meta| {
+                    Box::pin(async move {
+                        connection
+                            .execute(sqlx::raw_sql(AssertSqlSafe(format!(
+                                "SET statement_timeout TO {statement_ms}{read_only}"
+                            ))))
+                            .await?;
+                        Ok(())
+                    })
+                },
+            )
         } else {
-            "; SET default_transaction_read_only TO on"
-        };
-        pool_options = pool_options
-            .after_connect(move |connection, _meta| {
+            pool_options::<sqlx::Postgres>(&settings).after_release(|connection, _meta| {
                 Box::pin(async move {
-                    connection
-                        .execute(sqlx::raw_sql(AssertSqlSafe(format!(
-                            "SET statement_timeout TO {statement_ms}{read_only}"
-                        ))))
-                        .await?;
-                    Ok(())
+                    // A step may leave a search_path, temp tables, prepared
+                    // statements, session variables, advisory locks or LISTENs
+                    // behind: none of it reaches the next use. DISCARD ALL also
+                    // drops the statements sqlx has prepared, so its cache goes
+                    // first. A failure (e.g. a transaction left open) closes
+                    // the connection instead.
+                    connection.clear_cached_statements().await?;
+                    connection.execute(sqlx::raw_sql("DISCARD ALL")).await?;
+                    Ok(true)
                 })
             })
-            .after_release(|_connection, _meta| Box::pin(async { Ok(false) }));
-    } else {
-        pool_options = pool_options.after_release(|connection, _meta| {
-            Box::pin(async move {
-                // A step may leave a search_path, temp tables, prepared
-                // statements, session variables, advisory locks or LISTENs
-                // behind: none of it reaches the next use. DISCARD ALL also
-                // drops the statements sqlx has prepared, so its cache goes
-                // first. A failure (e.g. a transaction left open) closes
-                // the connection instead.
-                connection.clear_cached_statements().await?;
-                connection.execute(sqlx::raw_sql("DISCARD ALL")).await?;
-                Ok(true)
-            })
-        });
+        };
+        let pool = pool_options.connect_lazy_with(options);
+        Ok(SqlHandle::new(spec, pool, settings, Some(route)))
     }
-    let pool = pool_options.connect_lazy_with(options);
-    Ok((
-        PgHandle {
-            pool,
-            endpoint,
-            settings,
-            secrets: spec.secrets(),
-            _relay: relay,
-        },
-        addrs,
-    ))
+
+    fn source(pool: &PgPool) -> SqlSource {
+        SqlSource::Postgres(pool.clone())
+    }
+
+    /// `version()`, `now()` and the schemas the user may use.
+    async fn details(connection: &mut PoolConnection<sqlx::Postgres>) -> Result<TestDetails, sqlx::Error> {
+        let row = sqlx::query("SELECT version(), now()")
+            .fetch_one(&mut **connection)
+            .await?;
+        let version: String = row.try_get(0)?;
+        let server_time = row.try_get::<DateTime<Utc>, _>(1).ok().or_else(|| {
+            row.try_get::<NaiveDateTime, _>(1)
+                .ok()
+                .map(|naive| naive.and_utc())
+        });
+        let schemas: Vec<String> = sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_catalog.pg_namespace \
+             WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' \
+             AND has_schema_privilege(nspname, 'USAGE') ORDER BY 1",
+        )
+        .fetch_all(&mut **connection)
+        .await?;
+        Ok(TestDetails {
+            version: Some(display_version(&version)),
+            server_time,
+            schemas: Some(schemas),
+        })
+    }
+
+    fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) -> DriverError {
+        map_error(error, target, secrets)
+    }
 }
 
 /// Refuses to connect when the worker's environment sets variables that
@@ -177,40 +212,6 @@ pub(crate) fn environment_guard() -> Result<(), DriverError> {
              the operator must unset it",
             set.join(", ")
         )))
-    }
-}
-
-impl PgHandle {
-    pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
-        map_error(error, &self.endpoint.target(), &self.secrets)
-    }
-}
-
-/// A pooled connection for a connection test (PostgreSQL and MySQL): a cold
-/// pool first gets a bare TCP probe, so a refused port is reported at once
-/// instead of after the pool's retries until `acquire_timeout`.
-pub(crate) async fn acquire_for_test<DB: sqlx::Database>(
-    pool: &sqlx::Pool<DB>,
-    host: &str,
-    addrs: &[SocketAddr],
-    connect_timeout: std::time::Duration,
-    map_error: impl Fn(&sqlx::Error) -> DriverError,
-) -> Result<sqlx::pool::PoolConnection<DB>, DriverError> {
-    if pool.size() == 0 {
-        network::probe(host, addrs, connect_timeout).await?;
-    }
-    pool.acquire().await.map_err(|error| map_error(&error))
-}
-
-/// Closes a pool in the background: idle connections close now, in-use
-/// ones when they are returned.
-pub(crate) fn close_pool<DB: sqlx::Database>(pool: sqlx::Pool<DB>) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(async move { pool.close().await });
-        }
-        // Without a runtime, dropping the last handle closes the pool.
-        Err(_) => drop(pool),
     }
 }
 
@@ -247,79 +248,88 @@ pub(crate) fn map_error(error: &sqlx::Error, target: &str, secrets: &Secrets) ->
     })
 }
 
-/// The PostgreSQL family: PostgreSQL and Redshift.
-pub(crate) struct Postgres;
-
-#[async_trait]
-impl Driver for Postgres {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::SqlQuery]
-    }
-
-    async fn open(
-        &self,
-        spec: &ConnectorSpec,
-        policy: &NetworkPolicy,
-    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
-        let (decl, _) = spec.driver()?;
-        Ok(Box::new(open(spec, decl.type_id, policy).await?.0))
-    }
-}
-
-#[async_trait]
-impl ConnectorPool for PgHandle {
-    /// Tests through the pool (see [`acquire_for_test`]): one pooled
-    /// connection answers `version()`, `now()` and the schemas the user may
-    /// use.
-    async fn test(&self, addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        let mut connection = acquire_for_test(
-            &self.pool,
-            &self.endpoint.host,
-            addrs,
-            self.settings.connect_timeout,
-            |error| self.map_error(error),
-        )
-        .await?;
-        let row = sqlx::query("SELECT version(), now()")
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        let version: String = row.try_get(0).map_err(|error| self.map_error(&error))?;
-        let server_time = row.try_get::<DateTime<Utc>, _>(1).ok().or_else(|| {
-            row.try_get::<NaiveDateTime, _>(1)
-                .ok()
-                .map(|naive| naive.and_utc())
-        });
-        let schemas: Vec<String> = sqlx::query_scalar(
-            "SELECT nspname::text FROM pg_catalog.pg_namespace \
-             WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' \
-             AND has_schema_privilege(nspname, 'USAGE') ORDER BY 1",
-        )
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(|error| self.map_error(&error))?;
-        // Back to the pool now (sqlx would do it in a spawned task after a
-        // ping), so that the next use finds this connection idle.
-        connection.return_to_pool().await;
-        Ok(TestDetails {
-            version: Some(display_version(&version)),
-            server_time,
-            schemas: Some(schemas),
-        })
-    }
-
-    async fn recheck(&self, policy: &NetworkPolicy) -> Result<Option<Vec<SocketAddr>>, DriverError> {
-        self.endpoint.recheck(policy).await
-    }
-
-    fn sql_source(&self) -> Option<SqlSource> {
-        Some(SqlSource::Postgres(self.pool.clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::config::object;
+    use crate::connectors::sql::read_config;
+    use serde_json::json;
+
+    fn read(type_id: TypeId, config: serde_json::Value) -> Result<(PgConfig, PoolSettings), DriverError> {
+        read_config::<Postgres>(type_id.decl(), &object(config))
+    }
+
+    #[test]
+    fn a_config_takes_the_declared_defaults() {
+        let minimal = json!({"host": "db.example.com", "database": "dev", "username": "u"});
+        let (redshift, settings) = read(TypeId::Redshift, minimal.clone()).expect("config");
+        assert_eq!(redshift.server.port, 5439);
+        assert!(redshift.redshift && !redshift.allow_writes);
+        assert_eq!(redshift.server.tls.mode, SslMode::Prefer);
+        assert!(redshift.server.password.is_none());
+        assert_eq!(settings.max_connections, 5);
+        assert_eq!(settings.statement_timeout, std::time::Duration::from_secs(300));
+        let (postgres, _) = read(TypeId::Postgresql, minimal).expect("config");
+        assert_eq!(postgres.server.port, 5432);
+        assert!(!postgres.redshift);
+    }
+
+    #[test]
+    fn a_config_field_postgresql_does_not_have_is_refused_naming_it() {
+        let config = json!({"host": "db", "database": "d", "username": "u", "sslcert": "/etc/client.pem"});
+        let error = read(TypeId::Postgresql, config).expect_err("unknown field");
+        assert_eq!(error.kind(), ErrorType::InvalidConfig);
+        assert_eq!(
+            error.message(),
+            "config.sslcert is not a field of postgresql connectors"
+        );
+    }
+
+    #[test]
+    fn a_config_does_not_show_its_password() {
+        let config = json!({"host": "db", "database": "d", "username": "u", "password": "hunter2"});
+        let (config, _) = read(TypeId::Postgresql, config).expect("config");
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("username") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert_eq!(
+            config.server.password.as_ref().map(ExposeSecret::expose_secret),
+            Some("hunter2")
+        );
+    }
+
+    #[test]
+    fn bad_hosts_and_ports_are_refused_with_the_field_named() {
+        for (config, expected) in [
+            (
+                json!({"host": "db", "port": 70_000, "database": "d", "username": "u"}),
+                "config.port must be between 1 and 65535",
+            ),
+            (
+                json!({"host": "db", "port": "5432x", "database": "d", "username": "u"}),
+                "config.port must be a non-negative integer",
+            ),
+            (
+                json!({"database": "d", "username": "u"}),
+                "config.host is required",
+            ),
+            (
+                json!({"host": "db", "database": "d"}),
+                "config.username is required",
+            ),
+        ] {
+            let error = read(TypeId::Postgresql, config).expect_err(expected);
+            assert_eq!(error.message(), expected);
+        }
+        let error = read(
+            TypeId::Postgresql,
+            json!({"host": "/tmp", "database": "d", "username": "u"}),
+        )
+        .expect_err("a socket path");
+        assert!(error.message().starts_with("config.host "), "{}", error.message());
+    }
 
     #[test]
     fn versions_are_shortened_to_product_and_number() {

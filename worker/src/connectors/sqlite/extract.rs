@@ -13,10 +13,11 @@ use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use ferry_shared::domain::ErrorKind;
-use ferry_shared::domain::params::{BoundQuery, ParamValue};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use ferry_shared::domain::params::BoundQuery;
+use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
+use crate::connectors::sql::{TimestampParam, bind_params};
 use crate::extract::columns::{Builder, MICROS_PER_DAY};
 use crate::extract::{
     Cancellable, ExtractError, Output, PoolQuery, ReadPath, WideningRead, database_error, read_widening,
@@ -94,6 +95,16 @@ fn check_statement(sql: &str) -> Result<(), ExtractError> {
     Ok(())
 }
 
+/// A timestamp parameter goes as SQLite's own datetime text,
+/// `YYYY-MM-DD HH:MM:SS.SSS`, in UTC.
+impl TimestampParam for Sqlite {
+    type Timestamp = NaiveDateTime;
+
+    fn timestamp(value: &chrono::DateTime<chrono::FixedOffset>) -> Self::Timestamp {
+        value.naive_utc()
+    }
+}
+
 pub(crate) async fn extract(
     pool: &SqlitePool,
     query: &BoundQuery,
@@ -144,18 +155,7 @@ impl WideningRead for PoolQuery<'_, SqlitePool> {
             }
         }
 
-        let mut bound = statement.query();
-        for param in &query.params {
-            bound = match param {
-                ParamValue::Text(v) => bound.bind(v.as_str()),
-                ParamValue::Integer(v) => bound.bind(*v),
-                ParamValue::Number(v) => bound.bind(*v),
-                ParamValue::Boolean(v) => bound.bind(*v),
-                ParamValue::Date(v) => bound.bind(*v),
-                // SQLite's own datetime text: `YYYY-MM-DD HH:MM:SS.SSS`, in UTC.
-                ParamValue::Timestamp(v) => bound.bind(v.naive_utc()),
-            };
-        }
+        let bound = bind_params(statement.query(), &query.params);
         let (batch_rows, batch_bytes) = (out.options().batch_rows.max(1), out.options().batch_bytes.max(1));
         let mut complete = false;
         let result = async {

@@ -26,47 +26,85 @@
 
 pub(crate) mod extract;
 
-use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
-use ferry_shared::domain::StepType;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
-use crate::connectors::config::Config;
-use crate::connectors::errors::{DriverError, ErrorType};
-use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::config::{Fields, PoolSettings};
+use crate::connectors::errors::{DriverError, ErrorType, Secrets};
+use crate::connectors::sql::{SqlFamily, SqlHandle, one_use_per_connection, pool_options};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::SqlSource;
 
-pub(crate) struct SqliteHandle {
-    pub pool: SqlitePool,
+/// A SQLite connector's own config fields, read once.
+#[derive(Debug)]
+pub(crate) struct SqliteConfig {
+    /// The file, relative to the organization's folder (or absolute inside
+    /// it); see [`resolve_path`].
+    pub path: String,
 }
 
-pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<SqliteHandle, DriverError> {
-    let config = Config::new(&spec.config);
-    let requested = config.required_name("path")?;
-    let settings = config.pool_settings()?;
-    let path = resolve_path(&org_dir(&policy.sqlite_dir, &spec.org_id)?, requested)?;
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .read_only(true)
-        .create_if_missing(false)
-        .busy_timeout(settings.connect_timeout)
-        .pragma("query_only", "ON");
-    let pool = SqlitePoolOptions::new()
-        .max_connections(settings.max_connections)
-        .min_connections(0)
-        .acquire_timeout(settings.connect_timeout)
-        .idle_timeout(Some(settings.idle_timeout))
-        .max_lifetime(Some(settings.max_lifetime))
+/// The SQLite family: read-only files in the organization's folder.
+pub(crate) struct Sqlite;
+
+#[async_trait]
+impl SqlFamily for Sqlite {
+    type Database = sqlx::Sqlite;
+    type Config = SqliteConfig;
+
+    fn config(fields: &mut Fields<'_>) -> Result<SqliteConfig, DriverError> {
+        Ok(SqliteConfig {
+            path: fields.name("path")?,
+        })
+    }
+
+    async fn open(
+        config: SqliteConfig,
+        settings: PoolSettings,
+        spec: &ConnectorSpec,
+        policy: &NetworkPolicy,
+    ) -> Result<SqlHandle<Self>, DriverError> {
+        let path = resolve_path(&org_dir(&policy.sqlite_dir, &spec.org_id)?, &config.path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(settings.connect_timeout)
+            .pragma("query_only", "ON");
         // One use per connection: whatever a statement changed in the
         // connection's state goes away with it. Opening a SQLite file is
         // cheap (see design.md for the figure).
-        .after_release(|_connection, _meta| Box::pin(async { Ok(false) }))
-        .connect_lazy_with(options);
-    Ok(SqliteHandle { pool })
+        let pool = one_use_per_connection(pool_options(&settings)).connect_lazy_with(options);
+        Ok(SqlHandle::new(spec, pool, settings, None))
+    }
+
+    fn source(pool: &SqlitePool) -> SqlSource {
+        SqlSource::Sqlite(pool.clone())
+    }
+
+    /// SQLite's version; reading the schema proves the file is a database,
+    /// not just a file.
+    async fn details(connection: &mut PoolConnection<sqlx::Sqlite>) -> Result<TestDetails, sqlx::Error> {
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&mut **connection)
+            .await?;
+        let _tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_schema")
+            .fetch_one(&mut **connection)
+            .await?;
+        Ok(TestDetails {
+            version: Some(format!("SQLite {version}")),
+            server_time: None,
+            schemas: Some(vec!["main".into()]),
+        })
+    }
+
+    /// SQLite's errors carry no secret and no host.
+    fn map_error(error: &sqlx::Error, _target: &str, _secrets: &Secrets) -> DriverError {
+        map_error(error)
+    }
 }
 
 /// The organization's folder of the SQLite directory, `<dir>/<org_id>/`:
@@ -226,89 +264,62 @@ fn first_keyword(sql: &str) -> &str {
     &rest[..end]
 }
 
-impl SqliteHandle {
-    pub fn map_error(&self, error: &sqlx::Error) -> DriverError {
-        match error {
-            sqlx::Error::Database(database) => {
-                let code = database.code().map(|code| code.into_owned());
-                let mapped = match code.as_deref() {
-                    // SQLITE_CANTOPEN (14 and its extended codes)
-                    Some(code) if code.parse::<u32>().is_ok_and(|number| number & 0xff == 14) => {
-                        DriverError::new(ErrorType::DatabaseNotFound, "the SQLite file cannot be opened")
-                    }
-                    // SQLITE_NOTADB
-                    Some(code) if code.parse::<u32>().is_ok_and(|number| number & 0xff == 26) => {
-                        DriverError::invalid_config("config.path is not a SQLite database")
-                    }
-                    _ => DriverError::unknown("SQLite reported an error"),
-                };
-                match code {
-                    Some(code) => mapped.with_code(code),
-                    None => mapped,
+/// Maps a sqlx error met on a SQLite file.
+pub(crate) fn map_error(error: &sqlx::Error) -> DriverError {
+    match error {
+        sqlx::Error::Database(database) => {
+            let code = database.code().map(|code| code.into_owned());
+            let mapped = match code.as_deref() {
+                // SQLITE_CANTOPEN (14 and its extended codes)
+                Some(code) if code.parse::<u32>().is_ok_and(|number| number & 0xff == 14) => {
+                    DriverError::new(ErrorType::DatabaseNotFound, "the SQLite file cannot be opened")
                 }
+                // SQLITE_NOTADB
+                Some(code) if code.parse::<u32>().is_ok_and(|number| number & 0xff == 26) => {
+                    DriverError::invalid_config("config.path is not a SQLite database")
+                }
+                _ => DriverError::unknown("SQLite reported an error"),
+            };
+            match code {
+                Some(code) => mapped.with_code(code),
+                None => mapped,
             }
-            sqlx::Error::PoolTimedOut => DriverError::new(ErrorType::Timeout, "the SQLite file is busy"),
-            sqlx::Error::PoolClosed => {
-                DriverError::unknown("the connector's pool was closed (its configuration changed)")
-            }
-            _ => DriverError::unknown("opening the SQLite file failed"),
         }
-    }
-}
-
-/// The SQLite family: read-only files in the organization's folder.
-pub(crate) struct Sqlite;
-
-#[async_trait]
-impl Driver for Sqlite {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::SqlQuery]
-    }
-
-    async fn open(
-        &self,
-        spec: &ConnectorSpec,
-        policy: &NetworkPolicy,
-    ) -> Result<Box<dyn ConnectorPool>, DriverError> {
-        Ok(Box::new(open(spec, policy)?))
-    }
-}
-
-#[async_trait]
-impl ConnectorPool for SqliteHandle {
-    async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        let mut connection = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        // Reading the schema proves the file is a database, not just a file.
-        let _tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_schema")
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|error| self.map_error(&error))?;
-        // Back to the pool now (sqlx would do it in a spawned task after a
-        // ping), so that the next use finds this connection idle.
-        connection.return_to_pool().await;
-        Ok(TestDetails {
-            version: Some(format!("SQLite {version}")),
-            server_time: None,
-            schemas: Some(vec!["main".into()]),
-        })
-    }
-
-    fn sql_source(&self) -> Option<SqlSource> {
-        Some(SqlSource::Sqlite(self.pool.clone()))
+        sqlx::Error::PoolTimedOut => DriverError::new(ErrorType::Timeout, "the SQLite file is busy"),
+        sqlx::Error::PoolClosed => {
+            DriverError::unknown("the connector's pool was closed (its configuration changed)")
+        }
+        _ => DriverError::unknown("opening the SQLite file failed"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::config::object;
+    use crate::connectors::sql::read_config;
+    use ferry_shared::connectors::TypeId;
+    use serde_json::json;
+
+    #[test]
+    fn a_config_is_a_path_and_the_pool_settings_only() {
+        let read = |config| read_config::<Sqlite>(TypeId::Sqlite.decl(), &object(config));
+        let (config, settings) = read(json!({"path": "a.db", "max_connections": "2"})).expect("config");
+        assert_eq!(config.path, "a.db");
+        assert_eq!(settings.max_connections, 2);
+        assert_eq!(
+            read(json!({"max_connections": 2}))
+                .expect_err("no path")
+                .message(),
+            "config.path is required"
+        );
+        assert_eq!(
+            read(json!({"path": "a.db", "host": "db"}))
+                .expect_err("a host")
+                .message(),
+            "config.host is not a field of sqlite connectors"
+        );
+    }
 
     #[test]
     fn parent_components_are_refused_before_touching_the_disk() {
