@@ -117,11 +117,22 @@ pub struct ParquetSink {
 
 impl std::fmt::Debug for ParquetSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParquetSink")
-            .field("path", &self.path)
-            .field("rows", &self.rows)
-            .finish()
+        fmt_upload(f, "ParquetSink", &self.path, ("rows", self.rows))
     }
+}
+
+/// How the sink's types show themselves: where they write and how far they
+/// got, never the data, the store or the journal.
+fn fmt_upload(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    path: &Path,
+    (counter, count): (&str, u64),
+) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field("path", path)
+        .field(counter, &count)
+        .finish_non_exhaustive()
 }
 
 impl ParquetSink {
@@ -173,20 +184,32 @@ impl ParquetSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let writer = match &mut self.writer {
-            Some(writer) => writer,
-            None => {
-                let properties = properties(&self.schema, &self.options, Some(batch))?;
-                self.writer.insert(ArrowWriter::try_new(
-                    Upload::default(),
-                    self.schema.clone(),
-                    Some(properties),
-                )?)
-            }
-        };
-        writer.write(batch)?;
+        self.writer(Some(batch))?.write(batch)?;
         self.rows += batch.num_rows() as u64;
         self.pump(cancel).await
+    }
+
+    /// The encoder, created on first use; `sample` (the first batch, when
+    /// there is one) chooses the columns' encodings.
+    fn writer(&mut self, sample: Option<&RecordBatch>) -> Result<&mut ArrowWriter<Upload>, SinkError> {
+        let writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => {
+                let properties = properties(&self.schema, &self.options, sample)?;
+                ArrowWriter::try_new(Upload::default(), self.schema.clone(), Some(properties))?
+            }
+        };
+        Ok(self.writer.insert(writer))
+    }
+
+    /// Closes the upload, handing back its multipart upload if one was
+    /// started (for the caller to abort).
+    fn close_upload(&mut self) -> Option<WriteMultipart> {
+        let writer = self.writer.as_mut()?;
+        match std::mem::replace(&mut writer.inner_mut().state, State::Closed) {
+            State::Multipart(multipart) => Some(multipart),
+            State::Buffer(_) | State::Closed => None,
+        }
     }
 
     /// Starts the multipart upload once a part's worth of bytes exists, and
@@ -241,35 +264,29 @@ impl ParquetSink {
         F: FnOnce() -> Fut,
         Fut: Future<Output = bool>,
     {
-        let result = self.finish_inner(cancel, fence).await;
+        let result = async {
+            let row_groups = self.seal(cancel).await?;
+            let allowed = tokio::select! {
+                allowed = fence() => allowed,
+                () = cancel.cancelled() => return Err(SinkError::Cancelled),
+            };
+            if !allowed {
+                return Err(SinkError::Fenced);
+            }
+            self.publish(row_groups).await
+        }
+        .await;
         if result.is_err() {
             self.abort().await;
         }
         result
     }
 
-    async fn finish_inner<F, Fut>(
-        &mut self,
-        cancel: &CancellationToken,
-        fence: F,
-    ) -> Result<SinkOutput, SinkError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let writer = match &mut self.writer {
-            Some(writer) => writer,
-            None => {
-                let properties = properties(&self.schema, &self.options, None)?;
-                self.writer.insert(ArrowWriter::try_new(
-                    Upload::default(),
-                    self.schema.clone(),
-                    Some(properties),
-                )?)
-            }
-        };
-        let metadata = writer.finish()?;
-        let row_groups = metadata.num_row_groups();
+    /// Writes the footer and waits for the parts in flight; returns the
+    /// number of row groups.
+    async fn seal(&mut self, cancel: &CancellationToken) -> Result<usize, SinkError> {
+        let writer = self.writer(None)?;
+        let row_groups = writer.finish()?.num_row_groups();
         let upload = writer.inner_mut();
         upload.flush().map_err(parquet::errors::ParquetError::from)?;
         if let State::Multipart(multipart) = &mut upload.state {
@@ -278,13 +295,14 @@ impl ParquetSink {
                 () = cancel.cancelled() => return Err(SinkError::Cancelled),
             }
         }
-        let allowed = tokio::select! {
-            allowed = fence() => allowed,
-            () = cancel.cancelled() => return Err(SinkError::Cancelled),
+        Ok(row_groups)
+    }
+
+    /// Completes the sealed upload: the object appears.
+    async fn publish(&mut self, row_groups: usize) -> Result<SinkOutput, SinkError> {
+        let Some(upload) = self.writer.as_mut().map(ArrowWriter::inner_mut) else {
+            return Err(SinkError::Upload(closed_error()));
         };
-        if !allowed {
-            return Err(SinkError::Fenced);
-        }
         let bytes = upload.bytes;
         let (result, parts) = match std::mem::replace(&mut upload.state, State::Closed) {
             State::Buffer(buffer) => (
@@ -314,14 +332,7 @@ impl ParquetSink {
     /// Aborts the multipart upload, if one was started. Failures are logged:
     /// the caller is already reporting the reason it aborted.
     pub async fn abort(mut self) {
-        self.abort_in_place().await;
-    }
-
-    async fn abort_in_place(&mut self) {
-        let Some(writer) = self.writer.as_mut() else {
-            return;
-        };
-        if let State::Multipart(multipart) = std::mem::replace(&mut writer.inner_mut().state, State::Closed)
+        if let Some(multipart) = self.close_upload()
             && let Err(error) = multipart.abort().await
         {
             tracing::warn!(path = %self.path, %error, "aborting the multipart upload failed");
@@ -333,10 +344,7 @@ impl Drop for ParquetSink {
     /// A sink dropped mid-upload (its task was cancelled) still aborts its
     /// multipart upload, from a spawned task.
     fn drop(&mut self) {
-        let Some(writer) = self.writer.as_mut() else {
-            return;
-        };
-        if let State::Multipart(multipart) = std::mem::replace(&mut writer.inner_mut().state, State::Closed)
+        if let Some(multipart) = self.close_upload()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             let path = self.path.clone();
@@ -374,10 +382,7 @@ impl KnownUpload {
 
 impl std::fmt::Debug for KnownUpload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KnownUpload")
-            .field("path", &self.path)
-            .field("next_part", &self.next_part)
-            .finish_non_exhaustive()
+        fmt_upload(f, "KnownUpload", &self.path, ("next_part", self.next_part as u64))
     }
 }
 
