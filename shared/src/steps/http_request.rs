@@ -12,14 +12,22 @@
 //! `page`, `offset`, `cursor` and `link_header` (the `type` field), each
 //! with an optional `max_pages`.
 //!
+//! Reading a response follows the same config: [`ResponseShape`] and
+//! [`read_page`] walk a body once to its records and cursor and hand each
+//! record on as raw JSON text, field by field, so that the worker types the
+//! values from their exact text.
+//!
 //! Header names that carry credentials (`Authorization`, `Cookie`, ...) or
 //! that the HTTP client owns are refused: step configs are stored in clear
 //! and shown to every project member; credentials belong to the connector.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::domain::step::{ParamSpec, connector_field, non_empty_string, placeholders};
@@ -561,6 +569,417 @@ fn positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Resu
     }
 }
 
+// ---------------------------------------------------------------- responses
+
+/// The field a record that is not a JSON object is read into: `[1, "a"]`
+/// reads as `{"value": 1}`, `{"value": "a"}`.
+pub const VALUE_FIELD: &str = "value";
+
+/// Where the records and the cursor of a response body are: the step's
+/// `records_path` and `cursor_path` as one tree, so that a body is walked
+/// once and everything else in it is skipped without being built.
+///
+/// At the records path: an array is the records; an object is one record;
+/// null is no records; anything else is refused. A numeric segment indexes
+/// an array (`pages.0.items`) or names an object's key. Without a records
+/// path the body itself is the records.
+#[derive(Debug, Default)]
+pub struct ResponseShape {
+    root: Node,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    role: Role,
+    children: Vec<(String, Node)>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    #[default]
+    Pass,
+    Records,
+    Cursor,
+}
+
+impl ResponseShape {
+    /// The shape a step's config describes.
+    pub fn of(config: &HttpRequest) -> ResponseShape {
+        let cursor = match &config.pagination {
+            Some(Pagination::Cursor(cursor)) => Some(cursor.cursor_path.as_str()),
+            _ => None,
+        };
+        ResponseShape::new(config.records_path.as_deref(), cursor)
+    }
+
+    /// `records_path` absent: the body is the records.
+    pub fn new(records_path: Option<&str>, cursor_path: Option<&str>) -> ResponseShape {
+        let mut shape = ResponseShape::default();
+        shape.insert(records_path, Role::Records);
+        if cursor_path.is_some() {
+            shape.insert(cursor_path, Role::Cursor);
+        }
+        shape
+    }
+
+    fn insert(&mut self, path: Option<&str>, role: Role) {
+        let mut node = &mut self.root;
+        for segment in path.into_iter().flat_map(segments) {
+            let at = match node.children.iter().position(|(name, _)| name == segment) {
+                Some(at) => at,
+                None => {
+                    node.children.push((segment.to_owned(), Node::default()));
+                    node.children.len() - 1
+                }
+            };
+            node = &mut node.children[at].1;
+        }
+        node.role = role;
+    }
+}
+
+/// What receives a page's records, field by field, as raw JSON text.
+pub trait RecordSink {
+    type Error;
+
+    /// The `position`-th field of the current record: its key and its
+    /// value's JSON text exactly as the body has it.
+    fn field(&mut self, position: usize, key: &str, raw: &str) -> std::result::Result<(), Self::Error>;
+
+    /// The end of the current record, whose JSON text was `bytes` long.
+    fn end(&mut self, bytes: usize) -> std::result::Result<(), Self::Error>;
+}
+
+/// What a page held besides its records.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PageFacts {
+    /// Records read from the page.
+    pub records: usize,
+    /// Whether the records path was in the body (possibly null).
+    pub found: bool,
+    /// The value at the cursor path, if it was there.
+    pub cursor: Option<Value>,
+    /// The body's top-level keys (the first ten), to tell what a body
+    /// without the records path had instead.
+    pub keys: Vec<String>,
+}
+
+/// Why a page could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageError<E> {
+    /// The body is not JSON, or its records are not an array of records.
+    Shape(String),
+    /// The sink refused a record.
+    Sink(E),
+}
+
+/// Reads one page `body`, handing each record to `sink`. An empty body is
+/// an empty page (as `204 No Content` answers).
+pub fn read_page<S: RecordSink>(
+    body: &[u8],
+    shape: &ResponseShape,
+    sink: &mut S,
+) -> std::result::Result<PageFacts, PageError<S::Error>> {
+    let mut state = Walking {
+        sink,
+        facts: PageFacts::default(),
+        stopped: None,
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        state.facts.found = true;
+        return Ok(state.facts);
+    }
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let walked = Walk {
+        node: &shape.root,
+        state: &mut state,
+        top: true,
+    }
+    .deserialize(&mut reader)
+    .and_then(|()| reader.end());
+    if let Some(error) = state.stopped.take() {
+        return Err(error);
+    }
+    walked.map_err(|e| PageError::Shape(format!("the response is not valid JSON: {e}")))?;
+    Ok(state.facts)
+}
+
+/// Hands one record (raw JSON text) to `sink`: an object field by field, any
+/// other value as the [`VALUE_FIELD`].
+pub fn read_record<S: RecordSink>(raw: &str, sink: &mut S) -> std::result::Result<(), PageError<S::Error>> {
+    if raw.starts_with('{') {
+        let mut stopped = None;
+        let mut reader = serde_json::Deserializer::from_str(raw);
+        let read = reader.deserialize_map(Fields {
+            sink: &mut *sink,
+            stopped: &mut stopped,
+        });
+        if let Some(error) = stopped {
+            return Err(PageError::Sink(error));
+        }
+        read.map_err(|e| PageError::Shape(format!("a record is not valid JSON: {e}")))?;
+    } else {
+        sink.field(0, VALUE_FIELD, raw).map_err(PageError::Sink)?;
+    }
+    sink.end(raw.len()).map_err(PageError::Sink)
+}
+
+struct Walking<'a, S: RecordSink> {
+    sink: &'a mut S,
+    facts: PageFacts,
+    /// The error that stopped the walk (serde errors carry only text).
+    stopped: Option<PageError<S::Error>>,
+}
+
+impl<S: RecordSink> Walking<'_, S> {
+    fn record(&mut self, raw: &str) -> std::result::Result<(), PageError<S::Error>> {
+        self.facts.records += 1;
+        read_record(raw, self.sink)
+    }
+
+    /// Keeps `error` and gives serde an error that stops the parse.
+    fn stop<E: de::Error>(&mut self, error: PageError<S::Error>) -> E {
+        self.stopped = Some(error);
+        E::custom("stopped")
+    }
+}
+
+struct Walk<'n, 's, 'a, S: RecordSink> {
+    node: &'n Node,
+    state: &'s mut Walking<'a, S>,
+    /// The body's root (its keys are noted).
+    top: bool,
+}
+
+impl<'de, S: RecordSink> DeserializeSeed<'de> for Walk<'_, '_, '_, S> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+        match self.node.role {
+            Role::Records => {
+                self.state.facts.found = true;
+                deserializer.deserialize_any(Records { state: self.state })
+            }
+            Role::Cursor => {
+                self.state.facts.cursor = Some(Value::deserialize(deserializer)?);
+                Ok(())
+            }
+            Role::Pass => deserializer.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de, S: RecordSink> Visitor<'de> for Walk<'_, '_, '_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    // Scalars lead nowhere: only objects and arrays hold the paths.
+    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if self.top && self.state.facts.keys.len() < 10 {
+                self.state.facts.keys.push(key.to_string());
+            }
+            match self.node.children.iter().find(|(name, _)| *name == key) {
+                Some((_, child)) => map.next_value_seed(Walk {
+                    node: child,
+                    state: &mut *self.state,
+                    top: false,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let mut index = 0usize;
+        loop {
+            let child = self
+                .node
+                .children
+                .iter()
+                .find(|(name, _)| name.parse::<usize>() == Ok(index));
+            let more = match child {
+                Some((_, child)) => seq
+                    .next_element_seed(Walk {
+                        node: child,
+                        state: &mut *self.state,
+                        top: false,
+                    })?
+                    .is_some(),
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+}
+
+/// The value at the records path.
+struct Records<'s, 'a, S: RecordSink> {
+    state: &'s mut Walking<'a, S>,
+}
+
+impl<'de, S: RecordSink> Visitor<'de> for Records<'_, '_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        while let Some(record) = seq.next_element::<&RawValue>()? {
+            if let Err(error) = self.state.record(record.get()) {
+                return Err(self.state.stop(error));
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let state = self.state;
+        let mut position = 0;
+        let mut bytes = 2;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let value: &RawValue = map.next_value()?;
+            bytes += key.len() + value.get().len() + 4;
+            if let Err(error) = state.sink.field(position, &key, value.get()) {
+                return Err(state.stop(PageError::Sink(error)));
+            }
+            position += 1;
+        }
+        state.facts.records += 1;
+        if let Err(error) = state.sink.end(bytes) {
+            return Err(state.stop(PageError::Sink(error)));
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<(), E> {
+        Err(self.state.stop(not_records("true or false")))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<(), E> {
+        Err(self.state.stop(not_records("a number")))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<(), E> {
+        Err(self.state.stop(not_records("a number")))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<(), E> {
+        Err(self.state.stop(not_records("a number")))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<(), E> {
+        Err(self.state.stop(not_records("a string")))
+    }
+}
+
+fn not_records<E>(found: &str) -> PageError<E> {
+    PageError::Shape(format!(
+        "the records are {found}, not an array of records (check records_path)"
+    ))
+}
+
+/// The fields of one record object.
+struct Fields<'s, S: RecordSink> {
+    sink: &'s mut S,
+    stopped: &'s mut Option<S::Error>,
+}
+
+impl<'de, S: RecordSink> Visitor<'de> for Fields<'_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let mut position = 0;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let value: &RawValue = map.next_value()?;
+            if let Err(error) = self.sink.field(position, &key, value.get()) {
+                *self.stopped = Some(error);
+                return Err(de::Error::custom("stopped"));
+            }
+            position += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A map key, borrowed from the body unless it had escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,5 +1239,130 @@ mod tests {
                 .validate_config(&with(json!({})))
                 .is_ok()
         );
+    }
+
+    /// Collects records as `key=raw` lists.
+    #[derive(Default)]
+    struct Collect {
+        records: Vec<Vec<String>>,
+        current: Vec<String>,
+        refuse_after: Option<usize>,
+    }
+
+    impl RecordSink for Collect {
+        type Error = &'static str;
+
+        fn field(&mut self, position: usize, key: &str, raw: &str) -> std::result::Result<(), Self::Error> {
+            assert_eq!(position, self.current.len());
+            self.current.push(format!("{key}={raw}"));
+            Ok(())
+        }
+
+        fn end(&mut self, _bytes: usize) -> std::result::Result<(), Self::Error> {
+            self.records.push(std::mem::take(&mut self.current));
+            if self.refuse_after == Some(self.records.len()) {
+                return Err("enough");
+            }
+            Ok(())
+        }
+    }
+
+    fn page(
+        body: &str,
+        shape: &ResponseShape,
+    ) -> (
+        std::result::Result<PageFacts, PageError<&'static str>>,
+        Vec<Vec<String>>,
+    ) {
+        let mut sink = Collect::default();
+        let facts = read_page(body.as_bytes(), shape, &mut sink);
+        (facts, sink.records)
+    }
+
+    #[test]
+    fn records_and_cursor_are_found_by_their_dot_paths_with_raw_values() {
+        let shape = ResponseShape::new(Some("data.items"), Some("meta.next"));
+        let body = r#"{"meta": {"next": "c2", "other": [1]}, "data": {"count": 2,
+                       "items": [{"x": 1, "y\u0041": {"z": [1.50, 12345678901234567890123]}}, {"x": "s\"q"}]},
+                       "tail": {"items": [9]}}"#;
+        let (facts, records) = page(body, &shape);
+        let facts = facts.expect("page");
+        assert_eq!(facts.records, 2);
+        assert!(facts.found);
+        assert_eq!(facts.cursor, Some(Value::String("c2".into())));
+        assert_eq!(facts.keys, ["meta", "data", "tail"]);
+        assert_eq!(
+            records,
+            [
+                vec![
+                    "x=1".to_owned(),
+                    r#"yA={"z": [1.50, 12345678901234567890123]}"#.to_owned()
+                ],
+                vec![r#"x="s\"q""#.to_owned()],
+            ],
+            "values keep their exact text"
+        );
+        let indexed = ResponseShape::new(Some("pages.1"), None);
+        let (facts, _) = page(
+            r#"{"pages": [[{"x": 0}], [{"x": 1}, {"x": 2}, {"x": 3}]]}"#,
+            &indexed,
+        );
+        assert_eq!(facts.expect("page").records, 3);
+    }
+
+    #[test]
+    fn scalars_are_the_value_field_and_a_single_object_is_one_record() {
+        let (_, records) = page(r#"[1, "two", null, [3]]"#, &ResponseShape::new(None, None));
+        assert_eq!(
+            records,
+            [["value=1"], [r#"value="two""#], ["value=null"], ["value=[3]"]]
+        );
+        let (facts, records) = page(r#"{"data": {"id": 7}}"#, &ResponseShape::new(Some("data"), None));
+        assert_eq!(facts.expect("page").records, 1);
+        assert_eq!(records, [["id=7"]]);
+    }
+
+    #[test]
+    fn missing_null_and_wrong_records_are_told_apart() {
+        let shape = ResponseShape::new(Some("data"), None);
+        let missing = page(r#"{"items": []}"#, &shape).0.expect("page");
+        assert!(!missing.found && missing.records == 0);
+        let null = page(r#"{"data": null}"#, &shape).0.expect("page");
+        assert!(null.found && null.records == 0);
+        for bad in [
+            r#"{"data": "x"}"#,
+            r#"{"data": 3}"#,
+            "<html>",
+            r#"{"data": []} trailing"#,
+        ] {
+            assert!(matches!(page(bad, &shape).0, Err(PageError::Shape(_))), "{bad}");
+        }
+        let (empty, _) = page("  \n", &shape);
+        assert!(empty.expect("an empty body").found);
+    }
+
+    #[test]
+    fn a_sink_that_refuses_stops_the_page_with_its_error() {
+        let mut sink = Collect {
+            refuse_after: Some(1),
+            ..Collect::default()
+        };
+        let result = read_page(
+            br#"[{"a": 1}, {"a": 2}]"#,
+            &ResponseShape::new(None, None),
+            &mut sink,
+        );
+        assert_eq!(result, Err(PageError::Sink("enough")));
+        assert_eq!(sink.records.len(), 1);
+    }
+
+    #[test]
+    fn the_shape_of_a_config_takes_its_records_and_cursor_paths() {
+        let config = parse(with(json!({"records_path": "data",
+            "pagination": {"type": "cursor", "cursor_path": "next"}})))
+        .expect("valid");
+        let (facts, records) = page(r#"{"next": 5, "data": [{"a": 1}]}"#, &ResponseShape::of(&config));
+        assert_eq!(facts.expect("page").cursor, Some(json!(5)));
+        assert_eq!(records, [["a=1"]]);
     }
 }
