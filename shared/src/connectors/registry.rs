@@ -57,43 +57,48 @@ fn host() -> FieldSpec {
 
 /// Pool and timeout fields every database type accepts.
 fn pool_fields() -> Vec<FieldSpec> {
-    vec![
-        FieldSpec::new(
+    [
+        (
             CONNECTION_TIMEOUT,
             "Connection timeout",
-            FieldKind::Integer { min: 1, max: 600 },
+            600,
             "Seconds to wait for a new connection (or a free pooled one).",
-        )
-        .default(json!(defaults::CONNECTION_TIMEOUT_SECONDS)),
-        FieldSpec::new(
+            defaults::CONNECTION_TIMEOUT_SECONDS,
+        ),
+        (
             "max_connections",
             "Max connections",
-            FieldKind::Integer { min: 1, max: 100 },
+            100,
             "Most connections each worker keeps open to this server.",
-        )
-        .default(json!(defaults::MAX_CONNECTIONS)),
-        FieldSpec::new(
+            defaults::MAX_CONNECTIONS,
+        ),
+        (
             "idle_timeout_seconds",
             "Idle timeout",
-            FieldKind::Integer { min: 1, max: 86_400 },
+            86_400,
             "A pooled connection idle this long is closed.",
-        )
-        .default(json!(defaults::IDLE_TIMEOUT_SECONDS)),
-        FieldSpec::new(
+            defaults::IDLE_TIMEOUT_SECONDS,
+        ),
+        (
             "max_lifetime_seconds",
             "Max lifetime",
-            FieldKind::Integer { min: 1, max: 86_400 },
+            86_400,
             "A pooled connection is replaced after this long.",
-        )
-        .default(json!(defaults::MAX_LIFETIME_SECONDS)),
-        FieldSpec::new(
+            defaults::MAX_LIFETIME_SECONDS,
+        ),
+        (
             "statement_timeout_seconds",
             "Statement timeout",
-            FieldKind::Integer { min: 1, max: 86_400 },
+            86_400,
             "A query running longer is cancelled and its step fails with a timeout.",
-        )
-        .default(json!(defaults::STATEMENT_TIMEOUT_SECONDS)),
+            defaults::STATEMENT_TIMEOUT_SECONDS,
+        ),
     ]
+    .into_iter()
+    .map(|(name, label, max, description, default)| {
+        FieldSpec::new(name, label, FieldKind::Integer { min: 1, max }, description).default(json!(default))
+    })
+    .collect()
 }
 
 fn ssl_fields(modes: &'static [&'static str]) -> Vec<FieldSpec> {

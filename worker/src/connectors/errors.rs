@@ -375,14 +375,8 @@ pub(crate) fn tls_reason(text: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::config::object as config;
     use serde_json::json;
-
-    fn config(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!(),
-        }
-    }
 
     #[test]
     fn secrets_include_passwords_tokens_header_values_and_the_connection_string_password() {

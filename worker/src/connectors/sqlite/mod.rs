@@ -139,20 +139,17 @@ pub(crate) fn resolve_path(dir: &Path, requested: &str) -> Result<PathBuf, Drive
     {
         return Err(escapes());
     }
-    let dir = match dir.canonicalize() {
-        Ok(dir) => dir,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(DriverError::new(
+    // A missing folder or file is the same answer: no such file there.
+    let canonicalize = |path: &Path, unreadable: String| {
+        path.canonicalize().map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => DriverError::new(
                 ErrorType::DatabaseNotFound,
                 format!("no SQLite file at {requested} in the organization's SQLite folder"),
-            ));
-        }
-        Err(_) => {
-            return Err(DriverError::unknown(
-                "the worker's SQLite directory is not available",
-            ));
-        }
+            ),
+            _ => DriverError::unknown(unreadable),
+        })
     };
+    let dir = canonicalize(dir, "the worker's SQLite directory is not available".to_owned())?;
     let joined = if requested_path.is_absolute() {
         requested_path.to_path_buf()
     } else {
@@ -161,20 +158,7 @@ pub(crate) fn resolve_path(dir: &Path, requested: &str) -> Result<PathBuf, Drive
     if requested_path.is_absolute() && !joined.starts_with(&dir) {
         return Err(escapes());
     }
-    let canonical = match joined.canonicalize() {
-        Ok(canonical) => canonical,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(DriverError::new(
-                ErrorType::DatabaseNotFound,
-                format!("no SQLite file at {requested} in the organization's SQLite folder"),
-            ));
-        }
-        Err(_) => {
-            return Err(DriverError::unknown(format!(
-                "the SQLite file {requested} cannot be read"
-            )));
-        }
-    };
+    let canonical = canonicalize(&joined, format!("the SQLite file {requested} cannot be read"))?;
     if !canonical.starts_with(&dir) {
         return Err(escapes());
     }
