@@ -15,6 +15,7 @@ pub(crate) mod extract;
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use ferry_shared::config::ExposeSecret;
+use ferry_shared::connectors::defaults::MYSQL_CHARSET;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlSslMode};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Executor};
@@ -58,9 +59,9 @@ impl SqlFamily for MySql {
         let charset = fields.name("charset")?;
         // sqlx sends `SET NAMES <charset>`: only a bare identifier may get there.
         if charset.len() > 32 || !charset.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(DriverError::invalid_config(
-                "config.charset must be a character set name such as utf8mb4",
-            ));
+            return Err(DriverError::invalid_config(format!(
+                "config.charset must be a character set name such as {MYSQL_CHARSET}"
+            )));
         }
         Ok(MySqlConfig { server, charset })
     }
