@@ -802,3 +802,79 @@ fn command_errors_map_to_the_step_vocabulary() {
     );
     assert!(!leaky.message.contains("hunter22"), "{}", leaky.message);
 }
+
+/// The `mongo_query` benchmark (ignored; `loadtests/mongo_query/run.sh`
+/// starts the server, loads `bench.orders` and runs it in a release build):
+/// one step exports the collection to Parquet on file://. Prints
+/// `BENCH rows=… seconds=… rows_per_s=… parquet_mib=… peak_rss_mib=…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by loadtests/mongo_query/run.sh"]
+async fn bench_mongo_query_export() {
+    let port: u16 = std::env::var("FERRY_BENCH_MONGO_PORT")
+        .expect("FERRY_BENCH_MONGO_PORT (see loadtests/mongo_query/run.sh)")
+        .parse()
+        .expect("a port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = prometheus::Registry::new();
+    let registry = PoolRegistry::new(
+        NetworkPolicy {
+            allow_private_networks: true,
+            sqlite_dir: dir.path().join("sqlite"),
+        },
+        &metrics,
+    );
+    let config = json!({"connection_string": format!("mongodb://127.0.0.1:{port}/"), "database": "bench",
+                        "connection_timeout_seconds": 30, "statement_timeout_seconds": 3600});
+    let spec = ConnectorSpec {
+        uuid: "conn_bench".into(),
+        org_id: "org_bench".into(),
+        connector_type: "mongodb".into(),
+        version: 1,
+        config: config.as_object().cloned().unwrap_or_default(),
+    };
+    let url = url::Url::from_directory_path(dir.path().join("results")).expect("url");
+    let target = ObjectTarget::open(url.as_str()).expect("file target");
+    let path = target.step_path("exec_bench", "step_1");
+    let step_config = json!({"connector_uuid": "conn_01J9ZQ4X3M6R8T2V5W7Y9A1B3C", "collection": "orders"});
+    let supplied = serde_json::Map::new();
+    let step = Step {
+        registry: &registry,
+        spec: &spec,
+        request: StepRequest {
+            step_type: StepType::MongoQuery,
+            connector: ferry_shared::connectors::find("mongodb").expect("declared"),
+            config: step_config.as_object().expect("an object"),
+            supplied: &supplied,
+            policy: registry.policy(),
+        },
+    };
+    let started = std::time::Instant::now();
+    let output = run_step_with(
+        &ExtractOptions::default(),
+        &step,
+        &Destination::new(&target, &path),
+        &|_, _| {},
+        &CancellationToken::new(),
+        || async { true },
+    )
+    .await
+    .expect("the benchmark step");
+    let seconds = started.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak_kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0.0);
+    #[allow(clippy::cast_precision_loss)]
+    let (rows, bytes) = (output.rows as f64, output.bytes as f64);
+    println!(
+        "BENCH rows={} seconds={seconds:.3} rows_per_s={:.0} parquet_mib={:.1} row_groups={} peak_rss_mib={:.1}",
+        output.rows,
+        rows / seconds,
+        bytes / 1_048_576.0,
+        output.row_groups,
+        peak_kib / 1024.0
+    );
+}
