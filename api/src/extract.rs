@@ -136,7 +136,7 @@ impl FromRequestParts<AppState> for Caller {
             .map_err(|error| unauthorized(&error.0))?;
         if let Some(limit) = state.rate_limit {
             let key = format!("{}:{}", principal.org_id, principal.user_id);
-            match state.bus.throttle(&key, limit).await {
+            match state.backends.bus.throttle(&key, limit).await {
                 Ok(None) => {}
                 Ok(Some(wait)) => return Err(ApiError::RateLimited(wait)),
                 // The limit protects the API; it never takes it down: with

@@ -22,10 +22,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::response::{IntoResponse, Response};
 use ferry_shared::Error;
-use ferry_shared::objects::ObjectTarget;
-use ferry_shared::queue::{Bus, Queue, RateLimit};
-use ferry_shared::store::Store;
-use ferry_shared::vault::Vault;
+use ferry_shared::queue::RateLimit;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -43,11 +40,8 @@ use crate::metrics::HttpMetrics;
 /// Everything a request handler may use.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub queue: Arc<dyn Queue>,
-    pub bus: Arc<dyn Bus>,
-    pub vault: Arc<Vault>,
-    pub objects: Arc<ObjectTarget>,
+    /// The store, queue, bus, vault and object store.
+    pub backends: Backends,
     pub verifier: Arc<Verifier>,
     pub registry: Registry,
     /// How long `mode: "sync"` waits for an execution to finish.
@@ -183,19 +177,8 @@ impl AppState {
         registry: Registry,
     ) -> ferry_shared::Result<Self> {
         let http_metrics = HttpMetrics::register(&registry).map_err(Error::internal_from)?;
-        let Backends {
-            store,
-            queue,
-            bus,
-            vault,
-            objects,
-        } = backends;
         Ok(AppState {
-            store,
-            queue,
-            bus,
-            vault,
-            objects,
+            backends,
             verifier,
             registry,
             sync_timeout: DEFAULT_SYNC_TIMEOUT,

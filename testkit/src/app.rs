@@ -36,14 +36,10 @@ pub struct TestApp {
     _pg_database: Option<crate::postgres::PgDatabase>,
 }
 
-/// The backends an in-process worker shares with the API.
+/// What an in-process worker shares with the API.
 #[derive(Clone)]
 struct WorkerParts {
-    store: Arc<dyn Store>,
-    queue: Arc<dyn Queue>,
-    bus: Arc<dyn Bus>,
-    vault: Arc<Vault>,
-    objects: Arc<ferry_shared::objects::ObjectTarget>,
+    backends: Backends,
     registry: prometheus::Registry,
     sqlite_dir: std::path::PathBuf,
 }
@@ -51,12 +47,8 @@ struct WorkerParts {
 impl WorkerParts {
     fn spawn(&self) {
         let worker = ferry_worker::WorkerContext {
-            objects: self.objects.clone(),
+            backends: self.backends.clone(),
             lease: std::time::Duration::from_secs(30),
-            store: self.store.clone(),
-            queue: self.queue.clone(),
-            bus: self.bus.clone(),
-            vault: self.vault.clone(),
             registry: self.registry.clone(),
             policy: ferry_worker::connectors::NetworkPolicy {
                 allow_private_networks: true,
@@ -152,12 +144,15 @@ pub async fn spawn_custom(options: Options) -> TestApp {
         ferry_shared::objects::ObjectTarget::open(&format!("file://{}/objects", dir.path().display()))
             .expect("objects"),
     );
-    let worker = WorkerParts {
+    let backends = Backends {
         store: store.clone(),
-        queue: queue.clone(),
-        bus: bus.clone(),
-        vault: vault.clone(),
-        objects: objects.clone(),
+        queue,
+        bus,
+        vault,
+        objects,
+    };
+    let worker = WorkerParts {
+        backends: backends.clone(),
         registry: registry.clone(),
         sqlite_dir: dir.path().join("sqlite"),
     };
@@ -170,13 +165,6 @@ pub async fn spawn_custom(options: Options) -> TestApp {
     })
     .await
     .expect("verifier");
-    let backends = Backends {
-        store: store.clone(),
-        queue,
-        bus,
-        vault,
-        objects,
-    };
     let mut state = AppState::new(backends, Arc::new(verifier), registry).expect("state");
     if let Some(adjust) = adjust {
         state = adjust(state);

@@ -25,7 +25,7 @@ use ferry_shared::config::Settings;
 
 use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent, EXECUTION_EVENTS, ExecutionEvent};
 use ferry_shared::objects::ObjectTarget;
-use ferry_shared::queue::{Bus, Job, JobKind, Queue};
+use ferry_shared::queue::{Bus, Job, JobKind};
 use ferry_shared::store::Store;
 use ferry_shared::vault::Vault;
 use futures::StreamExt;
@@ -95,11 +95,7 @@ impl Config {
         api_listen: Option<SocketAddr>,
     ) -> WorkerContext {
         WorkerContext {
-            store: backends.store.clone(),
-            queue: backends.queue.clone(),
-            bus: backends.bus.clone(),
-            vault: backends.vault.clone(),
-            objects: backends.objects.clone(),
+            backends: backends.clone(),
             registry,
             lease: settings.job_lease,
             policy: NetworkPolicy {
@@ -121,11 +117,8 @@ impl Config {
 
 /// What a worker process runs with.
 pub struct WorkerContext {
-    pub store: Arc<dyn Store>,
-    pub queue: Arc<dyn Queue>,
-    pub bus: Arc<dyn Bus>,
-    pub vault: Arc<Vault>,
-    pub objects: Arc<ObjectTarget>,
+    /// The store, queue, bus, vault and object store.
+    pub backends: Backends,
     pub registry: prometheus::Registry,
     pub policy: NetworkPolicy,
     pub concurrency: usize,
@@ -156,21 +149,28 @@ pub async fn run(
     context: WorkerContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> ferry_shared::Result<()> {
-    context.store.ping().await?;
+    let Backends {
+        store,
+        queue,
+        bus,
+        vault,
+        objects,
+    } = context.backends;
+    store.ping().await?;
     let identity = format!("worker-{}", ulid::Ulid::new());
     tracing::info!(%identity, "worker starting");
     let shared = Arc::new(Shared {
-        store: context.store,
-        bus: context.bus.clone(),
-        vault: context.vault,
-        objects: context.objects,
+        store,
+        bus: bus.clone(),
+        vault,
+        objects,
         pools: PoolRegistry::new(context.policy, &context.registry),
         identity,
         lease: context.lease,
         retry: context.retry,
         cancels: tokio::sync::broadcast::channel(256).0,
     });
-    let mut execution_events = context.bus.subscribe(EXECUTION_EVENTS).await?;
+    let mut execution_events = bus.subscribe(EXECUTION_EVENTS).await?;
     let cancel_relay = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -183,7 +183,7 @@ pub async fn run(
             }
         })
     };
-    let mut events = context.bus.subscribe(CONNECTOR_EVENTS).await?;
+    let mut events = bus.subscribe(CONNECTOR_EVENTS).await?;
     let listener = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -203,7 +203,7 @@ pub async fn run(
         name_prefix: "worker".into(),
         concurrency: context.concurrency.max(1),
     };
-    let result = run_worker(context.queue, options, handler, shutdown).await;
+    let result = run_worker(queue, options, handler, shutdown).await;
     listener.abort();
     cancel_relay.abort();
     result

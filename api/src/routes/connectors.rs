@@ -322,7 +322,7 @@ pub(crate) async fn visible_connector(
     caller: &Principal,
     uuid: &str,
 ) -> ApiResult<(Connector, Role)> {
-    let load = state.store.get_connector(&caller.org_id, uuid);
+    let load = state.backends.store.get_connector(&caller.org_id, uuid);
     super::visible(state, caller, ResourceKind::Connector, uuid, load).await
 }
 
@@ -368,11 +368,12 @@ async fn run_test(state: &AppState, connector: &Connector) -> ApiResult<TestOutc
     };
     let payload = serde_json::to_value(&payload).map_err(Error::internal_from)?;
     state
+        .backends
         .queue
         .enqueue(&Job::new(JobKind::TestConnection, payload))
         .await?;
     let wait = timeout_of(connector) + QUEUE_MARGIN;
-    match state.bus.wait_reply(&reply_to, wait).await? {
+    match state.backends.bus.wait_reply(&reply_to, wait).await? {
         Some(value) => serde_json::from_value(value).map_err(|e| Error::internal_from(e).into()),
         None => Ok(TestOutcome {
             connector_uuid: connector.uuid.clone(),
@@ -482,7 +483,7 @@ async fn announce(state: &AppState, uuid: &str, change: &str) {
         change: change.to_owned(),
     };
     if let Ok(value) = serde_json::to_value(&event)
-        && let Err(error) = state.bus.publish(CONNECTOR_EVENTS, &value).await
+        && let Err(error) = state.backends.bus.publish(CONNECTOR_EVENTS, &value).await
     {
         tracing::warn!(connector_uuid = uuid, %error, "connector event not published");
     }
@@ -521,6 +522,7 @@ async fn list_connectors(
         status,
     };
     let active: Vec<ConnectorView> = state
+        .backends
         .store
         .list_connectors(&query)
         .await?
@@ -579,7 +581,7 @@ async fn create_connector(
     let uuid = IdKind::Connector.generate();
     let now = ferry_shared::domain::now();
     let mut connector = Connector {
-        secrets: state.vault.seal(&uuid, &secrets)?,
+        secrets: state.backends.vault.seal(&uuid, &secrets)?,
         uuid,
         org_id: caller.org_id.clone(),
         connector_type: kind.type_id.to_string(),
@@ -609,9 +611,9 @@ async fn create_connector(
         connector.last_tested_at = Some(outcome.tested_at);
         connector.last_test_status = Some(TestStatus::Success);
     }
-    state.store.create_connector(&connector).await?;
+    state.backends.store.create_connector(&connector).await?;
     if let Some(outcome) = &outcome {
-        state.store.record_test(&record_of(outcome)).await?;
+        state.backends.store.record_test(&record_of(outcome)).await?;
     }
     tracing::info!(connector_uuid = %connector.uuid, connector_type = %connector.connector_type, "connector created");
     let mut view = ConnectorView::new(connector, Role::Owner);
@@ -664,6 +666,7 @@ async fn update_connector(
     let kind = connector_type(&current.connector_type)?;
     if body.config.is_some() {
         let active = state
+            .backends
             .store
             .active_executions_using(&caller.org_id, &current.uuid)
             .await?;
@@ -683,12 +686,12 @@ async fn update_connector(
     }
     let config_changed = body.config.is_some();
     if let Some(patch) = &body.config {
-        let secrets = state.vault.open(&current.uuid, &current.secrets)?;
+        let secrets = state.backends.vault.open(&current.uuid, &current.secrets)?;
         let split = kind.validate_patch(&current.config, &secrets, patch)?;
         require_secrets_for_new_endpoint(kind, &connectors::merge(&current.config, &secrets), &split, patch)?;
         let SplitConfig { public, secrets } = split;
         updated.config = public;
-        updated.secrets = state.vault.seal(&current.uuid, &secrets)?;
+        updated.secrets = state.backends.vault.seal(&current.uuid, &secrets)?;
         updated.config_version = current.config_version + 1;
     }
     let test = body.test_connection.unwrap_or(true);
@@ -696,7 +699,7 @@ async fn update_connector(
         require_driver(kind.type_id.as_str())?;
         let outcome = run_test(&state, &updated).await?;
         if outcome.error.is_some() {
-            state.store.record_test(&record_of(&outcome)).await?;
+            state.backends.store.record_test(&record_of(&outcome)).await?;
             return Err(connection_failed(&outcome));
         }
         updated.last_tested_at = Some(outcome.tested_at);
@@ -707,6 +710,7 @@ async fn update_connector(
     };
     updated.updated_at = ferry_shared::domain::now();
     if !state
+        .backends
         .store
         .update_connector(&updated, current.config_version)
         .await?
@@ -714,7 +718,7 @@ async fn update_connector(
         return Err(Error::conflict("The connector was changed concurrently; retry the update").into());
     }
     if let Some(outcome) = &outcome {
-        state.store.record_test(&record_of(outcome)).await?;
+        state.backends.store.record_test(&record_of(outcome)).await?;
     }
     if config_changed {
         announce(&state, &uuid, "updated").await;
@@ -747,6 +751,7 @@ async fn delete_connector(
     let (connector, role) = visible_connector(&state, &caller, &uuid).await?;
     super::permit(role.can_delete(), "delete this connector")?;
     let usage = state
+        .backends
         .store
         .connector_usage(&caller.org_id, &connector.uuid)
         .await?;
@@ -767,6 +772,7 @@ async fn delete_connector(
         .into());
     }
     state
+        .backends
         .store
         .delete_connector(&caller.org_id, &connector.uuid)
         .await?;
@@ -796,6 +802,7 @@ async fn set_status(
         updated.disabled_reason = None;
     }
     if !state
+        .backends
         .store
         .update_connector(&updated, current.config_version)
         .await?
@@ -868,7 +875,7 @@ async fn test_connector(
     let (connector, _) = visible_connector(&state, &caller, &uuid).await?;
     require_driver(&connector.connector_type)?;
     let outcome = run_test(&state, &connector).await?;
-    state.store.record_test(&record_of(&outcome)).await?;
+    state.backends.store.record_test(&record_of(&outcome)).await?;
     let response = match &outcome.error {
         None => TestResponse {
             connector_uuid: connector.uuid,
@@ -905,7 +912,7 @@ async fn connector_health(
 ) -> ApiResult<axum::Json<HealthView>> {
     let (connector, _) = visible_connector(&state, &caller, &uuid).await?;
     let since = ferry_shared::domain::now() - chrono::Duration::hours(24);
-    let history = state.store.test_history(&connector.uuid, since).await?;
+    let history = state.backends.store.test_history(&connector.uuid, since).await?;
     Ok(axum::Json(health_of(&connector.uuid, &history)))
 }
 

@@ -254,6 +254,7 @@ async fn visible_execution(
         return Err(execution_not_found());
     }
     let execution = state
+        .backends
         .store
         .get_execution(&caller.org_id, &project.uuid, execution_id)
         .await?
@@ -271,7 +272,11 @@ async fn check_steps(
     for step in steps {
         params::check_config(&step.config, supplied)?;
         for (_, connector_uuid) in ferry_shared::domain::step::connectors_named(&step.config) {
-            let connector = state.store.get_connector(&caller.org_id, connector_uuid).await?;
+            let connector = state
+                .backends
+                .store
+                .get_connector(&caller.org_id, connector_uuid)
+                .await?;
             // A connector the caller cannot see reads exactly like a deleted
             // one; one they only view needs an editor's grant to be used.
             let role = match &connector {
@@ -310,7 +315,7 @@ async fn publish_cancel(state: &AppState, execution_id: &str) {
         kind: "cancel".into(),
     };
     if let Ok(value) = serde_json::to_value(&event)
-        && let Err(error) = state.bus.publish(EXECUTION_EVENTS, &value).await
+        && let Err(error) = state.backends.bus.publish(EXECUTION_EVENTS, &value).await
     {
         tracing::warn!(execution_id, %error, "cancel event not published");
     }
@@ -326,9 +331,10 @@ async fn wait_terminal(
     timeout: Duration,
 ) -> ApiResult<Execution> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut events = state.bus.subscribe(EXECUTION_EVENTS).await.ok();
+    let mut events = state.backends.bus.subscribe(EXECUTION_EVENTS).await.ok();
     loop {
         let execution = state
+            .backends
             .store
             .get_execution(org_id, project_uuid, execution_id)
             .await?
@@ -378,7 +384,7 @@ async fn execute_project(
     let body = body.unwrap_or_default();
     let (project, _) = editable_project(&state, &caller, &uuid).await?;
     let supplied = body.parameters.unwrap_or_default();
-    let steps = state.store.list_steps(&project.uuid).await?;
+    let steps = state.backends.store.list_steps(&project.uuid).await?;
     check_steps(&state, &caller, &steps, &supplied).await?;
     let execution = Execution {
         execution_id: IdKind::Execution.generate(),
@@ -415,11 +421,12 @@ async fn execute_project(
             })
             .collect(),
     };
-    state.store.create_execution(&execution).await?;
+    state.backends.store.create_execution(&execution).await?;
     if caller.is_admin() {
         // Before the job is queued, so the worker's grant check (admins act
         // as owner) sees it; unrecorded means member, the strict reading.
         state
+            .backends
             .store
             .record_execution_role(&execution.execution_id, OrgRole::Admin)
             .await?;
@@ -430,7 +437,7 @@ async fn execute_project(
     .map_err(Error::internal_from)?;
     let mut job = Job::new(JobKind::ExecuteProject, payload);
     job.id = execution.execution_id.clone();
-    if let Err(error) = state.queue.enqueue(&job).await {
+    if let Err(error) = state.backends.queue.enqueue(&job).await {
         // The execution is recorded; the scheduler's reaper enqueues it again.
         tracing::warn!(execution_id = %execution.execution_id, %error, "enqueue failed; the reaper will pick the execution up");
     }
@@ -446,6 +453,7 @@ async fn execute_project(
         .await?
     } else {
         state
+            .backends
             .store
             .get_execution(&caller.org_id, &project.uuid, &execution.execution_id)
             .await?
@@ -476,7 +484,7 @@ async fn list_executions(
 ) -> ApiResult<axum::Json<ExecutionList>> {
     let page = page_request(params.page.as_deref(), params.limit.as_deref())?;
     let (project, _) = visible_project(&state, &caller, &uuid).await?;
-    let executions = state.store.list_executions(&project.uuid, page).await?;
+    let executions = state.backends.store.list_executions(&project.uuid, page).await?;
     Ok(axum::Json(ExecutionList {
         pagination: Pagination::of(&executions),
         data: executions.items.iter().map(Into::into).collect(),
@@ -519,6 +527,7 @@ async fn cancel_execution(
     let (project, _, role) = visible_execution(&state, &caller, &uuid, &execution_id).await?;
     super::permit(role.can_edit(), "cancel this execution")?;
     let execution = state
+        .backends
         .store
         .request_cancel(&caller.org_id, &project.uuid, &execution_id)
         .await?
@@ -582,13 +591,16 @@ async fn step_result(
         ))
         .into());
     }
-    let path = state.objects.step_path(&execution.execution_id, &step.step_id);
+    let path = state
+        .backends
+        .objects
+        .step_path(&execution.execution_id, &step.step_id);
     let page = results::Page {
         offset,
         limit,
         max_bytes: state.result_max_bytes,
     };
-    results::respond(&state.objects, &path, format, page).await
+    results::respond(&state.backends.objects, &path, format, page).await
 }
 
 /// Progress as server-sent events: `progress`, `step` (a step changed) and
@@ -697,6 +709,7 @@ async fn wait_change(
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let current = state
+            .backends
             .store
             .get_execution(org_id, project_uuid, execution_id)
             .await?

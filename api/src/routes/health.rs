@@ -40,8 +40,8 @@ async fn healthz() -> axum::Json<HealthStatus> {
         (status = 503, description = "A backend is unreachable", body = ErrorBody),
     ))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthStatus>, crate::error::ApiError> {
-    state.store.ping().await?;
-    state.queue.ping().await?;
+    state.backends.store.ping().await?;
+    state.backends.queue.ping().await?;
     Ok(axum::Json(HealthStatus {
         status: "ready".into(),
     }))

@@ -65,7 +65,7 @@ pub(crate) async fn caller_role(
     let grant = if caller.is_admin() {
         None
     } else {
-        state.store.role_of(kind, uuid, &caller.user_id).await?
+        state.backends.store.role_of(kind, uuid, &caller.user_id).await?
     };
     Ok(Role::effective(caller, grant))
 }

@@ -124,7 +124,7 @@ async fn grant_permission(
         granted_by: caller.user_id,
         granted_at: ferry_shared::domain::now(),
     };
-    state.store.put_grant(&grant).await?;
+    state.backends.store.put_grant(&grant).await?;
     Ok((StatusCode::CREATED, axum::Json(GrantView::from(grant))))
 }
 
@@ -143,7 +143,7 @@ async fn list_permissions(
 ) -> ApiResult<axum::Json<GrantList>> {
     let kind = resource_kind(&kind)?;
     role_on(&state, &caller, kind, &uuid).await?;
-    let grants = state.store.list_grants(kind, &uuid).await?;
+    let grants = state.backends.store.list_grants(kind, &uuid).await?;
     Ok(axum::Json(GrantList {
         data: grants.into_iter().map(Into::into).collect(),
     }))
@@ -168,7 +168,7 @@ async fn revoke_permission(
     let kind = resource_kind(&kind)?;
     require_share(role_on(&state, &caller, kind, &uuid).await?)?;
     // The store decides "the last owner" in the delete's own transaction.
-    if !state.store.delete_grant(kind, &uuid, &user_id).await? {
+    if !state.backends.store.delete_grant(kind, &uuid, &user_id).await? {
         return Err(ApiError::not_found("Permission not found"));
     }
     Ok(StatusCode::NO_CONTENT)

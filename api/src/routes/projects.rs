@@ -96,7 +96,7 @@ pub(crate) async fn visible_project(
     caller: &Principal,
     uuid: &str,
 ) -> ApiResult<(Project, Role)> {
-    let load = state.store.get_project(&caller.org_id, uuid);
+    let load = state.backends.store.get_project(&caller.org_id, uuid);
     super::visible(state, caller, ResourceKind::Project, uuid, load).await
 }
 
@@ -168,7 +168,7 @@ async fn create_project(
         metadata: check_metadata(body.metadata)?,
     };
     let project = new.into_project(&caller.org_id, &caller.user_id);
-    state.store.create_project(&project).await?;
+    state.backends.store.create_project(&project).await?;
     tracing::info!(project_uuid = %project.uuid, "project created");
     Ok((
         StatusCode::CREATED,
@@ -209,7 +209,7 @@ async fn list_projects(
         },
         search: params.search.filter(|s| !s.is_empty()),
     };
-    let page = state.store.list_projects(&query).await?;
+    let page = state.backends.store.list_projects(&query).await?;
     let pagination = Pagination::of(&page);
     Ok(axum::Json(ProjectList {
         data: page.items.into_iter().map(Into::into).collect(),
@@ -261,7 +261,7 @@ async fn get_project(
     Path(uuid): Path<String>,
 ) -> ApiResult<axum::Json<ProjectView>> {
     let (project, role) = visible_project(&state, &caller, &uuid).await?;
-    let steps = state.store.list_steps(&project.uuid).await?;
+    let steps = state.backends.store.list_steps(&project.uuid).await?;
     Ok(axum::Json(ProjectView::new(project, &steps, role)))
 }
 
@@ -308,11 +308,12 @@ async fn update_project(
     };
     let (_, role) = editable_project(&state, &caller, &uuid).await?;
     let project = state
+        .backends
         .store
         .update_project(&caller.org_id, &uuid, patch)
         .await?
         .ok_or_else(|| ApiError::not_found("Project not found"))?;
-    let steps = state.store.list_steps(&project.uuid).await?;
+    let steps = state.backends.store.list_steps(&project.uuid).await?;
     Ok(axum::Json(ProjectView::new(project, &steps, role)))
 }
 
@@ -356,6 +357,7 @@ async fn delete_project(
             ..ProjectPatch::default()
         };
         state
+            .backends
             .store
             .update_project(&caller.org_id, &project.uuid, patch)
             .await?
@@ -365,7 +367,11 @@ async fn delete_project(
         }
     }
     if hard {
-        state.store.delete_project(&caller.org_id, &project.uuid).await?;
+        state
+            .backends
+            .store
+            .delete_project(&caller.org_id, &project.uuid)
+            .await?;
         tracing::info!(project_uuid = %project.uuid, "project deleted");
     }
     Ok(StatusCode::NO_CONTENT)

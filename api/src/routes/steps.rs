@@ -162,7 +162,7 @@ async fn create_step(
     let dependencies = body.dependencies.unwrap_or_default();
     let (project, _) = editable_project(&state, &caller, &uuid).await?;
     check_step_connectors(&state, &caller, &config).await?;
-    let existing = state.store.list_steps(&project.uuid).await?;
+    let existing = state.backends.store.list_steps(&project.uuid).await?;
     let position = order.map_or(existing.len() + 1, |o| (o as usize).min(existing.len() + 1));
     let mut seen = HashSet::new();
     for (i, dependency) in dependencies.iter().enumerate() {
@@ -177,6 +177,7 @@ async fn create_step(
         }
     }
     let step = state
+        .backends
         .store
         .insert_step(
             &project.uuid,
@@ -207,7 +208,7 @@ async fn list_steps(
     Path(uuid): Path<String>,
 ) -> ApiResult<axum::Json<StepList>> {
     let (project, _) = visible_project(&state, &caller, &uuid).await?;
-    let steps = state.store.list_steps(&project.uuid).await?;
+    let steps = state.backends.store.list_steps(&project.uuid).await?;
     Ok(axum::Json(StepList {
         data: steps.into_iter().map(Into::into).collect(),
     }))
@@ -231,6 +232,7 @@ async fn get_step(
         return Err(step_not_found());
     }
     let step = state
+        .backends
         .store
         .get_step(&project.uuid, &step_id)
         .await?
@@ -264,7 +266,7 @@ async fn update_step(
     if !IdKind::Step.matches(&step_id) {
         return Err(step_not_found());
     }
-    let mut steps = state.store.list_steps(&project.uuid).await?;
+    let mut steps = state.backends.store.list_steps(&project.uuid).await?;
     let current = steps
         .iter()
         .find(|s| s.step_id == step_id)
@@ -288,6 +290,7 @@ async fn update_step(
         check_dependencies(&steps, "order")?;
     }
     let step = state
+        .backends
         .store
         .update_step(
             &project.uuid,
@@ -322,7 +325,7 @@ async fn delete_step(
     if !IdKind::Step.matches(&step_id) {
         return Err(step_not_found());
     }
-    let steps = state.store.list_steps(&project.uuid).await?;
+    let steps = state.backends.store.list_steps(&project.uuid).await?;
     if let Some(dependent) = steps.iter().find(|s| s.dependencies.contains(&step_id)) {
         return Err(Error::conflict(format!(
             "Cannot delete step: step {} depends on it",
@@ -330,7 +333,7 @@ async fn delete_step(
         ))
         .into());
     }
-    if !state.store.delete_step(&project.uuid, &step_id).await? {
+    if !state.backends.store.delete_step(&project.uuid, &step_id).await? {
         return Err(step_not_found());
     }
     Ok(StatusCode::NO_CONTENT)
@@ -357,7 +360,7 @@ async fn reorder_steps(
         .step_ids
         .ok_or_else(|| ApiError::validation("step_ids", "step_ids is required"))?;
     let (project, _) = editable_project(&state, &caller, &uuid).await?;
-    let mut steps = state.store.list_steps(&project.uuid).await?;
+    let mut steps = state.backends.store.list_steps(&project.uuid).await?;
     let unique: HashSet<&String> = step_ids.iter().collect();
     let complete = unique.len() == step_ids.len()
         && step_ids.len() == steps.len()
@@ -375,7 +378,11 @@ async fn reorder_steps(
             .map_or(0, |i| i as i32 + 1);
     }
     check_dependencies(&steps, "step_ids")?;
-    let steps = state.store.reorder_steps(&project.uuid, &step_ids).await?;
+    let steps = state
+        .backends
+        .store
+        .reorder_steps(&project.uuid, &step_ids)
+        .await?;
     Ok(axum::Json(StepList {
         data: steps.into_iter().map(Into::into).collect(),
     }))
