@@ -1,12 +1,24 @@
-//! REST APIs: one reqwest client per connector, with the connector's auth
-//! (none, bearer, basic, API key header, OAuth2 client credentials) and
-//! extra headers.
+//! REST APIs: one reqwest client per connector (per config version, kept by
+//! the pool registry, so its connections are reused across pages and
+//! steps), with the connector's auth (none, bearer, basic, API key header,
+//! OAuth2 client credentials) and extra headers on every request, and the
+//! `http_request` step runner ([`step`]).
 //!
 //! The network policy is enforced by the client's DNS resolver (every
-//! connection, including the token endpoint's) and, for IP-literal URLs that
-//! bypass resolution, when the URLs are checked. Redirects are followed
-//! only within the same origin (a credential header must not travel to
-//! another host); proxies from the environment are ignored.
+//! connection, including the token endpoint's and a redirect's) and, for
+//! IP-literal URLs that bypass resolution, when the URLs are checked: the
+//! configured ones when the client is built, a redirect's target before it
+//! is followed. Redirects are followed only within the same origin (a
+//! credential header must not travel to another host); proxies from the
+//! environment are ignored. `design.md` beside this file describes the
+//! step runner.
+
+mod paging;
+mod records;
+mod retry;
+mod step;
+#[cfg(test)]
+mod step_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,17 +26,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ferry_shared::connectors::defaults;
+use ferry_shared::domain::StepType;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use crate::connectors::config::Config;
-use crate::connectors::errors::{DriverError, ErrorType, from_io, looks_like_tls, tls_reason};
+use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
 use crate::connectors::network::{self, parse_ip_literal};
-use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorPool, Driver, StepRequest};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::extract::{ExtractError, Output, ReadPath};
 
 const MAX_REDIRECTS: usize = 5;
 /// Tokens are renewed this long before they expire.
@@ -67,6 +82,35 @@ pub(crate) struct RestHandle {
     test_url: Url,
     auth: Auth,
     token: tokio::sync::Mutex<Option<CachedToken>>,
+    /// The connector's secrets, to keep them out of messages that quote a
+    /// response.
+    secrets: Secrets,
+}
+
+/// One request, as [`RestHandle::send`] sends it (again, if a revoked
+/// OAuth2 token must be replaced).
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    pub url: &'a Url,
+    /// Headers besides the connector's own and its auth.
+    pub headers: &'a HeaderMap,
+    pub body: Option<Bytes>,
+    /// Replaces the connector's `timeout_seconds` for this request.
+    pub timeout: Option<Duration>,
+}
+
+impl<'a> Call<'a> {
+    /// A plain `GET` of `url`.
+    pub fn get(url: &'a Url) -> Call<'a> {
+        static NONE: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        Call {
+            method: Method::GET,
+            url,
+            headers: NONE.get_or_init(HeaderMap::new),
+            body: None,
+            timeout: None,
+        }
+    }
 }
 
 pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestHandle, DriverError> {
@@ -74,7 +118,7 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestH
     let base_url = http_url("base_url", config.required_str("base_url")?)?;
     check_literal(&base_url, policy)?;
     let test_url = match config.str("test_path")? {
-        Some(path) => append_path(&base_url, path)?,
+        Some(path) => append_path(&base_url, path, "test_path")?,
         None => base_url.clone(),
     };
     let timeout = config.seconds("timeout_seconds", defaults::REST_TIMEOUT_SECONDS)?;
@@ -139,6 +183,7 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestH
     }
 
     let origin = base_url.origin();
+    let redirect_policy = policy.clone();
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -147,6 +192,12 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestH
             policy: policy.clone(),
         }))
         .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            // The policy first: a redirect to a refused address is
+            // `blocked_address` whatever its origin. (Names are checked by
+            // the resolver when a followed redirect connects.)
+            if let Err(blocked) = check_literal(attempt.url(), &redirect_policy) {
+                return attempt.error(blocked);
+            }
             if attempt.previous().len() > MAX_REDIRECTS || attempt.url().origin() != origin {
                 attempt.stop()
             } else {
@@ -164,6 +215,7 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestH
         test_url,
         auth,
         token: tokio::sync::Mutex::new(None),
+        secrets: spec.secrets(),
     })
 }
 
@@ -182,12 +234,13 @@ fn http_url(field: &str, text: &str) -> Result<Url, DriverError> {
     Ok(url)
 }
 
-/// `base` with `path` (and its query, if any) appended to its path.
-fn append_path(base: &Url, path: &str) -> Result<Url, DriverError> {
+/// `base` with `path` (and its query, if any) appended to its path;
+/// refusals name `config.<field>`.
+fn append_path(base: &Url, path: &str, field: &str) -> Result<Url, DriverError> {
     if path.contains("://") || path.starts_with("//") || path.contains(['#', '\\']) {
-        return Err(DriverError::invalid_config(
-            "config.test_path must be a path such as /health",
-        ));
+        return Err(DriverError::invalid_config(format!(
+            "config.{field} must be a path such as /health"
+        )));
     }
     let (path_part, query) = match path.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -202,9 +255,9 @@ fn append_path(base: &Url, path: &str) -> Result<Url, DriverError> {
     url.set_path(&joined);
     url.set_query(query.or(base.query()));
     if url.origin() != base.origin() {
-        return Err(DriverError::invalid_config(
-            "config.test_path must stay on the base_url's host",
-        ));
+        return Err(DriverError::invalid_config(format!(
+            "config.{field} must stay on the base_url's host"
+        )));
     }
     Ok(url)
 }
@@ -253,16 +306,57 @@ impl reqwest::dns::Resolve for PolicyResolver {
 }
 
 impl RestHandle {
-    /// A request with the connector's auth applied.
-    pub async fn get(&self, url: &Url) -> Result<reqwest::Response, DriverError> {
-        let mut request = self.client.get(url.clone());
+    /// Sends `call` with the connector's headers and auth. An OAuth2
+    /// connector whose token is refused (401) fetches a new token and sends
+    /// the request once more: the cached one may have been revoked.
+    pub async fn send(&self, call: &Call<'_>) -> Result<reqwest::Response, DriverError> {
+        let response = self.send_once(call).await?;
+        if response.status() == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::OAuth2 { .. }) {
+            *self.token.lock().await = None;
+            return self.send_once(call).await;
+        }
+        Ok(response)
+    }
+
+    async fn send_once(&self, call: &Call<'_>) -> Result<reqwest::Response, DriverError> {
+        let mut request = self
+            .client
+            .request(call.method.clone(), call.url.clone())
+            .headers(call.headers.clone());
         request = match &self.auth {
             Auth::None => request,
             Auth::Bearer(value) | Auth::Basic(value) => request.header(header::AUTHORIZATION, value.clone()),
             Auth::ApiKey(name, value) => request.header(name.clone(), value.clone()),
             Auth::OAuth2 { .. } => request.header(header::AUTHORIZATION, self.access_token().await?),
         };
-        request.send().await.map_err(|error| self.map_error(&error, url))
+        if let Some(body) = &call.body {
+            request = request.body(body.clone());
+        }
+        if let Some(timeout) = call.timeout {
+            request = request.timeout(timeout);
+        }
+        request
+            .send()
+            .await
+            .map_err(|error| self.map_error(&error, call.url))
+    }
+
+    /// `text` if it holds none of the connector's secrets (nor the current
+    /// OAuth2 access token), else `None`.
+    pub(crate) async fn scrub(&self, text: &str) -> Option<String> {
+        let token = self.token.lock().await;
+        let leaks_token = token.as_ref().is_some_and(|token| {
+            token
+                .value
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .is_some_and(|access| text.contains(access))
+        });
+        if leaks_token {
+            return None;
+        }
+        self.secrets.scrub(text)
     }
 
     /// The OAuth2 access token as an `Authorization` value, from the cache
@@ -336,7 +430,7 @@ impl RestHandle {
 
     /// Maps a request failure without ever showing the URL (it may carry a
     /// key in its query).
-    fn map_error(&self, error: &reqwest::Error, url: &Url) -> DriverError {
+    pub(crate) fn map_error(&self, error: &reqwest::Error, url: &Url) -> DriverError {
         let target = format!(
             "{}:{}",
             url.host_str().unwrap_or("?"),
@@ -399,6 +493,10 @@ pub(crate) struct Rest;
 
 #[async_trait]
 impl Driver for Rest {
+    fn steps(&self) -> &'static [StepType] {
+        &[StepType::HttpRequest]
+    }
+
     async fn open(
         &self,
         spec: &ConnectorSpec,
@@ -416,12 +514,7 @@ impl ConnectorPool for RestHandle {
     /// `authentication_failed`, other statuses `http_error`, all with the
     /// status as code.
     async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
-        let mut response = self.get(&self.test_url).await?;
-        if response.status() == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::OAuth2 { .. }) {
-            // The cached token may have been revoked: fetch a new one once.
-            *self.token.lock().await = None;
-            response = self.get(&self.test_url).await?;
-        }
+        let response = self.send(&Call::get(&self.test_url)).await?;
         let status = response.status();
         if status.is_success() || status.is_redirection() {
             let header_text = |name: header::HeaderName| {
@@ -443,6 +536,14 @@ impl ConnectorPool for RestHandle {
         }
         Err(status_error(status, "the API"))
     }
+
+    /// Runs an `http_request` step (see [`step`]).
+    async fn run(&self, step: &StepRequest<'_>, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+        match step.step_type {
+            StepType::HttpRequest => step::run(self, step, out).await,
+            _ => Err(step.unsupported()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -453,15 +554,20 @@ mod tests {
     fn a_test_path_is_appended_to_the_base_path_and_cannot_leave_the_host() {
         let base = Url::parse("https://api.example.com/v1/").expect("url");
         assert_eq!(
-            append_path(&base, "/health").expect("joined").as_str(),
+            append_path(&base, "/health", "test_path")
+                .expect("joined")
+                .as_str(),
             "https://api.example.com/v1/health"
         );
         assert_eq!(
-            append_path(&base, "status?deep=1").expect("joined").as_str(),
+            append_path(&base, "status?deep=1", "test_path")
+                .expect("joined")
+                .as_str(),
             "https://api.example.com/v1/status?deep=1"
         );
         for bad in ["//evil.example/x", "http://evil.example/", "/a#b"] {
-            assert!(append_path(&base, bad).is_err(), "{bad}");
+            let error = append_path(&base, bad, "path").expect_err(bad);
+            assert!(error.message().contains("config.path"), "{}", error.message());
         }
     }
 
