@@ -451,7 +451,10 @@ mod tests {
 
     #[test]
     fn a_stored_word_reads_as_its_variant_and_any_other_is_a_corrupt_row_naming_the_column() {
-        assert_eq!(word::<Role>("grants.role", "editor").expect("a role"), Role::Editor);
+        assert_eq!(
+            word::<Role>("grants.role", "editor").expect("a role"),
+            Role::Editor
+        );
         assert_eq!(
             word::<ResourceKind>("grants.resource_type", "connector").expect("a kind"),
             ResourceKind::Connector
