@@ -10,6 +10,7 @@ mod connectors;
 mod endpoints;
 mod executing;
 mod executions;
+mod http_request;
 mod hygiene;
 mod limits;
 mod mongo_query;
