@@ -19,6 +19,7 @@ pub mod postgres;
 #[cfg(feature = "queue")]
 pub mod queue;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::net::TcpListener;
 use std::process::Command;

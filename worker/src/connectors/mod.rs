@@ -347,7 +347,7 @@ mod tests {
         }
         assert_eq!(driver(DriverFamily::Rest).steps(), &[StepType::HttpRequest]);
         assert_eq!(driver(DriverFamily::Mongodb).steps(), &[StepType::MongoQuery]);
-        assert!(driver(DriverFamily::Redis).steps().is_empty());
+        assert_eq!(driver(DriverFamily::Redis).steps(), &[StepType::RedisRead]);
     }
 
     #[test]

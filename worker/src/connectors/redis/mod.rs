@@ -1,4 +1,11 @@
-//! Redis: a deadpool-redis pool of multiplexed connections per connector.
+//! Redis: a deadpool-redis pool of multiplexed connections per connector,
+//! and the `redis_read` step runner ([`read`]).
+//!
+//! A connector whose config says `cluster: true` also gets a pool of
+//! cluster connections (deadpool-redis `cluster`, `max_connections` of
+//! them), through which steps SCAN every master. The registry declares no
+//! `cluster` field yet, so the pool registry refuses such a config before
+//! it reaches this driver; the mode is in place for when it does.
 //!
 //! The worker authenticates and selects the database itself (in the pool's
 //! `post_create` hook) instead of letting the redis crate do it, so that the
@@ -15,17 +22,32 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncConnectionConfig, IntoConnectionInfo, RedisError, Value};
 use deadpool_redis::{Hook, HookError, Manager, Pool, PoolError, Runtime};
+use ferry_shared::domain::StepType;
 use tokio_util::sync::CancellationToken;
 
-use crate::connectors::config::Config;
+use crate::connectors::config::{Config, PoolSettings};
 use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io};
 use crate::connectors::network::{Endpoint, validate_host};
-use crate::connectors::{ConnectorPool, Driver};
+use crate::connectors::{ConnectorPool, Driver, StepRequest};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
+use crate::extract::{ExtractError, Output, ReadPath};
+
+mod read;
+mod scan;
+#[cfg(test)]
+mod step_tests;
+
+/// The pool of cluster connections of a `cluster: true` connector.
+pub(crate) type ClusterPool = deadpool_redis::cluster::Pool;
 
 pub(crate) struct RedisHandle {
+    /// Connections to the configured server (in cluster mode, the seed
+    /// node: connection tests use it).
     pub pool: Pool,
+    /// In cluster mode, the cluster connections steps read through.
+    pub cluster: Option<ClusterPool>,
     pub endpoint: Endpoint,
+    pub settings: PoolSettings,
     reaper: CancellationToken,
     secrets: Secrets,
 }
@@ -64,6 +86,12 @@ pub(crate) async fn open(
             "config.username needs config.password",
         ));
     }
+    let cluster = config.bool("cluster", false)?;
+    if cluster && database != 0 {
+        return Err(DriverError::invalid_config(
+            "config.database must be 0 for a Redis Cluster (a cluster has only database 0)",
+        ));
+    }
     let settings = config.pool_settings()?;
 
     let (endpoint, addrs) = Endpoint::open(host, port, policy, false).await?;
@@ -77,6 +105,18 @@ pub(crate) async fn open(
         .set_response_timeout(Some(settings.statement_timeout));
     let manager = Manager::new_with_config(info, connection_config)
         .map_err(|_| DriverError::invalid_config("the Redis address was rejected"))?;
+
+    let cluster = if cluster {
+        Some(cluster_pool(
+            &endpoint,
+            port,
+            username.as_deref(),
+            password.as_deref(),
+            &settings,
+        )?)
+    } else {
+        None
+    };
 
     let credentials = Arc::new(Credentials {
         username,
@@ -109,16 +149,75 @@ pub(crate) async fn open(
         .map_err(|_| DriverError::unknown("the Redis pool could not be built"))?;
 
     let reaper = CancellationToken::new();
-    spawn_reaper(pool.clone(), idle, lifetime, reaper.clone());
+    let retain = {
+        let pool = pool.clone();
+        move || {
+            pool.retain(|_, metrics| metrics.last_used() < idle && metrics.age() < lifetime);
+        }
+    };
+    spawn_reaper(retain, idle, lifetime, reaper.clone());
+    if let Some(cluster) = &cluster {
+        let cluster = cluster.clone();
+        let retain = move || {
+            cluster.retain(|_, metrics| metrics.last_used() < idle && metrics.age() < lifetime);
+        };
+        spawn_reaper(retain, idle, lifetime, reaper.clone());
+    }
     Ok((
         RedisHandle {
             pool,
+            cluster,
             endpoint,
+            settings,
             reaper,
             secrets: spec.secrets(),
         },
         addrs,
     ))
+}
+
+/// A pool of cluster connections seeded with the connector's address. Each
+/// connection discovers the cluster's nodes itself and authenticates to
+/// every one with the connector's credentials; a cluster has no database
+/// to select. Connection creation is bounded by the connect timeout; the
+/// step reader bounds each command by the statement timeout.
+fn cluster_pool(
+    endpoint: &Endpoint,
+    port: u16,
+    username: Option<&str>,
+    password: Option<&str>,
+    settings: &PoolSettings,
+) -> Result<ClusterPool, DriverError> {
+    let mut redis_settings = redis::RedisConnectionInfo::default();
+    if let Some(password) = password {
+        redis_settings = redis_settings.set_password(password);
+    }
+    if let Some(username) = username {
+        redis_settings = redis_settings.set_username(username);
+    }
+    let info = redis::ConnectionAddr::Tcp(endpoint.connect_host(), port)
+        .into_connection_info()
+        .map_err(|_| DriverError::invalid_config("the Redis address was rejected"))?
+        .set_redis_settings(redis_settings);
+    let manager = deadpool_redis::cluster::Manager::new(vec![info], false)
+        .map_err(|_| DriverError::invalid_config("the Redis Cluster settings were rejected"))?;
+    let lifetime = settings.max_lifetime;
+    let idle = settings.idle_timeout;
+    ClusterPool::builder(manager)
+        .max_size(settings.max_connections as usize)
+        .wait_timeout(Some(settings.connect_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .runtime(Runtime::Tokio1)
+        .pre_recycle(deadpool_redis::cluster::Hook::sync_fn(move |_, metrics| {
+            if metrics.age() >= lifetime || metrics.last_used() >= idle {
+                Err(deadpool_redis::cluster::HookError::message("connection expired"))
+            } else {
+                Ok(())
+            }
+        }))
+        .build()
+        .map_err(|_| DriverError::unknown("the Redis Cluster pool could not be built"))
 }
 
 /// `AUTH` (with the username when there is one; falling back to the
@@ -168,7 +267,14 @@ async fn handshake(
     Ok(())
 }
 
-fn spawn_reaper(pool: Pool, idle: Duration, lifetime: Duration, stop: CancellationToken) {
+/// Every half of the shorter of `idle` and `lifetime` (within 0.5 s and
+/// 30 s), runs `retain`, which drops the pool's expired idle connections.
+fn spawn_reaper(
+    retain: impl Fn() + Send + 'static,
+    idle: Duration,
+    lifetime: Duration,
+    stop: CancellationToken,
+) {
     let period = (idle.min(lifetime) / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
@@ -179,7 +285,7 @@ fn spawn_reaper(pool: Pool, idle: Duration, lifetime: Duration, stop: Cancellati
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(period) => {}
             }
-            pool.retain(|_, metrics| metrics.last_used() < idle && metrics.age() < lifetime);
+            retain();
         }
     });
 }
@@ -268,7 +374,33 @@ pub(crate) fn map_error(error: &RedisError, target: &str, secrets: &Secrets) -> 
     if error.is_timeout() {
         return DriverError::new(ErrorType::Timeout, format!("{target} did not answer in time"));
     }
+    // A cluster connection reports a node's refusal as the text of an I/O
+    // error ("Failed to create initial connections - Io: Password
+    // authentication failed - AuthenticationFailed").
+    let raw = error.detail().unwrap_or_default();
+    if raw.contains("cluster support disabled") {
+        return DriverError::invalid_config(format!(
+            "{target} is not a Redis Cluster node (its cluster support is disabled)"
+        ));
+    }
+    if error.code().is_none()
+        && let Some(code) = ["WRONGPASS", "NOAUTH", "NOPERM"]
+            .into_iter()
+            .find(|code| raw.contains(code))
+    {
+        return DriverError::new(ErrorType::AuthenticationFailed, "invalid username or password")
+            .with_code(code);
+    }
+    if error.code().is_none()
+        && (raw.contains("AuthenticationFailed") || raw.contains("authentication failed"))
+    {
+        return DriverError::new(ErrorType::AuthenticationFailed, "invalid username or password");
+    }
     match error.code() {
+        // The server (or cluster) cannot serve right now: trying again can work.
+        Some(code @ ("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN")) => {
+            return described(ErrorType::ConnectionFailed, "the server is not ready").with_code(code);
+        }
         Some("WRONGPASS" | "NOAUTH" | "NOPERM") => {
             return described(ErrorType::AuthenticationFailed, "invalid username or password");
         }
@@ -313,6 +445,10 @@ pub(crate) struct Redis;
 
 #[async_trait]
 impl Driver for Redis {
+    fn steps(&self) -> &'static [StepType] {
+        &[StepType::RedisRead]
+    }
+
     async fn open(
         &self,
         spec: &ConnectorSpec,
@@ -340,6 +476,12 @@ impl ConnectorPool for RedisHandle {
             .query_async(&mut connection)
             .await
             .map_err(|error| self.map_error(&error))?;
+        if let Some(cluster) = &self.cluster {
+            // A cluster connection learns the slot map from the seed and
+            // connects to every node: a non-cluster server or a node that
+            // refuses the credentials fails here.
+            drop(cluster.get().await.map_err(|error| self.map_pool_error(error))?);
+        }
         Ok(TestDetails {
             version: display_version(&info),
             server_time: server_time(&time),
@@ -354,6 +496,18 @@ impl ConnectorPool for RedisHandle {
     fn close(&self) {
         self.reaper.cancel();
         self.pool.close();
+        if let Some(cluster) = &self.cluster {
+            cluster.close();
+        }
+    }
+
+    /// `redis_read`: the keys matching the step's pattern, one row each,
+    /// read on one connection of this pool (or of the cluster pool).
+    async fn run(&self, step: &StepRequest<'_>, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+        match step.step_type {
+            StepType::RedisRead => read::run(self, step, out).await,
+            _ => Err(step.unsupported()),
+        }
     }
 }
 
