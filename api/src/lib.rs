@@ -17,7 +17,7 @@ pub mod views;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::auth::Verifier;
+use crate::auth::{JwtSettings, Verifier};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::response::{IntoResponse, Response};
@@ -67,10 +67,10 @@ pub const DEFAULT_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// The largest accepted request body, by default.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Settings of the HTTP API role (`ferry api`, and the api of `ferry up`).
+/// The flags of the HTTP API role (`ferry api`, and the api of `ferry up`).
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "api_config")]
-pub struct Config {
+pub struct Args {
     /// Address the API listens on.
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -117,7 +117,7 @@ pub struct Config {
     pub connection_tests_per_org: usize,
 }
 
-impl Config {
+impl Args {
     /// The per-user request budget, None when disabled.
     pub fn rate_limit(&self) -> Option<RateLimit> {
         (self.rate_limit_per_minute > 0).then_some(RateLimit {
@@ -145,23 +145,48 @@ impl Config {
     }
 }
 
-/// Runs the API role until `shutdown` resolves: applies `config` to
-/// `state`, listens on `config.listen` and serves [`router`], then finishes
-/// the requests in flight.
-pub async fn run(
-    config: Config,
+/// Everything the API role runs with: its flags, how it verifies tokens,
+/// and what its process opened for every role it runs.
+pub struct Config {
+    pub args: Args,
+    pub jwt: JwtSettings,
+    pub backends: Backends,
+    /// Where the API registers its metrics, and what `/metrics` serves.
+    pub registry: Registry,
+}
+
+/// Runs the API role as `config` says until `shutdown` resolves: builds
+/// the token verifier and the state, listens on `args.listen` and serves
+/// [`router`], then finishes the requests in flight. A verifier or state
+/// that cannot be built fails with the error's own message.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let Config {
+        args,
+        jwt,
+        backends,
+        registry,
+    } = config;
+    let verifier = Verifier::new(jwt).await.map_err(std::io::Error::other)?;
+    let state = AppState::new(backends, Arc::new(verifier), registry).map_err(std::io::Error::other)?;
+    run_with(&args, state, shutdown).await
+}
+
+/// [`run`] over a state built by hand: applies `args` to `state`, listens
+/// on `args.listen` and serves [`router`] until `shutdown` resolves.
+pub async fn run_with(
+    args: &Args,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(
-        config.apply(state),
+        args.apply(state),
         &ApiConfig {
-            max_body_bytes: config.max_body_bytes,
+            max_body_bytes: args.max_body_bytes,
         },
     );
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(args.listen)
         .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "api listening");
     serve(listener, app, shutdown)

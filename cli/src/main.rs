@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferry_admin::Readiness;
-use ferry_api::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
+use ferry_api::auth::{TokenClaims, mint_hs256};
 use ferry_shared::backends::{Backends, open_store};
 use ferry_shared::config::{
     AdminArgs, CommonArgs, ConfigError, ExposeSecret, Mode, Settings, create_private_dir, redact_url,
@@ -39,30 +39,30 @@ enum Command {
     /// defaults; applies migrations first.
     Up {
         #[command(flatten)]
-        api: ferry_api::Config,
+        api: ferry_api::Args,
         #[command(flatten)]
-        worker: ferry_worker::Config,
+        worker: ferry_worker::Args,
         #[command(flatten)]
-        scheduler: ferry_scheduler::Config,
+        scheduler: ferry_scheduler::Args,
     },
     /// Run the HTTP API role.
     Api {
         #[command(flatten)]
-        api: ferry_api::Config,
+        api: ferry_api::Args,
     },
     /// Run a worker (admin endpoint: /metrics, /healthz, /readyz).
     Worker {
         #[command(flatten)]
         admin: AdminArgs,
         #[command(flatten)]
-        worker: ferry_worker::Config,
+        worker: ferry_worker::Args,
     },
     /// Run the scheduler (admin endpoint: /metrics, /healthz, /readyz).
     Scheduler {
         #[command(flatten)]
         admin: AdminArgs,
         #[command(flatten)]
-        scheduler: ferry_scheduler::Config,
+        scheduler: ferry_scheduler::Args,
     },
     /// Apply pending metadata-store migrations and exit.
     Migrate,
@@ -158,27 +158,47 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             backends.store.migrate().await?;
             let registry = role_registry("up")?;
             let shutdown = shutdown_signal();
-            let worker = worker.context(&backends, &settings, registry.clone(), Some(api.listen));
-            let scheduler = scheduler.context(
-                &backends,
-                registry.clone(),
-                ferry_scheduler::LeaderElection::single_process(),
-            );
-            let api = run_api(api, &backends, jwt, registry, shutdown.clone());
+            let worker = ferry_worker::Config {
+                api_listen: Some(api.listen),
+                args: worker,
+                settings: settings.clone(),
+                backends: backends.clone(),
+                registry: registry.clone(),
+            };
+            let scheduler = ferry_scheduler::Config {
+                args: scheduler,
+                settings: settings.clone(),
+                backends: backends.clone(),
+                registry: registry.clone(),
+            };
+            let api = ferry_api::Config {
+                args: api,
+                jwt,
+                backends,
+                registry,
+            };
+            tracing::info!(data_dir = %settings.data_dir.display(), "ferry up: api, worker and scheduler in one process");
+            let api = ferry_api::run(api, wait(shutdown.clone()));
             let worker = ferry_worker::run(worker, wait(shutdown.clone()));
             let scheduler = ferry_scheduler::run(scheduler, wait(shutdown));
-            tracing::info!(data_dir = %settings.data_dir.display(), "ferry up: api, worker and scheduler in one process");
-            tokio::try_join!(api, async { worker.await.map_err(Fatal::from) }, async {
-                scheduler.await.map_err(Fatal::from)
-            })?;
+            tokio::try_join!(
+                async { Ok::<_, Fatal>(api.await?) },
+                async { Ok::<_, Fatal>(worker.await?) },
+                async { Ok::<_, Fatal>(scheduler.await?) },
+            )?;
             Ok(())
         }
         Command::Api { api } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
             ferry_shared::telemetry::init(settings.log_format);
             let jwt = common.jwt.resolve(Mode::Distributed, &settings.data_dir)?;
-            let backends = Backends::open(&settings, false).await?;
-            run_api(api, &backends, jwt, role_registry("api")?, shutdown_signal()).await
+            let api = ferry_api::Config {
+                args: api,
+                jwt,
+                backends: Backends::open(&settings, false).await?,
+                registry: role_registry("api")?,
+            };
+            Ok(ferry_api::run(api, wait(shutdown_signal())).await?)
         }
         Command::Worker { admin, worker } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
@@ -186,25 +206,35 @@ async fn run(cli: Cli) -> Result<(), Fatal> {
             let backends = Backends::open(&settings, false).await?;
             let registry = role_registry("worker")?;
             let shutdown = shutdown_signal();
-            let admin_server = serve_admin(&admin, &backends, registry.clone(), shutdown.clone());
-            let worker = ferry_worker::run(
-                worker.context(&backends, &settings, registry, None),
-                wait(shutdown),
-            );
-            tokio::try_join!(admin_server, async { worker.await.map_err(Fatal::from) })?;
+            let admin_server =
+                serve_admin(&admin, backends.store.clone(), registry.clone(), shutdown.clone());
+            let worker = ferry_worker::Config {
+                args: worker,
+                settings,
+                backends,
+                registry,
+                api_listen: None,
+            };
+            let worker = ferry_worker::run(worker, wait(shutdown));
+            tokio::try_join!(admin_server, async { Ok::<_, Fatal>(worker.await?) })?;
             Ok(())
         }
         Command::Scheduler { admin, scheduler } => {
             let settings = Settings::resolve(&common, Mode::Distributed)?;
             ferry_shared::telemetry::init(settings.log_format);
             let backends = Backends::open(&settings, false).await?;
-            let leader = ferry_scheduler::leader_election(&settings).await?;
             let registry = role_registry("scheduler")?;
             let shutdown = shutdown_signal();
-            let admin_server = serve_admin(&admin, &backends, registry.clone(), shutdown.clone());
-            let scheduler =
-                ferry_scheduler::run(scheduler.context(&backends, registry, leader), wait(shutdown));
-            tokio::try_join!(admin_server, async { scheduler.await.map_err(Fatal::from) })?;
+            let admin_server =
+                serve_admin(&admin, backends.store.clone(), registry.clone(), shutdown.clone());
+            let scheduler = ferry_scheduler::Config {
+                args: scheduler,
+                settings,
+                backends,
+                registry,
+            };
+            let scheduler = ferry_scheduler::run(scheduler, wait(shutdown));
+            tokio::try_join!(admin_server, async { Ok::<_, Fatal>(scheduler.await?) })?;
             Ok(())
         }
         Command::Keys {
@@ -282,24 +312,11 @@ fn role_registry(role: &str) -> Result<prometheus::Registry, Fatal> {
     ferry_admin::registry(role).map_err(|e| Fatal(format!("cannot register the metrics: {e}")))
 }
 
-/// Runs the API role on `backends` until `shutdown`.
-async fn run_api(
-    config: ferry_api::Config,
-    backends: &Backends,
-    jwt: JwtSettings,
-    registry: prometheus::Registry,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), Fatal> {
-    let verifier = Arc::new(Verifier::new(jwt).await?);
-    let state = ferry_api::AppState::new(backends.clone(), verifier, registry)?;
-    Ok(ferry_api::run(config, state, wait(shutdown)).await?)
-}
-
 /// Serves the admin endpoint of a worker or scheduler process until
 /// `shutdown`; ready while the metadata store answers.
 async fn serve_admin(
     admin: &AdminArgs,
-    backends: &Backends,
+    store: Arc<dyn Store>,
     registry: prometheus::Registry,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Fatal> {
@@ -307,7 +324,6 @@ async fn serve_admin(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| Fatal(format!("cannot listen on {address} (FERRY_ADMIN_LISTEN): {e}")))?;
-    let store: Arc<dyn Store> = backends.store.clone();
     let readiness = Readiness::new(move || {
         let store = store.clone();
         async move { store.ping().await.map_err(|error| error.to_string()) }

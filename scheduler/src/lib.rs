@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_shared::backends::Backends;
-use ferry_shared::config::{ConfigError, Settings, redact_url};
+use ferry_shared::config::{ConfigError, Mode, Settings, redact_url};
 use ferry_shared::queue::Queue;
 use ferry_shared::store::Store;
 use ferry_shared::{Error, Result};
@@ -35,11 +35,11 @@ pub const DEFAULT_QUEUED_GRACE: Duration = Duration::from_secs(15);
 /// within about 1⅓ × this.
 pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(15);
 
-/// Settings of the scheduler role (`ferry scheduler`, and the scheduler of
-/// `ferry up`).
+/// The flags of the scheduler role (`ferry scheduler`, and the scheduler
+/// of `ferry up`).
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "scheduler_config")]
-pub struct Config {
+pub struct Args {
     /// Seconds between two passes of the reaper, which enqueues again the
     /// executions whose lease expired or whose queued job was lost.
     #[arg(long, env = "FERRY_REAP_INTERVAL_SECONDS", default_value_t = DEFAULT_REAP_INTERVAL.as_secs(),
@@ -53,20 +53,35 @@ pub struct Config {
     pub queued_grace_seconds: u64,
 }
 
+/// Everything the scheduler role runs with: its flags, and what its process
+/// resolved and opened for every role it runs.
+pub struct Config {
+    pub args: Args,
+    /// The process's settings: in embedded mode (`ferry up`, one process)
+    /// the scheduler always leads; otherwise it is elected on the Redis
+    /// they name (see [`leader_election`]).
+    pub settings: Settings,
+    pub backends: Backends,
+    /// Where the scheduler registers its metrics.
+    pub registry: prometheus::Registry,
+}
+
 impl Config {
-    /// What [`run`] needs: this configuration over `backends`, electing its
-    /// leader with `leader` and registering its metrics in `registry`.
-    pub fn context(
-        &self,
-        backends: &Backends,
-        registry: prometheus::Registry,
-        leader: LeaderElection,
-    ) -> SchedulerContext {
-        SchedulerContext {
-            reap_interval: Duration::from_secs(self.reap_interval_seconds),
-            queued_grace: Duration::from_secs(self.queued_grace_seconds),
-            ..SchedulerContext::new(backends.store.clone(), registry, backends.queue.clone(), leader)
-        }
+    /// What [`run_with`] runs: these flags over these backends, with the
+    /// leader election the settings call for. An unreachable Redis is
+    /// [`Error::Unavailable`].
+    pub async fn context(self) -> Result<SchedulerContext> {
+        let leader = match self.settings.mode {
+            Mode::Embedded => LeaderElection::single_process(),
+            Mode::Distributed => leader_election(&self.settings)
+                .await
+                .map_err(|error| Error::Unavailable(error.0))?,
+        };
+        Ok(SchedulerContext {
+            reap_interval: Duration::from_secs(self.args.reap_interval_seconds),
+            queued_grace: Duration::from_secs(self.args.queued_grace_seconds),
+            ..SchedulerContext::new(self.backends.store, self.registry, self.backends.queue, leader)
+        })
     }
 }
 
@@ -116,10 +131,17 @@ impl SchedulerContext {
     }
 }
 
-/// Runs the scheduler until `shutdown` resolves: takes and keeps the
-/// leadership (or stands by), and reaps while leading. On shutdown it stops
-/// both loops and releases the leader lock, so a standby takes over at once.
-pub async fn run(context: SchedulerContext, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// Runs the scheduler role as `config` says until `shutdown` resolves:
+/// takes and keeps the leadership (or stands by), and reaps while leading.
+/// On shutdown it stops both loops and releases the leader lock, so a
+/// standby takes over at once.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    run_with(config.context().await?, shutdown).await
+}
+
+/// [`run`] over a context built by hand (tests set its intervals and leader
+/// election directly).
+pub async fn run_with(context: SchedulerContext, shutdown: impl Future<Output = ()>) -> Result<()> {
     if context.reap_interval.is_zero() {
         return Err(Error::validation(
             "reap_interval",

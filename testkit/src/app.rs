@@ -57,7 +57,7 @@ impl WorkerParts {
             concurrency: 4,
             retry: ferry_worker::jobs::execute_project::StepRetry::default(),
         };
-        tokio::spawn(ferry_worker::run(worker, std::future::pending()));
+        tokio::spawn(ferry_worker::run_with(worker, std::future::pending()));
     }
 }
 

@@ -39,11 +39,11 @@ use crate::runtime::{JobError, WorkerOptions, run_worker};
 /// Jobs a worker process runs at once, by default.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 
-/// Settings of the worker role (`ferry worker`, and the worker of
+/// The flags of the worker role (`ferry worker`, and the worker of
 /// `ferry up`).
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "worker_config")]
-pub struct Config {
+pub struct Args {
     /// Jobs a worker process runs at once.
     #[arg(long, env = "FERRY_WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub worker_concurrency: usize,
@@ -73,7 +73,7 @@ pub struct Config {
     pub step_retry_delay: humantime::Duration,
 }
 
-impl Config {
+impl Args {
     /// Whether connectors may reach loopback and private addresses: the
     /// setting when given, otherwise true only when the API of the same
     /// process (`ferry up`) listens on a loopback address. A worker without
@@ -83,32 +83,47 @@ impl Config {
         self.allow_private_networks
             .unwrap_or_else(|| api_listen.is_some_and(|address| address.ip().is_loopback()))
     }
+}
 
-    /// What [`run`] needs: this configuration over `backends`, registering
-    /// the worker's metrics in `registry`. `api_listen` is the address of
-    /// the API served by the same process, if any.
-    pub fn context(
-        &self,
-        backends: &Backends,
-        settings: &Settings,
-        registry: prometheus::Registry,
-        api_listen: Option<SocketAddr>,
-    ) -> WorkerContext {
-        WorkerContext {
-            backends: backends.clone(),
+/// Everything the worker role runs with: its flags, and what its process
+/// resolved and opened for every role it runs.
+pub struct Config {
+    pub args: Args,
+    /// The process's settings: the job lease, and the data directory the
+    /// default `sqlite` directory is under.
+    pub settings: Settings,
+    pub backends: Backends,
+    /// Where the worker registers its metrics.
+    pub registry: prometheus::Registry,
+    /// The address of the API served by the same process (`ferry up`), if
+    /// any.
+    pub api_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// What [`run_with`] runs: these flags over these backends.
+    pub fn context(self) -> WorkerContext {
+        let Config {
+            args,
+            settings,
+            backends,
             registry,
-            lease: settings.job_lease,
+            api_listen,
+        } = self;
+        WorkerContext {
             policy: NetworkPolicy {
-                allow_private_networks: self.private_networks_allowed(api_listen),
-                sqlite_dir: self
+                allow_private_networks: args.private_networks_allowed(api_listen),
+                sqlite_dir: args
                     .sqlite_dir
-                    .clone()
                     .unwrap_or_else(|| settings.data_dir.join("sqlite")),
             },
-            concurrency: self.worker_concurrency,
+            backends,
+            registry,
+            lease: settings.job_lease,
+            concurrency: args.worker_concurrency,
             retry: StepRetry {
-                attempts: self.step_attempts,
-                delay: *self.step_retry_delay,
+                attempts: args.step_attempts,
+                delay: *args.step_retry_delay,
                 ..StepRetry::default()
             },
         }
@@ -144,8 +159,19 @@ pub struct Shared {
     pub cancels: tokio::sync::broadcast::Sender<String>,
 }
 
-/// Runs the worker until `shutdown` resolves.
+/// Runs the worker role as `config` says until `shutdown` resolves: takes
+/// jobs from the queue, at most `worker_concurrency` at once, and on
+/// shutdown stops taking them and lets the running ones finish.
 pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> ferry_shared::Result<()> {
+    run_with(config.context(), shutdown).await
+}
+
+/// [`run`] over a context built by hand (tests set its lease, retries and
+/// network policy directly).
+pub async fn run_with(
     context: WorkerContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> ferry_shared::Result<()> {
@@ -236,11 +262,16 @@ async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
 /// `run` (tests, `ferry up`) and the runtime spawns each job.
 #[cfg(test)]
 #[allow(dead_code)]
-fn the_worker_and_its_jobs_can_run_on_any_thread(context: WorkerContext, shared: Arc<Shared>) {
+fn the_worker_and_its_jobs_can_run_on_any_thread(
+    config: Config,
+    context: WorkerContext,
+    shared: Arc<Shared>,
+) {
     fn is_send<T: Send>(_: &T) {}
     is_send(&jobs::execute_project::run(&shared, serde_json::Value::Null));
     is_send(&jobs::test_connection::run(&shared, serde_json::Value::Null));
-    is_send(&run(context, std::future::pending()));
+    is_send(&run(config, std::future::pending()));
+    is_send(&run_with(context, std::future::pending()));
 }
 
 #[cfg(test)]
@@ -252,10 +283,10 @@ mod tests {
         #[derive(clap::Parser)]
         struct Worker {
             #[command(flatten)]
-            config: Config,
+            args: Args,
         }
         let config = |setting: Option<bool>| {
-            let mut config = <Worker as clap::Parser>::parse_from(["worker"]).config;
+            let mut config = <Worker as clap::Parser>::parse_from(["worker"]).args;
             config.allow_private_networks = setting;
             config
         };
@@ -275,9 +306,9 @@ mod tests {
         #[derive(clap::Parser)]
         struct Worker {
             #[command(flatten)]
-            config: Config,
+            args: Args,
         }
-        let config = <Worker as clap::Parser>::parse_from(["worker"]).config;
+        let config = <Worker as clap::Parser>::parse_from(["worker"]).args;
         assert_eq!(config.worker_concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(config.step_attempts, StepRetry::default().attempts);
         assert_eq!(*config.step_retry_delay, StepRetry::default().delay);

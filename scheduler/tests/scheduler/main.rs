@@ -308,7 +308,7 @@ async fn the_scheduler_reaps_while_leading_and_releases_the_lock_on_shutdown() {
     );
     context.reap_interval = Duration::from_millis(100);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let scheduler = tokio::spawn(ferry_scheduler::run(context, async {
+    let scheduler = tokio::spawn(ferry_scheduler::run_with(context, async {
         let _ = stopped.await;
     }));
 
@@ -363,7 +363,7 @@ async fn a_standby_scheduler_does_not_reap() {
     );
     context.reap_interval = Duration::from_millis(50);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let scheduler = tokio::spawn(ferry_scheduler::run(context, async {
+    let scheduler = tokio::spawn(ferry_scheduler::run_with(context, async {
         let _ = stopped.await;
     }));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -380,4 +380,72 @@ async fn a_standby_scheduler_does_not_reap() {
         "a standby's shutdown leaves the leader's lock alone"
     );
     leader.release().await.expect("release");
+}
+
+/// The scheduler of `ferry up`: built from its flags and the process's
+/// embedded settings, it leads without Redis and reaps at the configured
+/// interval, then stops cleanly.
+#[tokio::test]
+async fn the_scheduler_run_from_its_config_in_one_process_leads_without_redis_and_reaps() {
+    use clap::Parser;
+    use ferry_shared::backends::Backends;
+    use ferry_shared::config::{CommonArgs, Mode, Settings};
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        scheduler: ferry_scheduler::Args,
+    }
+
+    let dir = tempfile::TempDir::new().expect("temporary directory");
+    let data_dir = dir.path().display().to_string();
+    let flags = Flags::parse_from([
+        "ferry",
+        "--data-dir",
+        &data_dir,
+        "--reap-interval-seconds",
+        "1",
+        "--queued-grace-seconds",
+        "3600",
+    ]);
+    let settings = Settings::resolve(&flags.common, Mode::Embedded).expect("embedded settings");
+    let backends = Backends::open(&settings, true).await.expect("open the backends");
+    backends.store.migrate().await.expect("migrate the store");
+    let expired = claimed_execution(&backends.store, Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let registry = prometheus::Registry::new();
+    let config = ferry_scheduler::Config {
+        args: flags.scheduler,
+        settings,
+        backends: backends.clone(),
+        registry: registry.clone(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = tokio::spawn(ferry_scheduler::run(config, async {
+        let _ = stopped.await;
+    }));
+
+    let queue = backends.queue.clone();
+    let enqueued = eventually(Duration::from_secs(10), async || {
+        queue.depth().await.expect("depth") == 1
+    })
+    .await;
+    assert!(enqueued, "the scheduler reaped the execution whose lease expired");
+    assert_eq!(metric(&registry, "ferry_scheduler_is_leader"), Some(1.0));
+    let deliveries = queue
+        .fetch("test", 10, Duration::from_millis(100))
+        .await
+        .expect("fetch");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].job.id, expired.execution_id);
+
+    stop.send(()).expect("the scheduler is running");
+    tokio::time::timeout(Duration::from_secs(10), scheduler)
+        .await
+        .expect("the scheduler stops promptly")
+        .expect("the scheduler task")
+        .expect("the scheduler ends cleanly");
 }
