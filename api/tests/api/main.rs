@@ -17,5 +17,6 @@ mod mongo_query;
 mod openapi;
 mod permissions;
 mod projects;
+mod redis_read;
 mod results;
 mod steps;
