@@ -12,6 +12,7 @@
 #[cfg(feature = "app")]
 pub mod app;
 pub mod csv;
+pub mod databricks;
 pub mod ferry;
 pub mod mariadb;
 pub mod peers;

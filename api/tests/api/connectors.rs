@@ -208,10 +208,6 @@ async fn invalid_configurations_are_400_validation_error_naming_the_field() {
             "display_name",
         ),
         (json!({"type": "postgresql", "display_name": "x"}), "config"),
-        (
-            json!({"type": "databricks", "display_name": "x", "config": {"server_hostname": "h", "http_path": "/p", "access_token": "t"}}),
-            "test_connection",
-        ),
     ] {
         let reply = create(&app, &alice, body).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some(field));

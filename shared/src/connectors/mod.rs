@@ -102,6 +102,7 @@ pub enum DriverFamily {
     Mongodb,
     Redis,
     Rest,
+    Databricks,
 }
 
 /// The `category` of a connector type.

@@ -475,8 +475,8 @@ fn databricks() -> ConnectorType {
         documentation_url: docs_url(TypeId::Databricks),
         fields,
         ssl_pair: false,
-        driver: None,
-        placeholder: None,
+        driver: Some(DriverFamily::Databricks),
+        placeholder: Some(Placeholder::Named),
         test_timeout_field: Some(CONNECTION_TIMEOUT),
     }
 }

@@ -142,7 +142,7 @@ fn every_type_id_has_exactly_one_declaration_and_spells_the_api_word() {
 }
 
 #[test]
-fn drivers_exist_for_the_seven_direct_types_in_their_families() {
+fn drivers_exist_for_the_eight_direct_types_in_their_families() {
     let with_driver: Vec<(&str, DriverFamily)> = registry()
         .iter()
         .filter_map(|t| t.driver.map(|d| (t.type_id.as_str(), d)))
@@ -155,6 +155,7 @@ fn drivers_exist_for_the_seven_direct_types_in_their_families() {
             ("mongodb", DriverFamily::Mongodb),
             ("redis", DriverFamily::Redis),
             ("redshift", DriverFamily::Postgres),
+            ("databricks", DriverFamily::Databricks),
             ("rest_api", DriverFamily::Rest),
             ("sqlite", DriverFamily::Sqlite),
         ]
@@ -171,6 +172,7 @@ fn sql_types_with_a_driver_declare_their_placeholder_style() {
     assert_eq!(ty("redshift").placeholder, Some(Placeholder::Dollar));
     assert_eq!(ty("mysql").placeholder, Some(Placeholder::Question));
     assert_eq!(ty("sqlite").placeholder, Some(Placeholder::Question));
+    assert_eq!(ty("databricks").placeholder, Some(Placeholder::Named));
     for t in registry() {
         let runs_sql = t.has_driver() && t.accepts(crate::domain::StepType::SqlQuery);
         assert_eq!(t.placeholder.is_some(), runs_sql, "{}", t.type_id);

@@ -19,13 +19,16 @@ pub enum ParamValue {
     Timestamp(DateTime<FixedOffset>),
 }
 
-/// How a driver spells positional placeholders.
+/// How a driver spells placeholders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placeholder {
     /// `$1`, `$2`, … (PostgreSQL, Redshift).
     Dollar,
     /// `?` (MySQL, SQLite).
     Question,
+    /// `:name`, the parameter's own name (Databricks named parameter
+    /// markers); each value is still bound once per occurrence.
+    Named,
 }
 
 /// A query with its placeholders rewritten and the values to bind, in order.
@@ -60,6 +63,10 @@ pub fn bind(
         match style {
             Placeholder::Dollar => sql.push_str(&format!("${}", params.len())),
             Placeholder::Question => sql.push('?'),
+            Placeholder::Named => {
+                sql.push(':');
+                sql.push_str(name);
+            }
         }
         Ok(())
     })?;

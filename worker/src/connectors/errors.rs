@@ -166,9 +166,10 @@ impl From<DriverError> for TestFailure {
 }
 
 /// Config keys whose values are secret (the registry encrypts them).
-const SECRET_KEYS: [&str; 5] = [
+const SECRET_KEYS: [&str; 6] = [
     "password",
     "auth_token",
+    "access_token",
     "api_key_value",
     "client_secret",
     "connection_string",

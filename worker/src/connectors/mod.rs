@@ -8,6 +8,7 @@
 //! reading and error mapping.
 
 pub(crate) mod config;
+pub mod databricks;
 pub mod errors;
 pub(crate) mod mongodb;
 pub(crate) mod mysql;
@@ -90,6 +91,7 @@ pub(crate) fn driver(family: DriverFamily) -> &'static dyn Driver {
         DriverFamily::Mongodb => &mongodb::MongoDb,
         DriverFamily::Redis => &redis::Redis,
         DriverFamily::Rest => &rest::Rest,
+        DriverFamily::Databricks => &databricks::Databricks,
     }
 }
 
@@ -342,7 +344,12 @@ mod tests {
 
     #[test]
     fn only_the_sql_families_run_steps() {
-        for family in [DriverFamily::Postgres, DriverFamily::Mysql, DriverFamily::Sqlite] {
+        for family in [
+            DriverFamily::Postgres,
+            DriverFamily::Mysql,
+            DriverFamily::Sqlite,
+            DriverFamily::Databricks,
+        ] {
             assert_eq!(driver(family).steps(), &[StepType::SqlQuery], "{family:?}");
         }
         assert_eq!(driver(DriverFamily::Rest).steps(), &[StepType::HttpRequest]);
@@ -351,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn drivers_exist_for_the_seven_direct_types_only() {
+    fn drivers_exist_for_the_eight_direct_types_only() {
         for kind in [
             "postgresql",
             "redshift",
@@ -360,10 +367,11 @@ mod tests {
             "rest_api",
             "sqlite",
             "mongodb",
+            "databricks",
         ] {
             assert!(has_driver(kind), "{kind}");
         }
-        for kind in ["snowflake", "bigquery", "databricks", "POSTGRESQL", ""] {
+        for kind in ["snowflake", "bigquery", "POSTGRESQL", ""] {
             assert!(!has_driver(kind), "{kind}");
         }
     }

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod databricks;
 mod mongo;
 mod mysql;
 mod pinning;
