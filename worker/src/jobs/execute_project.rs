@@ -511,16 +511,18 @@ async fn run_step(
         )));
     };
     let config = step.config.as_object().cloned().unwrap_or_default();
-    let current;
+    let (current, dependencies);
     let read: Box<dyn StepRead + '_> = if step_type == StepType::Transform {
         // Earlier steps' results as they stand now: steps completed since
         // the execution was claimed are in the store, not in `execution`.
         current = load_current(shared, execution, watch).await?;
+        dependencies = load_dependencies(shared, execution, step, watch).await?;
         Box::new(Transform {
             objects: &shared.objects,
             execution: &current,
             step,
             config: &config,
+            dependencies: &dependencies,
         })
     } else {
         Box::new(connector_step(shared, execution, step_type, &config, watch).await?)
@@ -591,6 +593,27 @@ async fn load_current(shared: &Shared, execution: &Execution, watch: &Watch) -> 
             ErrorKind::NotFound,
             format!("execution {} no longer exists", execution.execution_id),
         ))),
+        Err(e) => {
+            if matches!(e, ferry_shared::Error::Unavailable(_)) {
+                watch.stop(Stop::Unconfirmed);
+            }
+            Err(Failure::from(step_error(ErrorKind::Internal, e.to_string())))
+        }
+    }
+}
+
+/// The step's `dependencies`. The execution's snapshot does not carry them;
+/// the step row does, and it cannot change while the execution is in
+/// progress (step writes are 409 then).
+async fn load_dependencies(
+    shared: &Shared,
+    execution: &Execution,
+    step: &StepRun,
+    watch: &Watch,
+) -> Result<Vec<String>, Failure> {
+    let steps: &dyn ferry_shared::store::StepStore = shared.store.as_ref();
+    match steps.get_step(&execution.project_uuid, &step.step_id).await {
+        Ok(row) => Ok(row.map(|row| row.dependencies).unwrap_or_default()),
         Err(e) => {
             if matches!(e, ferry_shared::Error::Unavailable(_)) {
                 watch.stop(Stop::Unconfirmed);

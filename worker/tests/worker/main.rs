@@ -16,3 +16,4 @@ mod rest;
 mod runtime;
 mod sandbox;
 mod sqlite;
+mod transform;
