@@ -26,6 +26,51 @@ use crate::{Error, Result};
 /// Length of an AES-GCM nonce in bytes (96 bits).
 const NONCE_LEN: usize = 12;
 
+/// Why sealing or opening failed, kept as the source of the internal error:
+/// the cipher's refusal, or where the decrypted bytes stop being a JSON
+/// object. The JSON parser's own message is not kept, since it may quote
+/// the decrypted text.
+#[derive(Debug)]
+enum Cause {
+    /// AES-GCM refused: the blob was tampered with, sealed under another
+    /// key with the same id, or sealed for another connector.
+    Cipher(aes_gcm::Error),
+    /// The decrypted bytes do not parse as a JSON object.
+    NotAnObject {
+        category: serde_json::error::Category,
+        line: usize,
+        column: usize,
+    },
+}
+
+impl Cause {
+    fn not_an_object(error: &serde_json::Error) -> Self {
+        Cause::NotAnObject {
+            category: error.classify(),
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::Cipher(error) => write!(f, "AES-GCM refused the blob ({error})"),
+            Cause::NotAnObject {
+                category,
+                line,
+                column,
+            } => write!(
+                f,
+                "{category:?} error at line {line}, column {column} of the decrypted JSON"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Cause {}
+
 /// Seals and opens connector secrets. Cheap to clone; its `Debug` output
 /// names the key ids only.
 #[derive(Clone)]
@@ -73,8 +118,12 @@ impl Vault {
             .ciphers
             .first()
             .ok_or_else(|| Error::internal("credential vault: no master key is configured"))?;
-        let plaintext = serde_json::to_vec(secrets)
-            .map_err(|_| Error::internal(format!("credential vault: cannot encode secrets for key {kid}")))?;
+        let plaintext = serde_json::to_vec(secrets).map_err(|error| {
+            Error::internal_with_source(
+                format!("credential vault: cannot encode secrets for key {kid}"),
+                error,
+            )
+        })?;
         let nonce: [u8; NONCE_LEN] = rand::random();
         let ciphertext = cipher
             .encrypt(
@@ -84,7 +133,12 @@ impl Vault {
                     aad: connector_uuid.as_bytes(),
                 },
             )
-            .map_err(|_| Error::internal(format!("credential vault: sealing under key {kid} failed")))?;
+            .map_err(|error| {
+                Error::internal_with_source(
+                    format!("credential vault: sealing under key {kid} failed"),
+                    Cause::Cipher(error),
+                )
+            })?;
         Ok(Sealed {
             key_id: kid.clone(),
             nonce: nonce.to_vec(),
@@ -109,10 +163,11 @@ impl Vault {
                     "credential vault: secrets are sealed under unknown key {kid}"
                 ))
             })?;
-        let nonce: [u8; NONCE_LEN] = sealed.nonce.as_slice().try_into().map_err(|_| {
-            Error::internal(format!(
-                "credential vault: secrets sealed under key {kid} have a malformed nonce"
-            ))
+        let nonce: [u8; NONCE_LEN] = sealed.nonce.as_slice().try_into().map_err(|error| {
+            Error::internal_with_source(
+                format!("credential vault: secrets sealed under key {kid} have a malformed nonce"),
+                error,
+            )
         })?;
         let plaintext = cipher
             .decrypt(
@@ -122,15 +177,19 @@ impl Vault {
                     aad: connector_uuid.as_bytes(),
                 },
             )
-            .map_err(|_| {
-                Error::internal(format!(
-                    "credential vault: secrets sealed under key {kid} do not open (tampered, or sealed for another connector)"
-                ))
+            .map_err(|error| {
+                Error::internal_with_source(
+                    format!(
+                        "credential vault: secrets sealed under key {kid} do not open (tampered, or sealed for another connector)"
+                    ),
+                    Cause::Cipher(error),
+                )
             })?;
-        serde_json::from_slice::<Map<String, Value>>(&plaintext).map_err(|_| {
-            Error::internal(format!(
-                "credential vault: secrets sealed under key {kid} are not a JSON object"
-            ))
+        serde_json::from_slice::<Map<String, Value>>(&plaintext).map_err(|error| {
+            Error::internal_with_source(
+                format!("credential vault: secrets sealed under key {kid} are not a JSON object"),
+                Cause::not_an_object(&error),
+            )
         })
     }
 
@@ -290,6 +349,60 @@ mod tests {
             !text.contains("65") && !text.contains("AAAA") && !text.contains("0x41"),
             "{text}"
         );
+    }
+
+    /// The source of an internal error, as `std::error::Error` reaches it.
+    fn source_of(error: &Error) -> String {
+        std::error::Error::source(error)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| panic!("{error:?} has no source"))
+    }
+
+    #[test]
+    fn a_blob_that_does_not_open_keeps_the_cipher_refusal_as_its_source() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        let error = vault
+            .open("conn_2", &sealed)
+            .expect_err("another connector's blob");
+        assert_eq!(source_of(&error), "AES-GCM refused the blob (aead::Error)");
+    }
+
+    #[test]
+    fn a_malformed_nonce_keeps_the_length_error_as_its_source() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let mut sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        sealed.nonce.truncate(8);
+        let error = vault.open("conn_1", &sealed).expect_err("short nonce");
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(source.is::<std::array::TryFromSliceError>(), "{source:?}");
+    }
+
+    #[test]
+    fn decrypted_bytes_that_are_not_an_object_keep_where_parsing_stopped_but_not_the_text() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let (_, cipher) = &vault.ciphers[0];
+        let nonce = [7u8; NONCE_LEN];
+        let ciphertext = cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: br#""s3cret""#,
+                    aad: b"conn_1",
+                },
+            )
+            .expect("encrypt");
+        let sealed = Sealed {
+            key_id: "k1".into(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        };
+        let error = vault.open("conn_1", &sealed).expect_err("a JSON string");
+        assert_internal_naming_only_kid(error, "k1");
+        let error = vault.open("conn_1", &sealed).expect_err("a JSON string");
+        let source = source_of(&error);
+        assert_eq!(source, "Data error at line 1, column 8 of the decrypted JSON");
+        assert!(!format!("{error:?}").contains("s3cret"), "{error:?}");
     }
 
     #[test]

@@ -107,7 +107,7 @@ return 0
 #[async_trait]
 impl Bus for RedisBus {
     async fn reply(&self, key: &str, value: &Value, ttl: Duration) -> Result<()> {
-        let body = serde_json::to_string(value).map_err(|error| codec_error(&error))?;
+        let body = serde_json::to_string(value).map_err(codec_error)?;
         let key = self.reply_key(key);
         let mut pipe = ::redis::pipe();
         pipe.atomic()
@@ -151,16 +151,16 @@ impl Bus for RedisBus {
             other => Some(other),
         };
         match body {
-            Some(RedisValue::BulkString(bytes)) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|error| codec_error(&error)),
+            Some(RedisValue::BulkString(bytes)) => {
+                serde_json::from_slice(&bytes).map(Some).map_err(codec_error)
+            }
             Some(_) => Err(Error::internal("bus: unexpected reply from Redis")),
             None => Ok(None),
         }
     }
 
     async fn publish(&self, channel: &str, value: &Value) -> Result<()> {
-        let body = serde_json::to_string(value).map_err(|error| codec_error(&error))?;
+        let body = serde_json::to_string(value).map_err(codec_error)?;
         let mut cmd = ::redis::cmd("PUBLISH");
         cmd.arg(self.channel(channel)).arg(body);
         let _: i64 = self.query(Request::Cmd(&cmd)).await?;

@@ -194,13 +194,13 @@ impl EmbeddedQueue {
 /// `receipts` as one JSON array parameter, for `IN (SELECT value FROM
 /// json_each(?))`: one prepared statement whatever the batch size.
 fn json_list(receipts: &[String]) -> Result<String> {
-    serde_json::to_string(receipts).map_err(|error| codec_error(&error))
+    serde_json::to_string(receipts).map_err(codec_error)
 }
 
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn enqueue(&self, job: &Job) -> Result<bool> {
-        let body = serde_json::to_string(job).map_err(|error| codec_error(&error))?;
+        let body = serde_json::to_string(job).map_err(codec_error)?;
         let result =
             sqlx::query("INSERT INTO queue_jobs (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING")
                 .bind(&job.id)
@@ -218,7 +218,7 @@ impl Queue for EmbeddedQueue {
         let mut added = 0;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in jobs.chunks(CHUNK) {
-            let bodies = serde_json::to_string(chunk).map_err(|error| codec_error(&error))?;
+            let bodies = serde_json::to_string(chunk).map_err(codec_error)?;
             let result = sqlx::query(
                 "INSERT INTO queue_jobs (id, body)
                  SELECT json_extract(value, '$.id'), value FROM json_each(?1) WHERE true

@@ -182,14 +182,29 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Maps a job that could not be (de)serialized.
-pub(crate) fn codec_error(error: &serde_json::Error) -> Error {
-    Error::internal(format!("queue: job encoding: {error}"))
+/// Maps a job or a bus message that could not be (de)serialized; the
+/// serde error stays reachable as the source.
+pub(crate) fn codec_error(error: serde_json::Error) -> Error {
+    Error::internal_with_source(format!("queue: job encoding: {error}"), error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_codec_error_keeps_the_serde_error_as_its_source() {
+        let parse = serde_json::from_str::<Value>("{\"job\": ").expect_err("truncated JSON");
+        let text = parse.to_string();
+        let error = codec_error(parse);
+        assert!(error.to_string().contains(&text), "{error}");
+        let source = std::error::Error::source(&error).expect("a source");
+        let source = source
+            .downcast_ref::<serde_json::Error>()
+            .expect("the serde error itself");
+        assert!(source.is_eof(), "{source}");
+        assert_eq!(source.to_string(), text);
+    }
 
     #[test]
     fn the_cell_rate_step_allows_the_burst_then_the_steady_rate() {

@@ -359,7 +359,7 @@ impl RedisQueue {
     }
 
     fn enqueue_cmd(&self, job: &Job) -> Result<Cmd> {
-        let body = serde_json::to_string(job).map_err(|error| codec_error(&error))?;
+        let body = serde_json::to_string(job).map_err(codec_error)?;
         let partition = &self.partitions[self.partition_of(&job.id)];
         Ok(evalsha(
             &self.scripts.enqueue,
