@@ -20,3 +20,4 @@ mod projects;
 mod redis_read;
 mod results;
 mod steps;
+mod transform;
