@@ -17,3 +17,4 @@ mod runtime;
 mod sandbox;
 mod sqlite;
 mod transform;
+mod transform_bench;
