@@ -7,6 +7,7 @@ mod helpers;
 mod access;
 mod auth;
 mod connectors;
+mod databricks;
 mod endpoints;
 mod executing;
 mod executions;
