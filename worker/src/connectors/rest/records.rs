@@ -406,8 +406,13 @@ impl Table {
                 index
             }
         };
-        let value = classify(raw);
         let column = &mut self.columns[index];
+        if !self.scanning && column.data.len() > self.rows {
+            // A key repeated within one record: the first value stays, and
+            // the second does not count towards the column's type either.
+            return Ok(());
+        }
+        let value = classify(raw);
         column.seen.add(&value);
         if self.scanning {
             return Ok(());
@@ -424,10 +429,6 @@ impl Table {
                 return Ok(());
             }
             None => {}
-        }
-        if column.data.len() > self.rows {
-            // A key repeated within one record: the first value stays.
-            return Ok(());
         }
         column.data.push(kind, value, raw);
         Ok(())
@@ -704,8 +705,15 @@ mod tests {
 
     #[test]
     fn a_repeated_key_keeps_its_first_value_and_too_many_fields_are_refused() {
-        let (batches, _, _) = read(&[r#"[{"a": 1, "a": 2}]"#], &ResponseShape::new(None, None), 100);
-        assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+        let (batches, _, _) = read(
+            &[r#"[{"a": 1, "a": "two"}, {"a": 3}]"#],
+            &ResponseShape::new(None, None),
+            100,
+        );
+        assert_eq!(
+            batches[0].column(0).as_primitive::<Int64Type>().values().to_vec(),
+            [1, 3]
+        );
         let wide: Vec<String> = (0..=MAX_COLUMNS).map(|i| format!("\"k{i}\": {i}")).collect();
         let body = format!("[{{{}}}]", wide.join(","));
         let mut table = Table::new(100, usize::MAX);

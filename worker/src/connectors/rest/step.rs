@@ -266,8 +266,12 @@ impl Reader<'_> {
         let origin = self.handle.base_url.origin();
         loop {
             let url = pager.url(&self.request.url);
-            let fetched = self.fetch(&url, out.cancel()).await?;
-            let (back, facts, body_hash) = self.parse(fetched.body.clone(), table, out).await?;
+            let Fetched {
+                headers,
+                url: answered,
+                body,
+            } = self.fetch(&url, out.cancel()).await?;
+            let (back, facts, body_hash) = self.parse(body, table, out).await?;
             table = back;
             if pager.pages() == 0
                 && !facts.found
@@ -283,8 +287,8 @@ impl Reader<'_> {
             let page = Page {
                 records: facts.records,
                 cursor: facts.cursor.as_ref(),
-                headers: &fetched.headers,
-                url: &fetched.url,
+                headers: &headers,
+                url: &answered,
                 body_hash,
             };
             if !pager.advance(&page, &origin)? {

@@ -977,3 +977,150 @@ async fn http_request_an_empty_result_is_a_valid_object_with_one_value_column() 
     assert_eq!((output.rows, batch.num_rows()), (0, 0));
     assert_eq!(batch.schema().field(0).name(), "value");
 }
+
+// -------------------------------------------------------------- benchmark
+
+/// Record `id` of the benchmark's API: about 190 bytes of JSON with an
+/// integer, strings, a float, a boolean, a timestamp text and a nested
+/// object.
+fn bench_record(out: &mut String, id: u64) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        r#"{{"id":{id},"sku":"SKU-{:06}","quantity":{},"price":{}.{:02},"paid":{},"status":"{}","created_at":"2026-03-{:02}T{:02}:{:02}:{:02}Z","customer":{{"id":{},"country":"{}"}}}}"#,
+        id % 100_000,
+        id % 17 + 1,
+        id % 500,
+        id % 100,
+        id.is_multiple_of(3),
+        ["open", "shipped", "delivered", "returned"][(id % 4) as usize],
+        id % 28 + 1,
+        id % 24,
+        id % 60,
+        (id / 60) % 60,
+        id % 9_973,
+        ["NL", "DE", "FR", "US", "JP"][(id % 5) as usize],
+    );
+}
+
+/// The benchmark's API, run in a process of its own by
+/// `loadtests/http_request/run.sh`: `GET /records?page=N&per_page=L` (page
+/// numbers from 1) answers a JSON array of `FERRY_BENCH_RECORDS` records in
+/// pages, generated per request, on `127.0.0.1:FERRY_BENCH_HTTP_PORT`, until
+/// the process is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "benchmark server: run by loadtests/http_request/run.sh"]
+async fn bench_http_server() {
+    let env = |name: &str| -> u64 {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} (see loadtests/http_request/run.sh)"))
+            .parse()
+            .expect("a number")
+    };
+    let total = env("FERRY_BENCH_RECORDS");
+    let port = u16::try_from(env("FERRY_BENCH_HTTP_PORT")).expect("a port");
+    let app = Router::new().route(
+        "/records",
+        get(move |Query(q): Params| async move {
+            let per_page = u64::try_from(number(&q, "per_page", 100)).unwrap_or(100).max(1);
+            let page = u64::try_from(number(&q, "page", 1)).unwrap_or(1).max(1);
+            let first = (page - 1) * per_page + 1;
+            let last = (first + per_page - 1).min(total);
+            let mut body = String::with_capacity((per_page as usize) * 200 + 2);
+            body.push('[');
+            for id in first..=last {
+                if id > first {
+                    body.push(',');
+                }
+                bench_record(&mut body, id);
+            }
+            body.push(']');
+            ([(header::CONTENT_TYPE, "application/json")], body)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    axum::serve(listener, app).await.expect("serve");
+}
+
+/// The Ferry side of `loadtests/http_request/run.sh` (release build): one
+/// `http_request` step pages through `FERRY_BENCH_HTTP_URL/records`
+/// (`page` pagination, `FERRY_BENCH_PER_PAGE` per page) to Parquet on
+/// file://. Prints `BENCH rows=… seconds=… rows_per_s=… parquet_mib=…
+/// peak_rss_mib=…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by loadtests/http_request/run.sh"]
+async fn bench_http_request_export() {
+    let base_url = std::env::var("FERRY_BENCH_HTTP_URL")
+        .expect("FERRY_BENCH_HTTP_URL (see loadtests/http_request/run.sh)");
+    let per_page: u64 = std::env::var("FERRY_BENCH_PER_PAGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = prometheus::Registry::new();
+    let registry = PoolRegistry::new(
+        NetworkPolicy {
+            allow_private_networks: true,
+            sqlite_dir: dir.path().join("sqlite"),
+        },
+        &metrics,
+    );
+    let spec = ConnectorSpec {
+        uuid: "conn_bench".into(),
+        org_id: "org_bench".into(),
+        connector_type: "rest_api".into(),
+        version: 1,
+        config: json!({"base_url": base_url, "timeout_seconds": 60})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let url = url::Url::from_directory_path(dir.path().join("results")).expect("url");
+    let target = ObjectTarget::open(url.as_str()).expect("file target");
+    let path = target.step_path("exec_bench", "step_1");
+    let config = json!({"connector_uuid": CONN, "path": "/records",
+                        "pagination": {"type": "page", "limit": per_page}});
+    let supplied = serde_json::Map::new();
+    let step = Step {
+        registry: &registry,
+        spec: &spec,
+        request: StepRequest {
+            step_type: StepType::HttpRequest,
+            connector: ferry_shared::connectors::find("rest_api").expect("declared"),
+            config: config.as_object().expect("an object"),
+            supplied: &supplied,
+            policy: registry.policy(),
+        },
+    };
+    let started = Instant::now();
+    let output = run_step_with(
+        &ExtractOptions::default(),
+        &step,
+        &Destination::new(&target, &path),
+        &|_, _| {},
+        &CancellationToken::new(),
+        || async { true },
+    )
+    .await
+    .expect("the benchmark step");
+    let seconds = started.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak_kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0.0);
+    #[allow(clippy::cast_precision_loss)]
+    let (rows, bytes) = (output.rows as f64, output.bytes as f64);
+    println!(
+        "BENCH rows={} seconds={seconds:.3} rows_per_s={:.0} parquet_mib={:.1} row_groups={} peak_rss_mib={:.1}",
+        output.rows,
+        rows / seconds,
+        bytes / 1_048_576.0,
+        output.row_groups,
+        peak_kib / 1024.0
+    );
+}
