@@ -63,6 +63,17 @@ pub fn psql_at(port: u16, database: &str, sql: &str) -> String {
     .to_owned()
 }
 
+/// Runs SQL in `database` on the shared server as `postgres`: its output,
+/// trimmed, or None when psql or the SQL failed (for probes that poll
+/// until a query answers, and for queries that may fail).
+pub fn psql_try(database: &str, sql: &str) -> Option<String> {
+    let output = psql_command_at(PORT, database, sql).output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 /// Runs SQL on the shared server, ignoring failures (for drops, which run
 /// while a failed test unwinds).
 pub fn psql_quietly(database: &str, sql: &str) {

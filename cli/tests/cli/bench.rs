@@ -76,30 +76,10 @@ impl Settings {
 
 // --- helpers -------------------------------------------------------------------
 
-/// Runs `query` in `database` through psql; rows as lines, columns split on `|`.
+/// Runs `query` in `database` through psql; rows as lines, columns split on
+/// `|` (psql's unaligned output).
 fn sql(database: &str, query: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-X",
-            "-Atq",
-            "-F",
-            "|",
-        ])
-        .args(["-v", "ON_ERROR_STOP=1", "-c", query])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "psql failed: {query}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    ferry_testkit::postgres::psql(database, query)
 }
 
 fn sql_time(at: DateTime<Utc>) -> String {

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{HS_SECRET, KEY, PgDatabase, Running, block_on, ferry, free_port, psql, wait_healthy};
+use ferry_testkit::postgres::PgRole;
+
+use crate::{HS_SECRET, KEY, PgDatabase, Running, block_on, ferry, free_port, wait_healthy};
 
 /// The execution lease every deployment here runs with.
 const LEASE: &str = "3s";
@@ -102,87 +104,46 @@ fn stamp() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// Runs SQL in `database` on the shared server as `postgres`; the first value.
-fn psql_in(database: &str, sql: &str) -> String {
-    run(
-        Command::new("psql").args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-Atqc",
-            sql,
-        ]),
-        &format!("psql -d {database} -c {sql}"),
-    )
-    .trim()
-    .to_owned()
-}
-
 // ------------------------------------------------------------ the source DB
 
 /// The database the steps read: fresh, owned by a login role of its own,
-/// with a sequence `seq` that proves how many times a step ran.
+/// with a sequence `seq` that proves how many times a step ran. Dropped
+/// (the database first, then the role) at the end.
 struct Source {
-    database: String,
-    role: String,
-    password: String,
+    database: PgDatabase,
+    role: PgRole,
 }
 
 impl Source {
     fn create() -> Source {
         let n = stamp() % 1_000_000_000_000;
-        let source = Source {
-            database: format!("ferry_res_src_{}_{n}", std::process::id()),
-            role: format!("ferry_res_{}_{n}", std::process::id()),
-            password: format!("Pw-{n}-resilience"),
-        };
-        psql(&format!(
-            "CREATE ROLE {} LOGIN PASSWORD '{}'",
-            source.role, source.password
-        ));
-        psql(&format!(
-            "CREATE DATABASE {} OWNER {}",
-            source.database, source.role
-        ));
-        psql_in(
-            &source.database,
-            &format!("CREATE SEQUENCE seq; ALTER SEQUENCE seq OWNER TO {}", source.role),
+        let role = PgRole::with_password(
+            &format!("ferry_res_{}_{n}", std::process::id()),
+            &format!("Pw-{n}-resilience"),
         );
-        source
+        let database = PgDatabase::named(
+            &format!("ferry_res_src_{}_{n}", std::process::id()),
+            &format!("OWNER {}", role.name),
+        );
+        database.psql(&format!(
+            "CREATE SEQUENCE seq; ALTER SEQUENCE seq OWNER TO {}",
+            role.name
+        ));
+        Source { database, role }
     }
 
     /// Writes allowed: the first step counts its runs with `nextval`.
     fn config(&self) -> Value {
-        json!({"host": "127.0.0.1", "port": 5432, "database": self.database, "username": self.role,
-               "password": self.password, "connection_timeout_seconds": 5, "allow_writes": true})
+        json!({"host": "127.0.0.1", "port": 5432, "database": self.database.name, "username": self.role.name,
+               "password": self.role.password, "connection_timeout_seconds": 5, "allow_writes": true})
     }
 
     /// How many times `nextval('seq')` ran.
     fn sequence_calls(&self) -> i64 {
-        psql_in(
-            &self.database,
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM seq",
-        )
-        .parse()
-        .expect("sequence value")
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
-            .output();
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-            .arg(format!("DROP ROLE IF EXISTS {}", self.role))
-            .output();
+        self.database
+            .psql("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM seq")
+            .parse()
+            .expect("sequence value")
     }
 }
 

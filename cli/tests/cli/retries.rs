@@ -7,41 +7,31 @@
 //! own transaction, so the count survives the failed statement and a
 //! read-only step.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::{Running, ferry, free_port, http_send, wait_healthy};
 
+use ferry_testkit::postgres::{PgDatabase, PgRole, psql_try};
 // A name unique across tests and test processes.
 use ferry_testkit::unique;
 
-/// A database with the flaky functions and a login role that may call them;
-/// both dropped at the end.
+/// A database with the flaky functions and a login role of the same name
+/// that may call them; both dropped at the end (the database first).
 struct Source {
-    database: String,
-    role: String,
-    password: String,
+    database: PgDatabase,
+    role: PgRole,
 }
 
 impl Source {
     fn create() -> Source {
         let name = unique("ferry_retry");
-        let source = Source {
-            database: name.clone(),
-            role: name.clone(),
-            password: unique("pw"),
-        };
-        psql_in("postgres", &format!("CREATE DATABASE {name}"));
-        psql_in(
-            "postgres",
-            &format!("CREATE ROLE {name} LOGIN PASSWORD '{}'", source.password),
-        );
-        psql_in(
-            &name,
-            &format!(
-                r#"
+        let database = PgDatabase::named(&name, "");
+        let role = PgRole::with_password(&name, &unique("pw"));
+        database.psql(&format!(
+            r#"
 CREATE EXTENSION dblink;
 CREATE TABLE tries (n integer NOT NULL);
 INSERT INTO tries VALUES (0);
@@ -74,14 +64,14 @@ BEGIN
 END $$;
 GRANT EXECUTE ON FUNCTION ferry_try(), ferry_flaky(integer), ferry_slow_once() TO {name};
 "#
-            ),
-        );
-        source
+        ));
+        Source { database, role }
     }
 
     /// How many times the functions were called.
     fn tries(&self) -> i64 {
-        psql_value_in(&self.database, "SELECT n FROM tries")
+        self.database
+            .psql("SELECT n FROM tries")
             .parse()
             .expect("a count")
     }
@@ -91,62 +81,17 @@ GRANT EXECUTE ON FUNCTION ferry_try(), ferry_flaky(integer), ferry_slow_once() T
         let query = format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE usename = '{}' AND wait_event = 'PgSleep'",
-            self.role
+            self.role.name
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if psql_value_in("postgres", &query) == "t" {
+            if psql_try("postgres", &query).as_deref() == Some("t") {
                 return;
             }
             assert!(Instant::now() < deadline, "the step never reached pg_sleep");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        // Never panics: it may run while a failed test unwinds.
-        let _ = psql_command(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
-        )
-        .output();
-        let _ = psql_command("postgres", &format!("DROP ROLE IF EXISTS {}", self.role)).output();
-    }
-}
-
-fn psql_command(database: &str, sql: &str) -> Command {
-    let mut command = Command::new("psql");
-    command.args([
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-d",
-        database,
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-Atqc",
-        sql,
-    ]);
-    command
-}
-
-fn psql_in(database: &str, sql: &str) {
-    let output = psql_command(database, sql)
-        .output()
-        .expect("psql must be installed and PostgreSQL running on 127.0.0.1:5432");
-    assert!(
-        output.status.success(),
-        "psql failed: {sql}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn psql_value_in(database: &str, sql: &str) -> String {
-    let output = psql_command(database, sql).output().expect("psql");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// `ferry up` with 3 tries a step, 50 ms apart at first, and a token.
@@ -198,10 +143,10 @@ impl App {
             "/api/connectors",
             Some(json!({
                 "type": "postgresql",
-                "display_name": source.database,
+                "display_name": source.database.name,
                 "config": {
-                    "host": "127.0.0.1", "port": 5432, "database": source.database,
-                    "username": username, "password": source.password,
+                    "host": "127.0.0.1", "port": 5432, "database": source.database.name,
+                    "username": username, "password": source.role.password,
                 },
                 "test_connection": false,
             })),
@@ -298,7 +243,7 @@ fn assert_the_second_try_wrote_every_row(result: &Value) {
 fn a_step_whose_connection_is_killed_mid_query_is_retried_and_the_execution_completes() {
     let source = Source::create();
     let app = App::start();
-    let connector = app.connector(&source, &source.role);
+    let connector = app.connector(&source, &source.role.name);
     let (project, step) = app.project(&connector, &three_rows_of("ferry_slow_once()"));
     let execution = app.execute(&project);
     source.kill_the_sleeping_step();
@@ -320,7 +265,7 @@ fn a_step_whose_connection_is_killed_mid_query_is_retried_and_the_execution_comp
 fn a_serialization_failure_is_retried_and_the_result_is_the_successful_try() {
     let source = Source::create();
     let app = App::start();
-    let connector = app.connector(&source, &source.role);
+    let connector = app.connector(&source, &source.role.name);
     let (project, step) = app.project(&connector, &three_rows_of("ferry_flaky(1)"));
     let execution = app.execute(&project);
 
@@ -338,7 +283,7 @@ fn a_serialization_failure_is_retried_and_the_result_is_the_successful_try() {
 fn a_syntax_error_or_a_refused_login_fails_the_step_at_once_after_one_attempt() {
     let source = Source::create();
     let app = App::start();
-    let good = app.connector(&source, &source.role);
+    let good = app.connector(&source, &source.role.name);
     let (project, _) = app.project(&good, "selec ferry_flaky(0)");
     let execution = app.execute(&project);
     let ended = app.ended(&project, &execution);
@@ -370,7 +315,7 @@ fn a_syntax_error_or_a_refused_login_fails_the_step_at_once_after_one_attempt() 
 
     // The shared server trusts every password on 127.0.0.1, so the login
     // is refused for a role that does not exist (SQLSTATE 28000).
-    let wrong = app.connector(&source, &format!("{}_nobody", source.role));
+    let wrong = app.connector(&source, &format!("{}_nobody", source.role.name));
     let (project, _) = app.project(&wrong, &three_rows_of("ferry_flaky(0)"));
     let execution = app.execute(&project);
     let ended = app.ended(&project, &execution);
@@ -393,7 +338,7 @@ fn a_syntax_error_or_a_refused_login_fails_the_step_at_once_after_one_attempt() 
 fn a_transient_failure_that_never_ends_fails_the_step_after_the_last_of_its_tries() {
     let source = Source::create();
     let app = App::start();
-    let connector = app.connector(&source, &source.role);
+    let connector = app.connector(&source, &source.role.name);
     let (project, _) = app.project(&connector, &three_rows_of("ferry_flaky(1000)"));
     let execution = app.execute(&project);
 
