@@ -71,7 +71,7 @@ pub async fn rotate_all(store: &dyn Store, vault: &Vault) -> Result<Rotation> {
                     continue;
                 }
             };
-            let resealed = vault.seal(&connector.uuid, &secrets)?;
+            let resealed = vault.seal(&connector.uuid, secrets.expose_secret())?;
             if store
                 .replace_secrets(&connector.uuid, &connector.secrets, &resealed)
                 .await?

@@ -12,11 +12,15 @@
 //! every blob for which [`Vault::needs_rotation`] is true (see
 //! [`Vault::rotate`]); then the old keys can go.
 //!
+//! Opened secrets are a [`Secrets`]: redacted in `Debug`, overwritten when
+//! dropped, and read only through [`Secrets::expose_secret`].
+//!
 //! Errors never carry key material, plaintext or ciphertext: only the key id.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use secrecy::ExposeSecret;
+use secrecy::zeroize::{Zeroize, Zeroizing};
 use serde_json::{Map, Value};
 
 use crate::config::MasterKeys;
@@ -25,6 +29,51 @@ use crate::{Error, Result};
 
 /// Length of an AES-GCM nonce in bytes (96 bits).
 const NONCE_LEN: usize = 12;
+
+/// A connector's secret fields, opened. `Debug` shows none of them, every
+/// string in them (names and values) is overwritten with zeros when they
+/// are dropped, and they are read only through an explicit
+/// [`expose_secret`](Secrets::expose_secret).
+pub struct Secrets(Map<String, Value>);
+
+impl Secrets {
+    /// The secret fields, for the moment they are used. Do not keep, log or
+    /// return what this gives.
+    pub fn expose_secret(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets([REDACTED])")
+    }
+}
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        zeroize_map(&mut self.0);
+    }
+}
+
+/// Overwrites every string of `map` (keys and values, nested ones too)
+/// with zeros and leaves the map empty. Numbers and booleans are left as
+/// they are: no secret field holds one.
+fn zeroize_map(map: &mut Map<String, Value>) {
+    for (mut key, mut value) in std::mem::take(map) {
+        key.zeroize();
+        zeroize_value(&mut value);
+    }
+}
+
+fn zeroize_value(value: &mut Value) {
+    match value {
+        Value::String(text) => text.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(zeroize_value),
+        Value::Object(map) => zeroize_map(map),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
 
 /// Why sealing or opening failed, kept as the source of the internal error:
 /// the cipher's refusal, or where the decrypted bytes stop being a JSON
@@ -118,7 +167,7 @@ impl Vault {
             .ciphers
             .first()
             .ok_or_else(|| Error::internal("credential vault: no master key is configured"))?;
-        let plaintext = serde_json::to_vec(secrets).map_err(|error| {
+        let plaintext = serde_json::to_vec(secrets).map(Zeroizing::new).map_err(|error| {
             Error::internal_with_source(
                 format!("credential vault: cannot encode secrets for key {kid}"),
                 error,
@@ -147,11 +196,12 @@ impl Vault {
     }
 
     /// Decrypts a blob sealed for `connector_uuid` under any configured key.
+    /// The decrypted bytes are overwritten once parsed.
     ///
     /// An unknown key id, a malformed nonce, a tampered blob or one sealed
     /// for another connector is an [`Error::Internal`] whose message names
     /// only the key id.
-    pub fn open(&self, connector_uuid: &str, sealed: &Sealed) -> Result<Map<String, Value>> {
+    pub fn open(&self, connector_uuid: &str, sealed: &Sealed) -> Result<Secrets> {
         let kid = sealed.key_id.as_str();
         let cipher = self
             .ciphers
@@ -177,6 +227,7 @@ impl Vault {
                     aad: connector_uuid.as_bytes(),
                 },
             )
+            .map(Zeroizing::new)
             .map_err(|error| {
                 Error::internal_with_source(
                     format!(
@@ -185,12 +236,14 @@ impl Vault {
                     Cause::Cipher(error),
                 )
             })?;
-        serde_json::from_slice::<Map<String, Value>>(&plaintext).map_err(|error| {
-            Error::internal_with_source(
-                format!("credential vault: secrets sealed under key {kid} are not a JSON object"),
-                Cause::not_an_object(&error),
-            )
-        })
+        serde_json::from_slice::<Map<String, Value>>(&plaintext)
+            .map(Secrets)
+            .map_err(|error| {
+                Error::internal_with_source(
+                    format!("credential vault: secrets sealed under key {kid} are not a JSON object"),
+                    Cause::not_an_object(&error),
+                )
+            })
     }
 
     /// True when `sealed` was sealed under a key other than the current one.
@@ -205,7 +258,7 @@ impl Vault {
             return Ok(None);
         }
         let secrets = self.open(connector_uuid, sealed)?;
-        self.seal(connector_uuid, &secrets).map(Some)
+        self.seal(connector_uuid, secrets.expose_secret()).map(Some)
     }
 }
 
@@ -241,7 +294,10 @@ mod tests {
         let sealed = vault.seal("conn_1", &secrets()).expect("seal");
         assert_eq!(sealed.key_id, "k1");
         assert_eq!(sealed.nonce.len(), 12);
-        assert_eq!(vault.open("conn_1", &sealed).expect("open"), secrets());
+        assert_eq!(
+            vault.open("conn_1", &sealed).expect("open").expose_secret(),
+            &secrets()
+        );
         assert!(!vault.needs_rotation(&sealed));
     }
 
@@ -249,7 +305,13 @@ mod tests {
     fn empty_secrets_round_trip() {
         let vault = Vault::new(keys(&[("k1", 1)]));
         let sealed = vault.seal("conn_1", &Map::new()).expect("seal");
-        assert!(vault.open("conn_1", &sealed).expect("open").is_empty());
+        assert!(
+            vault
+                .open("conn_1", &sealed)
+                .expect("open")
+                .expose_secret()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -307,7 +369,10 @@ mod tests {
         let rotated = Vault::new(keys(&[("new", 2), ("old", 1)]));
         assert_eq!(rotated.current_key_id(), "new");
         assert!(rotated.needs_rotation(&sealed));
-        assert_eq!(rotated.open("conn_1", &sealed).expect("open"), secrets());
+        assert_eq!(
+            rotated.open("conn_1", &sealed).expect("open").expose_secret(),
+            &secrets()
+        );
 
         let resealed = rotated
             .rotate("conn_1", &sealed)
@@ -318,7 +383,10 @@ mod tests {
         assert_eq!(rotated.rotate("conn_1", &resealed).expect("rotate"), None);
 
         let only_new = Vault::new(keys(&[("new", 2)]));
-        assert_eq!(only_new.open("conn_1", &resealed).expect("open"), secrets());
+        assert_eq!(
+            only_new.open("conn_1", &resealed).expect("open").expose_secret(),
+            &secrets()
+        );
         assert_internal_naming_only_kid(only_new.open("conn_1", &sealed).expect_err("old key gone"), "old");
     }
 
@@ -337,7 +405,10 @@ mod tests {
         let sealed = vault.seal("conn_1", &secrets()).expect("seal");
         let text = serde_json::to_string(&sealed).expect("encode");
         let back: Sealed = serde_json::from_str(&text).expect("decode");
-        assert_eq!(vault.open("conn_1", &back).expect("open"), secrets());
+        assert_eq!(
+            vault.open("conn_1", &back).expect("open").expose_secret(),
+            &secrets()
+        );
     }
 
     #[test]
@@ -403,6 +474,39 @@ mod tests {
         let source = source_of(&error);
         assert_eq!(source, "Data error at line 1, column 8 of the decrypted JSON");
         assert!(!format!("{error:?}").contains("s3cret"), "{error:?}");
+    }
+
+    #[test]
+    fn opened_secrets_show_nothing_in_debug_and_are_read_through_expose_secret() {
+        let vault = Vault::new(keys(&[("k1", 1)]));
+        let sealed = vault.seal("conn_1", &secrets()).expect("seal");
+        let opened = vault.open("conn_1", &sealed).expect("open");
+        let text = format!("{opened:?} {:?}", Ok::<_, Error>(&opened));
+        assert!(!text.contains("s3cret") && !text.contains("sk_live"), "{text}");
+        assert!(
+            !text.contains("password") && !text.contains("auth_token"),
+            "{text}"
+        );
+        assert_eq!(opened.expose_secret()["password"], "s3cret");
+    }
+
+    #[test]
+    fn dropping_secrets_overwrites_every_string_in_them() {
+        let mut map = secrets();
+        map.insert(
+            "nested".into(),
+            json!({"private_key": "-----BEGIN KEY-----", "list": ["tok_1", 7, true]}),
+        );
+        zeroize_map(&mut map);
+        assert!(map.is_empty(), "the map is left empty");
+
+        let mut value = json!({"a": ["pw", {"b": "key"}], "n": 5});
+        zeroize_value(&mut value);
+        assert_eq!(value, json!({}), "nested objects are emptied");
+
+        let mut list = json!(["pw", ["token"], null]);
+        zeroize_value(&mut list);
+        assert_eq!(list, json!(["", [""], null]), "strings are zeroed and cleared");
     }
 
     #[test]

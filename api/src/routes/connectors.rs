@@ -687,8 +687,13 @@ async fn update_connector(
     let config_changed = body.config.is_some();
     if let Some(patch) = &body.config {
         let secrets = state.backends.vault.open(&current.uuid, &current.secrets)?;
-        let split = kind.validate_patch(&current.config, &secrets, patch)?;
-        require_secrets_for_new_endpoint(kind, &connectors::merge(&current.config, &secrets), &split, patch)?;
+        let split = kind.validate_patch(&current.config, secrets.expose_secret(), patch)?;
+        require_secrets_for_new_endpoint(
+            kind,
+            &connectors::merge(&current.config, secrets.expose_secret()),
+            &split,
+            patch,
+        )?;
         let SplitConfig { public, secrets } = split;
         updated.config = public;
         updated.secrets = state.backends.vault.seal(&current.uuid, &secrets)?;

@@ -82,8 +82,8 @@ async fn rotation_reencrypts_every_connector_and_the_new_key_alone_reads_them() 
             .expect("get")
             .expect("exists");
         assert_eq!(
-            both.open(&c.uuid, &stored.secrets).expect("open mid-rotation"),
-            secrets(i)
+            both.open(&c.uuid, &stored.secrets).expect("open mid-rotation").expose_secret(),
+            &secrets(i)
         );
     }
 
@@ -110,8 +110,9 @@ async fn rotation_reencrypts_every_connector_and_the_new_key_alone_reads_them() 
         assert_eq!(
             new_only
                 .open(&c.uuid, &stored.secrets)
-                .expect("open with the new key only"),
-            secrets(i)
+                .expect("open with the new key only")
+                .expose_secret(),
+            &secrets(i)
         );
         assert!(
             old.open(&c.uuid, &stored.secrets).is_err(),

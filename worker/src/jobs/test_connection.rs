@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use ferry_shared::connectors::merge;
 use ferry_shared::domain::{ErrorKind, TestFailure, TestOutcome};
 use ferry_shared::jobs::TestConnectionJob;
 use serde_json::Value;
@@ -20,13 +19,14 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
         .map_err(|e| JobError::Abort(format!("malformed test_connection job: {e}")))?;
     let outcome = match shared.vault.open(&job.connector_uuid, &job.secrets) {
         Ok(secrets) => {
-            let spec = ConnectorSpec {
-                uuid: job.connector_uuid.clone(),
-                org_id: job.org_id.clone(),
-                connector_type: job.connector_type.clone(),
-                version: job.config_version,
-                config: merge(&job.config, &secrets),
-            };
+            let spec = ConnectorSpec::new(
+                job.connector_uuid.clone(),
+                job.org_id.clone(),
+                job.connector_type.clone(),
+                job.config_version,
+                &job.config,
+                &secrets,
+            );
             shared.pools.test(&spec).await
         }
         Err(error) => {

@@ -91,8 +91,9 @@ pub(super) async fn an_update_that_leaves_the_secrets_alone_keeps_the_ciphertext
     assert_eq!(
         vault(NEW)
             .open(&created.uuid, &stored.secrets)
-            .expect("the new key alone reads it"),
-        password("pw-renamed")
+            .expect("the new key alone reads it")
+            .expose_secret(),
+        &password("pw-renamed")
     );
     assert_eq!(
         store
@@ -129,8 +130,8 @@ pub(super) async fn a_configuration_change_writes_its_secrets_even_after_a_rotat
     let stored = fetch_connector(&store, ORG, &created.uuid).await.expect("exists");
     assert_eq!(stored.secrets, patched.secrets);
     assert_eq!(
-        both.open(&created.uuid, &stored.secrets).expect("open"),
-        password("a-new-password")
+        both.open(&created.uuid, &stored.secrets).expect("open").expose_secret(),
+        &password("a-new-password")
     );
 }
 
