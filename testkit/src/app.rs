@@ -56,6 +56,7 @@ impl WorkerParts {
             },
             concurrency: 4,
             retry: ferry_worker::jobs::execute_project::StepRetry::default(),
+            transform: ferry_worker::transform::TransformOptions::default(),
         };
         tokio::spawn(ferry_worker::run_with(worker, std::future::pending()));
     }

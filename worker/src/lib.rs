@@ -71,6 +71,9 @@ pub struct Args {
     /// 30 s), with jitter.
     #[arg(long, env = "FERRY_STEP_RETRY_DELAY", default_value_t = StepRetry::default().delay.into())]
     pub step_retry_delay: humantime::Duration,
+
+    #[command(flatten)]
+    pub transform: transform::TransformArgs,
 }
 
 impl Args {
@@ -126,6 +129,7 @@ impl Config {
                 delay: *args.step_retry_delay,
                 ..StepRetry::default()
             },
+            transform: args.transform.options(),
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct WorkerContext {
     pub lease: Duration,
     /// How a step that failed transiently is tried again.
     pub retry: jobs::execute_project::StepRetry,
+    /// How transform steps use memory and disk.
+    pub transform: transform::TransformOptions,
 }
 
 /// What job handlers share.
@@ -157,6 +163,8 @@ pub struct Shared {
     /// Cancel requests for executions, fanned out in-process from one bus
     /// subscription per worker.
     pub cancels: tokio::sync::broadcast::Sender<String>,
+    /// The engine transform steps run on, started by the first of them.
+    pub transform: transform::LazyEngine,
 }
 
 /// Runs the worker role as `config` says until `shutdown` resolves: takes
@@ -195,6 +203,7 @@ pub async fn run_with(
         lease: context.lease,
         retry: context.retry,
         cancels: tokio::sync::broadcast::channel(256).0,
+        transform: transform::LazyEngine::new(context.transform),
     });
     let mut execution_events = bus.subscribe(EXECUTION_EVENTS).await?;
     let cancel_relay = {

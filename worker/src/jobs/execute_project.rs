@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_shared::connectors::merge;
 use ferry_shared::domain::{
     Connector, ConnectorStatus, ErrorKind, Execution, ExecutionStatus, Lease, StepError, StepRun,
     StepRunStatus, StepType,
@@ -425,6 +424,16 @@ impl From<StepError> for Failure {
     }
 }
 
+impl From<ExtractError> for Failure {
+    fn from(e: ExtractError) -> Self {
+        Failure {
+            error: step_error(e.error_type, e.message),
+            code: e.code,
+            source: e.source,
+        }
+    }
+}
+
 /// `error` and each error that caused it, `: `-separated.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -511,19 +520,21 @@ async fn run_step(
         )));
     };
     let config = step.config.as_object().cloned().unwrap_or_default();
-    let (current, dependencies);
+    let (current, dependencies, transform);
     let read: Box<dyn StepRead + '_> = if step_type == StepType::Transform {
+        let engine = shared.transform.get()?;
         // Earlier steps' results as they stand now: steps completed since
         // the execution was claimed are in the store, not in `execution`.
         current = load_current(shared, execution, watch).await?;
         dependencies = load_dependencies(shared, execution, step, watch).await?;
-        Box::new(Transform {
+        transform = Transform {
             objects: &shared.objects,
             execution: &current,
             step,
             config: &config,
             dependencies: &dependencies,
-        })
+        };
+        Box::new(transform.on(engine))
     } else {
         Box::new(connector_step(shared, execution, step_type, &config, watch).await?)
     };
@@ -575,12 +586,7 @@ async fn run_step(
         &watch.cancel,
         fence,
     )
-    .await
-    .map_err(|e| Failure {
-        error: step_error(e.error_type, e.message),
-        code: e.code,
-        source: e.source,
-    })?;
+    .await?;
     Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
 }
 
@@ -645,8 +651,8 @@ async fn connector_step<'a>(
         watch,
     )
     .await?;
-    let Some((decl, _)) = connectors::declared(&connector.connector_type)
-        .filter(|(_, driver)| driver.steps().contains(&step_type))
+    let Some((decl, _)) =
+        connectors::declared(&connector.connector_type).filter(|(decl, _)| decl.accepts(step_type))
     else {
         return Err(Failure::from(step_error(
             ErrorKind::UnsupportedConnector,
@@ -666,13 +672,14 @@ async fn connector_step<'a>(
                 "the connector's credentials could not be decrypted",
             )
         })?;
-    let spec = ConnectorSpec {
-        uuid: connector.uuid.clone(),
-        org_id: connector.org_id.clone(),
-        connector_type: connector.connector_type.clone(),
-        version: connector.config_version,
-        config: merge(&connector.config, &secrets),
-    };
+    let spec = ConnectorSpec::new(
+        connector.uuid,
+        connector.org_id,
+        connector.connector_type,
+        connector.config_version,
+        &connector.config,
+        &secrets,
+    );
     Ok(ConnectorStep {
         pools: &shared.pools,
         spec,

@@ -25,18 +25,11 @@ use crate::extract::ExtractError;
 /// other store reachable from a query.
 pub(crate) const RESULTS_URL: &str = "ferry://results";
 
-/// Environment variable: the memory all transforms of a worker process may
-/// use at once, e.g. `512MiB`, `2GiB`, or bytes.
+/// The environment variable of [`TransformArgs::transform_memory`], named
+/// in the error a step gets when its transform runs out of memory.
 pub const MEMORY_ENV: &str = "FERRY_TRANSFORM_MEMORY";
-/// Environment variable: where transforms spill (a `datafusion-*` directory
-/// is made inside it). Default: the OS temp dir.
-pub const SPILL_DIR_ENV: &str = "FERRY_TRANSFORM_SPILL_DIR";
-/// Environment variable: the most disk spill files may take at once.
+/// The environment variable of [`TransformArgs::transform_spill_limit`].
 pub const SPILL_LIMIT_ENV: &str = "FERRY_TRANSFORM_SPILL_LIMIT";
-/// Environment variable: `true` (default) plans joins as hash joins first,
-/// falling back to sort-merge joins when memory runs out; `false` always
-/// plans sort-merge joins.
-pub const HASH_JOIN_ENV: &str = "FERRY_TRANSFORM_HASH_JOIN";
 
 /// Rows per batch inside queries (DataFusion's default). Merging spilled
 /// sort runs holds one batch per run, so wide rows in big batches make
@@ -48,7 +41,7 @@ const BATCH_ROWS: usize = 8192;
 const MERGE_FAN_IN: usize = 8;
 
 /// How transforms use memory and disk. [`TransformOptions::default`] is
-/// what a worker uses when the `FERRY_TRANSFORM_*` variables are unset.
+/// what a worker uses when its `--transform-*` flags are not given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransformOptions {
     /// Bytes that the operators of all running transforms may hold
@@ -81,34 +74,42 @@ impl Default for TransformOptions {
     }
 }
 
-impl TransformOptions {
-    /// The defaults with the `FERRY_TRANSFORM_*` variables applied. A value
-    /// that does not parse is an error naming the variable.
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
+/// The worker's flags for transform steps.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TransformArgs {
+    /// Memory that the transform steps of a worker process may use
+    /// together (sorts, joins, aggregations, windows): what does not fit
+    /// spills to disk. Bytes or a size such as 512MiB or 2GiB.
+    #[arg(long, env = MEMORY_ENV, default_value = "1GiB", value_parser = parse_size)]
+    pub transform_memory: u64,
 
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let mut options = Self::default();
-        if let Some(value) = lookup(MEMORY_ENV) {
-            options.memory_limit =
-                usize::try_from(parse_size(&value).map_err(|e| format!("{MEMORY_ENV}: {e}"))?)
-                    .map_err(|_| format!("{MEMORY_ENV}: too large"))?;
+    /// Directory transforms spill to (a `datafusion-*` directory is made
+    /// inside it). Default: the system's temporary directory.
+    #[arg(long, env = "FERRY_TRANSFORM_SPILL_DIR")]
+    pub transform_spill_dir: Option<PathBuf>,
+
+    /// Most disk that spill files may take at once, e.g. 100GiB.
+    #[arg(long, env = SPILL_LIMIT_ENV, default_value = "100GiB", value_parser = parse_size)]
+    pub transform_spill_limit: u64,
+
+    /// Plan equi-joins as hash joins first, running a query again with
+    /// sort-merge joins when memory runs out; false always plans sort-merge
+    /// joins.
+    #[arg(long, env = "FERRY_TRANSFORM_HASH_JOIN", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub transform_hash_join: bool,
+}
+
+impl TransformArgs {
+    /// The options these flags give, on this machine's cores.
+    pub fn options(&self) -> TransformOptions {
+        TransformOptions {
+            memory_limit: usize::try_from(self.transform_memory).unwrap_or(usize::MAX),
+            spill_dir: self.transform_spill_dir.clone(),
+            spill_limit: self.transform_spill_limit,
+            hash_join: self.transform_hash_join,
+            ..TransformOptions::default()
         }
-        if let Some(value) = lookup(SPILL_DIR_ENV).filter(|v| !v.is_empty()) {
-            options.spill_dir = Some(PathBuf::from(value));
-        }
-        if let Some(value) = lookup(SPILL_LIMIT_ENV) {
-            options.spill_limit = parse_size(&value).map_err(|e| format!("{SPILL_LIMIT_ENV}: {e}"))?;
-        }
-        if let Some(value) = lookup(HASH_JOIN_ENV) {
-            options.hash_join = match value.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => return Err(format!("{HASH_JOIN_ENV}: expected true or false, got {value:?}")),
-            };
-        }
-        Ok(options)
     }
 }
 
@@ -148,6 +149,40 @@ pub(crate) fn human(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A worker's engine, started by the first transform step that needs it:
+/// a worker that never runs one holds no pool or threads for it.
+#[derive(Debug)]
+pub struct LazyEngine {
+    options: TransformOptions,
+    engine: OnceLock<Result<Engine, ExtractError>>,
+}
+
+impl LazyEngine {
+    pub fn new(options: TransformOptions) -> LazyEngine {
+        LazyEngine {
+            options,
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// The engine, started on first use; a spill directory that cannot be
+    /// used stays the error of every transform.
+    pub fn get(&self) -> Result<&Engine, ExtractError> {
+        self.engine
+            .get_or_init(|| {
+                tracing::info!(
+                    memory_limit = self.options.memory_limit,
+                    spill_dir = ?self.options.spill_dir,
+                    hash_join = self.options.hash_join,
+                    "transform engine ready"
+                );
+                Engine::new(self.options.clone())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -236,25 +271,6 @@ impl Engine {
         self.runtime.as_ref().map(|runtime| runtime.spawn(task))
     }
 
-    /// The process's engine, built once from [`TransformOptions::from_env`].
-    pub fn shared() -> Result<&'static Engine, ExtractError> {
-        static SHARED: OnceLock<Result<Engine, ExtractError>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| {
-                let options = TransformOptions::from_env()
-                    .map_err(|e| ExtractError::new(ErrorKind::InvalidConfig, e))?;
-                tracing::info!(
-                    memory_limit = options.memory_limit,
-                    spill_dir = ?options.spill_dir,
-                    hash_join = options.hash_join,
-                    "transform engine ready"
-                );
-                Engine::new(options)
-            })
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
     pub fn options(&self) -> &TransformOptions {
         &self.options
     }
@@ -334,25 +350,43 @@ mod tests {
         assert_eq!(human(12), "12 B");
     }
 
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        transform: TransformArgs,
+    }
+
     #[test]
-    fn options_come_from_the_environment_with_defaults() {
-        let none = TransformOptions::from_lookup(|_| None).expect("defaults");
+    fn options_come_from_the_flags_with_defaults() {
+        use clap::Parser;
+        let none = Flags::try_parse_from(["worker"])
+            .expect("defaults")
+            .transform
+            .options();
         assert_eq!(none, TransformOptions::default());
         assert_eq!(none.memory_limit, 1 << 30);
         assert!(none.hash_join);
-        let set = TransformOptions::from_lookup(|name| match name {
-            MEMORY_ENV => Some("256MiB".into()),
-            SPILL_DIR_ENV => Some("/var/spill".into()),
-            SPILL_LIMIT_ENV => Some("10GiB".into()),
-            HASH_JOIN_ENV => Some("false".into()),
-            _ => None,
-        })
-        .expect("options");
+        let set = Flags::try_parse_from([
+            "worker",
+            "--transform-memory",
+            "256MiB",
+            "--transform-spill-dir",
+            "/var/spill",
+            "--transform-spill-limit",
+            "10GiB",
+            "--transform-hash-join",
+            "false",
+        ])
+        .expect("flags")
+        .transform
+        .options();
         assert_eq!(set.memory_limit, 256 << 20);
         assert_eq!(set.spill_dir, Some(PathBuf::from("/var/spill")));
         assert_eq!(set.spill_limit, 10 << 30);
         assert!(!set.hash_join);
-        let bad = TransformOptions::from_lookup(|name| (name == MEMORY_ENV).then(|| "much".into()));
-        assert!(bad.expect_err("refused").starts_with(MEMORY_ENV));
+        let bad = Flags::try_parse_from(["worker", "--transform-memory", "much"])
+            .err()
+            .expect("refused");
+        assert!(bad.to_string().contains("--transform-memory"), "{bad}");
     }
 }

@@ -32,9 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use self::engine::{
-    Engine, HASH_JOIN_ENV, MEMORY_ENV, SPILL_DIR_ENV, SPILL_LIMIT_ENV, TransformOptions, parse_size,
-};
+pub use self::engine::{Engine, LazyEngine, TransformArgs, TransformOptions, parse_size};
 use self::errors::{Failure, exhausted, step_error};
 use crate::extract::{
     Cancellable, Destination, ExtractError, ExtractOptions, Output, ReadPath, StepOutput, StepRead,
@@ -56,14 +54,15 @@ pub struct Transform<'a> {
     pub dependencies: &'a [String],
 }
 
-#[async_trait::async_trait]
-impl StepRead for Transform<'_> {
-    async fn read(&self, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
-        self.read_on(Engine::shared()?, out).await
+impl<'a> Transform<'a> {
+    /// The transform as a step read on `engine`, for the step runner.
+    pub fn on<'t>(&'t self, engine: &'t Engine) -> OnEngine<'t, 'a> {
+        OnEngine {
+            transform: self,
+            engine,
+        }
     }
-}
 
-impl Transform<'_> {
     /// Runs the transform on `engine` and writes its result as Parquet to
     /// `destination` (as a worker's job does, without progress reports or a
     /// lease to confirm): for tests and benchmarks.
@@ -73,13 +72,9 @@ impl Transform<'_> {
         destination: &Destination<'_>,
         cancel: &CancellationToken,
     ) -> Result<StepOutput, ExtractError> {
-        let read = OnEngine {
-            transform: self,
-            engine,
-        };
         run_step_with(
             &ExtractOptions::default(),
-            &read,
+            &self.on(engine),
             destination,
             &|_, _| {},
             cancel,
@@ -248,7 +243,8 @@ impl Transform<'_> {
 }
 
 /// A transform run on a given engine.
-struct OnEngine<'t, 'a> {
+/// A transform and the engine it runs on: what [`Transform::on`] gives.
+pub struct OnEngine<'t, 'a> {
     transform: &'t Transform<'a>,
     engine: &'t Engine,
 }

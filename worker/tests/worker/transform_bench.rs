@@ -13,13 +13,22 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::Utc;
+use clap::Parser;
 use ferry_shared::domain::{Execution, ExecutionStatus, StepRun, StepRunStatus, Trigger};
 use ferry_shared::objects::ObjectTarget;
 use ferry_worker::extract::Destination;
 use ferry_worker::sink::{ParquetSink, SinkOptions};
-use ferry_worker::transform::{Engine, Transform, TransformOptions};
+use ferry_worker::transform::{Engine, Transform, TransformArgs};
 use serde_json::{Map, json};
 use tokio_util::sync::CancellationToken;
+
+/// The engine's settings, from the worker's own `FERRY_TRANSFORM_*`
+/// variables.
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    transform: TransformArgs,
+}
 
 /// The join the benchmark times; DuckDB runs the same text over the same
 /// files (`read_parquet` in place of the table names).
@@ -194,7 +203,10 @@ async fn bench_transform_join() {
             transform.clone(),
         ],
     };
-    let options = TransformOptions::from_env().expect("FERRY_TRANSFORM_* settings");
+    let options = Flags::try_parse_from(["transform_bench"])
+        .expect("FERRY_TRANSFORM_* settings")
+        .transform
+        .options();
     let engine = Engine::new(options.clone()).expect("engine");
     let config = json!({"query": QUERY}).as_object().cloned().expect("object");
     let path = target.step_path("exec_bench", "step_join");
