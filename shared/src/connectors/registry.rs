@@ -415,6 +415,15 @@ fn redis() -> ConnectorType {
         .default(json!(0)),
     );
     fields.push(FieldSpec::new("tls", "TLS", FieldKind::Boolean, "Connect with TLS.").default(json!(false)));
+    fields.push(
+        FieldSpec::new(
+            "cluster",
+            "Cluster",
+            FieldKind::Boolean,
+            "The server is a Redis Cluster node: keys are scanned on every primary and commands follow the cluster's redirections.",
+        )
+        .default(json!(false)),
+    );
     fields.extend(pool_fields());
     ConnectorType {
         type_id: TypeId::Redis,

@@ -3,9 +3,7 @@
 //!
 //! A connector whose config says `cluster: true` also gets a pool of
 //! cluster connections (deadpool-redis `cluster`, `max_connections` of
-//! them), through which steps SCAN every master. The registry declares no
-//! `cluster` field yet, so the pool registry refuses such a config before
-//! it reaches this driver; the mode is in place for when it does.
+//! them), through which steps SCAN every master.
 //!
 //! The worker authenticates and selects the database itself (in the pool's
 //! `post_create` hook) instead of letting the redis crate do it, so that the
@@ -445,10 +443,6 @@ pub(crate) struct Redis;
 
 #[async_trait]
 impl Driver for Redis {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::RedisRead]
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,
