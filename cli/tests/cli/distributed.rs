@@ -113,7 +113,7 @@ impl Deployment {
         (running, base)
     }
 
-    fn worker(&self, keys: &str, concurrency: u32) -> Running {
+    pub(crate) fn worker(&self, keys: &str, concurrency: u32) -> Running {
         let port = free_port();
         let child = self
             .command(keys)

@@ -17,6 +17,7 @@ mod rate_limit;
 mod readme;
 mod resilience;
 mod retries;
+mod steps;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
