@@ -1,7 +1,10 @@
 //! The API as its tests drive it: `spawn_app()` starts the API on port 0
 //! against a fresh store (SQLite in a temporary directory, or a fresh
 //! PostgreSQL database) with an in-process worker, and gives back a
-//! client that mints tokens.
+//! client that mints tokens. [`Backend::Distributed`] runs them on the
+//! backends of a distributed deployment instead: a fresh PostgreSQL
+//! database, and the job queue and event bus on the shared Redis under a
+//! key prefix of the app's own.
 
 use std::sync::Arc;
 
@@ -9,7 +12,7 @@ use ferry_api::auth::{JwtSettings, TokenClaims, Verifier, mint_hs256};
 use ferry_api::{ApiConfig, AppState, Backends};
 use ferry_shared::config::MasterKeys;
 use ferry_shared::domain::OrgRole;
-use ferry_shared::queue::{Bus, EmbeddedQueue, LocalBus, Queue};
+use ferry_shared::queue::{Bus, EmbeddedQueue, LocalBus, Queue, RedisBus, RedisQueue};
 use ferry_shared::store::{self, Store};
 use ferry_shared::vault::Vault;
 use reqwest::{Method, StatusCode};
@@ -23,6 +26,23 @@ pub const MASTER_KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL, and Redis for the queue and the bus.
+    Distributed,
+}
+
+/// A Redis key prefix whose keys are deleted when it is dropped.
+struct RedisKeys(String);
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.0);
+        // Dropped inside the test's runtime, which cannot block: a thread
+        // of its own runs the cleanup.
+        let _ = std::thread::spawn(move || {
+            crate::block_on(crate::redis::delete_keys(crate::redis::URL, &[pattern]));
+        })
+        .join();
+    }
 }
 
 /// A running API and what it needs to be cleaned up.
@@ -34,6 +54,7 @@ pub struct TestApp {
     /// What a worker started later with [`TestApp::start_worker`] uses.
     worker: WorkerParts,
     _pg_database: Option<crate::postgres::PgDatabase>,
+    _redis_keys: Option<RedisKeys>,
 }
 
 /// What an in-process worker shares with the API.
@@ -118,7 +139,7 @@ pub async fn spawn_custom(options: Options) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let (url, pg_database) = match backend {
         Backend::Sqlite => (format!("sqlite://{}/ferry.db", dir.path().display()), None),
-        Backend::Postgres => {
+        Backend::Postgres | Backend::Distributed => {
             let database = crate::postgres::PgDatabase::create("ferry_api_test");
             (database.url(), Some(database))
         }
@@ -133,12 +154,30 @@ pub async fn spawn_custom(options: Options) -> TestApp {
         }
         _ => migrator,
     };
-    let queue: Arc<dyn Queue> = Arc::new(
-        EmbeddedQueue::open(&dir.path().join("queue.db"), std::time::Duration::from_secs(30))
-            .await
-            .expect("queue"),
-    );
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+    let lease = std::time::Duration::from_secs(30);
+    let (queue, bus, redis_keys): (Arc<dyn Queue>, Arc<dyn Bus>, _) = if backend == Backend::Distributed {
+        let prefix = crate::redis::unique_prefix("ferry-app");
+        let url = format!("{}/0", crate::redis::URL);
+        (
+            Arc::new(
+                RedisQueue::connect(&url, &prefix, lease)
+                    .await
+                    .expect("Redis queue"),
+            ),
+            Arc::new(RedisBus::connect(&url, &prefix).await.expect("Redis bus")),
+            Some(RedisKeys(prefix)),
+        )
+    } else {
+        (
+            Arc::new(
+                EmbeddedQueue::open(&dir.path().join("queue.db"), lease)
+                    .await
+                    .expect("queue"),
+            ),
+            Arc::new(LocalBus::new()),
+            None,
+        )
+    };
     let vault = Arc::new(Vault::new(MasterKeys::parse(MASTER_KEY).expect("keys")));
     let registry = prometheus::Registry::new();
     let objects = Arc::new(
@@ -181,6 +220,7 @@ pub async fn spawn_custom(options: Options) -> TestApp {
         dir,
         worker,
         _pg_database: pg_database,
+        _redis_keys: redis_keys,
     }
 }
 

@@ -14,7 +14,7 @@ use ferry_worker::connectors::databricks::testing::serve_at;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, User, assert_error, spawn_app};
+use crate::helpers::{Backend, TestApp, User, assert_error, spawn_app, spawn_app_on};
 
 const TOKEN: &str = "dapi-e2e-0123456789";
 
@@ -74,7 +74,18 @@ fn sales_stream() -> Vec<u8> {
 
 #[tokio::test]
 async fn databricks_connector_tests_on_create_and_its_parameterised_step_runs_to_json_results() {
-    let app = spawn_app().await;
+    connector_test_and_parameterised_step(spawn_app().await).await;
+}
+
+/// The same on the backends of a distributed deployment: the connection
+/// test and the execution travel as jobs through the Redis queue, the
+/// worker reads the connector from PostgreSQL.
+#[tokio::test]
+async fn databricks_runs_end_to_end_over_postgresql_and_the_redis_queue() {
+    connector_test_and_parameterised_step(spawn_app_on(Backend::Distributed).await).await;
+}
+
+async fn connector_test_and_parameterised_step(app: TestApp) {
     let alice = User::member("user_alice", "org_a");
     let warehouse = warehouse().await;
     let statement = "SELECT id, region, amount, day FROM sales WHERE region = :region AND amount > :min";
