@@ -10,6 +10,7 @@
 pub(crate) mod config;
 pub mod databricks;
 pub mod errors;
+pub(crate) mod http;
 pub(crate) mod mongodb;
 pub(crate) mod mysql;
 pub mod network;
@@ -25,7 +26,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use ferry_shared::connectors::{ConnectorType, DEFAULT_TEST_TIMEOUT_SECONDS, DriverFamily, find, registry};
+use ferry_shared::connectors::{
+    ConnectorType, DEFAULT_TEST_TIMEOUT_SECONDS, DriverFamily, find, merge, registry,
+};
 use ferry_shared::domain::params::{self, Placeholder};
 use ferry_shared::domain::{ErrorKind, StepType};
 use serde_json::{Map, Value};
@@ -64,6 +67,26 @@ impl fmt::Debug for ConnectorSpec {
 }
 
 impl ConnectorSpec {
+    /// The spec of connector `uuid` at config `version`: its non-secret
+    /// fields (`public`) with its `secrets`, opened by the vault, laid over
+    /// them.
+    pub fn new(
+        uuid: String,
+        org_id: String,
+        connector_type: String,
+        version: i64,
+        public: &Map<String, Value>,
+        secrets: &ferry_shared::vault::Secrets,
+    ) -> ConnectorSpec {
+        ConnectorSpec {
+            uuid,
+            org_id,
+            connector_type,
+            version,
+            config: merge(public, secrets.expose_secret()),
+        }
+    }
+
     /// The secret values of this spec's config, for redacting messages.
     pub fn secrets(&self) -> Secrets {
         Secrets::from_config(&self.config)
@@ -129,16 +152,10 @@ impl ConnectorSpec {
 }
 
 /// A connector family: one folder of this module. It turns a spec into a
-/// pool (config read field by field, unknown fields refused) and says which
-/// steps its pools can run.
+/// pool (config read field by field, unknown fields refused); its pools run
+/// the step types the connector type's declaration lists.
 #[async_trait::async_trait]
 pub(crate) trait Driver: Send + Sync {
-    /// The step types this family has runners for; none by default (the
-    /// family's connectors can only be tested).
-    fn steps(&self) -> &'static [StepType] {
-        &[]
-    }
-
     /// A pool for `spec`; nothing connects until it is used.
     async fn open(
         &self,
@@ -174,7 +191,7 @@ pub(crate) trait ConnectorPool: Send + Sync + AsAny {
         None
     }
 
-    /// Runs `step` (one of its family's [`Driver::steps`]) on this pool,
+    /// Runs `step` (one of the types its declaration lists) on this pool,
     /// describing the result's columns to `out` and writing its batches
     /// there. By default, SQL families run `sql_query` steps through their
     /// [`sql_source`](Self::sql_source), with the `{{name}}` parameters
@@ -269,12 +286,12 @@ impl<T: ConnectorPool + 'static> AsAny for T {
     }
 }
 
-/// Whether some family of this worker runs steps of `step_type`.
+/// Whether some family of this worker runs steps of `step_type`: a type
+/// declared with a driver lists it.
 pub(crate) fn runs(step_type: StepType) -> bool {
     registry()
         .iter()
-        .filter_map(|decl| decl.driver)
-        .any(|family| driver(family).steps().contains(&step_type))
+        .any(|decl| decl.has_driver() && decl.accepts(step_type))
 }
 
 /// Whether this worker can test and query connectors of `connector_type`.
@@ -343,18 +360,29 @@ mod tests {
     }
 
     #[test]
-    fn only_the_sql_families_run_steps() {
-        for family in [
-            DriverFamily::Postgres,
-            DriverFamily::Mysql,
-            DriverFamily::Sqlite,
-            DriverFamily::Databricks,
+    fn each_family_runs_the_steps_its_types_declare() {
+        for (connector_type, step_type) in [
+            ("postgresql", StepType::SqlQuery),
+            ("redshift", StepType::SqlQuery),
+            ("mysql", StepType::SqlQuery),
+            ("sqlite", StepType::SqlQuery),
+            ("databricks", StepType::SqlQuery),
+            ("rest_api", StepType::HttpRequest),
+            ("mongodb", StepType::MongoQuery),
+            ("redis", StepType::RedisRead),
         ] {
-            assert_eq!(driver(family).steps(), &[StepType::SqlQuery], "{family:?}");
+            let (decl, _) = declared(connector_type).expect("a driver");
+            assert_eq!(decl.steps, &[step_type], "{connector_type}");
         }
-        assert_eq!(driver(DriverFamily::Rest).steps(), &[StepType::HttpRequest]);
-        assert_eq!(driver(DriverFamily::Mongodb).steps(), &[StepType::MongoQuery]);
-        assert_eq!(driver(DriverFamily::Redis).steps(), &[StepType::RedisRead]);
+        for step_type in [
+            StepType::SqlQuery,
+            StepType::HttpRequest,
+            StepType::MongoQuery,
+            StepType::RedisRead,
+        ] {
+            assert!(runs(step_type), "{step_type:?}");
+        }
+        assert!(!runs(StepType::SaasExtract));
     }
 
     #[test]

@@ -243,21 +243,35 @@ impl Default for ExtractOptions {
 /// Runs `query` (placeholders already rewritten, values in order) against
 /// `source` and writes the result as Parquet to `destination`: the SQL case
 /// of [`run_step_with`], which tells what the arguments do.
-pub async fn run_sql_step_with<F, Fut>(
+pub async fn run_sql_step_with(
     options: &ExtractOptions,
     source: &SqlSource,
     query: &BoundQuery,
     destination: &Destination<'_>,
     progress: &(dyn Fn(i64, i64) + Send + Sync),
     cancel: &CancellationToken,
-    fence: F,
-) -> Result<StepOutput, ExtractError>
+    fence: impl Fence,
+) -> Result<StepOutput, ExtractError> {
+    let read = SqlRead { source, query };
+    run_step_with(options, &read, destination, progress, cancel, fence).await
+}
+
+/// What a step awaits right before its result object is completed: false
+/// when the execution is no longer this worker's (the upload is then
+/// aborted and the step `fenced`). Any `FnOnce() -> impl Future<Output =
+/// bool>` that can move between threads is one.
+pub trait Fence: Send {
+    fn check(self) -> impl Future<Output = bool> + Send;
+}
+
+impl<F, Fut> Fence for F
 where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = bool> + Send,
 {
-    let read = SqlRead { source, query };
-    run_step_with(options, &read, destination, progress, cancel, fence).await
+    fn check(self) -> impl Future<Output = bool> + Send {
+        self()
+    }
 }
 
 /// One step's read: describes the result's columns to an [`Output`] and
@@ -281,7 +295,10 @@ impl StepRead for SqlRead<'_> {
             SqlSource::Postgres(pool) => {
                 crate::connectors::postgres::extract::extract(pool, self.query, out).await
             }
-            SqlSource::MySql(pool) => crate::connectors::mysql::extract::extract(pool, self.query, out).await,
+            // Columns widened because a value did not fit their type (a
+            // TIME duration, bytes that are not UTF-8, a number too wide):
+            // the statement is read again with them.
+            SqlSource::MySql(pool) => read_widening(pool, self.query, out).await,
             SqlSource::Sqlite(pool) => {
                 crate::connectors::sqlite::extract::extract(pool, self.query, out).await
             }
@@ -300,18 +317,14 @@ impl StepRead for SqlRead<'_> {
 /// upload; if it returns false the upload is aborted and `fenced` returned.
 /// An empty result still writes a valid Parquet file with the schema.
 /// `options` tunes the step ([`ExtractOptions::default`] is what jobs use).
-pub(crate) async fn run_step_with<F, Fut>(
+pub(crate) async fn run_step_with(
     options: &ExtractOptions,
     read: &dyn StepRead,
     destination: &Destination<'_>,
     progress: &(dyn Fn(i64, i64) + Send + Sync),
     cancel: &CancellationToken,
-    fence: F,
-) -> Result<StepOutput, ExtractError>
-where
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = bool> + Send,
-{
+    fence: impl Fence,
+) -> Result<StepOutput, ExtractError> {
     if cancel.is_cancelled() {
         return Err(ExtractError::cancelled());
     }
@@ -338,7 +351,7 @@ where
             "the step finished without describing its columns",
         ));
     };
-    let output = sink.finish(cancel, fence).await?;
+    let output = sink.finish(cancel, move || fence.check()).await?;
     let rows = i64::try_from(output.rows).unwrap_or(i64::MAX);
     let bytes = i64::try_from(output.bytes).unwrap_or(i64::MAX);
     progress(rows, bytes);
@@ -457,38 +470,56 @@ impl<K> From<ExtractError> for Read<K> {
     }
 }
 
-/// A statement to read on a connection of `pool`.
-pub(crate) struct PoolQuery<'a, P> {
-    pub(crate) pool: &'a P,
-    pub(crate) query: &'a BoundQuery,
-}
-
-/// One family's read of a statement, for [`read_widening`].
-pub(crate) trait WideningRead {
+/// A family that widens a column when one of its values does not fit the
+/// type it was read as (MySQL, SQLite): its database's reads of a
+/// statement, for [`read_widening`].
+pub(crate) trait WideningRead: sqlx::Database {
     /// How a column is read; a widening names the column's new one.
     type Kind: Clone + PartialEq + std::fmt::Debug;
 
-    /// Reads the statement once, with the columns in `widened` read as given.
-    async fn read(
-        &self,
-        out: &mut Output<'_>,
-        cancel: &mut Cancellable<'_>,
-        widened: &[(usize, Self::Kind)],
-    ) -> Result<(), Read<Self::Kind>>;
+    /// How the family's rows are read, for the step's output.
+    const PATH: ReadPath;
+
+    /// Reads the statement once, with the columns in `attempt.widened`
+    /// read as given.
+    async fn read(attempt: Attempt<'_, '_, Self>) -> Result<(), Read<Self::Kind>>;
 }
 
-/// Reads a statement until one read completes. A read that meets a value
-/// its column's type cannot hold asks for the column widened; the statement
-/// is then read again with every column widened so far (the aborted read
+/// One read of a statement, as [`read_widening`] hands it to the family:
+/// a connection of `pool` acquired for it, where it writes, and the columns
+/// widened so far.
+pub(crate) struct Attempt<'a, 'o, DB: WideningRead> {
+    pub(crate) pool: &'a sqlx::Pool<DB>,
+    pub(crate) query: &'a BoundQuery,
+    pub(crate) conn: sqlx::pool::PoolConnection<DB>,
+    pub(crate) out: &'a mut Output<'o>,
+    pub(crate) cancel: &'a mut Cancellable<'o>,
+    pub(crate) widened: &'a [(usize, DB::Kind)],
+}
+
+/// Reads `query` on a connection of `pool` until one read completes. A
+/// read that meets a value its column's type cannot hold asks for the
+/// column widened; the statement is then read again, on a newly acquired
+/// connection, with every column widened so far (the aborted read
 /// published nothing). Asking twice for the same widening is an error.
-pub(crate) async fn read_widening<R: WideningRead>(
+pub(crate) async fn read_widening<DB: WideningRead>(
+    pool: &sqlx::Pool<DB>,
+    query: &BoundQuery,
     out: &mut Output<'_>,
-    reader: &R,
-) -> Result<(), ExtractError> {
+) -> Result<ReadPath, ExtractError> {
     let mut cancel = Cancellable::new(out.cancel());
-    let mut widened: Vec<(usize, R::Kind)> = Vec::new();
+    let mut widened: Vec<(usize, DB::Kind)> = Vec::new();
     loop {
-        match reader.read(out, &mut cancel, &widened).await {
+        let conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
+        let attempt = Attempt {
+            pool,
+            query,
+            conn,
+            out: &mut *out,
+            cancel: &mut cancel,
+            widened: &widened,
+        };
+        match DB::read(attempt).await {
             Err(Read::Widen(index, kind)) if !widened.contains(&(index, kind.clone())) => {
                 tracing::info!(
                     index,
@@ -505,7 +536,7 @@ pub(crate) async fn read_widening<R: WideningRead>(
                 )));
             }
             Err(Read::Failed(error)) => return Err(error),
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(DB::PATH),
         }
     }
 }

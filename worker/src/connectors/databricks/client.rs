@@ -8,7 +8,6 @@
 //! whatever ends its use early (a failure, a cancelled step, a deadline, a
 //! dropped future) cancels it on the warehouse.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +18,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::connectors::NetworkPolicy;
-use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
-use crate::connectors::network::{self, parse_ip_literal};
+use crate::connectors::errors::{DriverError, ErrorType, Secrets};
+use crate::connectors::http::{self, check_literal, target_of};
 
 /// Where statements are submitted; every statement path starts with it.
 pub(crate) const STATEMENTS: &str = "/api/2.0/sql/statements";
@@ -117,18 +116,12 @@ impl Client {
         let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| DriverError::invalid_config("config.access_token is not a valid header value"))?;
         auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .no_proxy()
-            .dns_resolver(Arc::new(PolicyResolver {
-                policy: policy.clone(),
-            }))
+        let http = http::client_builder(policy, connect_timeout)
             // The API never redirects; a redirect must not carry the token
             // (nor a presigned fetch be steered) anywhere else.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(idle_timeout)
             .pool_max_idle_per_host(max_idle)
-            .user_agent(concat!("ferry-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|_| DriverError::unknown("the HTTP client could not be built"))?;
         Ok(Client {
@@ -179,13 +172,13 @@ impl Client {
             let response = request
                 .send()
                 .await
-                .map_err(|error| self.transport(&error, &url))?;
+                .map_err(|error| http::reading_error(&error, &url))?;
             let status = response.status();
             if status.is_success() {
                 let text = response
                     .text()
                     .await
-                    .map_err(|error| self.transport(&error, &url))?;
+                    .map_err(|error| http::reading_error(&error, &url))?;
                 if text.trim().is_empty() {
                     return Ok(Value::Object(Map::new()));
                 }
@@ -273,7 +266,7 @@ impl Client {
                 .timeout(self.inner.connect_timeout + timeout)
                 .send()
                 .await
-                .map_err(|error| LinkError::Failed(self.transport(&error, url)))?;
+                .map_err(|error| LinkError::Failed(http::reading_error(&error, url)))?;
             let status = response.status();
             if status.is_success() {
                 return Ok(response);
@@ -305,55 +298,6 @@ impl Client {
         }
     }
 
-    /// Maps a transport failure without showing the URL (a presigned link
-    /// carries its signature in the query).
-    pub(crate) fn transport(&self, error: &reqwest::Error, url: &Url) -> DriverError {
-        let target = target_of(url);
-        let mut source = std::error::Error::source(error);
-        let mut io = None;
-        let mut tls_text = None;
-        while let Some(cause) = source {
-            if let Some(policy) = cause.downcast_ref::<DriverError>() {
-                return policy.clone();
-            }
-            if io.is_none()
-                && let Some(found) = cause.downcast_ref::<std::io::Error>()
-            {
-                io = Some(found);
-            }
-            let text = cause.to_string();
-            if tls_text.is_none() && looks_like_tls(&text) {
-                tls_text = Some(text);
-            }
-            source = cause.source();
-        }
-        if error.is_timeout() {
-            return DriverError::new(ErrorType::Timeout, format!("{target} did not answer in time"));
-        }
-        if let Some(text) = tls_text {
-            return DriverError::new(
-                ErrorType::TlsError,
-                format!("TLS with {target} failed: {}", tls_reason(&text)),
-            );
-        }
-        if let Some(io) = io {
-            return from_io(io, &target);
-        }
-        if error.is_connect() {
-            return DriverError::new(
-                ErrorType::ConnectionRefused,
-                format!("could not connect to {target}"),
-            );
-        }
-        if error.is_body() || error.is_decode() {
-            return DriverError::new(
-                ErrorType::ConnectionFailed,
-                format!("the connection to {target} broke while reading an answer"),
-            );
-        }
-        DriverError::unknown(format!("the request to {target} failed"))
-    }
-
     /// Where the next chunk is, checked to stay on this workspace's
     /// statement API (the token goes with that request).
     pub(crate) fn next_link(&self, path: &str) -> Option<Next> {
@@ -376,15 +320,6 @@ pub(crate) enum Next {
     /// A `next_chunk_internal_link` (a path of the statement API).
     Link(String),
     Index(u64),
-}
-
-/// `host:port` of `url`.
-fn target_of(url: &Url) -> String {
-    format!(
-        "{}:{}",
-        url.host_str().unwrap_or("?"),
-        url.port_or_known_default().unwrap_or(0)
-    )
 }
 
 fn is_throttle(status: StatusCode) -> bool {
@@ -466,35 +401,6 @@ pub(crate) fn shorten(text: &str) -> String {
         format!("{short}…")
     } else {
         short
-    }
-}
-
-/// IP-literal hosts never reach the resolver: check them here.
-pub(crate) fn check_literal(url: &Url, policy: &NetworkPolicy) -> Result<(), DriverError> {
-    if let Some(ip) = url.host_str().and_then(parse_ip_literal) {
-        let port = url.port_or_known_default().unwrap_or(0);
-        network::check(&ip.to_string(), &[SocketAddr::new(ip, port)], policy)?;
-    }
-    Ok(())
-}
-
-/// Resolves names with the system resolver (or the test table) and applies
-/// the network policy to every address the client may connect to.
-struct PolicyResolver {
-    policy: NetworkPolicy,
-}
-
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs = network::resolve(&host, 0, &policy)
-                .await
-                .map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { Box::new(error) })?;
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
     }
 }
 

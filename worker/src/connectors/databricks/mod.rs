@@ -27,10 +27,11 @@ use reqwest::Url;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use self::client::{Client, Statement, Wait, check_literal, refuses_format, statement_body};
+use self::client::{Client, Statement, Wait, refuses_format, statement_body};
 use self::results::Format;
 use crate::connectors::config::{Fields, PoolSettings};
 use crate::connectors::errors::DriverError;
+use crate::connectors::http::check_literal;
 use crate::connectors::network::{parse_ip_literal, validate_host};
 use crate::connectors::{ConnectorPool, ConnectorSpec, Driver, NetworkPolicy, StepRequest, TestDetails};
 use crate::extract::{ExtractError, Output, ReadPath};
@@ -109,18 +110,12 @@ pub(crate) struct Databricks;
 
 #[async_trait]
 impl Driver for Databricks {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::SqlQuery]
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,
         policy: &NetworkPolicy,
     ) -> Result<Box<dyn ConnectorPool>, DriverError> {
-        let (decl, _) = spec.driver()?;
-        let config = DatabricksConfig::read(decl, &spec.config)?;
-        Ok(Box::new(DatabricksHandle::new(spec, config, policy)?))
+        Ok(Box::new(DatabricksHandle::open(spec, policy)?))
     }
 }
 
@@ -133,11 +128,10 @@ pub(crate) struct DatabricksHandle {
 }
 
 impl DatabricksHandle {
-    fn new(
-        spec: &ConnectorSpec,
-        config: DatabricksConfig,
-        policy: &NetworkPolicy,
-    ) -> Result<Self, DriverError> {
+    /// The client of `spec`, whose config is read as a [`DatabricksConfig`].
+    fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<Self, DriverError> {
+        let (decl, _) = spec.driver()?;
+        let config = DatabricksConfig::read(decl, &spec.config)?;
         let base = workspace_url(&config.server_hostname)?;
         check_literal(&base, policy)?;
         let client = Client::new(

@@ -20,6 +20,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use super::client::{LinkError, Next, Statement, Wait, link_headers};
+use crate::connectors::http;
 use crate::extract::{ExtractError, Output};
 
 /// How the chunks of a result are encoded (`manifest.format`).
@@ -238,31 +239,29 @@ impl Reader<'_> {
         out: &mut Output<'_>,
         (mut response, url): (reqwest::Response, Url),
     ) -> Result<(), ExtractError> {
-        let client = self.statement.client().clone();
         let mut decoder = StreamDecoder::new();
         while let Some(bytes) = self
             .wait
             .run(response.chunk())
             .await?
-            .map_err(|error| client.transport(&error, &url))?
+            .map_err(|error| http::reading_error(&error, &url))?
         {
             let mut buffer = Buffer::from(bytes);
             while !buffer.is_empty() {
                 let batch = decoder.decode(&mut buffer).map_err(ipc_error)?;
-                if self.schema.is_none()
-                    && let Some(schema) = decoder.schema()
-                {
-                    self.start(
-                        out,
-                        Some(schema.fields().iter().map(|f| f.as_ref().clone()).collect()),
-                    )?;
-                }
+                self.start_arrow(out, &decoder)?;
                 if let Some(batch) = batch {
                     self.arrow_batch(out, batch).await?;
                 }
             }
         }
         decoder.finish().map_err(ipc_error)?;
+        self.start_arrow(out, &decoder)
+    }
+
+    /// Starts the output with the stream's schema once the decoder has read
+    /// it, unless it was started already.
+    fn start_arrow(&mut self, out: &mut Output<'_>, decoder: &StreamDecoder) -> Result<(), ExtractError> {
         if self.schema.is_none()
             && let Some(schema) = decoder.schema()
         {
@@ -328,12 +327,11 @@ impl Reader<'_> {
         out: &mut Output<'_>,
         (response, url): (reqwest::Response, Url),
     ) -> Result<(), ExtractError> {
-        let client = self.statement.client().clone();
         let bytes = self
             .wait
             .run(response.bytes())
             .await?
-            .map_err(|error| client.transport(&error, &url))?;
+            .map_err(|error| http::reading_error(&error, &url))?;
         let rows: Value = serde_json::from_slice(&bytes)
             .map_err(|_| ExtractError::internal("a JSON_ARRAY result chunk is not JSON"))?;
         let rows = rows

@@ -495,10 +495,6 @@ pub(crate) struct MongoDb;
 
 #[async_trait]
 impl Driver for MongoDb {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::MongoQuery]
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,

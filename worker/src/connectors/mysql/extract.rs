@@ -14,7 +14,6 @@ use std::time::Duration;
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
-use ferry_shared::domain::params::BoundQuery;
 use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
@@ -23,37 +22,23 @@ use crate::connectors::sql::{TimestampParam, bind_params};
 use crate::extract::columns::{
     Builder, MAX_DECIMAL128_PRECISION, MICROS_PER_DAY, UNCONSTRAINED_DECIMAL, parse_decimal,
 };
-use crate::extract::{
-    Cancellable, ExtractError, Output, PoolQuery, ReadPath, WideningRead, database_error, read_widening,
-};
+use crate::extract::{Attempt, ExtractError, Read, ReadPath, WideningRead, database_error};
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn extract(
-    pool: &MySqlPool,
-    query: &BoundQuery,
-    out: &mut Output<'_>,
-) -> Result<ReadPath, ExtractError> {
-    // Columns widened because a value did not fit their type (a TIME
-    // duration, bytes that are not UTF-8, a number too wide): the statement
-    // is read again with them. Nothing was published by the first read.
-    read_widening(out, &PoolQuery { pool, query }).await?;
-    Ok(ReadPath::MySql)
-}
-
-type Read = crate::extract::Read<MyKind>;
-
-impl WideningRead for PoolQuery<'_, MySqlPool> {
+impl WideningRead for MySql {
     type Kind = MyKind;
+    const PATH: ReadPath = ReadPath::MySql;
 
-    async fn read(
-        &self,
-        out: &mut Output<'_>,
-        cancel: &mut Cancellable<'_>,
-        widened: &[(usize, MyKind)],
-    ) -> Result<(), Read> {
-        let PoolQuery { pool, query } = *self;
-        let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
+    async fn read(attempt: Attempt<'_, '_, MySql>) -> Result<(), Read<MyKind>> {
+        let Attempt {
+            pool,
+            query,
+            mut conn,
+            out,
+            cancel,
+            widened,
+        } = attempt;
         let id: u64 = cancel
             .run(sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut *conn))
             .await?
@@ -410,7 +395,7 @@ impl RowBatch {
         }
     }
 
-    fn push(&mut self, row: &MySqlRow) -> Result<(), Read> {
+    fn push(&mut self, row: &MySqlRow) -> Result<(), Read<MyKind>> {
         for (i, (name, kind, builder)) in self.columns.iter_mut().enumerate() {
             let bytes = decode(row, i, kind, builder).map_err(|e| {
                 if e.widen

@@ -21,7 +21,6 @@ mod step;
 mod step_tests;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -35,8 +34,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use crate::connectors::config::Config;
-use crate::connectors::errors::{DriverError, ErrorType, Secrets, from_io, looks_like_tls, tls_reason};
-use crate::connectors::network::{self, parse_ip_literal};
+use crate::connectors::errors::{DriverError, ErrorType, Secrets};
+use crate::connectors::http::{self, check_literal};
 use crate::connectors::{ConnectorPool, Driver, StepRequest};
 use crate::connectors::{ConnectorSpec, NetworkPolicy, TestDetails};
 use crate::extract::{ExtractError, Output, ReadPath};
@@ -184,13 +183,8 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestH
 
     let origin = base_url.origin();
     let redirect_policy = policy.clone();
-    let client = reqwest::Client::builder()
+    let client = http::client_builder(policy, timeout)
         .timeout(timeout)
-        .connect_timeout(timeout)
-        .no_proxy()
-        .dns_resolver(Arc::new(PolicyResolver {
-            policy: policy.clone(),
-        }))
         .redirect(reqwest::redirect::Policy::custom(move |attempt| {
             // The policy first: a redirect to a refused address is
             // `blocked_address` whatever its origin. (Names are checked by
@@ -205,7 +199,6 @@ pub(crate) fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<RestH
             }
         }))
         .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("ferry-worker/", env!("CARGO_PKG_VERSION")))
         .default_headers(headers)
         .build()
         .map_err(|_| DriverError::unknown("the HTTP client could not be built"))?;
@@ -262,15 +255,6 @@ fn append_path(base: &Url, path: &str, field: &str) -> Result<Url, DriverError> 
     Ok(url)
 }
 
-/// IP-literal hosts never reach the resolver: check them here.
-fn check_literal(url: &Url, policy: &NetworkPolicy) -> Result<(), DriverError> {
-    if let Some(ip) = url.host_str().and_then(parse_ip_literal) {
-        let port = url.port_or_known_default().unwrap_or(0);
-        network::check(&ip.to_string(), &[SocketAddr::new(ip, port)], policy)?;
-    }
-    Ok(())
-}
-
 fn header_name(field: &str, name: &str) -> Result<HeaderName, DriverError> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
         DriverError::invalid_config(format!("config.{field}: {name:?} is not a valid header name"))
@@ -282,27 +266,6 @@ fn sensitive(field: &str, value: &str) -> Result<HeaderValue, DriverError> {
         .map_err(|_| DriverError::invalid_config(format!("config.{field} is not a valid header value")))?;
     value.set_sensitive(true);
     Ok(value)
-}
-
-/// Resolves names with the system resolver and applies the network policy
-/// to every address, so no connection the client makes can reach a
-/// private address when the policy forbids it.
-struct PolicyResolver {
-    policy: NetworkPolicy,
-}
-
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs = network::resolve(&host, 0, &policy)
-                .await
-                .map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { Box::new(error) })?;
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
-    }
 }
 
 impl RestHandle {
@@ -338,7 +301,7 @@ impl RestHandle {
         request
             .send()
             .await
-            .map_err(|error| self.map_error(&error, call.url))
+            .map_err(|error| http::request_error(&error, call.url))
     }
 
     /// `text` if it holds none of the connector's secrets (nor the current
@@ -390,7 +353,7 @@ impl RestHandle {
             .form(&form)
             .send()
             .await
-            .map_err(|error| self.map_error(&error, token_url))?;
+            .map_err(|error| http::request_error(&error, token_url))?;
         let status = response.status();
         if !status.is_success() {
             return Err(match status {
@@ -427,53 +390,6 @@ impl RestHandle {
         });
         Ok(value)
     }
-
-    /// Maps a request failure without ever showing the URL (it may carry a
-    /// key in its query).
-    pub(crate) fn map_error(&self, error: &reqwest::Error, url: &Url) -> DriverError {
-        let target = format!(
-            "{}:{}",
-            url.host_str().unwrap_or("?"),
-            url.port_or_known_default().unwrap_or(0)
-        );
-        let mut source = std::error::Error::source(error);
-        let mut io = None;
-        let mut tls_text = None;
-        while let Some(cause) = source {
-            if let Some(policy) = cause.downcast_ref::<DriverError>() {
-                return policy.clone();
-            }
-            if io.is_none()
-                && let Some(found) = cause.downcast_ref::<std::io::Error>()
-            {
-                io = Some(found);
-            }
-            let text = cause.to_string();
-            if tls_text.is_none() && looks_like_tls(&text) {
-                tls_text = Some(text);
-            }
-            source = cause.source();
-        }
-        if error.is_timeout() {
-            return DriverError::new(ErrorType::Timeout, format!("{target} did not answer in time"));
-        }
-        if let Some(text) = tls_text {
-            return DriverError::new(
-                ErrorType::TlsError,
-                format!("TLS with {target} failed: {}", tls_reason(&text)),
-            );
-        }
-        if let Some(io) = io {
-            return from_io(io, &target);
-        }
-        if error.is_connect() {
-            return DriverError::new(
-                ErrorType::ConnectionRefused,
-                format!("could not connect to {target}"),
-            );
-        }
-        DriverError::unknown(format!("the request to {target} failed"))
-    }
 }
 
 fn status_error(status: StatusCode, who: &str) -> DriverError {
@@ -493,10 +409,6 @@ pub(crate) struct Rest;
 
 #[async_trait]
 impl Driver for Rest {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::HttpRequest]
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,

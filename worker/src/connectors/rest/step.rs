@@ -30,7 +30,7 @@ use super::paging::{Page, Pager};
 use super::records::{RecordError, Table, read_page};
 use super::retry::{ATTEMPTS, MAX_WAIT, backoff, retry_after, retryable_error, retryable_status};
 use super::{Call, RestHandle, append_path};
-use crate::connectors::StepRequest;
+use crate::connectors::{StepRequest, http};
 use crate::extract::{ExtractError, Output, ReadPath};
 
 /// The largest response body a page may have: a bigger one fails the step
@@ -418,7 +418,7 @@ impl Reader<'_> {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|error| self.handle.map_error(&error, call.url))?
+            .map_err(|error| http::request_error(&error, call.url))?
         {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Ok(Err((status, headers, too_large(&self.request.label))));

@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
 use ferry_shared::config::SecretString;
 use ferry_shared::connectors::ConnectorType;
-use ferry_shared::domain::StepType;
 use ferry_shared::domain::params::ParamValue;
 use serde_json::{Map, Value};
 use sqlx::pool::{PoolConnection, PoolOptions};
@@ -152,10 +151,6 @@ pub(crate) trait SqlFamily: Send + Sync + Sized + 'static {
 
 #[async_trait]
 impl<F: SqlFamily> Driver for F {
-    fn steps(&self) -> &'static [StepType] {
-        &[StepType::SqlQuery]
-    }
-
     async fn open(
         &self,
         spec: &ConnectorSpec,

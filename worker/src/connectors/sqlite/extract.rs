@@ -20,7 +20,7 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo
 use crate::connectors::sql::{TimestampParam, bind_params};
 use crate::extract::columns::{Builder, MICROS_PER_DAY};
 use crate::extract::{
-    Cancellable, ExtractError, Output, PoolQuery, ReadPath, WideningRead, database_error, read_widening,
+    Attempt, ExtractError, Output, Read, ReadPath, WideningRead, database_error, read_widening,
 };
 
 /// Refuses what a SQLite step may not do, before anything runs: `ATTACH`
@@ -114,27 +114,20 @@ pub(crate) async fn extract(
     // Columns widened because a value of a later batch did not fit their
     // type: the statement is read again with them (SQLite reads a local
     // file; the first read's upload is aborted, nothing was published).
-    read_widening(out, &PoolQuery { pool, query }).await?;
-    Ok(ReadPath::Sqlite)
+    read_widening(pool, query, out).await
 }
 
-type Read = crate::extract::Read<Affinity>;
-
-impl WideningRead for PoolQuery<'_, SqlitePool> {
+impl WideningRead for Sqlite {
     type Kind = Affinity;
+    const PATH: ReadPath = ReadPath::Sqlite;
 
     /// One read of the statement on a pooled connection. The first batch
     /// settles the types of dynamic columns and widens any column one of its
     /// values does not fit; a value of a later batch that does not fit asks for
     /// another read.
-    async fn read(
-        &self,
-        out: &mut Output<'_>,
-        cancel: &mut Cancellable<'_>,
-        widened: &[(usize, Affinity)],
-    ) -> Result<(), Read> {
-        let PoolQuery { pool, query } = *self;
-        let mut conn = cancel.run(pool.acquire()).await?.map_err(database_error)?;
+    async fn read(attempt: Attempt<'_, '_, Sqlite>) -> Result<(), Read<Affinity>> {
+        let (query, out, cancel) = (attempt.query, attempt.out, attempt.cancel);
+        let mut conn = attempt.conn;
         cancel
             .run(super::check_read_only(&mut conn, &query.sql))
             .await?
@@ -149,7 +142,7 @@ impl WideningRead for PoolQuery<'_, SqlitePool> {
             .iter()
             .map(|c| (c.name().to_owned(), Affinity::declared(c.type_info().name())))
             .collect();
-        for (index, affinity) in widened {
+        for (index, affinity) in attempt.widened {
             if let Some(column) = columns.get_mut(*index) {
                 column.1 = *affinity;
             }
