@@ -13,6 +13,7 @@ pub enum IdKind {
     Connector,
     Execution,
     Webhook,
+    ApiKey,
 }
 
 impl IdKind {
@@ -24,6 +25,7 @@ impl IdKind {
             IdKind::Connector => "conn",
             IdKind::Execution => "exec",
             IdKind::Webhook => "whk",
+            IdKind::ApiKey => "key",
         }
     }
 
