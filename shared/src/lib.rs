@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod jobs;
+pub mod network;
 pub mod objects;
 pub mod queue;
 pub mod rotation;
