@@ -42,6 +42,7 @@
 //! anchor.
 
 mod formats;
+pub mod oauth;
 mod registry;
 mod validate;
 
