@@ -15,6 +15,7 @@ pub mod csv;
 pub mod databricks;
 pub mod ferry;
 pub mod mariadb;
+pub mod oauth;
 pub mod peers;
 pub mod postgres;
 #[cfg(feature = "queue")]
