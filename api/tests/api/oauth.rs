@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use ferry_api::routes::oauth::{OAuthClient, OAuthSettings};
-use ferry_shared::config::Secret;
+use ferry_shared::config::{MasterKeys, Secret};
 use ferry_shared::connectors::TypeId;
+use ferry_shared::vault::Vault;
 use ferry_testkit::oauth::AuthServer;
 use reqwest::{StatusCode, Url};
 use serde_json::json;
@@ -134,6 +135,34 @@ impl Flow {
         location(&response)
     }
 
+    /// The connector's secrets, opened with the test app's master key.
+    async fn stored_secrets(&self, uuid: &str) -> serde_json::Map<String, serde_json::Value> {
+        let stored = self
+            .app
+            .store
+            .get_connector("org_oauth", uuid)
+            .await
+            .expect("read")
+            .expect("stored");
+        let vault = Vault::new(MasterKeys::parse(MASTER_KEY).expect("keys"));
+        vault
+            .open(uuid, &stored.secrets)
+            .expect("open")
+            .expose_secret()
+            .clone()
+    }
+
+    /// The status of the provider's resource endpoint for `access_token`.
+    async fn resource(&self, access_token: &str) -> StatusCode {
+        self.browser
+            .get(self.server.resource_url())
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("resource")
+            .status()
+    }
+
     /// The whole flow for hubspot: the uuid of the created connector.
     async fn connect(&self, caller_state: &str) -> String {
         let callback = self.consent("hubspot", caller_state).await;
@@ -240,6 +269,22 @@ async fn full_flow_creates_a_connector_with_hidden_credentials(backend: Backend)
     for token in flow.server.issued_tokens() {
         assert!(!text.contains(&token), "tokens are stored sealed");
     }
+    let secrets = flow.stored_secrets(&uuid).await;
+    let access = secrets["access_token"].as_str().expect("access token");
+    assert!(flow.server.access_token_is_live(access));
+    assert!(
+        flow.server
+            .refresh_token_is_live(secrets["refresh_token"].as_str().expect("refresh token"))
+    );
+    let expires_at = secrets["expires_at"].as_str().expect("expiry");
+    let expires_at = chrono::DateTime::parse_from_rfc3339(expires_at).expect("RFC 3339");
+    let left = expires_at.signed_duration_since(chrono::Utc::now()).num_seconds();
+    assert!((3500..=3600).contains(&left), "expires in an hour: {left} s");
+    assert_eq!(
+        flow.resource(access).await,
+        StatusCode::OK,
+        "the stored token works"
+    );
 }
 
 #[tokio::test]
@@ -604,6 +649,50 @@ async fn refresh_rotates_the_refresh_token_and_stores_the_new_one() {
     );
     assert_eq!(flow.server.spent_refresh_tokens().len(), 2);
     assert_eq!(flow.server.token_calls(), 3);
+    let secrets = flow.stored_secrets(&uuid).await;
+    assert!(
+        flow.server
+            .refresh_token_is_live(secrets["refresh_token"].as_str().expect("rt"))
+    );
+
+    // An expired access token is replaced by one that works.
+    let before = secrets["access_token"].as_str().expect("at").to_owned();
+    flow.server.expire_access_tokens();
+    assert_eq!(flow.resource(&before).await, StatusCode::UNAUTHORIZED);
+    let reply = flow
+        .app
+        .post(
+            &flow.user,
+            "/api/oauth/hubspot/refresh",
+            json!({"connector_uuid": uuid}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let after = flow.stored_secrets(&uuid).await;
+    let access = after["access_token"].as_str().expect("at");
+    assert_ne!(access, before);
+    assert_eq!(flow.resource(access).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_provider_that_does_not_rotate_keeps_the_stored_refresh_token() {
+    let flow = flow().await;
+    flow.server.set_rotation(false);
+    let uuid = flow.connect("nr").await;
+    let before = flow.stored_secrets(&uuid).await;
+    let reply = flow
+        .app
+        .post(
+            &flow.user,
+            "/api/oauth/hubspot/refresh",
+            json!({"connector_uuid": uuid}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let after = flow.stored_secrets(&uuid).await;
+    assert_eq!(after["refresh_token"], before["refresh_token"]);
+    assert_ne!(after["access_token"], before["access_token"]);
+    assert!(flow.server.spent_refresh_tokens().is_empty());
 }
 
 #[tokio::test]
