@@ -7,6 +7,7 @@ pub mod execution;
 pub mod page;
 pub mod params;
 pub mod project;
+pub mod schedule;
 pub mod step;
 pub(crate) mod word;
 
@@ -21,6 +22,7 @@ pub use page::{Page, PageRequest, SortOrder};
 pub use project::{
     NewProject, Project, ProjectListQuery, ProjectPatch, ProjectSort, ProjectStatus, ProjectSummary,
 };
+pub use schedule::Schedule;
 pub use step::{NewStep, Step, StepPatch, StepType};
 
 use chrono::{DateTime, SubsecRound, Utc};
