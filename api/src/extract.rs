@@ -129,11 +129,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let principal = state
-            .verifier
-            .verify(token)
-            .await
-            .map_err(|error| unauthorized(&error.0))?;
+        let principal = crate::auth::authenticate(state, token).await?;
         if let Some(limit) = state.rate_limit {
             let key = format!("{}:{}", principal.org_id, principal.user_id);
             match state.backends.bus.throttle(&key, limit).await {

@@ -55,6 +55,8 @@ pub struct AppState {
     /// Event streams open now, by user; connection tests running, by org.
     pub(crate) sse_slots: limits::Slots,
     pub(crate) test_slots: limits::Slots,
+    /// OAuth clients, endpoints and redirect settings.
+    pub oauth: Arc<routes::oauth::OAuthSettings>,
     http_metrics: HttpMetrics,
 }
 
@@ -115,6 +117,9 @@ pub struct Args {
     /// process (0: no limit). Over it: 429 `rate_limited` with Retry-After.
     #[arg(long, env = "FERRY_CONNECTION_TESTS_PER_ORG", default_value_t = limits::Limits::default().connection_tests_per_org)]
     pub connection_tests_per_org: usize,
+
+    #[command(flatten)]
+    pub oauth: routes::oauth::OAuthArgs,
 }
 
 impl Args {
@@ -142,6 +147,7 @@ impl Args {
             .with_rate_limit(self.rate_limit())
             .with_result_max_bytes(usize::try_from(self.result_max_bytes).unwrap_or(usize::MAX))
             .with_limits(self.limits())
+            .with_oauth(self.oauth.settings(self.listen))
     }
 }
 
@@ -212,8 +218,15 @@ impl AppState {
             limits: limits::Limits::default(),
             sse_slots: limits::Slots::default(),
             test_slots: limits::Slots::default(),
+            oauth: Arc::default(),
             http_metrics,
         })
+    }
+
+    /// Sets the OAuth clients, endpoints and redirect settings.
+    pub fn with_oauth(mut self, settings: routes::oauth::OAuthSettings) -> Self {
+        self.oauth = Arc::new(settings);
+        self
     }
 
     /// Sets the bounds on event streams and connection tests.
@@ -266,6 +279,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::connectors::router())
         .merge(routes::permissions::router())
         .merge(routes::executions::router())
+        .merge(routes::api_keys::router())
+        .merge(routes::oauth::router())
 }
 
 fn base_document() -> OpenApi {

@@ -1,5 +1,6 @@
-//! JWT verification (HS256, RS256/ES256 from a PEM file, JWKS from a URL)
-//! and minting of development tokens.
+//! JWT verification (HS256, RS256/ES256 from a PEM file, JWKS from a URL),
+//! minting of development tokens, and API keys ([`api_keys`]): the
+//! callers [`authenticate`] accepts.
 //!
 //! The algorithms a token may use come from the configured keys, never from
 //! the token: the HS256 secret verifies HS256 only, the PEM key and each JWKS
@@ -13,6 +14,7 @@
 //! optional; `iss` and `aud` are required and checked only when configured.
 //! `nbf`, when present, is honoured. Clock leeway is 30 seconds.
 
+pub mod api_keys;
 mod jwks;
 mod keys;
 
@@ -32,6 +34,21 @@ pub use ferry_shared::config::JwtSettings;
 
 use self::jwks::JwksSource;
 use self::keys::KeyEntry;
+
+/// The caller a bearer token authenticates: an API key (`fk_…`, see
+/// [`api_keys`]) read from the store on every request, anything else a JWT
+/// checked by the state's [`Verifier`]. A refusal is 401 `unauthorized`; a
+/// store that cannot be read is its own error, never a refusal.
+pub async fn authenticate(state: &crate::AppState, token: &str) -> Result<Principal, crate::error::ApiError> {
+    if api_keys::is_api_key(token) {
+        return api_keys::authenticate(state.backends.store.as_ref(), token).await;
+    }
+    state
+        .verifier
+        .verify(token)
+        .await
+        .map_err(|error| crate::error::ApiError::Domain(Error::Unauthorized(error.0)))
+}
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const LEEWAY_SECONDS: u64 = 30;

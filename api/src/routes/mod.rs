@@ -1,8 +1,10 @@
 //! HTTP routes, one module per resource.
 
+pub mod api_keys;
 pub mod connectors;
 pub mod executions;
 pub mod health;
+pub mod oauth;
 pub mod permissions;
 pub mod projects;
 pub mod steps;

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod access;
+mod api_keys;
 mod auth;
 mod connectors;
 mod databricks;
@@ -15,6 +16,7 @@ mod http_request;
 mod hygiene;
 mod limits;
 mod mongo_query;
+mod oauth;
 mod openapi;
 mod permissions;
 mod projects;

@@ -33,13 +33,17 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
     }
     documented.sort();
     let expected = [
+        ("DELETE", "/api/api-keys/{uuid}"),
         ("DELETE", "/api/connectors/{uuid}"),
         ("DELETE", "/api/permissions/resource/{type}/{uuid}/{user_id}"),
         ("DELETE", "/api/projects/{uuid}"),
         ("DELETE", "/api/projects/{uuid}/steps/{step_id}"),
+        ("GET", "/api/api-keys"),
         ("GET", "/api/connectors"),
         ("GET", "/api/connectors/{uuid}"),
         ("GET", "/api/connectors/{uuid}/health"),
+        ("GET", "/api/oauth/{provider}/authorize"),
+        ("GET", "/api/oauth/{provider}/callback"),
         ("GET", "/api/permissions/resource/{type}/{uuid}"),
         ("GET", "/api/projects"),
         ("GET", "/api/projects/{uuid}"),
@@ -56,10 +60,12 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
         ("GET", "/metrics"),
         ("GET", "/readyz"),
         ("PATCH", "/api/connectors/{uuid}"),
+        ("POST", "/api/api-keys"),
         ("POST", "/api/connectors"),
         ("POST", "/api/connectors/{uuid}/disable"),
         ("POST", "/api/connectors/{uuid}/enable"),
         ("POST", "/api/connectors/{uuid}/test"),
+        ("POST", "/api/oauth/{provider}/refresh"),
         ("POST", "/api/permissions/resource/{type}/{uuid}"),
         ("POST", "/api/projects"),
         ("POST", "/api/projects/{uuid}/execute"),
@@ -76,7 +82,11 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
     assert_eq!(documented, expected);
 
     // Every documented operation reaches a handler: never the "no such route"
-    // fallback, never 405.
+    // fallback, never 405. Redirects (the OAuth callback's) are not followed.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
     for (method, path) in &documented {
         let concrete = path
             .replace(
@@ -90,10 +100,10 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
             .replace("{step_id}", "step_01J00000000000000000000000")
             .replace("{execution_id}", "exec_01J00000000000000000000000")
             .replace("{type}", "project")
-            .replace("{user_id}", "user_x");
+            .replace("{user_id}", "user_x")
+            .replace("{provider}", "hubspot");
         let method = Method::from_bytes(method.as_bytes()).expect("method");
-        let response = app
-            .client
+        let response = client
             .request(method.clone(), app.url(&concrete))
             .bearer_auth(alice.token())
             .header("content-type", "application/json")

@@ -7,6 +7,8 @@
 //! (`shared/tests/integration/store*.rs`). See `sql/design.md` for how one
 //! body of SQL serves both.
 
+mod api_keys;
+pub mod oauth_states;
 mod sql;
 
 use async_trait::async_trait;
@@ -18,6 +20,8 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
+pub use api_keys::{ApiKey, ApiKeyStore, service_user};
+pub use oauth_states::{OAuthState, OAuthStateStore};
 pub use sql::{Pool, PostgresStore, SqlStore, SqliteStore};
 
 /// A user's grant on one resource.
@@ -40,7 +44,9 @@ pub struct Grant {
 /// Every project operation is scoped by `org_id`: a project of another
 /// organization is indistinguishable from one that does not exist.
 #[async_trait]
-pub trait Store: ProjectStore + StepStore + GrantStore + ConnectorStore + ExecutionStore {
+pub trait Store:
+    ProjectStore + StepStore + GrantStore + ConnectorStore + ExecutionStore + ApiKeyStore + OAuthStateStore
+{
     /// Which backend this is (`postgres` or `sqlite`), for logs and metrics.
     fn backend(&self) -> &'static str;
 

@@ -111,6 +111,10 @@ macro_rules! conformance {
     };
 }
 
+// After `conformance!`, which it uses for its own tests.
+mod api_keys;
+mod oauth_states;
+
 conformance!(
     migrating_again_is_a_no_op_and_ping_answers,
     every_start_of_a_step_counts_one_attempt_and_the_count_outlives_the_step,

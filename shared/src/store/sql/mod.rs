@@ -16,10 +16,12 @@
 //! writers never both hold a read lock and deadlock upgrading it; waits for
 //! the lock are bounded by the busy timeout.
 
+mod api_keys;
 mod connectors;
 mod db;
 mod executions;
 mod grants;
+mod oauth_states;
 mod projects;
 mod rows;
 mod steps;
