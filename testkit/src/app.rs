@@ -74,6 +74,7 @@ impl WorkerParts {
             policy: ferry_worker::connectors::NetworkPolicy {
                 allow_private_networks: true,
                 sqlite_dir: self.sqlite_dir.clone(),
+                trusted_roots: Default::default(),
             },
             concurrency: 4,
             retry: ferry_worker::jobs::execute_project::StepRetry::default(),

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 
 const STATEMENTS: &str = "/api/2.0/sql/statements";
 
@@ -183,6 +183,8 @@ pub struct Warehouse {
     pub host: String,
     pub token: String,
     pub warehouse_id: String,
+    /// Served over TLS ([`Warehouse::start_tls`]).
+    tls: bool,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -197,12 +199,34 @@ impl Warehouse {
     /// Starts a warehouse that accepts `token`. It answers `SELECT 1` (one
     /// INT column, one row; in `JSON_ARRAY` only) out of the box.
     pub async fn start(token: &str) -> Warehouse {
+        Self::start_with(token, None).await
+    }
+
+    /// The same over TLS with the server certificate of `ca`: clients that
+    /// trust `ca` reach it as `https://localhost:<port>` (its
+    /// [`host`](Warehouse::host) is `localhost`), presigned links included.
+    pub async fn start_tls(token: &str, ca: &crate::tls::TestCa) -> Warehouse {
+        Self::start_with(token, Some(tokio_rustls::TlsAcceptor::from(ca.server_config()))).await
+    }
+
+    async fn start_with(token: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Warehouse {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let id = crate::ulid();
+        let (host, link_base) = match &tls {
+            Some(_) => (
+                "localhost".to_owned(),
+                format!("https://localhost:{}", addr.port()),
+            ),
+            None => (
+                format!("dbc-{id}.cloud.databricks.test"),
+                format!("http://{addr}"),
+            ),
+        };
         let warehouse = Warehouse {
             addr,
-            host: format!("dbc-{id}.cloud.databricks.test"),
+            tls: tls.is_some(),
+            host,
             token: token.to_owned(),
             warehouse_id: id[..16].to_owned(),
             state: Arc::new(Mutex::new(State::default())),
@@ -212,12 +236,22 @@ impl Warehouse {
             state: warehouse.state.clone(),
             token: token.to_owned(),
             warehouse_id: warehouse.warehouse_id.clone(),
-            addr,
+            link_base,
         };
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let shared = shared.clone();
-                tokio::spawn(async move { shared.connection(stream).await });
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                shared.connection(stream).await;
+                            }
+                        }
+                        None => shared.connection(stream).await,
+                    }
+                });
             }
         });
         let mut warehouse = warehouse;
@@ -236,12 +270,16 @@ impl Warehouse {
 
     /// A connector config for this warehouse with `token`.
     pub fn config(&self, token: &str) -> Value {
-        json!({
+        let mut config = json!({
             "server_hostname": self.host,
             "http_path": self.http_path(),
             "access_token": token,
             "connection_timeout_seconds": 10,
-        })
+        });
+        if self.tls {
+            config["port"] = json!(self.addr.port());
+        }
+        config
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -360,11 +398,12 @@ struct Shared {
     state: Arc<Mutex<State>>,
     token: String,
     warehouse_id: String,
-    addr: SocketAddr,
+    /// `scheme://authority` of the presigned links it hands out.
+    link_base: String,
 }
 
 impl Shared {
-    async fn connection(&self, stream: TcpStream) {
+    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) {
         let mut stream = BufReader::new(stream);
         while let Some(request) = read_request(&mut stream).await {
             let response = self.handle(&request);
@@ -621,8 +660,8 @@ impl Shared {
         }
         data["byte_count"] = json!(chunk_bytes(statement, chunks, index).len());
         data["external_link"] = json!(format!(
-            "http://{}/presigned/{id}/{index}?X-Amz-Signature=fake{index}",
-            self.addr
+            "{}/presigned/{id}/{index}?X-Amz-Signature=fake{index}",
+            self.link_base
         ));
         data["expiration"] = json!("2099-01-01T00:00:00.000Z");
         json!({"external_links": [data]})
@@ -786,7 +825,7 @@ fn markers(statement: &str) -> Vec<String> {
     found
 }
 
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Option<Request> {
     let mut line = String::new();
     if stream.read_line(&mut line).await.ok()? == 0 {
         return None;

@@ -22,6 +22,7 @@ pub mod postgres;
 pub mod queue;
 pub mod redis;
 pub mod redis_cluster;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::process::Command;

@@ -72,6 +72,12 @@ pub struct Args {
     #[arg(long, env = "FERRY_STEP_RETRY_DELAY", default_value_t = StepRetry::default().delay.into())]
     pub step_retry_delay: humantime::Duration,
 
+    /// PEM file of certificate authorities that connectors speaking HTTPS
+    /// (rest_api, databricks) trust besides the public roots: a private CA,
+    /// or a proxy that re-signs TLS.
+    #[arg(long, env = "FERRY_TLS_CA_FILE", value_parser = connectors::TrustedRoots::from_pem_file_arg)]
+    pub tls_ca_file: Option<connectors::TrustedRoots>,
+
     #[command(flatten)]
     pub transform: transform::TransformArgs,
 }
@@ -119,6 +125,7 @@ impl Config {
                 sqlite_dir: args
                     .sqlite_dir
                     .unwrap_or_else(|| settings.data_dir.join("sqlite")),
+                trusted_roots: args.tls_ca_file.unwrap_or_default(),
             },
             backends,
             registry,

@@ -222,6 +222,7 @@ async fn databricks_available_type_keeps_its_declared_schema() {
     let fields: Vec<&str> = schema.keys().map(String::as_str).collect();
     let mut expected = vec![
         "server_hostname",
+        "port",
         "http_path",
         "access_token",
         "catalog",
@@ -239,4 +240,5 @@ async fn databricks_available_type_keeps_its_declared_schema() {
     assert_eq!(schema["access_token"]["secret"], true);
     assert_eq!(schema["server_hostname"]["required"], true);
     assert_eq!(schema["http_path"]["required"], true);
+    assert_eq!(schema["port"]["default"], 443);
 }

@@ -114,9 +114,15 @@ impl Deployment {
     }
 
     pub(crate) fn worker(&self, keys: &str, concurrency: u32) -> Running {
+        self.worker_with(keys, concurrency, &[])
+    }
+
+    /// A worker process with `env` set over the deployment's settings.
+    pub(crate) fn worker_with(&self, keys: &str, concurrency: u32, env: &[(&str, &str)]) -> Running {
         let port = free_port();
         let child = self
             .command(keys)
+            .envs(env.iter().copied())
             .args([
                 "worker",
                 "--admin-listen",

@@ -1,14 +1,18 @@
 //! Every step type through the `ferry` binary, as an operator runs it: in
 //! `ferry up` (embedded defaults) and in distributed mode (api and worker
 //! processes over PostgreSQL and Redis). One project reads PostgreSQL, a
-//! REST API, Redis and MongoDB, then a transform joins what they read.
+//! REST API, Redis, MongoDB and a Databricks warehouse (the test kit's
+//! stand-in, over TLS from a CA the worker is told to trust with
+//! `FERRY_TLS_CA_FILE`), then a transform joins what they read.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
+use ferry_testkit::databricks::{Column, Plan, Warehouse};
 use ferry_testkit::peers::{nx_27017, test_peers_venv};
 use ferry_testkit::redis::PrivateRedis;
+use ferry_testkit::tls::TestCa;
 use serde_json::{Value, json};
 
 use crate::distributed::{Deployment, Role};
@@ -42,13 +46,20 @@ fn records_server() -> u16 {
     port
 }
 
+const DATABRICKS_TOKEN: &str = "dapi-steps-0123456789";
+
 /// The sources every run reads: a PostgreSQL role, a REST API, a private
-/// Redis and a MongoDB-wire server, each holding the same three ids.
+/// Redis, a MongoDB-wire server and a Databricks warehouse, each holding
+/// the same three ids.
 struct Sources {
     role: Role,
     http_port: u16,
     redis: PrivateRedis,
     mongo: ferry_testkit::Peer,
+    warehouse: Warehouse,
+    ca: TestCa,
+    /// Serves the warehouse; dropped last.
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl Sources {
@@ -72,17 +83,42 @@ impl Sources {
             "{}",
             String::from_utf8_lossy(&inserted.stderr)
         );
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let ca = TestCa::new();
+        let warehouse = runtime.block_on(Warehouse::start_tls(DATABRICKS_TOKEN, &ca));
+        // Rows as JSON chunks behind presigned https links, after the
+        // driver's first ask (Arrow) is refused.
+        warehouse.refuse_arrow();
+        warehouse.on(
+            "SELECT id, target FROM targets",
+            Plan::rows(
+                vec![Column::new("id", "LONG"), Column::new("target", "LONG")],
+                vec![
+                    vec![json!("1"), json!("100")],
+                    vec![json!("2"), json!("200")],
+                    vec![json!("3"), json!("300")],
+                ],
+            ),
+        );
         Sources {
             role: Role::create("steps"),
             http_port: records_server(),
             redis,
             mongo,
+            warehouse,
+            ca,
+            _runtime: runtime,
         }
     }
 
+    /// What the worker needs to trust the warehouse's certificate.
+    fn worker_env(&self) -> [(&'static str, String); 1] {
+        [("FERRY_TLS_CA_FILE", self.ca.ca_file().display().to_string())]
+    }
+
     /// Creates a connector of each kind (tested on creation) and returns
-    /// their uuids: postgresql, rest_api, redis, mongodb.
-    fn connectors(&self, base: &str, token: &str) -> [String; 4] {
+    /// their uuids: postgresql, rest_api, redis, mongodb, databricks.
+    fn connectors(&self, base: &str, token: &str) -> [String; 5] {
         let configs = [
             ("postgresql", self.role.config()),
             (
@@ -94,6 +130,7 @@ impl Sources {
                 "mongodb",
                 json!({"connection_string": format!("mongodb://127.0.0.1:{}", self.mongo.port), "database": "shop"}),
             ),
+            ("databricks", self.warehouse.config(DATABRICKS_TOKEN)),
         ];
         configs.map(|(kind, config)| {
             let (status, body) = http_send(
@@ -111,7 +148,7 @@ impl Sources {
 /// Runs the five-step project on the Ferry at `base` and checks every
 /// step's result and the transform's join exactly.
 fn run_every_step_type(base: &str, token: &str, sources: &Sources) {
-    let [postgres, rest, redis, mongo] = sources.connectors(base, token);
+    let [postgres, rest, redis, mongo, databricks] = sources.connectors(base, token);
     let (status, project) = http_send(
         reqwest::Method::POST,
         &format!("{base}/api/projects"),
@@ -130,11 +167,13 @@ fn run_every_step_type(base: &str, token: &str, sources: &Sources) {
             "pattern": "owner:*", "value_type": "string"}}),
         json!({"name": "Stock", "type": "mongo_query", "config": {"connector_uuid": mongo,
             "collection": "stock", "projection": {"_id": 0}}}),
+        json!({"name": "Targets", "type": "sql_query", "config": {"connector_uuid": databricks,
+            "query": "SELECT id, target FROM targets"}}),
         json!({"name": "Joined", "type": "transform", "config": {"query":
-            "SELECT s.id, s.amount, r.region, o.value AS owner, st.units \
+            "SELECT s.id, s.amount, r.region, o.value AS owner, st.units, t.target \
              FROM sales s JOIN step_2 r ON r.id = s.id \
              JOIN owners o ON o.key = concat('owner:', CAST(s.id AS VARCHAR)) \
-             JOIN stock st ON st.id = s.id ORDER BY s.id"}}),
+             JOIN stock st ON st.id = s.id JOIN targets t ON t.id = s.id ORDER BY s.id"}}),
     ];
     for step in steps {
         let (status, body) = http_send(
@@ -177,13 +216,25 @@ fn run_every_step_type(base: &str, token: &str, sources: &Sources) {
     assert_eq!(rows(1).len(), 3);
     assert_eq!(rows(2).len(), 3);
     assert_eq!(rows(3).len(), 3);
+    assert_eq!(rows(4).len(), 3);
     assert_eq!(
-        rows(4),
+        rows(5),
         vec![
-            json!({"id": 1, "amount": 10, "region": "north", "owner": "ana", "units": 10}),
-            json!({"id": 2, "amount": 20, "region": "south", "owner": "bo", "units": 20}),
-            json!({"id": 3, "amount": 30, "region": "east", "owner": "cy", "units": 30}),
+            json!({"id": 1, "amount": 10, "region": "north", "owner": "ana", "units": 10, "target": 100}),
+            json!({"id": 2, "amount": 20, "region": "south", "owner": "bo", "units": 20, "target": 200}),
+            json!({"id": 3, "amount": 30, "region": "east", "owner": "cy", "units": 30, "target": 300}),
         ]
+    );
+    let submitted: Vec<Value> = sources.warehouse.submissions();
+    assert!(
+        submitted
+            .iter()
+            .any(|s| s["statement"] == "SELECT id, target FROM targets"),
+        "{submitted:?}"
+    );
+    assert!(
+        !sources.warehouse.downloads().is_empty(),
+        "the result came through presigned https links"
     );
 }
 
@@ -193,6 +244,7 @@ fn every_step_type_runs_in_ferry_up() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
     let child = ferry(dir.path())
+        .envs(sources.worker_env())
         .args(["up", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -214,7 +266,9 @@ fn every_step_type_runs_on_separate_api_and_worker_processes() {
     let sources = Sources::start();
     let deployment = Deployment::new();
     let (_api, base) = deployment.api(KEY);
-    let _worker = deployment.worker(KEY, 2);
+    let env = sources.worker_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _worker = deployment.worker_with(KEY, 2, &env);
     let token = deployment.token_for("user_steps");
     run_every_step_type(&base, &token, &sources);
 }

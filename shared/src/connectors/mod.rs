@@ -162,6 +162,8 @@ pub mod defaults {
     pub const MYSQL_PORT: u16 = 3306;
     /// `charset` of `mysql`.
     pub const MYSQL_CHARSET: &str = "utf8mb4";
+    /// `port` of `databricks` (HTTPS).
+    pub const DATABRICKS_PORT: u16 = 443;
     /// `port` of `redis`.
     pub const REDIS_PORT: u16 = 6379;
     /// The port of a host in a MongoDB connection string that names none

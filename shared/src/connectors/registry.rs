@@ -453,6 +453,7 @@ fn databricks() -> ConnectorType {
         )
         .required()
         .endpoint(),
+        port(defaults::DATABRICKS_PORT),
         FieldSpec::new(
             "http_path",
             "HTTP path",

@@ -16,15 +16,20 @@ use crate::connectors::network::{self, parse_ip_literal};
 
 /// A client builder that resolves names under `policy` (every connection,
 /// including a followed redirect's), ignores proxies from the environment
-/// and bounds connecting by `connect_timeout`.
+/// and bounds connecting by `connect_timeout`. It trusts the public roots
+/// and the policy's extra ones.
 pub(crate) fn client_builder(policy: &NetworkPolicy, connect_timeout: Duration) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .no_proxy()
         .dns_resolver(Arc::new(PolicyResolver {
             policy: policy.clone(),
         }))
-        .user_agent(concat!("ferry-worker/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("ferry-worker/", env!("CARGO_PKG_VERSION")));
+    for root in policy.trusted_roots.iter() {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
 }
 
 /// IP-literal hosts never reach the resolver: check them here.

@@ -24,6 +24,7 @@ use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ferry_shared::connectors::{
@@ -103,6 +104,37 @@ pub struct NetworkPolicy {
     /// The SQLite directory: a connector opens files (read-only) only in
     /// its organization's folder, `<sqlite_dir>/<org_id>/`.
     pub sqlite_dir: PathBuf,
+    /// Certificate authorities that connectors speaking HTTPS trust
+    /// besides the public roots (`FERRY_TLS_CA_FILE`).
+    pub trusted_roots: TrustedRoots,
+}
+
+/// Extra certificate authorities, read once from a PEM file.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedRoots(Arc<Vec<reqwest::Certificate>>);
+
+impl TrustedRoots {
+    /// The certificates of the PEM bundle at `path`: at least one, each
+    /// parsed, or an error naming the file.
+    pub fn from_pem_file(path: &std::path::Path) -> Result<TrustedRoots, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&bytes)
+            .map_err(|_| format!("{} is not a PEM bundle of certificates", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!("{} holds no certificate", path.display()));
+        }
+        Ok(TrustedRoots(Arc::new(certificates)))
+    }
+
+    /// [`from_pem_file`](Self::from_pem_file) as a command-line value
+    /// parser.
+    pub fn from_pem_file_arg(path: &str) -> Result<TrustedRoots, String> {
+        Self::from_pem_file(std::path::Path::new(path))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &reqwest::Certificate> {
+        self.0.iter()
+    }
 }
 
 /// The driver of `family`: the one place a family meets its folder.
@@ -455,5 +487,21 @@ mod tests {
             let expected = find(connector_type).expect("declared").test_timeout(&bare.config);
             assert_eq!(test_timeout(&bare), expected, "{connector_type}");
         }
+    }
+
+    #[test]
+    fn trusted_roots_come_from_a_pem_bundle_and_a_bad_file_is_named() {
+        let ca = ferry_testkit::tls::TestCa::new();
+        let roots = TrustedRoots::from_pem_file(&ca.ca_file()).expect("the CA");
+        assert_eq!(roots.iter().count(), 1);
+
+        let dir = tempfile::tempdir().expect("dir");
+        let missing = dir.path().join("missing.pem");
+        let error = TrustedRoots::from_pem_file(&missing).expect_err("missing");
+        assert!(error.contains("missing.pem"), "{error}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").expect("write");
+        let error = TrustedRoots::from_pem_file(&empty).expect_err("empty");
+        assert!(error.contains("empty.pem"), "{error}");
     }
 }

@@ -507,6 +507,7 @@ mod tests {
         let strict = NetworkPolicy {
             allow_private_networks: false,
             sqlite_dir: std::env::temp_dir(),
+            trusted_roots: Default::default(),
         };
         let error = resolve("localhost", 5432, &strict).await.expect_err("blocked");
         assert_eq!(error.kind(), ErrorType::BlockedAddress);

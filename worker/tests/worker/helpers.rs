@@ -49,6 +49,7 @@ pub fn harness(allow_private_networks: bool) -> Harness {
     let policy = NetworkPolicy {
         allow_private_networks,
         sqlite_dir: sqlite_dir.path().to_path_buf(),
+        trusted_roots: Default::default(),
     };
     Harness {
         registry: PoolRegistry::new(policy, &metrics),

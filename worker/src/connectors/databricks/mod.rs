@@ -51,6 +51,8 @@ const LADDER: [(&str, Format); 3] = [
 pub(crate) struct DatabricksConfig {
     /// The workspace host (a DNS name or an IP address).
     pub server_hostname: String,
+    /// The workspace's HTTPS port (443 unless the connector says).
+    pub port: u16,
     /// From `http_path`.
     pub warehouse_id: String,
     pub access_token: SecretString,
@@ -75,6 +77,7 @@ impl DatabricksConfig {
                 .ok_or_else(|| DriverError::invalid_config("config.access_token is required"))?;
             Ok(DatabricksConfig {
                 server_hostname,
+                port: fields.port("port")?,
                 warehouse_id,
                 access_token,
                 catalog: fields.str("catalog")?.map(str::to_owned),
@@ -132,7 +135,7 @@ impl DatabricksHandle {
     fn open(spec: &ConnectorSpec, policy: &NetworkPolicy) -> Result<Self, DriverError> {
         let (decl, _) = spec.driver()?;
         let config = DatabricksConfig::read(decl, &spec.config)?;
-        let base = workspace_url(&config.server_hostname)?;
+        let base = workspace_url(&config.server_hostname, config.port)?;
         check_literal(&base, policy)?;
         let client = Client::new(
             base,
@@ -195,9 +198,9 @@ impl DatabricksHandle {
     }
 }
 
-/// `https://<host>/`, or where the tests' stand-in workspace for `host`
-/// listens ([`testing::serve_at`]).
-fn workspace_url(host: &str) -> Result<Url, DriverError> {
+/// `https://<host>:<port>/`, or where the tests' stand-in workspace for
+/// `host` listens ([`testing::serve_at`]).
+fn workspace_url(host: &str, port: u16) -> Result<Url, DriverError> {
     let authority = if parse_ip_literal(host).is_some_and(|ip| ip.is_ipv6()) {
         format!("[{}]", host.trim_start_matches('[').trim_end_matches(']'))
     } else {
@@ -205,7 +208,7 @@ fn workspace_url(host: &str) -> Result<Url, DriverError> {
     };
     let text = match testing::origin(host) {
         Some((scheme, port)) => format!("{scheme}://{authority}:{port}/"),
-        None => format!("https://{authority}/"),
+        None => format!("https://{authority}:{port}/"),
     };
     Url::parse(&text).map_err(|_| DriverError::invalid_config("config.server_hostname is not a valid host"))
 }

@@ -59,6 +59,7 @@ async fn fixture_with(token: &str, extra: Value) -> Fixture {
     let policy = NetworkPolicy {
         allow_private_networks: true,
         sqlite_dir: dir.path().to_path_buf(),
+        trusted_roots: Default::default(),
     };
     let handle = Databricks.open(&spec, &policy).await.expect("pool");
     let url = Url::from_directory_path(dir.path().join("results")).expect("url");
@@ -725,10 +726,15 @@ fn databricks_config_refuses_fields_the_type_does_not_declare() {
     let config = DatabricksConfig::read(decl, good.as_object().expect("map")).expect("config");
     assert_eq!(config.warehouse_id, "abc");
     assert_eq!(config.pool.statement_timeout, Duration::from_secs(300));
+    assert_eq!(config.port, 443, "the declared default");
     let mut extra = good.as_object().cloned().expect("map");
-    extra.insert("port".into(), json!(443));
+    extra.insert("warehouse_port".into(), json!(443));
     let error = DatabricksConfig::read(decl, &extra).expect_err("unknown field");
-    assert!(error.message().contains("config.port"), "{}", error.message());
+    assert!(
+        error.message().contains("config.warehouse_port"),
+        "{}",
+        error.message()
+    );
     let mut no_token = good.as_object().cloned().expect("map");
     no_token.remove("access_token");
     assert!(DatabricksConfig::read(decl, &no_token).is_err());
@@ -737,12 +743,20 @@ fn databricks_config_refuses_fields_the_type_does_not_declare() {
 #[test]
 fn databricks_workspace_urls_are_https_on_the_host() {
     assert_eq!(
-        workspace_url("dbc-1.cloud.databricks.com").expect("url").as_str(),
+        workspace_url("dbc-1.cloud.databricks.com", 443)
+            .expect("url")
+            .as_str(),
         "https://dbc-1.cloud.databricks.com/"
     );
     assert_eq!(
-        workspace_url("2001:db8::1").expect("url").as_str(),
+        workspace_url("2001:db8::1", 443).expect("url").as_str(),
         "https://[2001:db8::1]/"
+    );
+    assert_eq!(
+        workspace_url("dbc-1.example.internal", 8443)
+            .expect("url")
+            .as_str(),
+        "https://dbc-1.example.internal:8443/"
     );
 }
 

@@ -52,6 +52,7 @@ async fn fixture_with_uri(uri: Option<String>) -> Fixture {
         NetworkPolicy {
             allow_private_networks: true,
             sqlite_dir: dir.path().join("sqlite"),
+            trusted_roots: Default::default(),
         },
         &metrics,
     );
@@ -820,6 +821,7 @@ async fn bench_mongo_query_export() {
         NetworkPolicy {
             allow_private_networks: true,
             sqlite_dir: dir.path().join("sqlite"),
+            trusted_roots: Default::default(),
         },
         &metrics,
     );

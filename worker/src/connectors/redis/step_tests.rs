@@ -41,6 +41,7 @@ fn policy() -> NetworkPolicy {
     NetworkPolicy {
         allow_private_networks: true,
         sqlite_dir: std::env::temp_dir(),
+        trusted_roots: Default::default(),
     }
 }
 

@@ -354,6 +354,7 @@ async fn fixture_on(ip: &str, allow_private_networks: bool) -> Fixture {
         NetworkPolicy {
             allow_private_networks,
             sqlite_dir: dir.path().join("sqlite"),
+            trusted_roots: Default::default(),
         },
         &metrics,
     );
@@ -1064,6 +1065,7 @@ async fn bench_http_request_export() {
         NetworkPolicy {
             allow_private_networks: true,
             sqlite_dir: dir.path().join("sqlite"),
+            trusted_roots: Default::default(),
         },
         &metrics,
     );
