@@ -8,7 +8,7 @@
 //! address itself ("pinned"), so a second, different DNS answer (rebinding)
 //! cannot send them elsewhere.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,70 +16,7 @@ use std::time::Duration;
 use super::NetworkPolicy;
 use super::errors::{DriverError, ErrorType, from_io};
 
-/// Whether `ip` is loopback, private, link-local, unspecified, unique-local
-/// or otherwise not a public unicast address. IPv4 addresses embedded in
-/// IPv6 ones (mapped, compatible, NAT64, 6to4) are judged as IPv4.
-pub fn is_restricted(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_restricted_v4(v4),
-        IpAddr::V6(v6) => is_restricted_v6(v6),
-    }
-}
-
-fn is_restricted_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, _, _] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || a == 0 // "this network"
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT, cloud internals)
-        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240 // reserved
-}
-
-fn is_restricted_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = embedded_v4(ip) {
-        return is_restricted_v4(v4);
-    }
-    let first = ip.segments()[0];
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
-        || (first & 0xffc0) == 0xfe80 // link local fe80::/10
-        || (first & 0xffc0) == 0xfec0 // site local (deprecated) fec0::/10
-        || (ip.segments()[..4] == [0x0100, 0, 0, 0]) // discard-only 100::/64
-}
-
-/// The IPv4 address carried by an IPv4-mapped (`::ffff:a.b.c.d`),
-/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) or 6to4
-/// (`2002:aabb:ccdd::`) address.
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = ip.segments();
-    let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(v4);
-    }
-    if s[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
-        return Some(tail());
-    }
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        return Some(tail());
-    }
-    if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        ));
-    }
-    None
-}
+pub use ferry_shared::network::is_restricted;
 
 /// Checks that `host` is a DNS name or an IP literal: letters, digits,
 /// `-`, `_` and `.` in labels of at most 63 characters, or an IPv4/IPv6
@@ -443,35 +380,6 @@ impl Drop for Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_loopback_link_local_and_embedded_v4_addresses_are_restricted() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "::",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "64:ff9b::a9fe:a9fe",
-            "2002:7f00:1::",
-        ] {
-            assert!(
-                is_restricted(ip.parse().expect("ip")),
-                "{ip} should be restricted"
-            );
-        }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
-            assert!(!is_restricted(ip.parse().expect("ip")), "{ip} should be public");
-        }
-    }
 
     #[test]
     fn hosts_must_be_names_or_ip_literals() {
