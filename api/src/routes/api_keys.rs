@@ -42,9 +42,9 @@ pub struct CreateApiKey {
     pub expires_at: Option<String>,
 }
 
-/// A new key, with its text: the only time `key` is shown.
+/// What every view of a key shows.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedApiKeyView {
+pub struct ApiKeyFields {
     #[schema(example = "key_01J9Z8M5W6X7Y8Z9A0B1C2D3E4")]
     pub uuid: String,
     pub name: String,
@@ -54,39 +54,49 @@ pub struct CreatedApiKeyView {
     /// The key's first characters, as lists show them.
     #[schema(example = "fk_8hQm2LxZ")]
     pub prefix: String,
-    /// The key, for `Authorization: Bearer fk_…`. Shown once: only its hash
-    /// is stored.
-    #[schema(example = "fk_8hQm2LxZ0123456789abcdefghijABCDEFGHIJ")]
-    pub key: String,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
+impl From<&ApiKey> for ApiKeyFields {
+    fn from(key: &ApiKey) -> Self {
+        ApiKeyFields {
+            uuid: key.uuid.clone(),
+            name: key.name.clone(),
+            role: role_word(key.role).to_owned(),
+            prefix: key.prefix.clone(),
+            created_at: timestamp(key.created_at),
+            expires_at: key.expires_at.map(timestamp),
+        }
+    }
+}
+
+/// A new key, with its text: the only time `key` is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKeyView {
+    #[serde(flatten)]
+    pub fields: ApiKeyFields,
+    /// The key, for `Authorization: Bearer fk_…`. Shown once: only its hash
+    /// is stored.
+    #[schema(example = "fk_8hQm2LxZ0123456789abcdefghijABCDEFGHIJ")]
+    pub key: String,
+}
+
 /// A key as listed (never with its text).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyView {
-    #[schema(example = "key_01J9Z8M5W6X7Y8Z9A0B1C2D3E4")]
-    pub uuid: String,
-    pub name: String,
-    /// `admin` or `member`.
-    #[schema(example = "member")]
-    pub role: String,
-    #[schema(example = "fk_8hQm2LxZ")]
-    pub prefix: String,
+    #[serde(flatten)]
+    pub fields: ApiKeyFields,
     /// Who created the key.
     #[schema(example = "user_01ABCDEF")]
     pub created_by: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
     /// When a request last authenticated with the key, to within a minute
     /// (it is written only when the stored value is more than a minute
     /// old); `null` when never used.
     #[schema(format = DateTime)]
     pub last_used_at: Option<String>,
-    #[schema(format = DateTime)]
-    pub expires_at: Option<String>,
     #[schema(format = DateTime)]
     pub revoked_at: Option<String>,
 }
@@ -94,14 +104,9 @@ pub struct ApiKeyView {
 impl From<ApiKey> for ApiKeyView {
     fn from(key: ApiKey) -> Self {
         ApiKeyView {
-            role: role_word(key.role).to_owned(),
-            uuid: key.uuid,
-            name: key.name,
-            prefix: key.prefix,
+            fields: ApiKeyFields::from(&key),
             created_by: key.created_by,
-            created_at: timestamp(key.created_at),
             last_used_at: key.last_used_at.map(timestamp),
-            expires_at: key.expires_at.map(timestamp),
             revoked_at: key.revoked_at.map(timestamp),
         }
     }
@@ -195,13 +200,8 @@ async fn create_api_key(
     };
     state.backends.store.create_api_key(&key).await?;
     let view = CreatedApiKeyView {
-        role: role_word(key.role).to_owned(),
-        uuid: key.uuid,
-        name: key.name,
-        prefix: key.prefix,
+        fields: ApiKeyFields::from(&key),
         key: minted.key,
-        created_at: timestamp(key.created_at),
-        expires_at: key.expires_at.map(timestamp),
     };
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
