@@ -10,14 +10,14 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use ferry_shared::Error;
+use ferry_shared::admission::{self, Admission};
+use ferry_shared::domain::ResourceKind;
 use ferry_shared::domain::params;
 use ferry_shared::domain::{
     ConnectorStatus, Execution, ExecutionStatus, Principal, Project, StepRun, StepRunStatus, Trigger,
 };
-use ferry_shared::domain::{OrgRole, ResourceKind};
 use ferry_shared::ids::IdKind;
-use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
-use ferry_shared::queue::{Job, JobKind};
+use ferry_shared::jobs::{EXECUTION_EVENTS, ExecutionEvent};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -386,62 +386,22 @@ async fn execute_project(
     let supplied = body.parameters.unwrap_or_default();
     let steps = state.backends.store.list_steps(&project.uuid).await?;
     check_steps(&state, &caller, &steps, &supplied).await?;
-    let execution = Execution {
-        execution_id: IdKind::Execution.generate(),
+    let admission = Admission {
         project_uuid: project.uuid.clone(),
         org_id: caller.org_id.clone(),
-        status: ExecutionStatus::Queued,
         trigger: Trigger::Api,
         parameters: supplied,
         notify_on_completion: body.notify_on_completion.unwrap_or(false),
         created_by: caller.user_id.clone(),
-        created_at: ferry_shared::domain::now(),
-        started_at: None,
-        completed_at: None,
-        attempt: 0,
-        lease_owner: None,
-        lease_expires_at: None,
-        steps: steps
-            .iter()
-            .map(|step| StepRun {
-                step_id: step.step_id.clone(),
-                position: step.order,
-                name: step.name.clone(),
-                step_type: step.step_type.as_str().to_owned(),
-                config: step.config.clone(),
-                status: StepRunStatus::Pending,
-                started_at: None,
-                completed_at: None,
-                rows_processed: 0,
-                bytes_written: 0,
-                output_file: None,
-                open_upload: None,
-                attempts: 0,
-                error: None,
-            })
-            .collect(),
+        org_role: caller.org_role,
     };
-    state.backends.store.create_execution(&execution).await?;
-    if caller.is_admin() {
-        // Before the job is queued, so the worker's grant check (admins act
-        // as owner) sees it; unrecorded means member, the strict reading.
-        state
-            .backends
-            .store
-            .record_execution_role(&execution.execution_id, OrgRole::Admin)
-            .await?;
-    }
-    let payload = serde_json::to_value(ExecuteProjectJob {
-        execution_id: execution.execution_id.clone(),
-    })
-    .map_err(Error::internal_from)?;
-    let mut job = Job::new(JobKind::ExecuteProject, payload);
-    job.id = execution.execution_id.clone();
-    if let Err(error) = state.backends.queue.enqueue(&job).await {
-        // The execution is recorded; the scheduler's reaper enqueues it again.
-        tracing::warn!(execution_id = %execution.execution_id, %error, "enqueue failed; the reaper will pick the execution up");
-    }
-    tracing::info!(execution_id = %execution.execution_id, project_uuid = %project.uuid, "execution queued");
+    let execution = admission::admit(
+        state.backends.store.as_ref(),
+        state.backends.queue.as_ref(),
+        &admission,
+        &steps,
+    )
+    .await?;
     let current = if body.mode == Some(ExecutionMode::Sync) {
         wait_terminal(
             &state,
