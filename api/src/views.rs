@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ferry_shared::domain::{Page, Permissions, Project, ProjectSummary, Role, Step, StepType};
+use ferry_shared::store::ProjectSchedule;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -99,6 +100,38 @@ pub struct ProjectFields {
     /// `draft`, `active` or `archived`.
     #[schema(example = "draft")]
     pub status: String,
+    /// The cron schedule, or null (see `PUT /api/projects/{uuid}`).
+    pub schedule: Option<ScheduleView>,
+    /// When the schedule fires next (read-only); null without an enabled
+    /// schedule.
+    #[schema(format = DateTime)]
+    pub next_run_at: Option<String>,
+}
+
+/// A project's cron schedule as shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleView {
+    #[schema(example = "0 6 * * 1-5")]
+    pub cron: String,
+    #[schema(example = "Europe/Berlin")]
+    pub timezone: String,
+    /// The parameters of every scheduled execution.
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Map<String, Value>,
+    pub enabled: bool,
+}
+
+impl ProjectFields {
+    /// Shows the project's stored schedule and its next tick.
+    pub fn set_schedule(&mut self, stored: Option<&ProjectSchedule>) {
+        self.schedule = stored.map(|stored| ScheduleView {
+            cron: stored.schedule.cron.clone(),
+            timezone: stored.schedule.timezone.clone(),
+            parameters: stored.schedule.parameters.clone(),
+            enabled: stored.schedule.enabled,
+        });
+        self.next_run_at = stored.and_then(|stored| stored.next_run_at).map(timestamp);
+    }
 }
 
 impl From<Project> for ProjectFields {
@@ -112,6 +145,8 @@ impl From<Project> for ProjectFields {
             provenance: Provenance::new(project.created_by, project.created_at, project.updated_at),
             last_executed_at: project.last_executed_at.map(timestamp),
             status: project.status.as_str().to_owned(),
+            schedule: None,
+            next_run_at: None,
         }
     }
 }
@@ -324,6 +359,8 @@ mod tests {
             "updated_at",
             "last_executed_at",
             "status",
+            "schedule",
+            "next_run_at",
             "step_count",
             "steps",
             "permissions",

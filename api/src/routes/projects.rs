@@ -16,8 +16,11 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, Json, Query};
-use crate::views::{ErrorBody, Pagination, ProjectList, ProjectView, nullable};
+use crate::views::{ErrorBody, Pagination, ProjectList, ProjectListItem, ProjectView, nullable};
 use ferry_shared::Error;
+use ferry_shared::domain::{Schedule, Step, params};
+use ferry_shared::store::ProjectSchedule;
+use serde_json::Map;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -61,6 +64,29 @@ pub struct UpdateProject {
     /// `active` or `archived` (a project never returns to `draft`).
     #[schema(value_type = Option<String>, example = "active")]
     pub status: Option<ProjectStatus>,
+    /// The cron schedule; `null` removes it. See the operation's description.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<ScheduleInput>)]
+    pub schedule: Option<Option<Value>>,
+}
+
+/// The `schedule` of `PUT /api/projects/{uuid}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the shape; the handler reads the JSON itself
+pub struct ScheduleInput {
+    /// Five fields (minute hour day-of-month month day-of-week) or one of
+    /// `@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@hourly`.
+    #[schema(example = "0 6 * * 1-5")]
+    pub cron: String,
+    /// An IANA time zone name (default `UTC`).
+    #[schema(example = "Europe/Berlin")]
+    pub timezone: Option<String>,
+    /// The parameters of every scheduled execution (default `{}`), checked
+    /// against the steps' declared parameters as `execute` checks them.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// Default `true`; a disabled schedule is kept but never fires.
+    pub enabled: Option<bool>,
 }
 
 /// Query of `GET /api/projects`.
@@ -209,12 +235,22 @@ async fn list_projects(
         },
         search: params.search.filter(|s| !s.is_empty()),
     };
+    let org_id = query.org_id.clone();
     let page = state.backends.store.list_projects(&query).await?;
     let pagination = Pagination::of(&page);
-    Ok(axum::Json(ProjectList {
-        data: page.items.into_iter().map(Into::into).collect(),
-        pagination,
-    }))
+    let uuids: Vec<String> = page.items.iter().map(|item| item.project.uuid.clone()).collect();
+    let schedules = state.backends.store.project_schedules(&org_id, &uuids).await?;
+    let data = page
+        .items
+        .into_iter()
+        .map(|summary| {
+            let stored = schedules.iter().find(|s| s.project_uuid == summary.project.uuid);
+            let mut item = ProjectListItem::from(summary);
+            item.project.set_schedule(stored);
+            item
+        })
+        .collect();
+    Ok(axum::Json(ProjectList { data, pagination }))
 }
 
 /// Parses `page` and `limit`; out of range is an error, never clamped.
@@ -262,10 +298,45 @@ async fn get_project(
 ) -> ApiResult<axum::Json<ProjectView>> {
     let (project, role) = visible_project(&state, &caller, &uuid).await?;
     let steps = state.backends.store.list_steps(&project.uuid).await?;
-    Ok(axum::Json(ProjectView::new(project, &steps, role)))
+    let stored = state
+        .backends
+        .store
+        .project_schedule(&caller.org_id, &project.uuid)
+        .await?;
+    let mut view = ProjectView::new(project, &steps, role);
+    view.project.set_schedule(stored.as_ref());
+    Ok(axum::Json(view))
 }
 
 /// Changes the fields the body carries and answers the full project.
+///
+/// **Schedules.** `schedule` (`{"cron", "timezone", "parameters",
+/// "enabled"}`) sets the project's cron schedule and `null` removes it;
+/// a body with only `schedule` is accepted while an execution is in
+/// progress. `cron` is five fields (minute, hour, day of month, month, day
+/// of week; day of month and day of week match when either does) or one of
+/// `@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@hourly`;
+/// `timezone` an IANA name (default `UTC`); `parameters` an object checked
+/// against the steps' declared parameters (`field: schedule.parameters.<name>`);
+/// `enabled` defaults to `true`. An invalid expression or zone is 400 with
+/// `field: schedule.cron` / `schedule.timezone`. Every project body shows
+/// `schedule` and the read-only `next_run_at` (null when there is no
+/// enabled schedule).
+///
+/// Each tick starts an execution with `trigger: "schedule"` and the
+/// schedule's parameters, as the user who set the schedule (with their
+/// organization role at that time), through the same admission as
+/// `POST /api/projects/{uuid}/execute`. A tick fires at most once however
+/// many schedulers run. A tick that finds the project's previous execution
+/// still queued, running or cancelling is skipped (counted in
+/// `ferry_scheduler_ticks_skipped_total`), never queued behind it.
+///
+/// Wall-clock times are matched in the zone: on a spring-forward day a time
+/// in the gap (02:30 in Europe/Berlin) fires once, at the first instant
+/// after the gap (03:00 local); on a fall-back day a repeated time fires
+/// once, at its first occurrence. Catch-up: a scheduler that was down fires
+/// the most recent missed tick once when it comes back, then continues from
+/// the next tick after now; older missed ticks are dropped.
 #[utoipa::path(put, path = "/api/projects/{uuid}", tag = "projects", request_body = UpdateProject,
     params(("uuid" = String, Path, description = "Project id")),
     responses(
@@ -306,15 +377,129 @@ async fn update_project(
             other => other,
         },
     };
-    let (_, role) = editable_project(&state, &caller, &uuid).await?;
-    let project = state
+    let (project, role) = editable_project(&state, &caller, &uuid).await?;
+    let steps = state.backends.store.list_steps(&project.uuid).await?;
+    let schedule = body
+        .schedule
+        .map(|schedule| {
+            schedule
+                .map(|value| check_schedule(&caller, &project, &steps, value))
+                .transpose()
+        })
+        .transpose()?;
+    // A body that only sets the schedule changes nothing else (and is
+    // accepted while an execution is in progress).
+    let project = if patch.is_empty() {
+        project
+    } else {
+        state
+            .backends
+            .store
+            .update_project(&caller.org_id, &uuid, patch)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Project not found"))?
+    };
+    if let Some(schedule) = &schedule {
+        state
+            .backends
+            .store
+            .set_project_schedule(&caller.org_id, &project.uuid, schedule.as_ref())
+            .await?;
+    }
+    let stored = state
         .backends
         .store
-        .update_project(&caller.org_id, &uuid, patch)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Project not found"))?;
-    let steps = state.backends.store.list_steps(&project.uuid).await?;
-    Ok(axum::Json(ProjectView::new(project, &steps, role)))
+        .project_schedule(&caller.org_id, &project.uuid)
+        .await?;
+    let mut view = ProjectView::new(project, &steps, role);
+    view.project.set_schedule(stored.as_ref());
+    Ok(axum::Json(view))
+}
+
+/// Checks a `schedule` body: cron and zone, parameters an object that
+/// satisfies the steps' declared parameters; the next tick is computed from
+/// now, and the executions will run as the caller.
+fn check_schedule(
+    caller: &Principal,
+    project: &Project,
+    steps: &[Step],
+    value: Value,
+) -> ApiResult<ProjectSchedule> {
+    let Value::Object(mut body) = value else {
+        return Err(ApiError::validation(
+            "schedule",
+            "schedule must be an object or null",
+        ));
+    };
+    let cron = match body.remove("cron") {
+        Some(Value::String(cron)) => cron,
+        _ => {
+            return Err(ApiError::validation(
+                "schedule.cron",
+                "cron is required and must be a string",
+            ));
+        }
+    };
+    let timezone = match body.remove("timezone") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(zone)) => Some(zone),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "schedule.timezone",
+                "timezone must be a string",
+            ));
+        }
+    };
+    let parameters = match body.remove("parameters") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(parameters)) => parameters,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "schedule.parameters",
+                "parameters must be a JSON object",
+            ));
+        }
+    };
+    let enabled = match body.remove("enabled") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(enabled)) => enabled,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "schedule.enabled",
+                "enabled must be true or false",
+            ));
+        }
+    };
+    if let Some(field) = body.keys().next() {
+        return Err(ApiError::validation(
+            format!("schedule.{field}"),
+            "unknown field: a schedule has cron, timezone, parameters and enabled",
+        ));
+    }
+    let schedule = Schedule::validated(&cron, timezone.as_deref(), parameters, enabled)?;
+    for step in steps {
+        params::check_config(&step.config, &schedule.parameters).map_err(|error| match error {
+            Error::Validation {
+                field,
+                message,
+                details,
+            } => Error::Validation {
+                field: field.map(|field| format!("schedule.{field}")),
+                message,
+                details,
+            },
+            other => other,
+        })?;
+    }
+    let next_run_at = schedule.next_run(ferry_shared::domain::now())?;
+    Ok(ProjectSchedule {
+        project_uuid: project.uuid.clone(),
+        org_id: project.org_id.clone(),
+        schedule,
+        set_by: caller.user_id.clone(),
+        set_role: caller.org_role,
+        next_run_at,
+    })
 }
 
 /// Archives the project (soft delete), or removes it and its steps with

@@ -74,6 +74,15 @@ pub struct ProjectPatch {
 }
 
 impl ProjectPatch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.description.is_none()
+            && self.connector_uuids.is_none()
+            && self.metadata.is_none()
+            && self.status.is_none()
+    }
+
     /// Applies the patch to `project`, stamping `updated_at`.
     pub fn apply(self, project: &mut Project) {
         if let Some(name) = self.name {
