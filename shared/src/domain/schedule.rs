@@ -124,18 +124,20 @@ mod tests {
     use super::*;
 
     fn daily_at_0230_berlin() -> Schedule {
-        Schedule::validated("30 2 * * *", Some("Europe/Berlin"), Map::new(), true).unwrap()
+        Schedule::validated("30 2 * * *", Some("Europe/Berlin"), Map::new(), true).expect("succeeds")
     }
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .expect("succeeds")
+            .with_timezone(&Utc)
     }
 
     /// Every firing of `schedule` in `[from, to)`.
     fn firings(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
         let mut out = Vec::new();
         let mut cursor = from - chrono::Duration::microseconds(1);
-        while let Some(next) = schedule.next_after(cursor).unwrap() {
+        while let Some(next) = schedule.next_after(cursor).expect("succeeds") {
             if next >= to {
                 break;
             }
@@ -182,14 +184,17 @@ mod tests {
         assert_eq!(runs, vec![utc("2026-10-25T00:30:00Z")], "the first 02:30, CEST");
         // Asking right after the first 02:30 does not yield the second one.
         assert_eq!(
-            schedule.next_after(utc("2026-10-25T00:30:00Z")).unwrap(),
+            schedule
+                .next_after(utc("2026-10-25T00:30:00Z"))
+                .expect("succeeds"),
             Some(utc("2026-10-26T01:30:00Z"))
         );
     }
 
     #[test]
     fn an_hourly_schedule_keeps_firing_through_the_repeated_hour() {
-        let schedule = Schedule::validated("@hourly", Some("Europe/Berlin"), Map::new(), true).unwrap();
+        let schedule =
+            Schedule::validated("@hourly", Some("Europe/Berlin"), Map::new(), true).expect("succeeds");
         let runs = firings(
             &schedule,
             utc("2026-10-24T22:00:00Z"),
@@ -206,23 +211,28 @@ mod tests {
 
     #[test]
     fn a_weekday_schedule_follows_its_zone() {
-        let schedule = Schedule::validated("0 6 * * 1-5", Some("Europe/Berlin"), Map::new(), true).unwrap();
+        let schedule =
+            Schedule::validated("0 6 * * 1-5", Some("Europe/Berlin"), Map::new(), true).expect("succeeds");
         // Saturday 2026-12-05 → Monday 2026-12-07 06:00 CET = 05:00 UTC.
         let next = schedule
-            .next_after(Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 0).unwrap())
-            .unwrap();
+            .next_after(
+                Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 0)
+                    .single()
+                    .expect("a valid time"),
+            )
+            .expect("succeeds");
         assert_eq!(next, Some(utc("2026-12-07T05:00:00Z")));
     }
 
     #[test]
     fn the_time_zone_defaults_to_utc_and_macros_are_accepted() {
         for text in MACROS {
-            let schedule = Schedule::validated(text, None, Map::new(), true).unwrap();
+            let schedule = Schedule::validated(text, None, Map::new(), true).expect("succeeds");
             assert_eq!(schedule.timezone, "UTC");
         }
-        let daily = Schedule::validated("@daily", None, Map::new(), true).unwrap();
+        let daily = Schedule::validated("@daily", None, Map::new(), true).expect("succeeds");
         assert_eq!(
-            daily.next_after(utc("2026-12-03T10:00:00Z")).unwrap(),
+            daily.next_after(utc("2026-12-03T10:00:00Z")).expect("succeeds"),
             Some(utc("2026-12-04T00:00:00Z"))
         );
     }
@@ -239,7 +249,7 @@ mod tests {
             "a b c d e",
             "0 0 30 2 *",
         ] {
-            let error = Schedule::validated(text, None, Map::new(), true).unwrap_err();
+            let error = Schedule::validated(text, None, Map::new(), true).expect_err("an error");
             assert_eq!(field_of(&error), "schedule.cron", "{text:?}");
         }
     }
@@ -247,15 +257,15 @@ mod tests {
     #[test]
     fn bad_zones_are_errors_on_schedule_timezone() {
         for zone in ["Mars/Olympus", "", "CEST+1", "europe/berlin_"] {
-            let error = Schedule::validated("* * * * *", Some(zone), Map::new(), true).unwrap_err();
+            let error = Schedule::validated("* * * * *", Some(zone), Map::new(), true).expect_err("an error");
             assert_eq!(field_of(&error), "schedule.timezone", "{zone:?}");
         }
     }
 
     #[test]
     fn a_disabled_schedule_has_no_next_run() {
-        let schedule = Schedule::validated("* * * * *", None, Map::new(), false).unwrap();
-        assert_eq!(schedule.next_run(Utc::now()).unwrap(), None);
+        let schedule = Schedule::validated("* * * * *", None, Map::new(), false).expect("succeeds");
+        assert_eq!(schedule.next_run(Utc::now()).expect("succeeds"), None);
     }
 
     #[test]
@@ -267,7 +277,9 @@ mod tests {
             enabled: true,
         };
         assert_eq!(
-            schedule.next_after(utc("2026-12-03T10:00:00.5Z")).unwrap(),
+            schedule
+                .next_after(utc("2026-12-03T10:00:00.5Z"))
+                .expect("succeeds"),
             Some(utc("2026-12-03T10:00:01Z"))
         );
     }

@@ -60,26 +60,35 @@ fn schedule_of(project: &Project, next_run_at: Option<DateTime<Utc>>) -> Project
 
 async fn a_project_schedule_reads_back_whole_and_none_removes_it(store: Arc<dyn Store>) {
     let project = project(&store, ORG, "nightly").await;
-    assert_eq!(store.project_schedule(ORG, &project.uuid).await.unwrap(), None);
+    assert_eq!(
+        store
+            .project_schedule(ORG, &project.uuid)
+            .await
+            .expect("succeeds"),
+        None
+    );
     let schedule = schedule_of(&project, Some(at(60, 123_456)));
     assert!(
         store
             .set_project_schedule(ORG, &project.uuid, Some(&schedule))
             .await
-            .unwrap()
+            .expect("succeeds")
     );
     assert_eq!(
-        store.project_schedule(ORG, &project.uuid).await.unwrap(),
+        store
+            .project_schedule(ORG, &project.uuid)
+            .await
+            .expect("succeeds"),
         Some(schedule.clone())
     );
     let listed = store
         .project_schedules(ORG, &[project.uuid.clone(), "proj_missing".into()])
         .await
-        .unwrap();
+        .expect("succeeds");
     assert_eq!(listed, vec![schedule]);
     // The project itself is unchanged.
     assert_eq!(
-        store.get_project(ORG, &project.uuid).await.unwrap(),
+        store.get_project(ORG, &project.uuid).await.expect("succeeds"),
         Some(project.clone())
     );
 
@@ -87,15 +96,27 @@ async fn a_project_schedule_reads_back_whole_and_none_removes_it(store: Arc<dyn 
         store
             .set_project_schedule(ORG, &project.uuid, None)
             .await
-            .unwrap()
+            .expect("succeeds")
     );
-    assert_eq!(store.project_schedule(ORG, &project.uuid).await.unwrap(), None);
-    assert!(store.due_schedules(at(3600, 0), 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .project_schedule(ORG, &project.uuid)
+            .await
+            .expect("succeeds"),
+        None
+    );
+    assert!(
+        store
+            .due_schedules(at(3600, 0), 10)
+            .await
+            .expect("succeeds")
+            .is_empty()
+    );
     assert!(
         !store
             .set_project_schedule(ORG, "proj_missing", None)
             .await
-            .unwrap()
+            .expect("succeeds")
     );
 }
 
@@ -106,24 +127,33 @@ async fn schedules_are_scoped_to_their_organization(store: Arc<dyn Store>) {
         !store
             .set_project_schedule(OTHER_ORG, &project.uuid, Some(&schedule))
             .await
-            .unwrap()
-    );
-    assert_eq!(store.project_schedule(ORG, &project.uuid).await.unwrap(), None);
-    assert!(
-        store
-            .set_project_schedule(ORG, &project.uuid, Some(&schedule))
-            .await
-            .unwrap()
+            .expect("succeeds")
     );
     assert_eq!(
-        store.project_schedule(OTHER_ORG, &project.uuid).await.unwrap(),
+        store
+            .project_schedule(ORG, &project.uuid)
+            .await
+            .expect("succeeds"),
         None
     );
     assert!(
         store
-            .project_schedules(OTHER_ORG, &[project.uuid.clone()])
+            .set_project_schedule(ORG, &project.uuid, Some(&schedule))
             .await
-            .unwrap()
+            .expect("succeeds")
+    );
+    assert_eq!(
+        store
+            .project_schedule(OTHER_ORG, &project.uuid)
+            .await
+            .expect("succeeds"),
+        None
+    );
+    assert!(
+        store
+            .project_schedules(OTHER_ORG, std::slice::from_ref(&project.uuid))
+            .await
+            .expect("succeeds")
             .is_empty()
     );
 }
@@ -146,19 +176,22 @@ async fn due_schedules_are_listed_earliest_first_without_archived_or_future_ones
             store
                 .set_project_schedule(&project.org_id, &project.uuid, Some(&schedule))
                 .await
-                .unwrap()
+                .expect("succeeds")
         );
     }
     let patch = ProjectPatch {
         status: Some(ProjectStatus::Archived),
         ..ProjectPatch::default()
     };
-    store.update_project(ORG, &archived.uuid, patch).await.unwrap();
+    store
+        .update_project(ORG, &archived.uuid, patch)
+        .await
+        .expect("succeeds");
 
-    let due = store.due_schedules(at(30, 0), 10).await.unwrap();
+    let due = store.due_schedules(at(30, 0), 10).await.expect("succeeds");
     let names: Vec<_> = due.iter().map(|s| s.project_uuid.as_str()).collect();
     assert_eq!(names, vec![early.uuid.as_str(), late.uuid.as_str()]);
-    let first = store.due_schedules(at(30, 0), 1).await.unwrap();
+    let first = store.due_schedules(at(30, 0), 1).await.expect("succeeds");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].project_uuid, early.uuid);
 }
@@ -170,7 +203,7 @@ async fn of_many_concurrent_claims_of_one_tick_exactly_one_wins(store: Arc<dyn S
     store
         .set_project_schedule(ORG, &project.uuid, Some(&schedule))
         .await
-        .unwrap();
+        .expect("succeeds");
 
     let claims = (0..8).map(|_| {
         let store = store.clone();
@@ -184,20 +217,30 @@ async fn of_many_concurrent_claims_of_one_tick_exactly_one_wins(store: Arc<dyn S
         }
     }
     assert_eq!(won, 1, "one claimer fires the tick");
-    let stored = store.project_schedule(ORG, &project.uuid).await.unwrap().unwrap();
+    let stored = store
+        .project_schedule(ORG, &project.uuid)
+        .await
+        .expect("succeeds")
+        .expect("succeeds");
     assert_eq!(stored.next_run_at, Some(at(120, 0)));
     // A claim of the old tick after it moved on fails; of the new one succeeds.
     assert!(
         !store
             .claim_schedule_tick(&project.uuid, due, Some(at(180, 0)))
             .await
-            .unwrap()
+            .expect("succeeds")
     );
     assert!(
         store
             .claim_schedule_tick(&project.uuid, at(120, 0), None)
             .await
-            .unwrap()
+            .expect("succeeds")
     );
-    assert!(store.due_schedules(at(1000, 0), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .due_schedules(at(1000, 0), 10)
+            .await
+            .expect("succeeds")
+            .is_empty()
+    );
 }
