@@ -282,6 +282,11 @@ impl TestApp {
         self.worker.spawn();
     }
 
+    /// The queue the API enqueues on and the app's worker takes jobs from.
+    pub fn queue(&self) -> Arc<dyn Queue> {
+        self.worker.backends.queue.clone()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

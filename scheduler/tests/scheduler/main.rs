@@ -449,3 +449,5 @@ async fn the_scheduler_run_from_its_config_in_one_process_leads_without_redis_an
         .expect("the scheduler task")
         .expect("the scheduler ends cleanly");
 }
+
+mod schedules;
