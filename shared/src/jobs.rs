@@ -57,3 +57,31 @@ pub struct ExecutionEvent {
     /// `cancel` or `changed`.
     pub kind: String,
 }
+
+/// A `probe_connector` job: a scheduled health probe of a stored connector.
+/// The worker reads the connector from the store (it may have changed or
+/// been disabled since the scheduler looked).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeConnectorJob {
+    pub connector_uuid: String,
+    pub org_id: String,
+}
+
+impl ProbeConnectorJob {
+    /// The job id of a connector's probe: one per connector, so a second
+    /// enqueue while a probe is queued or running (the queue keeps the id
+    /// until the job is acknowledged) is a no-op, and no two probes of one
+    /// connector ever run at once.
+    pub fn job_id(connector_uuid: &str) -> String {
+        format!("probe:{connector_uuid}")
+    }
+
+    /// The queue job carrying this probe.
+    pub fn to_job(&self) -> crate::queue::Job {
+        crate::queue::Job::with_id(
+            Self::job_id(&self.connector_uuid),
+            crate::queue::JobKind::ProbeConnector,
+            serde_json::json!({"connector_uuid": self.connector_uuid, "org_id": self.org_id}),
+        )
+    }
+}

@@ -5,13 +5,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What a job asks a worker to do. Serialized in snake_case
-/// (`test_connection`, `execute_project`, `deliver_webhook`).
+/// (`test_connection`, `execute_project`, `deliver_webhook`,
+/// `probe_connector`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     TestConnection,
     ExecuteProject,
     DeliverWebhook,
+    ProbeConnector,
 }
 
 impl JobKind {
@@ -21,6 +23,7 @@ impl JobKind {
             JobKind::TestConnection => "test_connection",
             JobKind::ExecuteProject => "execute_project",
             JobKind::DeliverWebhook => "deliver_webhook",
+            JobKind::ProbeConnector => "probe_connector",
         }
     }
 }
