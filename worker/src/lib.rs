@@ -172,6 +172,8 @@ pub struct Shared {
     pub cancels: tokio::sync::broadcast::Sender<String>,
     /// The engine transform steps run on, started by the first of them.
     pub transform: transform::LazyEngine,
+    /// `ferry_worker_probes_total{outcome}`.
+    pub probes: jobs::probe::ProbeMetrics,
 }
 
 /// Runs the worker role as `config` says until `shutdown` resolves: takes
@@ -211,6 +213,7 @@ pub async fn run_with(
         retry: context.retry,
         cancels: tokio::sync::broadcast::channel(256).0,
         transform: transform::LazyEngine::new(context.transform),
+        probes: jobs::probe::ProbeMetrics::new(&context.registry),
     });
     let mut execution_events = bus.subscribe(EXECUTION_EVENTS).await?;
     let cancel_relay = {
@@ -267,6 +270,7 @@ async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
     match job.kind {
         JobKind::TestConnection => jobs::test_connection::run(shared, job.payload).await,
         JobKind::ExecuteProject => jobs::execute_project::run(shared, job.payload).await,
+        JobKind::ProbeConnector => jobs::probe::run(shared, job.payload).await,
         other => Err(JobError::Abort(format!(
             "this worker does not run {} jobs yet",
             other.as_str()
@@ -286,6 +290,7 @@ fn the_worker_and_its_jobs_can_run_on_any_thread(
     fn is_send<T: Send>(_: &T) {}
     is_send(&jobs::execute_project::run(&shared, serde_json::Value::Null));
     is_send(&jobs::test_connection::run(&shared, serde_json::Value::Null));
+    is_send(&jobs::probe::run(&shared, serde_json::Value::Null));
     is_send(&run(config, std::future::pending()));
     is_send(&run_with(context, std::future::pending()));
 }

@@ -1,4 +1,5 @@
 //! Job handlers, one module per job kind.
 
 pub mod execute_project;
+pub mod probe;
 pub mod test_connection;
