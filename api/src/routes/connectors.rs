@@ -217,6 +217,7 @@ pub struct HealthMetrics {
     pub uptime_percentage_24h: f64,
     pub average_latency_ms: f64,
     pub error_rate_24h: f64,
+    /// Tests, probes and step runs of the last 24 hours.
     pub total_queries_24h: usize,
 }
 
@@ -903,6 +904,31 @@ async fn test_connector(
 }
 
 /// Health over the last 24 hours, from recorded tests and probes.
+///
+/// Every connector that is `active` or in `error` is probed by the
+/// scheduler once per `FERRY_PROBE_INTERVAL` (default 5 minutes): a worker
+/// runs the connection test through the connector's own pool (so its
+/// `max_connections` holds), at the connector's own offset within the
+/// interval (a hash of its uuid, so probes are spread out), never two at
+/// once for one connector. Probes are recorded beside the users'
+/// connection tests.
+///
+/// - `status`: `healthy` when the latest check (test or probe) succeeded
+///   and at least 99 % of the day's checks did, `degraded` when the latest
+///   succeeded but more failed, `unhealthy` when the latest failed,
+///   `unknown` without a check in 24 h. `last_check` is the latest check.
+/// - `metrics.uptime_percentage_24h`, `error_rate_24h` (a fraction) and
+///   `average_latency_ms` (of the successful checks) are over the day's
+///   tests and probes.
+/// - `metrics.total_queries_24h` counts the day's tests and probes plus
+///   the execution steps that used the connector and started in the last
+///   24 h (each step run once, whatever its retries; counted from the
+///   executions' step records, which name the connector).
+/// - `recent_errors`: the latest 10 failed checks, newest first.
+///
+/// After 3 consecutive failed probes an `active` connector's status
+/// becomes `error`; the first successful probe makes it `active` again. A
+/// disabled connector is not probed.
 #[utoipa::path(get, path = "/api/connectors/{uuid}/health", tag = "connectors",
     params(("uuid" = String, Path, description = "Connector id")),
     responses(
@@ -918,13 +944,16 @@ async fn connector_health(
     let (connector, _) = visible_connector(&state, &caller, &uuid).await?;
     let since = ferry_shared::domain::now() - chrono::Duration::hours(24);
     let history = state.backends.store.test_history(&connector.uuid, since).await?;
-    Ok(axum::Json(health_of(&connector.uuid, &history)))
+    let step_runs = state.backends.store.step_runs_since(&connector.uuid, since).await?;
+    Ok(axum::Json(health_of(&connector.uuid, &history, step_runs)))
 }
 
-/// Computes the health view from a day of checks: healthy when the latest
-/// check succeeded and at least 99 % did, degraded when the latest succeeded
-/// but more failed, unhealthy when the latest failed, unknown without checks.
-pub fn health_of(uuid: &str, history: &[TestRecord]) -> HealthView {
+/// Computes the health view from a day of checks (tests and probes) and
+/// step runs: healthy when the latest check succeeded and at least 99 % did,
+/// degraded when the latest succeeded but more failed, unhealthy when the
+/// latest failed, unknown without checks. The query count is the checks
+/// plus the step runs.
+pub fn health_of(uuid: &str, history: &[TestRecord], step_runs: u64) -> HealthView {
     let total = history.len();
     let failures = history.iter().filter(|r| !r.success).count();
     let successes: Vec<&TestRecord> = history.iter().filter(|r| r.success).collect();
@@ -951,7 +980,7 @@ pub fn health_of(uuid: &str, history: &[TestRecord]) -> HealthView {
             uptime_percentage_24h: uptime,
             average_latency_ms: average_latency,
             error_rate_24h: (ratio(failures) * 10_000.0).round() / 10_000.0,
-            total_queries_24h: total,
+            total_queries_24h: total.saturating_add(usize::try_from(step_runs).unwrap_or(usize::MAX)),
         },
         recent_errors: history
             .iter()

@@ -19,6 +19,7 @@ mod mongo_query;
 mod oauth;
 mod openapi;
 mod permissions;
+mod probes;
 mod projects;
 mod redis_read;
 mod results;
