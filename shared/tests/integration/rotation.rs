@@ -82,7 +82,9 @@ async fn rotation_reencrypts_every_connector_and_the_new_key_alone_reads_them() 
             .expect("get")
             .expect("exists");
         assert_eq!(
-            both.open(&c.uuid, &stored.secrets).expect("open mid-rotation").expose_secret(),
+            both.open(&c.uuid, &stored.secrets)
+                .expect("open mid-rotation")
+                .expose_secret(),
             &secrets(i)
         );
     }

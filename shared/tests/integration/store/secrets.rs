@@ -130,7 +130,9 @@ pub(super) async fn a_configuration_change_writes_its_secrets_even_after_a_rotat
     let stored = fetch_connector(&store, ORG, &created.uuid).await.expect("exists");
     assert_eq!(stored.secrets, patched.secrets);
     assert_eq!(
-        both.open(&created.uuid, &stored.secrets).expect("open").expose_secret(),
+        both.open(&created.uuid, &stored.secrets)
+            .expect("open")
+            .expose_secret(),
         &password("a-new-password")
     );
 }
