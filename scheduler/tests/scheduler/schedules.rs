@@ -441,3 +441,97 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
     outputs.extend(results.into_iter().map(|r| r.expect("ready")));
     outputs
 }
+
+// ---------------------------------------------------------------- failover
+
+/// A scheduler electing itself on Redis under `prefix`, over the app's
+/// store and queue; its task can be aborted like a killed process (the
+/// lock is not released).
+async fn elected_scheduler(
+    app: &TestApp,
+    prefix: &str,
+    registry: prometheus::Registry,
+) -> tokio::task::JoinHandle<ferry_shared::Result<()>> {
+    let leader = LeaderElection::redis(ferry_testkit::redis::URL, prefix, Duration::from_secs(1))
+        .await
+        .expect("Redis must be running at 127.0.0.1:6379");
+    let mut context = SchedulerContext::new(app.store.clone(), registry, app.queue(), leader);
+    context.schedule_interval = Duration::from_millis(100);
+    tokio::spawn(ferry_scheduler::run_with(context, std::future::pending()))
+}
+
+fn ticks(registry: &prometheus::Registry) -> f64 {
+    metric(registry, "ferry_scheduler_ticks_total").unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn when_the_leading_scheduler_is_killed_the_standby_fires_the_next_ticks_and_none_fires_twice() {
+    let app = app(Backend::Distributed, true).await;
+    let alice = alice();
+    let project = parameterized_project(&app, &alice).await;
+    let reply = app
+        .put(
+            &alice,
+            &format!("/api/projects/{project}"),
+            json!({"schedule": {"cron": "* * * * *", "parameters": {"n": 3}}}),
+        )
+        .await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", reply.text);
+    let prefix = ferry_testkit::redis::unique_prefix("ferry_test");
+    let (a_metrics, b_metrics) = (prometheus::Registry::new(), prometheus::Registry::new());
+    let started = std::time::Instant::now();
+    every_second(&app.store, "org_a", &project).await;
+    let a = elected_scheduler(&app, &prefix, a_metrics.clone()).await;
+    let b = elected_scheduler(&app, &prefix, b_metrics.clone()).await;
+
+    assert!(
+        eventually(Duration::from_secs(10), async || ticks(&a_metrics)
+            + ticks(&b_metrics)
+            >= 2.0)
+        .await,
+        "the leader fires ticks"
+    );
+    let a_leads = metric(&a_metrics, "ferry_scheduler_is_leader") == Some(1.0);
+    let b_leads = metric(&b_metrics, "ferry_scheduler_is_leader") == Some(1.0);
+    assert!(a_leads ^ b_leads, "one leads: a {a_leads}, b {b_leads}");
+    assert_eq!(
+        if a_leads {
+            ticks(&b_metrics)
+        } else {
+            ticks(&a_metrics)
+        },
+        0.0,
+        "the standby fires nothing"
+    );
+    let (killed, standby, standby_metrics) = if a_leads {
+        (a, b, &b_metrics)
+    } else {
+        (b, a, &a_metrics)
+    };
+    killed.abort();
+
+    let took_over = eventually(Duration::from_secs(10), async || ticks(standby_metrics) >= 2.0).await;
+    let elapsed = started.elapsed();
+    standby.abort();
+    assert!(
+        took_over,
+        "the standby fires ticks once the killed leader's lock expires"
+    );
+    // Every-second ticks: however the two split them, no more than one per second.
+    let total = ticks(&a_metrics) + ticks(&b_metrics);
+    assert!(
+        total <= elapsed.as_secs_f64().ceil() + 1.0,
+        "{total} ticks in {elapsed:?}: a tick fired twice"
+    );
+    let list = app
+        .get(&alice, &format!("/api/projects/{project}/executions?limit=100"))
+        .await;
+    let executions = list.body["data"].as_array().expect("data");
+    assert!(executions.len() >= 3, "{}", list.text);
+    assert!(
+        executions.iter().all(|e| e["trigger"] == "schedule"),
+        "{}",
+        list.text
+    );
+    ferry_testkit::redis::delete_keys(ferry_testkit::redis::URL, &[format!("{prefix}*")]).await;
+}
