@@ -11,6 +11,9 @@ alter table connector_tests add constraint connector_tests_source_check
 create index connector_tests_connector_source_idx
     on connector_tests (connector_uuid, source, tested_at);
 
--- the execution steps started since a time, for the health's query count
-create index execution_steps_started_at_idx on execution_steps (started_at)
+-- a connector's execution steps started since a time, for the health's
+-- query count (the expression is the store's step-to-connector expression,
+-- so the count is an index range scan)
+create index execution_steps_connector_started_at_idx
+    on execution_steps ((config ->> 'connector_uuid'), started_at)
     where started_at is not null;
