@@ -11,7 +11,7 @@ use ferry_shared::config::MasterKeys;
 use ferry_shared::domain::{self, Execution, ExecutionStatus, StepRun, StepRunStatus, Trigger};
 use ferry_shared::ids::IdKind;
 use ferry_shared::jobs::ProbeConnectorJob;
-use ferry_shared::queue::{EmbeddedQueue, LocalBus, Queue};
+use ferry_shared::queue::{EmbeddedQueue, LocalBus, Queue, RedisQueue};
 use ferry_shared::vault::Vault;
 use ferry_testkit::eventually;
 use reqwest::StatusCode;
@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::connectors::PgRole;
-use crate::helpers::{MASTER_KEY, Options, TestApp, User, spawn_custom};
+use crate::helpers::{Backend, MASTER_KEY, Options, TestApp, User, spawn_custom};
 
 /// A TCP relay to the local PostgreSQL on a fixed port that can be closed
 /// (the port refuses connections and every relayed connection is cut) and
@@ -80,20 +80,51 @@ async fn relay(listener: TcpListener) {
     }
 }
 
-/// A worker of its own over the app's store, on a queue the test feeds.
+/// A worker of its own over the app's store, on a queue the test feeds
+/// (on Redis under a key prefix of its own, deleted at the end, when the
+/// app is distributed).
 struct ProbeWorker {
     queue: Arc<dyn Queue>,
     registry: prometheus::Registry,
+    redis_prefix: Option<String>,
     _dir: tempfile::TempDir,
 }
 
-async fn start_worker(app: &TestApp) -> ProbeWorker {
+impl Drop for ProbeWorker {
+    fn drop(&mut self) {
+        if let Some(prefix) = self.redis_prefix.take() {
+            let pattern = format!("{prefix}*");
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(ferry_testkit::redis::delete_keys(
+                    ferry_testkit::redis::URL,
+                    &[pattern],
+                ));
+            })
+            .join();
+        }
+    }
+}
+
+async fn start_worker(app: &TestApp, backend: Backend) -> ProbeWorker {
     let dir = tempfile::tempdir().expect("temp dir");
-    let queue: Arc<dyn Queue> = Arc::new(
-        EmbeddedQueue::open(&dir.path().join("queue.db"), Duration::from_secs(30))
+    let lease = Duration::from_secs(30);
+    let (queue, redis_prefix): (Arc<dyn Queue>, _) = if backend == Backend::Distributed {
+        let prefix = ferry_testkit::redis::unique_prefix("ferry-probes");
+        let url = format!("{}/0", ferry_testkit::redis::URL);
+        let queue = RedisQueue::connect(&url, &prefix, lease)
             .await
-            .expect("queue"),
-    );
+            .expect("Redis queue");
+        (Arc::new(queue), Some(prefix))
+    } else {
+        let queue = EmbeddedQueue::open(&dir.path().join("queue.db"), lease)
+            .await
+            .expect("queue");
+        (Arc::new(queue), None)
+    };
     let registry = prometheus::Registry::new();
     let context = ferry_worker::WorkerContext {
         backends: ferry_shared::backends::Backends {
@@ -124,6 +155,7 @@ async fn start_worker(app: &TestApp) -> ProbeWorker {
     ProbeWorker {
         queue,
         registry,
+        redis_prefix,
         _dir: dir,
     }
 }
@@ -202,8 +234,9 @@ async fn relayed_connector(app: &TestApp, user: &User, role: &PgRole, relay: &Re
     reply.body["uuid"].as_str().expect("uuid").to_owned()
 }
 
-async fn app_without_worker() -> TestApp {
+async fn app_without_worker(backend: Backend) -> TestApp {
     spawn_custom(Options {
+        backend,
         worker: false,
         ..Options::default()
     })
@@ -211,15 +244,24 @@ async fn app_without_worker() -> TestApp {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_successful_probe_is_reflected_in_the_connectors_health() {
-    let app = app_without_worker().await;
+async fn a_successful_probe_is_reflected_in_the_connectors_health_on_sqlite() {
+    a_successful_probe_is_reflected_in_the_connectors_health(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_probe_is_reflected_in_the_connectors_health_on_postgres_and_redis() {
+    a_successful_probe_is_reflected_in_the_connectors_health(Backend::Distributed).await;
+}
+
+async fn a_successful_probe_is_reflected_in_the_connectors_health(backend: Backend) {
+    let app = app_without_worker(backend).await;
     let alice = User::member("user_alice", ORG);
     let role = PgRole::create().await;
     let relay = Relay::open().await;
     let uuid = relayed_connector(&app, &alice, &role, &relay).await;
     assert_eq!(health(&app, &alice, &uuid).await["status"], "unknown");
 
-    let worker = start_worker(&app).await;
+    let worker = start_worker(&app, backend).await;
     worker.probe(&app, &uuid).await;
     worker.probe(&app, &uuid).await;
 
@@ -237,13 +279,30 @@ async fn a_successful_probe_is_reflected_in_the_connectors_health() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connector_whose_probes_keep_failing_goes_to_error_and_back_to_active_once_one_succeeds() {
-    let app = app_without_worker().await;
+async fn a_connector_whose_probes_keep_failing_goes_to_error_and_back_to_active_once_one_succeeds_on_sqlite()
+{
+    a_connector_whose_probes_keep_failing_goes_to_error_and_back_to_active_once_one_succeeds(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_whose_probes_keep_failing_goes_to_error_and_back_to_active_once_one_succeeds_on_postgres_and_redis()
+ {
+    a_connector_whose_probes_keep_failing_goes_to_error_and_back_to_active_once_one_succeeds(
+        Backend::Distributed,
+    )
+    .await;
+}
+
+async fn a_connector_whose_probes_keep_failing_goes_to_error_and_back_to_active_once_one_succeeds(
+    backend: Backend,
+) {
+    let app = app_without_worker(backend).await;
     let alice = User::member("user_alice", ORG);
     let role = PgRole::create().await;
     let mut relay = Relay::open().await;
     let uuid = relayed_connector(&app, &alice, &role, &relay).await;
-    let worker = start_worker(&app).await;
+    let worker = start_worker(&app, backend).await;
     worker.probe(&app, &uuid).await;
 
     relay.close();
@@ -281,8 +340,17 @@ async fn a_connector_whose_probes_keep_failing_goes_to_error_and_back_to_active_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn step_runs_of_the_last_day_count_in_the_connectors_query_count() {
-    let app = app_without_worker().await;
+async fn step_runs_of_the_last_day_count_in_the_connectors_query_count_on_sqlite() {
+    step_runs_of_the_last_day_count_in_the_connectors_query_count(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_runs_of_the_last_day_count_in_the_connectors_query_count_on_postgres() {
+    step_runs_of_the_last_day_count_in_the_connectors_query_count(Backend::Postgres).await;
+}
+
+async fn step_runs_of_the_last_day_count_in_the_connectors_query_count(backend: Backend) {
+    let app = app_without_worker(backend).await;
     let alice = User::member("user_alice", ORG);
     let role = PgRole::create().await;
     let relay = Relay::open().await;
@@ -346,7 +414,7 @@ async fn step_runs_of_the_last_day_count_in_the_connectors_query_count() {
     let body = health(&app, &alice, &uuid).await;
     assert_eq!(body["metrics"]["total_queries_24h"], 2, "{body}");
     assert_eq!(body["status"], "unknown", "steps are not checks: {body}");
-    let worker = start_worker(&app).await;
+    let worker = start_worker(&app, backend).await;
     worker.probe(&app, &uuid).await;
     let body = health(&app, &alice, &uuid).await;
     assert_eq!(
