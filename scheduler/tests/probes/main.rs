@@ -269,6 +269,36 @@ async fn three_consecutive_failures_put_a_connector_in_error_and_a_success_bring
     // Both sources are in the health history.
     let since = domain::now() - chrono::Duration::hours(1);
     assert_eq!(store.test_history(uuid, since).await.expect("history").len(), 11);
+    // Probes older than a week go when a new one is recorded; tests stay.
+    let old = domain::now() - chrono::Duration::days(8);
+    store
+        .record_probe(
+            &TestRecord {
+                tested_at: old,
+                ..probe(uuid, true)
+            },
+            3,
+        )
+        .await
+        .expect("record");
+    store
+        .record_test(&TestRecord {
+            tested_at: old,
+            ..probe(uuid, true)
+        })
+        .await
+        .expect("test");
+    let month = domain::now() - chrono::Duration::days(30);
+    assert_eq!(store.test_history(uuid, month).await.expect("history").len(), 13);
+    assert_eq!(record(true).await, ProbeTransition::Unchanged);
+    assert_eq!(
+        store.test_history(uuid, month).await.expect("history").len(),
+        13,
+        "the week-old probe went, the new one came, the old test stayed"
+    );
+    let history = store.test_history(uuid, month).await.expect("history");
+    assert_eq!(history.iter().filter(|r| r.tested_at < since).count(), 1);
+
     let listed = store.connectors_to_probe(None, 100).await.expect("list");
     assert!(listed.iter().any(|t| t.connector_uuid == uuid));
     assert!(listed.iter().all(|t| t.connector_uuid != off.uuid));

@@ -45,7 +45,8 @@ pub trait ProbeStore: Send + Sync + 'static {
     /// rule atomically: after `failure_threshold` consecutive failed probes
     /// an `active` connector goes to `error`; a successful probe brings an
     /// `error` connector back to `active`. A disabled or deleted connector's
-    /// status is never changed.
+    /// status is never changed. The connector's probes older than 7 days are
+    /// deleted on the way (users' tests are kept).
     async fn record_probe(&self, record: &TestRecord, failure_threshold: u32) -> Result<ProbeTransition>;
 
     /// How many execution steps using the connector started at or after

@@ -13,6 +13,9 @@ use crate::domain::{ConnectorStatus, TestRecord};
 use crate::error::Result;
 use crate::store::{ProbeStore, ProbeTarget, ProbeTransition};
 
+/// Days a probe is kept (health reads the last one).
+const PROBE_RETENTION_DAYS: i64 = 7;
+
 #[derive(sqlx::FromRow)]
 struct TargetRow {
     uuid: String,
@@ -96,6 +99,16 @@ impl ProbeStore for SqlStore {
                 ProbeTransition::Unchanged
             }
         };
+        // Keep the table bounded: a connector's probes older than the
+        // retention go as it records a new one (health reads a day).
+        let horizon = record.tested_at - chrono::Duration::days(PROBE_RETENTION_DAYS);
+        Sql::new(
+            "DELETE FROM connector_tests WHERE connector_uuid = $1 AND source = 'probe' AND tested_at < $2",
+        )
+        .bind(&record.connector_uuid)
+        .bind(horizon)
+        .execute(&mut tx)
+        .await?;
         tx.commit().await?;
         Ok(transition)
     }
