@@ -202,7 +202,7 @@ impl Refresher {
         let Some(connector) = self.store.get_connector(org_id, uuid).await? else {
             return Ok(Outcome::Skipped);
         };
-        if connector.auth_type != "oauth" || connector.status == ConnectorStatus::Disabled {
+        if connector.auth_type != "oauth" {
             return Ok(Outcome::Skipped);
         }
         let Some(provider) = connector

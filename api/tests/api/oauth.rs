@@ -826,3 +826,63 @@ async fn creating_an_oauth_connector_directly_points_to_authorize() {
         reply.text
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refreshes_through_the_api_and_the_scheduler_at_once_make_one_token_call_and_no_invalid_grant() {
+    use ferry_shared::oauth_refresh::{ClientCredentials, Need, OAuthClients, Outcome, Refresher};
+
+    let flow = flow().await;
+    let uuid = flow.connect("c").await;
+    let calls = flow.server.token_calls();
+    let version = flow
+        .app
+        .store
+        .get_connector("org_oauth", &uuid)
+        .await
+        .expect("read")
+        .expect("stored")
+        .config_version;
+    // The scheduler's refresher, as in another process: its own lease
+    // holder and HTTP client over the same store.
+    let scheduler = Refresher::new(
+        flow.app.store.clone(),
+        std::sync::Arc::new(Vault::new(MasterKeys::parse(MASTER_KEY).expect("keys"))),
+        OAuthClients::default().with_private_networks(true).with_client(
+            TypeId::Hubspot,
+            ClientCredentials {
+                client_id: CLIENT_ID.to_owned(),
+                client_secret: Secret::new(CLIENT_SECRET),
+                token_url: Some(flow.server.token_url()),
+            },
+        ),
+    );
+    let body = json!({"connector_uuid": uuid});
+    let path = "/api/oauth/hubspot/refresh";
+    let (first, second, scheduled) = tokio::join!(
+        flow.app.post(&flow.user, path, body.clone()),
+        flow.app.post(&flow.user, path, body.clone()),
+        scheduler.refresh(
+            "org_oauth",
+            &uuid,
+            Need::Unchanged(version),
+            Duration::from_secs(20)
+        ),
+    );
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text);
+    let scheduled = scheduled.expect("refresh");
+    assert!(
+        matches!(scheduled, Outcome::Refreshed { .. } | Outcome::NotNeeded),
+        "{scheduled:?}"
+    );
+    assert_eq!(flow.server.token_calls(), calls + 1, "exactly one token call");
+    let secrets = flow.stored_secrets(&uuid).await;
+    assert!(
+        flow.server
+            .refresh_token_is_live(secrets["refresh_token"].as_str().expect("rt"))
+    );
+    assert!(
+        flow.server
+            .access_token_is_live(secrets["access_token"].as_str().expect("at"))
+    );
+}

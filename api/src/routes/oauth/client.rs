@@ -21,7 +21,7 @@ use oauth2::basic::{
 };
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, HttpClientError, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    ExtraTokenFields, HttpClientError, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
     StandardRevocableToken, StandardTokenResponse, TokenResponse as _, TokenUrl,
 };
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -271,22 +271,6 @@ pub async fn exchange_code(
     client
         .exchange_code(AuthorizationCode::new(code))
         .set_pkce_verifier(PkceCodeVerifier::new(verifier))
-        .request_async(http)
-        .await
-        .map_err(exchange_error)
-}
-
-/// Exchanges a refresh token for new tokens.
-pub async fn exchange_refresh(
-    client: &Client,
-    http: &reqwest::Client,
-    allow_private: bool,
-    refresh_token: String,
-) -> Result<TokenResponse, ExchangeError> {
-    check_literal(client, allow_private)?;
-    let refresh_token = RefreshToken::new(refresh_token);
-    client
-        .exchange_refresh_token(&refresh_token)
         .request_async(http)
         .await
         .map_err(exchange_error)

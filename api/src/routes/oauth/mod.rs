@@ -17,12 +17,12 @@ pub mod settings;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use ferry_shared::Error;
 use ferry_shared::connectors::oauth::{self as providers, OAuthProvider};
 use ferry_shared::connectors::{AuthKind, ConnectorType, SplitConfig, TypeId};
-use ferry_shared::domain::{Connector, ConnectorStatus, Principal};
+use ferry_shared::domain::{Connector, ConnectorStatus};
 use ferry_shared::ids::IdKind;
+use ferry_shared::oauth_refresh::{self, Need, Outcome, Refresher};
 use ferry_shared::store::OAuthState;
 use oauth2::{CsrfToken, PkceCodeChallenge};
 use serde::{Deserialize, Serialize};
@@ -52,9 +52,9 @@ const MAX_CALLER_STATE: usize = 512;
 /// Random bytes in Ferry's own state (base64url-encoded on the wire).
 const STATE_BYTES: u32 = 32;
 
-/// How many times a refresh's write is retried when the connector changed
-/// meanwhile (the new tokens are kept: the refresh token was spent).
-const WRITE_ATTEMPTS: usize = 3;
+/// How long a manual refresh waits for a refresh of the same connector in
+/// progress elsewhere (the scheduler's, a worker's) before answering 409.
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(35);
 
 // --- requests and responses ----------------------------------------------------
 
@@ -531,11 +531,12 @@ async fn refresh(
         ));
     }
     let secrets = state.backends.vault.open(&connector.uuid, &connector.secrets)?;
-    let refresh_token = secrets
+    // Checked here so that a connector without one is a 400 on the
+    // request rather than an error mark on the connector.
+    secrets
         .expose_secret()
         .get("refresh_token")
         .and_then(Value::as_str)
-        .map(str::to_owned)
         .ok_or_else(|| {
             ApiError::validation(
                 "connector_uuid",
@@ -546,101 +547,83 @@ async fn refresh(
             )
         })?;
     drop(secrets);
-    let (oauth_client, _) = client::build(
+    // The provider's client must be configured and its endpoints filled.
+    client::build(
         provider,
         state.oauth.client(provider.type_id),
         &connector.config,
         &state.oauth.callback_url(provider),
     )
     .map_err(setup_error)?;
-    let result = client::exchange_refresh(
-        &oauth_client,
-        state.oauth.http(),
-        state.oauth.allow_private_networks(),
-        refresh_token.clone(),
-    )
-    .await;
+    // Under the connector's refresh lease, shared with the scheduler and
+    // the workers: a refresh someone else completed meanwhile is not
+    // repeated (the rotating refresh token it spent is gone).
+    let refresher = Refresher::new(
+        state.backends.store.clone(),
+        state.backends.vault.clone(),
+        state.oauth.refresh_clients(),
+    );
+    let outcome = refresher
+        .refresh(
+            &caller.org_id,
+            &connector.uuid,
+            Need::Unchanged(connector.config_version),
+            REFRESH_WAIT,
+        )
+        .await?;
     let now = ferry_shared::domain::now();
-    let token = match result {
-        Ok(token) => token,
-        Err(error) => {
-            if error.is_invalid_grant() {
-                mark_error(&state, &caller, &connector.uuid).await;
-            }
+    let connection_failed = |message: String, details: String| {
+        let mut extra = Map::new();
+        extra.insert("details".into(), details.into());
+        ApiError::ConnectionFailed { message, extra }
+    };
+    let expires_at = match outcome {
+        Outcome::Refreshed { expires_at, .. } => expires_at,
+        Outcome::NotNeeded => None,
+        Outcome::Busy => {
+            return Err(
+                Error::conflict("another refresh of this connector is in progress; try again").into(),
+            );
+        }
+        Outcome::Skipped => return Err(ApiError::not_found("Connector not found")),
+        Outcome::NotConfigured => {
+            return Err(ApiError::validation(
+                "provider",
+                format!("OAuth is not configured for {}", kind.type_id),
+            ));
+        }
+        Outcome::InvalidGrant(why) => {
+            tracing::info!(connector_uuid = %connector.uuid, "oauth refresh refused: invalid_grant");
+            return Err(connection_failed(
+                format!(
+                    "The provider no longer accepts this connector's grant: connect it again through /api/oauth/{}/authorize",
+                    kind.type_id
+                ),
+                why,
+            ));
+        }
+        Outcome::Failed(why) => {
             tracing::info!(connector_uuid = %connector.uuid, "oauth refresh failed");
-            let mut extra = Map::new();
-            extra.insert("details".into(), error.message().into());
-            return Err(ApiError::ConnectionFailed {
-                message: if error.is_invalid_grant() {
-                    format!(
-                        "The provider no longer accepts this connector's grant: connect it again through /api/oauth/{}/authorize",
-                        kind.type_id
-                    )
-                } else {
-                    "The token refresh failed".to_owned()
-                },
-                extra,
-            });
+            return Err(connection_failed("The token refresh failed".to_owned(), why));
         }
     };
-    let (secrets, expires_at) = client::secrets_of(&token, Some(&refresh_token), now);
-    let status = store_tokens(&state, &caller, connector, &secrets, now).await?;
+    let current = state
+        .backends
+        .store
+        .get_connector(&caller.org_id, &uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Connector not found"))?;
+    let expires_at = match expires_at {
+        Some(at) => Some(at),
+        None => {
+            let secrets = state.backends.vault.open(&current.uuid, &current.secrets)?;
+            oauth_refresh::expires_at(secrets.expose_secret())
+        }
+    };
     Ok(axum::Json(RefreshResponse {
         connector_uuid: uuid,
-        status: status.as_str().to_owned(),
+        status: current.status.as_str().to_owned(),
         token_refreshed_at: timestamp(now),
         expires_at: expires_at.map(timestamp),
     }))
-}
-
-/// Writes refreshed tokens over the connector's secrets (a new
-/// `config_version`), retrying on a concurrent change with the connector
-/// as it now stands: the old refresh token is spent, so the new tokens are
-/// never dropped. Returns the connector's status afterwards.
-async fn store_tokens(
-    state: &AppState,
-    caller: &Principal,
-    mut current: Connector,
-    secrets: &Map<String, Value>,
-    now: DateTime<Utc>,
-) -> ApiResult<ConnectorStatus> {
-    for _ in 0..WRITE_ATTEMPTS {
-        let expected = current.config_version;
-        let mut updated = current.clone();
-        updated.secrets = state.backends.vault.seal(&updated.uuid, secrets)?;
-        updated.config_version = expected + 1;
-        updated.updated_at = now;
-        if updated.status == ConnectorStatus::Error {
-            updated.status = ConnectorStatus::Active;
-        }
-        if state.backends.store.update_connector(&updated, expected).await? {
-            tracing::info!(connector_uuid = %updated.uuid, "oauth tokens refreshed");
-            return Ok(updated.status);
-        }
-        current = state
-            .backends
-            .store
-            .get_connector(&caller.org_id, &current.uuid)
-            .await?
-            .ok_or_else(|| ApiError::not_found("Connector not found"))?;
-    }
-    Err(Error::conflict("the connector changed during the refresh; the new tokens were not stored").into())
-}
-
-/// Marks the connector `error` after its grant was refused for good
-/// (best effort: the refresh already failed).
-async fn mark_error(state: &AppState, caller: &Principal, uuid: &str) {
-    let store = &state.backends.store;
-    let Ok(Some(mut connector)) = store.get_connector(&caller.org_id, uuid).await else {
-        return;
-    };
-    if connector.status != ConnectorStatus::Active {
-        return;
-    }
-    let version = connector.config_version;
-    connector.status = ConnectorStatus::Error;
-    connector.updated_at = ferry_shared::domain::now();
-    if let Err(error) = store.update_connector(&connector, version).await {
-        tracing::warn!(connector_uuid = uuid, %error, "connector not marked error after invalid_grant");
-    }
 }

@@ -232,6 +232,25 @@ impl OAuthSettings {
         self.allow_private_networks
     }
 
+    /// The clients as the shared refresher takes them.
+    pub(super) fn refresh_clients(&self) -> ferry_shared::oauth_refresh::OAuthClients {
+        let mut clients = ferry_shared::oauth_refresh::OAuthClients::default()
+            .with_private_networks(self.allow_private_networks);
+        for (type_id, client) in &self.clients {
+            if let (Some(id), Some(secret)) = (&client.client_id, &client.client_secret) {
+                clients = clients.with_client(
+                    *type_id,
+                    ferry_shared::oauth_refresh::ClientCredentials {
+                        client_id: id.clone(),
+                        client_secret: secret.clone(),
+                        token_url: client.token_url.clone(),
+                    },
+                );
+            }
+        }
+        clients
+    }
+
     pub(super) fn http(&self) -> &reqwest::Client {
         &self.http
     }
