@@ -569,3 +569,74 @@ on_both!(
     a_refresh_lease_held_elsewhere_keeps_every_other_refresher_from_the_token_endpoint_on_sqlite,
     a_refresh_lease_held_elsewhere_keeps_every_other_refresher_from_the_token_endpoint_on_postgres
 );
+
+async fn the_leaders_loop_refreshes(store: Arc<dyn Store>) {
+    use ferry_scheduler::refresh::TokenRefresh;
+    use ferry_scheduler::{LeaderElection, SchedulerContext};
+    use ferry_shared::queue::EmbeddedQueue;
+
+    let server = AuthServer::start(CLIENT_ID, CLIENT_SECRET).await;
+    let vault = vault();
+    let soon = Utc::now() + chrono::Duration::seconds(90);
+    let created = connector(&store, &vault, &server, soon).await;
+    let calls = server.token_calls();
+    let dir = tempfile::tempdir().expect("dir");
+    let queue = EmbeddedQueue::open(&dir.path().join("queue.db"), Duration::from_secs(30))
+        .await
+        .expect("queue");
+    let registry = prometheus::Registry::new();
+    let context = SchedulerContext {
+        token_refresh: Some(TokenRefresh {
+            refresher: Refresher::new(store.clone(), vault.clone(), clients(server.token_url())),
+            settings: RefreshSettings {
+                interval: Duration::from_millis(100),
+                ..RefreshSettings::default()
+            },
+        }),
+        ..SchedulerContext::new(
+            store.clone(),
+            registry.clone(),
+            Arc::new(queue),
+            LeaderElection::single_process(),
+        )
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = tokio::spawn(ferry_scheduler::run_with(context, async {
+        let _ = stopped.await;
+    }));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while server.token_calls() == calls && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few more passes: the fresh token is not refreshed again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = stop.send(());
+    scheduler.await.expect("join").expect("the scheduler ran");
+
+    assert_eq!(
+        server.token_calls(),
+        calls + 1,
+        "the leader refreshed the token once"
+    );
+    let (after, secrets) = stored(&store, &vault, &created.uuid).await;
+    assert_eq!(after.config_version, 2);
+    assert!(server.access_token_is_live(text(&secrets, "access_token")));
+    let exposed = registry
+        .gather()
+        .into_iter()
+        .find(|family| family.name() == "ferry_scheduler_token_refreshes_total")
+        .expect("the refresh counter is registered");
+    let refreshed: f64 = exposed
+        .get_metric()
+        .iter()
+        .filter(|m| m.get_label().iter().any(|l| l.value() == "refreshed"))
+        .map(|m| m.get_counter().get_value())
+        .sum();
+    assert_eq!(refreshed, 1.0);
+}
+on_both!(
+    the_leaders_loop_refreshes,
+    the_scheduler_leader_refreshes_a_token_that_expires_within_the_margin_in_its_loop_on_sqlite,
+    the_scheduler_leader_refreshes_a_token_that_expires_within_the_margin_in_its_loop_on_postgres
+);

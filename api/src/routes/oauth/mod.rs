@@ -506,6 +506,7 @@ async fn complete(
         (status = 400, description = "validation_error (`provider`: not this connector's type or not configured; `connector_uuid`: missing, not OAuth, or no refresh token) or connection_failed (the provider refused or could not be reached)", body = ErrorBody),
         (status = 403, description = "The caller may not edit the connector", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
+        (status = 409, description = "conflict: another refresh of this connector (the scheduler's, another replica's) held its refresh lease for longer than the request waits", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn refresh(
