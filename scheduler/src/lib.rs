@@ -1,12 +1,16 @@
 //! Ferry's scheduler role: leader-elected periodic work. One process leads
 //! (a Redis lock with a TTL, or always in `ferry up`), any number stand by;
 //! the leader runs the lease reaper, which re-enqueues the executions no
-//! worker holds. Token refresh, health probes and cron schedules arrive with
-//! the capabilities they serve. See `design.md`.
+//! worker holds, fires the projects' cron schedules (`schedules.rs`),
+//! enqueues connector health probes (`probes.rs`) and refreshes OAuth
+//! tokens ahead of expiry (`refresh.rs`). See `design.md`.
 
 pub mod leader;
 pub mod metrics;
+pub mod probes;
 pub mod reaper;
+pub mod refresh;
+pub mod schedules;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use leader::LeaderElection;
 pub use metrics::SchedulerMetrics;
 pub use reaper::{Reaped, reap_once};
+pub use schedules::{ScheduleMetrics, Ticked, tick_once};
 
 /// How often the leader looks for executions to re-enqueue, by default.
 pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
@@ -51,6 +56,18 @@ pub struct Args {
     #[arg(long, env = "FERRY_QUEUED_GRACE_SECONDS", default_value_t = DEFAULT_QUEUED_GRACE.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub queued_grace_seconds: u64,
+
+    /// Milliseconds between two looks for due schedule ticks (default
+    /// 1000; tests shorten it).
+    #[arg(long, env = "FERRY_SCHEDULE_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60000))]
+    pub schedule_interval_ms: u64,
+
+    /// How often each connector's health is probed: seconds, or with a
+    /// unit (`500ms`, `30s`, `5m`, `1h`); 0 turns probes off. Each
+    /// connector fires at its own offset within the interval.
+    #[arg(long, env = "FERRY_PROBE_INTERVAL", default_value = "5m", value_parser = probes::parse_interval)]
+    pub probe_interval: Duration,
 }
 
 /// Everything the scheduler role runs with: its flags, and what its process
@@ -80,6 +97,9 @@ impl Config {
         Ok(SchedulerContext {
             reap_interval: Duration::from_secs(self.args.reap_interval_seconds),
             queued_grace: Duration::from_secs(self.args.queued_grace_seconds),
+            schedule_interval: Duration::from_millis(self.args.schedule_interval_ms),
+            probe_interval: self.args.probe_interval,
+            token_refresh: Some(refresh::TokenRefresh::from_env(&self.backends)),
             ..SchedulerContext::new(self.backends.store, self.registry, self.backends.queue, leader)
         })
     }
@@ -110,6 +130,14 @@ pub struct SchedulerContext {
     /// How long a queued execution waits before its job is enqueued again
     /// (default [`DEFAULT_QUEUED_GRACE`]).
     pub queued_grace: Duration,
+    /// How often the leader fires due schedule ticks (default
+    /// [`schedules::DEFAULT_SCHEDULE_INTERVAL`]).
+    pub schedule_interval: Duration,
+    /// How often each connector is probed (default
+    /// [`probes::DEFAULT_PROBE_INTERVAL`]; zero: never).
+    pub probe_interval: Duration,
+    /// OAuth tokens refreshed ahead of expiry while leading (none: not).
+    pub token_refresh: Option<refresh::TokenRefresh>,
 }
 
 impl SchedulerContext {
@@ -127,6 +155,9 @@ impl SchedulerContext {
             leader,
             reap_interval: DEFAULT_REAP_INTERVAL,
             queued_grace: DEFAULT_QUEUED_GRACE,
+            schedule_interval: schedules::DEFAULT_SCHEDULE_INTERVAL,
+            probe_interval: probes::DEFAULT_PROBE_INTERVAL,
+            token_refresh: None,
         }
     }
 }
@@ -142,14 +173,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// [`run`] over a context built by hand (tests set its intervals and leader
 /// election directly).
 pub async fn run_with(context: SchedulerContext, shutdown: impl Future<Output = ()>) -> Result<()> {
+    if context.schedule_interval.is_zero() {
+        return Err(Error::validation(
+            "schedule_interval",
+            "the schedule interval must be positive",
+        ));
+    }
     if context.reap_interval.is_zero() {
         return Err(Error::validation(
             "reap_interval",
             "the reap interval must be positive",
         ));
     }
+    probes::check_interval(context.probe_interval)?;
     context.store.ping().await?;
     let metrics = SchedulerMetrics::register(&context.registry).map_err(Error::internal_from)?;
+    let schedule_metrics = ScheduleMetrics::register(&context.registry).map_err(Error::internal_from)?;
+    let probe_metrics = probes::ProbeMetrics::register(&context.registry).map_err(Error::internal_from)?;
+    let refresh_metrics =
+        refresh::RefreshMetrics::register(&context.registry).map_err(Error::internal_from)?;
     tracing::info!(
         store = context.store.backend(),
         identity = context.leader.identity(),
@@ -172,7 +214,29 @@ pub async fn run_with(context: SchedulerContext, shutdown: impl Future<Output = 
         context.queued_grace,
         stop.clone(),
     );
-    tokio::join!(stopper, leading, reaping);
+    let scheduling = schedules::run(
+        context.store.as_ref(),
+        context.queue.as_ref(),
+        &context.leader,
+        &schedule_metrics,
+        context.schedule_interval,
+        stop.clone(),
+    );
+    let probing = probes::run(
+        context.store.as_ref(),
+        context.queue.as_ref(),
+        &context.leader,
+        &probe_metrics,
+        context.probe_interval,
+        stop.clone(),
+    );
+    let refreshing = refresh::run_if(
+        context.token_refresh.as_ref(),
+        &context.leader,
+        &refresh_metrics,
+        stop.clone(),
+    );
+    tokio::join!(stopper, leading, reaping, scheduling, probing, refreshing);
     tracing::info!("scheduler stopped");
     Ok(())
 }

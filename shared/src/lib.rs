@@ -3,6 +3,7 @@
 //! protocol, the credential vault, object storage and telemetry. Nothing here
 //! knows about HTTP; JWT verification lives in the api crate.
 
+pub mod admission;
 pub mod backends;
 pub mod config;
 pub mod connectors;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod jobs;
 pub mod network;
+pub mod oauth_refresh;
 pub mod objects;
 pub mod queue;
 pub mod rotation;

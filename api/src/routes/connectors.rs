@@ -944,7 +944,11 @@ async fn connector_health(
     let (connector, _) = visible_connector(&state, &caller, &uuid).await?;
     let since = ferry_shared::domain::now() - chrono::Duration::hours(24);
     let history = state.backends.store.test_history(&connector.uuid, since).await?;
-    let step_runs = state.backends.store.step_runs_since(&connector.uuid, since).await?;
+    let step_runs = state
+        .backends
+        .store
+        .step_runs_since(&connector.uuid, since)
+        .await?;
     Ok(axum::Json(health_of(&connector.uuid, &history, step_runs)))
 }
 

@@ -8,7 +8,10 @@
 //! body of SQL serves both.
 
 mod api_keys;
+pub mod oauth_refresh;
 pub mod oauth_states;
+mod probes;
+mod schedules;
 mod sql;
 
 use async_trait::async_trait;
@@ -21,7 +24,10 @@ use crate::domain::{
 use crate::error::{Error, Result};
 
 pub use api_keys::{ApiKey, ApiKeyStore, service_user};
+pub use oauth_refresh::{DueToken, OAuthRefreshStore, UntrackedToken};
 pub use oauth_states::{OAuthState, OAuthStateStore};
+pub use probes::{ProbeStore, ProbeTarget, ProbeTransition};
+pub use schedules::{ProjectSchedule, ScheduleStore};
 pub use sql::{Pool, PostgresStore, SqlStore, SqliteStore};
 
 /// A user's grant on one resource.
@@ -45,7 +51,16 @@ pub struct Grant {
 /// organization is indistinguishable from one that does not exist.
 #[async_trait]
 pub trait Store:
-    ProjectStore + StepStore + GrantStore + ConnectorStore + ExecutionStore + ApiKeyStore + OAuthStateStore
+    ProjectStore
+    + StepStore
+    + GrantStore
+    + ConnectorStore
+    + ExecutionStore
+    + ApiKeyStore
+    + OAuthStateStore
+    + ScheduleStore
+    + ProbeStore
+    + OAuthRefreshStore
 {
     /// Which backend this is (`postgres` or `sqlite`), for logs and metrics.
     fn backend(&self) -> &'static str;

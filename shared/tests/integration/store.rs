@@ -114,6 +114,7 @@ macro_rules! conformance {
 // After `conformance!`, which it uses for its own tests.
 mod api_keys;
 mod oauth_states;
+mod schedules;
 
 conformance!(
     migrating_again_is_a_no_op_and_ping_answers,

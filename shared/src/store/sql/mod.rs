@@ -21,9 +21,12 @@ mod connectors;
 mod db;
 mod executions;
 mod grants;
+mod oauth_refresh;
 mod oauth_states;
+mod probes;
 mod projects;
 mod rows;
+mod schedules;
 mod steps;
 
 use std::str::FromStr;
