@@ -12,6 +12,7 @@ pub mod oauth_refresh;
 pub mod oauth_states;
 mod probes;
 mod schedules;
+pub mod slots;
 mod sql;
 
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ pub use oauth_refresh::{DueToken, OAuthRefreshStore, UntrackedToken};
 pub use oauth_states::{OAuthState, OAuthStateStore};
 pub use probes::{ProbeStore, ProbeTarget, ProbeTransition};
 pub use schedules::{ProjectSchedule, ScheduleStore};
+pub use slots::{SlotState, SlotStore};
 pub use sql::{Pool, PostgresStore, SqlStore, SqliteStore};
 
 /// A user's grant on one resource.
@@ -61,6 +63,7 @@ pub trait Store:
     + ScheduleStore
     + ProbeStore
     + OAuthRefreshStore
+    + SlotStore
 {
     /// Which backend this is (`postgres` or `sqlite`), for logs and metrics.
     fn backend(&self) -> &'static str;

@@ -115,6 +115,7 @@ macro_rules! conformance {
 mod api_keys;
 mod oauth_states;
 mod schedules;
+mod slots;
 
 conformance!(
     migrating_again_is_a_no_op_and_ping_answers,

@@ -27,6 +27,7 @@ mod probes;
 mod projects;
 mod rows;
 mod schedules;
+mod slots;
 mod steps;
 
 use std::str::FromStr;
