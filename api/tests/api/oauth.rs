@@ -830,6 +830,7 @@ async fn creating_an_oauth_connector_directly_points_to_authorize() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refreshes_through_the_api_and_the_scheduler_at_once_make_one_token_call_and_no_invalid_grant() {
     use ferry_shared::oauth_refresh::{ClientCredentials, Need, OAuthClients, Outcome, Refresher};
+    use ferry_shared::store::OAuthRefreshStore;
 
     let flow = flow().await;
     let uuid = flow.connect("c").await;
@@ -858,7 +859,18 @@ async fn refreshes_through_the_api_and_the_scheduler_at_once_make_one_token_call
     );
     let body = json!({"connector_uuid": uuid});
     let path = "/api/oauth/hubspot/refresh";
-    let (first, second, scheduled) = tokio::join!(
+    // A refresh elsewhere holds the lease while all three have read the
+    // connector and wait: then exactly one of them refreshes, and the
+    // others see that the connector changed since they read it.
+    let now = chrono::Utc::now();
+    let store = flow.app.store.clone();
+    assert!(
+        store
+            .acquire_refresh_lease(&uuid, "elsewhere", now, now + chrono::Duration::seconds(60))
+            .await
+            .expect("lease")
+    );
+    let (first, second, scheduled, ()) = tokio::join!(
         flow.app.post(&flow.user, path, body.clone()),
         flow.app.post(&flow.user, path, body.clone()),
         scheduler.refresh(
@@ -867,6 +879,13 @@ async fn refreshes_through_the_api_and_the_scheduler_at_once_make_one_token_call
             Need::Unchanged(version),
             Duration::from_secs(20)
         ),
+        async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            store
+                .release_refresh_lease(&uuid, "elsewhere")
+                .await
+                .expect("release");
+        },
     );
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     assert_eq!(second.status, StatusCode::OK, "{}", second.text);
