@@ -830,7 +830,6 @@ async fn creating_an_oauth_connector_directly_points_to_authorize() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refreshes_through_the_api_and_the_scheduler_at_once_make_one_token_call_and_no_invalid_grant() {
     use ferry_shared::oauth_refresh::{ClientCredentials, Need, OAuthClients, Outcome, Refresher};
-    use ferry_shared::store::OAuthRefreshStore;
 
     let flow = flow().await;
     let uuid = flow.connect("c").await;
