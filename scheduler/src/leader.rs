@@ -79,7 +79,38 @@ impl std::fmt::Debug for LeaderElection {
     }
 }
 
+/// The ticks of one leader loop: every `interval` until `stop`, each
+/// telling whether this process leads at that moment. A tick that falls
+/// while a pass still runs is delayed, not bunched up behind it.
+pub struct LeaderTicks<'a> {
+    leader: &'a LeaderElection,
+    stop: &'a CancellationToken,
+    ticks: tokio::time::Interval,
+}
+
+impl LeaderTicks<'_> {
+    /// Whether this process leads at the next tick; `None` once stopped.
+    pub async fn next(&mut self) -> Option<bool> {
+        tokio::select! {
+            () = self.stop.cancelled() => None,
+            _ = self.ticks.tick() => Some(self.leader.is_leader()),
+        }
+    }
+}
+
 impl LeaderElection {
+    /// The ticks of a loop that does its work only while this process
+    /// leads: `while let Some(leading) = ticks.next().await`.
+    pub fn ticks<'a>(&'a self, interval: Duration, stop: &'a CancellationToken) -> LeaderTicks<'a> {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        LeaderTicks {
+            leader: self,
+            stop,
+            ticks,
+        }
+    }
+
     /// The embedded election of `ferry up`: this process always leads.
     pub fn single_process() -> Self {
         LeaderElection {

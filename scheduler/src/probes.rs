@@ -234,14 +234,9 @@ pub(crate) async fn run(
         return;
     }
     let mut plan = ProbePlan::new(interval);
-    let mut ticks = tokio::time::interval(pass_period(interval));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
-        if !leader.is_leader() {
+    let mut ticks = leader.ticks(pass_period(interval), &stop);
+    while let Some(leading) = ticks.next().await {
+        if !leading {
             plan.reset();
             continue;
         }

@@ -194,14 +194,9 @@ pub async fn run(
     settings: &RefreshSettings,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(settings.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
-        if !leader.is_leader() {
+    let mut ticks = leader.ticks(settings.interval, &stop);
+    while let Some(leading) = ticks.next().await {
+        if !leading {
             continue;
         }
         if let Err(error) = refresh_once(refresher, settings, Some(metrics)).await {

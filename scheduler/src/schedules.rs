@@ -171,14 +171,9 @@ pub(crate) async fn run(
     interval: Duration,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = ticks.tick() => {}
-        }
-        if !leader.is_leader() {
+    let mut ticks = leader.ticks(interval, &stop);
+    while let Some(leading) = ticks.next().await {
+        if !leading {
             continue;
         }
         match tick_once(store, queue, domain::now()).await {
