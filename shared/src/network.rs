@@ -3,7 +3,9 @@
 //! connects somewhere on a user's behalf (the worker's connectors, the API's
 //! OAuth token requests).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Whether `ip` is loopback, private, link-local, unspecified, unique-local
 /// or otherwise not a public unicast address. IPv4 addresses embedded in
@@ -67,6 +69,58 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(Ipv4Addr::new(a, b, c, d));
     }
     None
+}
+
+/// The HTTP client of OAuth token requests: no redirects, a timeout, and
+/// (unless private networks are allowed) a resolver that refuses a name
+/// resolving to any private or local address when the connection is made.
+/// A refused name fails the request with [`BlockedAddress`] in its error
+/// chain.
+pub fn token_client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout);
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(PolicyResolver));
+    }
+    builder.build().unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot build the OAuth HTTP client with its settings; using the defaults");
+        reqwest::Client::new()
+    })
+}
+
+/// Whether `error` failed because a name resolved to a private or local
+/// address.
+pub fn is_blocked(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.downcast_ref::<BlockedAddress>().is_some() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// A resolver that fails for a name with any private or local address.
+struct PolicyResolver;
+
+/// The error a blocked name resolves to.
+#[derive(Debug, thiserror::Error)]
+#[error("the name resolves to a private or local address")]
+pub struct BlockedAddress;
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.iter().any(|addr| is_restricted(addr.ip())) {
+                return Err(Box::new(BlockedAddress) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! See `oauth_refresh.md` beside this file.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::connectors::TypeId;
 use crate::connectors::oauth::{self, ClientAuth, OAuthProvider};
 use crate::domain::{Connector, ConnectorStatus};
 use crate::error::{Error, Result};
-use crate::network::is_restricted;
+use crate::network::{self, is_restricted};
 use crate::store::Store;
 use crate::vault::Vault;
 
@@ -152,7 +152,7 @@ pub struct Refresher {
 
 impl Refresher {
     pub fn new(store: Arc<dyn Store>, vault: Arc<Vault>, clients: OAuthClients) -> Self {
-        let http = http_client(clients.allow_private_networks);
+        let http = network::token_client(clients.allow_private_networks, TOKEN_REQUEST_TIMEOUT);
         Refresher {
             store,
             vault,
@@ -356,9 +356,7 @@ impl Refresher {
             }
         }
         let response = request.form(&form).send().await.map_err(|error| {
-            let blocked = std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
-                .any(|e| e.downcast_ref::<BlockedAddress>().is_some());
-            TokenError::Transient(if blocked {
+            TokenError::Transient(if network::is_blocked(&error) {
                 BLOCKED.into()
             } else {
                 "the provider's token endpoint could not be reached".into()
@@ -470,39 +468,4 @@ pub fn expires_at(secrets: &Map<String, Value>) -> Option<DateTime<Utc>> {
 /// `text` without control characters, at most `max` characters.
 fn clean(text: &str, max: usize) -> String {
     text.chars().filter(|c| !c.is_control()).take(max).collect()
-}
-
-/// The HTTP client of token requests: no redirects, a timeout, and (unless
-/// private networks are allowed) a resolver that refuses names resolving to
-/// any private or local address when the connection is made.
-fn http_client(allow_private: bool) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(TOKEN_REQUEST_TIMEOUT);
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(PolicyResolver));
-    }
-    builder.build().unwrap_or_else(|error| {
-        tracing::error!(%error, "cannot build the OAuth HTTP client with its settings; using the defaults");
-        reqwest::Client::new()
-    })
-}
-
-struct PolicyResolver;
-
-#[derive(Debug, thiserror::Error)]
-#[error("the name resolves to a private or local address")]
-struct BlockedAddress;
-
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addrs.iter().any(|addr| is_restricted(addr.ip())) {
-                return Err(Box::new(BlockedAddress) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
 }

@@ -9,13 +9,11 @@
 //! when the connection is made, so a name cannot be re-pointed at a private
 //! address between a check and the request.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use ferry_shared::connectors::oauth::{self, ClientAuth, OAuthProvider};
-use ferry_shared::network::is_restricted;
+use ferry_shared::network::{self, is_restricted};
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
 };
@@ -24,7 +22,6 @@ use oauth2::{
     ExtraTokenFields, HttpClientError, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
     StandardRevocableToken, StandardTokenResponse, TokenResponse as _, TokenUrl,
 };
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -221,14 +218,8 @@ fn exchange_error(error: TokenError) -> ExchangeError {
             error: response.error().as_ref().to_owned(),
             description: response.error_description().cloned(),
         },
-        RequestTokenError::Request(error) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-            while let Some(cause) = source {
-                if cause.downcast_ref::<BlockedAddress>().is_some() {
-                    return ExchangeError::Blocked;
-                }
-                source = cause.source();
-            }
+        RequestTokenError::Request(error) if network::is_blocked(&error) => ExchangeError::Blocked,
+        RequestTokenError::Request(_) => {
             ExchangeError::Failed("the provider's token endpoint could not be reached".to_owned())
         }
         // The body is not kept: it may carry a token.
@@ -324,42 +315,4 @@ pub fn token_config_fields(provider: &OAuthProvider, token: &TokenResponse) -> M
             value.is_string().then(|| ((*to).to_owned(), value.clone()))
         })
         .collect()
-}
-
-/// The HTTP client of token requests: no redirects, a timeout, and (unless
-/// private networks are allowed) a resolver that refuses names resolving to
-/// any private or local address.
-pub fn http_client(allow_private: bool, timeout: Duration) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout);
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(PolicyResolver));
-    }
-    builder.build().unwrap_or_else(|error| {
-        tracing::error!(%error, "cannot build the OAuth HTTP client with its settings; using the defaults");
-        reqwest::Client::new()
-    })
-}
-
-/// A resolver that fails for a name with any private or local address.
-struct PolicyResolver;
-
-/// The error a blocked name resolves to, found again in the request's
-/// error chain.
-#[derive(Debug, thiserror::Error)]
-#[error("the name resolves to a private or local address")]
-struct BlockedAddress;
-
-impl Resolve for PolicyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addrs.iter().any(|addr| is_restricted(addr.ip())) {
-                return Err(Box::new(BlockedAddress) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
 }

@@ -189,7 +189,7 @@ impl OAuthSettings {
             allow_private_networks: true,
             clients: HashMap::new(),
             state_ttl: STATE_TTL,
-            http: super::client::http_client(true, TOKEN_REQUEST_TIMEOUT),
+            http: ferry_shared::network::token_client(true, TOKEN_REQUEST_TIMEOUT),
         }
     }
 
@@ -208,7 +208,7 @@ impl OAuthSettings {
     /// Sets whether token requests may reach loopback and private addresses.
     pub fn with_private_networks(mut self, allowed: bool) -> Self {
         self.allow_private_networks = allowed;
-        self.http = super::client::http_client(allowed, TOKEN_REQUEST_TIMEOUT);
+        self.http = ferry_shared::network::token_client(allowed, TOKEN_REQUEST_TIMEOUT);
         self
     }
 
