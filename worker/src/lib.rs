@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod pools;
 pub mod runtime;
 pub mod sink;
+pub mod slots;
 pub mod transform;
 
 use std::future::Future;

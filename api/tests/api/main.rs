@@ -7,6 +7,7 @@ mod helpers;
 mod access;
 mod api_keys;
 mod auth;
+mod concurrency_caps;
 mod connectors;
 mod databricks;
 mod endpoints;

@@ -98,6 +98,17 @@ fn pool_fields() -> Vec<FieldSpec> {
     .map(|(name, label, max, description, default)| {
         FieldSpec::new(name, label, FieldKind::Integer { min: 1, max }, description).default(json!(default))
     })
+    .chain([FieldSpec::new(
+        "max_concurrent_steps",
+        "Max concurrent steps",
+        FieldKind::Integer { min: 1, max: 10_000 },
+        "Most steps using this connector at once across every worker of the fleet (unset: no cap). \
+         Enforced by a lease-based semaphore in the metadata store: a step takes one of these slots \
+         before it connects, renews it while it runs and releases it when it ends; a dead worker's \
+         slot frees itself within the job lease. Steps that find every slot taken wait in the order \
+         they started waiting, and stop waiting when their execution is cancelled. \
+         max_connections stays each worker's own pool size.",
+    )])
     .collect()
 }
 

@@ -329,6 +329,10 @@ pub struct PoolSettings {
 impl PoolSettings {
     /// Takes the pool fields of a typed config.
     pub(crate) fn read(fields: &mut Fields<'_>) -> Result<PoolSettings, DriverError> {
+        // Declared beside the pool fields but no pool setting: the step
+        // runner enforces it fleet-wide (`crate::slots`). Taken here so that
+        // it is not refused as unknown.
+        fields.uint(crate::slots::MAX_CONCURRENT_STEPS)?;
         Self::from_numbers(|key| fields.uint(key))
     }
 

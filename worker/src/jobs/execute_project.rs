@@ -536,7 +536,8 @@ async fn run_step(
         };
         Box::new(transform.on(engine))
     } else {
-        Box::new(connector_step(shared, execution, step_type, &config, watch).await?)
+        let holder = format!("{}/{}/{}", lease.execution_id, lease.attempt, step.step_id);
+        Box::new(connector_step(shared, execution, step_type, &config, &holder, watch).await?)
     };
     let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
     let progress = {
@@ -637,6 +638,7 @@ async fn connector_step<'a>(
     execution: &'a Execution,
     step_type: StepType,
     config: &'a Map<String, Value>,
+    holder: &str,
     watch: &Watch,
 ) -> Result<ConnectorStep<'a>, Failure> {
     let connector_uuid = config
@@ -663,6 +665,47 @@ async fn connector_step<'a>(
             ),
         )));
     };
+    // The connector's fleet-wide cap: the step waits in line for a slot
+    // (released when the step's read ends, see `crate::slots`).
+    let slot = match crate::slots::cap_of(&connector.config) {
+        None => None,
+        Some(cap) => {
+            let waiting = |holders: i64, ahead: i64| {
+                tracing::info!(
+                    execution_id = %execution.execution_id,
+                    connector_uuid = %connector.uuid,
+                    holders,
+                    ahead,
+                    "step waiting: the connector's max_concurrent_steps ({cap}) are all in use"
+                );
+            };
+            let acquired = crate::slots::acquire(
+                shared.store.clone(),
+                &connector.uuid,
+                holder,
+                cap,
+                shared.lease,
+                &watch.cancel,
+                waiting,
+            )
+            .await;
+            match acquired {
+                Ok(guard) => Some(guard),
+                Err(crate::slots::NotAcquired::Cancelled) => {
+                    return Err(Failure::from(step_error(
+                        ErrorKind::Internal,
+                        "cancelled while waiting for a connector slot",
+                    )));
+                }
+                Err(crate::slots::NotAcquired::Store(e)) => {
+                    if matches!(e, ferry_shared::Error::Unavailable(_)) {
+                        watch.stop(Stop::Unconfirmed);
+                    }
+                    return Err(Failure::from(step_error(ErrorKind::Internal, e.to_string())));
+                }
+            }
+        }
+    };
     let secrets = shared
         .vault
         .open(&connector.uuid, &connector.secrets)
@@ -681,6 +724,7 @@ async fn connector_step<'a>(
         &secrets,
     );
     Ok(ConnectorStep {
+        _slot: slot,
         pools: &shared.pools,
         spec,
         request: StepRequest {
@@ -695,6 +739,8 @@ async fn connector_step<'a>(
 
 /// A step read through its connector's pool.
 struct ConnectorStep<'a> {
+    /// The connector slot the step holds, if the connector is capped.
+    _slot: Option<crate::slots::SlotGuard>,
     pools: &'a PoolRegistry,
     spec: ConnectorSpec,
     request: StepRequest<'a>,
