@@ -392,17 +392,6 @@ async fn run_test(state: &AppState, connector: &Connector) -> ApiResult<TestOutc
     }
 }
 
-fn record_of(outcome: &TestOutcome) -> TestRecord {
-    TestRecord {
-        connector_uuid: outcome.connector_uuid.clone(),
-        tested_at: outcome.tested_at,
-        success: outcome.error.is_none(),
-        latency_ms: i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX),
-        error_type: outcome.error.as_ref().map(|e| e.error_type.as_str().to_owned()),
-        error_message: outcome.error.as_ref().map(|e| e.message.clone()),
-    }
-}
-
 /// The seed's 400 `connection_failed` for a failed test on create/update.
 fn connection_failed(outcome: &TestOutcome) -> ApiError {
     let failure = outcome.error.clone().unwrap_or(TestFailure {
@@ -614,7 +603,11 @@ async fn create_connector(
     }
     state.backends.store.create_connector(&connector).await?;
     if let Some(outcome) = &outcome {
-        state.backends.store.record_test(&record_of(outcome)).await?;
+        state
+            .backends
+            .store
+            .record_test(&TestRecord::from(outcome))
+            .await?;
     }
     tracing::info!(connector_uuid = %connector.uuid, connector_type = %connector.connector_type, "connector created");
     let mut view = ConnectorView::new(connector, Role::Owner);
@@ -705,7 +698,11 @@ async fn update_connector(
         require_driver(kind.type_id.as_str())?;
         let outcome = run_test(&state, &updated).await?;
         if outcome.error.is_some() {
-            state.backends.store.record_test(&record_of(&outcome)).await?;
+            state
+                .backends
+                .store
+                .record_test(&TestRecord::from(&outcome))
+                .await?;
             return Err(connection_failed(&outcome));
         }
         updated.last_tested_at = Some(outcome.tested_at);
@@ -724,7 +721,11 @@ async fn update_connector(
         return Err(Error::conflict("The connector was changed concurrently; retry the update").into());
     }
     if let Some(outcome) = &outcome {
-        state.backends.store.record_test(&record_of(outcome)).await?;
+        state
+            .backends
+            .store
+            .record_test(&TestRecord::from(outcome))
+            .await?;
     }
     if config_changed {
         announce(&state, &uuid, "updated").await;
@@ -881,7 +882,11 @@ async fn test_connector(
     let (connector, _) = visible_connector(&state, &caller, &uuid).await?;
     require_driver(&connector.connector_type)?;
     let outcome = run_test(&state, &connector).await?;
-    state.backends.store.record_test(&record_of(&outcome)).await?;
+    state
+        .backends
+        .store
+        .record_test(&TestRecord::from(&outcome))
+        .await?;
     let response = match &outcome.error {
         None => TestResponse {
             connector_uuid: connector.uuid,

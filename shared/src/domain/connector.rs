@@ -167,3 +167,17 @@ pub struct TestRecord {
     pub error_type: Option<String>,
     pub error_message: Option<String>,
 }
+
+impl From<&TestOutcome> for TestRecord {
+    /// The stored form of a test's or a probe's outcome.
+    fn from(outcome: &TestOutcome) -> Self {
+        TestRecord {
+            connector_uuid: outcome.connector_uuid.clone(),
+            tested_at: outcome.tested_at,
+            success: outcome.error.is_none(),
+            latency_ms: i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX),
+            error_type: outcome.error.as_ref().map(|e| e.error_type.as_str().to_owned()),
+            error_message: outcome.error.as_ref().map(|e| e.message.clone()),
+        }
+    }
+}

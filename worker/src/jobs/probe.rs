@@ -9,7 +9,7 @@
 //! so no two probes of one connector run at once.
 
 use ferry_shared::connectors;
-use ferry_shared::domain::{ConnectorStatus, TestOutcome, TestRecord};
+use ferry_shared::domain::{ConnectorStatus, TestRecord};
 use ferry_shared::jobs::ProbeConnectorJob;
 use ferry_shared::store::ProbeTransition;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -86,7 +86,7 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
             return Err(JobError::Abort("cannot open the connector's secrets".into()));
         }
     };
-    let record = record_of(&outcome);
+    let record = TestRecord::from(&outcome);
     let outcome_label = if record.success { "success" } else { "failure" };
     shared.probes.probes.with_label_values(&[outcome_label]).inc();
     let transition = shared
@@ -112,16 +112,4 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
         ),
     }
     Ok(())
-}
-
-/// The stored form of a probe's outcome.
-pub fn record_of(outcome: &TestOutcome) -> TestRecord {
-    TestRecord {
-        connector_uuid: outcome.connector_uuid.clone(),
-        tested_at: outcome.tested_at,
-        success: outcome.error.is_none(),
-        latency_ms: i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX),
-        error_type: outcome.error.as_ref().map(|e| e.error_type.as_str().to_owned()),
-        error_message: outcome.error.as_ref().map(|e| e.message.clone()),
-    }
 }

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
-use super::db::Sql;
+use super::db::{Sql, Tx};
 use super::rows::{ConnectorRoleRow, ConnectorRow, TestRow, UsageRow, connector_columns, test_columns};
 use super::{SqlStore, constraint_error, grants};
 use crate::domain::{
@@ -197,18 +197,7 @@ impl ConnectorStore for SqlStore {
 
     async fn record_test(&self, record: &TestRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        Sql::new(
-            "INSERT INTO connector_tests (connector_uuid, tested_at, success, latency_ms, \
-             error_type, error_message) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&record.connector_uuid)
-        .bind(record.tested_at)
-        .bind(record.success)
-        .bind(record.latency_ms)
-        .bind(&record.error_type)
-        .bind(&record.error_message)
-        .execute(&mut tx)
-        .await?;
+        insert_test(&mut tx, record, "test").await?;
         let status = if record.success {
             TestStatus::Success
         } else {
@@ -279,6 +268,25 @@ impl ConnectorStore for SqlStore {
         .await?;
         Ok(replaced == 1)
     }
+}
+
+/// Adds `record` to its connector's test history, as a user's `test` or a
+/// scheduler's `probe`.
+pub(super) async fn insert_test(tx: &mut Tx, record: &TestRecord, source: &'static str) -> Result<()> {
+    Sql::new(
+        "INSERT INTO connector_tests (connector_uuid, tested_at, success, latency_ms, \
+         error_type, error_message, source) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&record.connector_uuid)
+    .bind(record.tested_at)
+    .bind(record.success)
+    .bind(record.latency_ms)
+    .bind(&record.error_type)
+    .bind(&record.error_message)
+    .bind(source)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -46,18 +46,7 @@ impl ProbeStore for SqlStore {
 
     async fn record_probe(&self, record: &TestRecord, failure_threshold: u32) -> Result<ProbeTransition> {
         let mut tx = self.pool.begin().await?;
-        Sql::new(
-            "INSERT INTO connector_tests (connector_uuid, tested_at, success, latency_ms, \
-             error_type, error_message, source) VALUES ($1, $2, $3, $4, $5, $6, 'probe')",
-        )
-        .bind(&record.connector_uuid)
-        .bind(record.tested_at)
-        .bind(record.success)
-        .bind(record.latency_ms)
-        .bind(&record.error_type)
-        .bind(&record.error_message)
-        .execute(&mut tx)
-        .await?;
+        super::connectors::insert_test(&mut tx, record, "probe").await?;
         let transition = if record.success {
             let changed = Sql::new("UPDATE connectors SET status = $2 WHERE uuid = $1 AND status = $3")
                 .bind(&record.connector_uuid)
