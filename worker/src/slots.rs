@@ -137,3 +137,71 @@ pub async fn acquire(
         renewer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        let url = format!("sqlite://{}", dir.path().join("ferry.db").display());
+        let store = ferry_shared::store::SqliteStore::connect(&url)
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        Arc::new(store)
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_stops_waiting_and_gives_up_its_place_in_line() {
+        let dir = tempfile::TempDir::new().expect("temporary directory");
+        let store = sqlite_store(&dir).await;
+        let lease = Duration::from_secs(30);
+        let never = CancellationToken::new();
+        let first = acquire(store.clone(), "conn_a", "first", 1, lease, &never, |_, _| {})
+            .await
+            .expect("a free slot is taken at once");
+
+        let cancel = CancellationToken::new();
+        let mut waited = None;
+        let waiter = {
+            let cancel = cancel.clone();
+            async move {
+                let outcome = acquire(
+                    store.clone(),
+                    "conn_a",
+                    "second",
+                    1,
+                    lease,
+                    &cancel,
+                    |holders, ahead| waited = Some((holders, ahead)),
+                )
+                .await;
+                (outcome, waited)
+            }
+        };
+        let canceller = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        };
+        let ((outcome, waited), ()) = tokio::join!(waiter, canceller);
+        assert!(
+            matches!(outcome, Err(NotAcquired::Cancelled)),
+            "the waiter stops when cancelled"
+        );
+        assert_eq!(waited, Some((1, 0)), "the waiter was told why it waits");
+
+        // Its place is gone: once the slot is released, a later step takes it.
+        let store = sqlite_store(&dir).await;
+        drop(first);
+        let third = tokio::time::timeout(
+            Duration::from_secs(5),
+            acquire(store.clone(), "conn_a", "third", 1, lease, &never, |_, _| {}),
+        )
+        .await;
+        assert!(
+            matches!(third, Ok(Ok(_))),
+            "the released slot goes to the next step, not to the cancelled waiter"
+        );
+        assert_eq!(store.held_slots("conn_a", Utc::now()).await.expect("count"), 1);
+    }
+}
