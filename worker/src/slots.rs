@@ -8,6 +8,7 @@
 //! the worker dies, the lease simply expires and the slot frees itself.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -64,7 +65,8 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Takes one of the connector's `cap` slots for `holder` (one step run)
+/// Takes one of the connector's `cap` slots for `holder` (one step run,
+/// made unique per call)
 /// under a lease of `lease_for`, waiting in line while none is free.
 /// `waiting` is called once, with the number of holders and of waiters
 /// ahead, when the step first has to wait.
@@ -77,6 +79,11 @@ pub async fn acquire(
     cancel: &CancellationToken,
     mut waiting: impl FnMut(i64, i64),
 ) -> Result<SlotGuard, NotAcquired> {
+    // Each acquisition holds under a name of its own: a try of the step
+    // that runs again must not find (and then lose to the late release of)
+    // the slot of the try before it.
+    static ACQUISITIONS: AtomicU64 = AtomicU64::new(0);
+    let holder = &format!("{holder}#{}", ACQUISITIONS.fetch_add(1, Ordering::Relaxed));
     let lease = chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::seconds(30));
     let mut poll = FIRST_POLL;
     let mut waited = false;
