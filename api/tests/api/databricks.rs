@@ -232,6 +232,7 @@ async fn databricks_available_type_keeps_its_declared_schema() {
         "idle_timeout_seconds",
         "max_lifetime_seconds",
         "statement_timeout_seconds",
+        "max_concurrent_steps",
     ];
     let mut sorted = fields.clone();
     sorted.sort_unstable();
