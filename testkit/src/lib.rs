@@ -14,6 +14,7 @@ pub mod app;
 pub mod csv;
 pub mod databricks;
 pub mod ferry;
+pub mod http1;
 pub mod mariadb;
 pub mod oauth;
 pub mod peers;

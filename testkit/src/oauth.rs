@@ -29,8 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use reqwest::Url;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::http1::{Request, read_request};
 
 /// One issued authorization code.
 #[derive(Debug, Clone)]
@@ -206,15 +208,6 @@ impl AuthServer {
     pub fn spent_refresh_tokens(&self) -> Vec<String> {
         self.state().spent.clone()
     }
-}
-
-/// One request.
-struct Request {
-    method: String,
-    path: String,
-    query: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
 }
 
 /// One response: status, headers, body.
@@ -492,47 +485,6 @@ pub fn form(bytes: &[u8]) -> Map<String, Value> {
     url.query_pairs()
         .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
         .collect()
-}
-
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if stream.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let target = parts.next()?.to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut header = String::new();
-        if stream.read_line(&mut header).await.ok()? == 0 {
-            return None;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        }
-    }
-    let length: usize = headers
-        .get("content-length")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await.ok()?;
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path.to_owned(), query.to_owned()),
-        None => (target, String::new()),
-    };
-    Some(Request {
-        method,
-        path,
-        query,
-        headers,
-        body,
-    })
 }
 
 /// SHA-256 (FIPS 180-4).
