@@ -21,6 +21,14 @@ impl TestCa {
     /// Makes a fresh CA (P-256, two days) and a server certificate it
     /// signed for `localhost` and 127.0.0.1.
     pub fn new() -> TestCa {
+        Self::with("Ferry Test CA", &["DNS:localhost", "IP:127.0.0.1"])
+    }
+
+    /// A fresh CA named `ca_name` and a server certificate (`CN=localhost`)
+    /// it signed for the subject alternative names `names`
+    /// (`DNS:…`, `IP:…`).
+    pub fn with(ca_name: &str, names: &[&str]) -> TestCa {
+        let ca_subject = format!("/CN={ca_name}");
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         let openssl = |args: &[&str], what: &str| {
@@ -43,7 +51,7 @@ impl TestCa {
             "-days",
             "2",
             "-subj",
-            "/CN=Ferry Test CA",
+            &ca_subject,
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
@@ -63,8 +71,11 @@ impl TestCa {
         openssl(&args, "openssl server key");
         std::fs::write(
             root.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+                names.join(",")
+            ),
         )
         .expect("ext file");
         openssl(
@@ -95,15 +106,24 @@ impl TestCa {
         self.dir.path().join("ca.crt")
     }
 
+    /// The server certificate (PEM) and its private key.
+    pub fn server_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        )
+    }
+
     /// A rustls server configuration presenting the server certificate.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let chain = CertificateDer::pem_file_iter(self.dir.path().join("server.crt"))
+        let (cert, key) = self.server_files();
+        let chain = CertificateDer::pem_file_iter(cert)
             .expect("server certificate")
             .collect::<Result<Vec<_>, _>>()
             .expect("server certificate PEM");
-        let key = PrivateKeyDer::from_pem_file(self.dir.path().join("server.key")).expect("server key");
+        let key = PrivateKeyDer::from_pem_file(key).expect("server key");
         let config =
             rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()

@@ -14,6 +14,7 @@ use ferry_testkit::mariadb::{Grant, MariaDatabase};
 pub use ferry_testkit::peers::nx_27017;
 use ferry_testkit::postgres::{PgDatabase, PgRole, PrivatePostgres};
 use ferry_testkit::run;
+use ferry_testkit::tls::TestCa;
 pub use ferry_testkit::{eventually, unique};
 use ferry_worker::connectors::{ConnectorSpec, NetworkPolicy};
 use ferry_worker::pools::PoolRegistry;
@@ -202,75 +203,10 @@ impl PrivateCluster {
              synchronous_commit = off\nfull_page_writes = off\nshared_buffers = 16MB\nmax_connections = 40\n\
              password_encryption = 'scram-sha-256'",
         );
-        let root = server.dir().to_path_buf();
-        let openssl = |args: &[&str], what: &str| {
-            run(Command::new("openssl").args(args).current_dir(&root), what);
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        for (name, subject) in [("ca", "/CN=Ferry Test CA"), ("other-ca", "/CN=Ferry Other CA")] {
-            let (key, cert) = (format!("{name}.key"), format!("{name}.crt"));
-            let mut args = vec!["req", "-x509"];
-            args.extend(ec);
-            args.extend([
-                "-keyout",
-                &key,
-                "-out",
-                &cert,
-                "-days",
-                "2",
-                "-subj",
-                subject,
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ]);
-            openssl(&args, "openssl CA");
-        }
-        let mut args = vec!["req", "-new"];
-        args.extend(ec);
-        args.extend([
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        openssl(&args, "openssl server key");
-        std::fs::write(
-            root.join("server.ext"),
-            "subjectAltName=DNS:localhost,DNS:pinned.ferry.test\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("ext file");
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-            "openssl sign",
-        );
-        let ca_pem = std::fs::read_to_string(root.join("ca.crt")).expect("ca pem");
-        let other_ca_pem = std::fs::read_to_string(root.join("other-ca.crt")).expect("other ca pem");
+        let ca = TestCa::with("Ferry Test CA", &["DNS:localhost", "DNS:pinned.ferry.test"]);
+        let other_ca = TestCa::with("Ferry Other CA", &["DNS:localhost"]);
+        let ca_pem = std::fs::read_to_string(ca.ca_file()).expect("ca pem");
+        let other_ca_pem = std::fs::read_to_string(other_ca.ca_file()).expect("other ca pem");
 
         std::fs::write(
             server.data().join("pg_hba.conf"),
@@ -280,9 +216,9 @@ impl PrivateCluster {
              host all all 127.0.0.1/32 scram-sha-256\n",
         )
         .expect("pg_hba");
-        for file in ["server.crt", "server.key"] {
-            std::fs::copy(root.join(file), server.data().join(file))
-                .expect("certificate into the data directory");
+        let (cert, key) = ca.server_files();
+        for (from, file) in [(cert, "server.crt"), (key, "server.key")] {
+            std::fs::copy(from, server.data().join(file)).expect("certificate into the data directory");
         }
         server.chown();
         run(
