@@ -67,6 +67,10 @@ struct WorkerParts {
 
 impl WorkerParts {
     fn spawn(&self) {
+        self.spawn_with_oauth(Default::default());
+    }
+
+    fn spawn_with_oauth(&self, oauth: ferry_shared::oauth_refresh::OAuthClients) {
         let worker = ferry_worker::WorkerContext {
             backends: self.backends.clone(),
             lease: std::time::Duration::from_secs(30),
@@ -79,6 +83,7 @@ impl WorkerParts {
             concurrency: 4,
             retry: ferry_worker::jobs::execute_project::StepRetry::default(),
             transform: ferry_worker::transform::TransformOptions::default(),
+            oauth,
         };
         tokio::spawn(ferry_worker::run_with(worker, std::future::pending()));
     }
@@ -280,6 +285,12 @@ impl TestApp {
     /// Starts an in-process worker (for apps spawned without one).
     pub fn start_worker(&self) {
         self.worker.spawn();
+    }
+
+    /// Starts an in-process worker that refreshes OAuth connectors' tokens
+    /// with `oauth`'s clients when a provider answers 401.
+    pub fn start_worker_with_oauth(&self, oauth: ferry_shared::oauth_refresh::OAuthClients) {
+        self.worker.spawn_with_oauth(oauth);
     }
 
     /// The queue the API enqueues on and the app's worker takes jobs from.

@@ -25,6 +25,7 @@ use ferry_shared::backends::Backends;
 use ferry_shared::config::Settings;
 
 use ferry_shared::jobs::{CONNECTOR_EVENTS, ConnectorEvent, EXECUTION_EVENTS, ExecutionEvent};
+use ferry_shared::oauth_refresh::{OAuthClients, Refresher};
 use ferry_shared::objects::ObjectTarget;
 use ferry_shared::queue::{Bus, Job, JobKind};
 use ferry_shared::store::Store;
@@ -138,6 +139,7 @@ impl Config {
                 ..StepRetry::default()
             },
             transform: args.transform.options(),
+            oauth: OAuthClients::from_env(),
         }
     }
 }
@@ -155,6 +157,9 @@ pub struct WorkerContext {
     pub retry: jobs::execute_project::StepRetry,
     /// How transform steps use memory and disk.
     pub transform: transform::TransformOptions,
+    /// The OAuth clients a step refreshes a connector's token with when
+    /// its provider answers 401 (`FERRY_OAUTH_<PROVIDER>_*`).
+    pub oauth: OAuthClients,
 }
 
 /// What job handlers share.
@@ -201,6 +206,11 @@ pub async fn run_with(
         objects,
     } = context.backends;
     store.ping().await?;
+    let pools = PoolRegistry::new(context.policy, &context.registry);
+    let oauth = context
+        .oauth
+        .with_private_networks(pools.policy().allow_private_networks);
+    pools.set_refresher(Refresher::new(store.clone(), vault.clone(), oauth));
     let identity = format!("worker-{}", ulid::Ulid::new());
     tracing::info!(%identity, "worker starting");
     let shared = Arc::new(Shared {
@@ -208,7 +218,7 @@ pub async fn run_with(
         bus: bus.clone(),
         vault,
         objects,
-        pools: PoolRegistry::new(context.policy, &context.registry),
+        pools,
         identity,
         lease: context.lease,
         retry: context.retry,

@@ -40,6 +40,8 @@ struct Inner {
     policy: NetworkPolicy,
     slots: Mutex<HashMap<String, Slot>>,
     metrics: Metrics,
+    /// What OAuth families ask for a new access token after a 401.
+    refresher: std::sync::OnceLock<ferry_shared::oauth_refresh::Refresher>,
 }
 
 /// The registered pool of one connector, by config version.
@@ -74,8 +76,16 @@ impl PoolRegistry {
                 policy,
                 slots: Mutex::new(HashMap::new()),
                 metrics: Metrics::new(metrics),
+                refresher: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// The refresher every pool built from now on gets
+    /// ([`ConnectorPool::attach_refresher`]); set once, later calls are
+    /// ignored.
+    pub fn set_refresher(&self, refresher: ferry_shared::oauth_refresh::Refresher) {
+        let _ = self.inner.refresher.set(refresher);
     }
 
     pub fn policy(&self) -> &NetworkPolicy {
@@ -359,6 +369,9 @@ impl PoolRegistry {
         driver: &dyn Driver,
     ) -> Result<Pooled, DriverError> {
         let handle = driver.open(spec, &self.inner.policy).await?;
+        if let Some(refresher) = self.inner.refresher.get() {
+            handle.attach_refresher(refresher);
+        }
         tracing::debug!(connector_uuid = %spec.uuid, version = spec.version, connector_type = type_id.as_str(), "pool created");
         Ok(Pooled {
             handle,

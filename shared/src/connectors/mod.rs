@@ -104,6 +104,8 @@ pub enum DriverFamily {
     Redis,
     Rest,
     Databricks,
+    Snowflake,
+    Bigquery,
 }
 
 /// The `category` of a connector type.

@@ -625,7 +625,7 @@ fn rest_api() -> ConnectorType {
     }
 }
 
-/// An OAuth type without a worker driver yet.
+/// An OAuth type (without a worker driver until one is set).
 fn oauth_type(
     type_id: TypeId,
     name: &'static str,
@@ -677,16 +677,30 @@ fn bigquery() -> ConnectorType {
                 "Where jobs run (US, EU, europe-west1, ...).",
             )
             .default(json!("US")),
-        ],
+        ]
+        .into_iter()
+        .chain(pool_fields())
+        .collect(),
     );
     ConnectorType {
         capabilities: &[Capability::Streaming, Capability::Partitioning],
+        ..sql_driver(base, DriverFamily::Bigquery)
+    }
+}
+
+/// An OAuth type whose `sql_query` steps run on `family`, with positional
+/// `?` parameters and `connection_timeout_seconds` bounding its tests.
+fn sql_driver(base: ConnectorType, family: DriverFamily) -> ConnectorType {
+    ConnectorType {
+        driver: Some(family),
+        placeholder: Some(Placeholder::Question),
+        test_timeout_field: Some(CONNECTION_TIMEOUT),
         ..base
     }
 }
 
 fn snowflake() -> ConnectorType {
-    oauth_type(
+    let base = oauth_type(
         TypeId::Snowflake,
         "Snowflake",
         "Snowflake cloud data warehouse",
@@ -717,8 +731,12 @@ fn snowflake() -> ConnectorType {
                 FieldKind::String,
                 "Role to use instead of the user's default.",
             ),
-        ],
-    )
+        ]
+        .into_iter()
+        .chain(pool_fields())
+        .collect(),
+    );
+    sql_driver(base, DriverFamily::Snowflake)
 }
 
 fn salesforce() -> ConnectorType {

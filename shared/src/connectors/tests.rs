@@ -157,11 +157,13 @@ fn drivers_exist_for_the_eight_direct_types_in_their_families() {
             ("redshift", DriverFamily::Postgres),
             ("databricks", DriverFamily::Databricks),
             ("rest_api", DriverFamily::Rest),
+            ("bigquery", DriverFamily::Bigquery),
+            ("snowflake", DriverFamily::Snowflake),
             ("sqlite", DriverFamily::Sqlite),
         ]
     );
     assert!(find("postgresql").is_some_and(ConnectorType::has_driver));
-    assert!(!find("snowflake").is_some_and(ConnectorType::has_driver));
+    assert!(find("snowflake").is_some_and(ConnectorType::has_driver));
     assert!(find("POSTGRESQL").is_none());
 }
 
@@ -173,6 +175,8 @@ fn sql_types_with_a_driver_declare_their_placeholder_style() {
     assert_eq!(ty("mysql").placeholder, Some(Placeholder::Question));
     assert_eq!(ty("sqlite").placeholder, Some(Placeholder::Question));
     assert_eq!(ty("databricks").placeholder, Some(Placeholder::Named));
+    assert_eq!(ty("snowflake").placeholder, Some(Placeholder::Question));
+    assert_eq!(ty("bigquery").placeholder, Some(Placeholder::Question));
     for t in registry() {
         let runs_sql = t.has_driver() && t.accepts(crate::domain::StepType::SqlQuery);
         assert_eq!(t.placeholder.is_some(), runs_sql, "{}", t.type_id);

@@ -7,6 +7,7 @@
 //! families share: the spec a driver receives, the network policy, config
 //! reading and error mapping.
 
+pub(crate) mod bigquery;
 pub(crate) mod config;
 pub mod databricks;
 pub mod errors;
@@ -14,9 +15,11 @@ pub(crate) mod http;
 pub(crate) mod mongodb;
 pub(crate) mod mysql;
 pub mod network;
+pub mod oauth_http;
 pub(crate) mod postgres;
 pub(crate) mod redis;
 pub(crate) mod rest;
+pub(crate) mod snowflake;
 pub(crate) mod sql;
 pub(crate) mod sqlite;
 
@@ -147,6 +150,8 @@ pub(crate) fn driver(family: DriverFamily) -> &'static dyn Driver {
         DriverFamily::Redis => &redis::Redis,
         DriverFamily::Rest => &rest::Rest,
         DriverFamily::Databricks => &databricks::Databricks,
+        DriverFamily::Snowflake => &snowflake::Snowflake,
+        DriverFamily::Bigquery => &bigquery::Bigquery,
     }
 }
 
@@ -171,9 +176,13 @@ impl ConnectorSpec {
 
     /// Refuses a config field the type does not declare: the registry
     /// stores exactly the declared fields (defaults filled in), so anything
-    /// else did not come from it.
+    /// else did not come from it. OAuth types also hold the tokens the
+    /// OAuth flow sealed ([`oauth_http::TOKEN_FIELDS`]).
     pub(crate) fn check_fields(&self, decl: &ConnectorType) -> Result<(), DriverError> {
-        match self.config.keys().find(|key| decl.field(key).is_none()) {
+        let token = |key: &str| {
+            decl.auth_type == ferry_shared::connectors::AuthKind::OAuth && oauth_http::TOKEN_FIELDS.contains(&key)
+        };
+        match self.config.keys().find(|key| decl.field(key).is_none() && !token(key)) {
             Some(unknown) => Err(DriverError::invalid_config(format!(
                 "config.{unknown} is not a field of {} connectors",
                 decl.type_id
@@ -222,6 +231,11 @@ pub(crate) trait ConnectorPool: Send + Sync + AsAny {
     fn sql_source(&self) -> Option<SqlSource> {
         None
     }
+
+    /// Hands an OAuth family the refresher it asks for a new access token
+    /// when the provider answers 401 (the registry calls it once, right
+    /// after the pool is built). Other families ignore it.
+    fn attach_refresher(&self, _refresher: &ferry_shared::oauth_refresh::Refresher) {}
 
     /// Runs `step` (one of the types its declaration lists) on this pool,
     /// describing the result's columns to `out` and writing its batches
@@ -399,6 +413,8 @@ mod tests {
             ("mysql", StepType::SqlQuery),
             ("sqlite", StepType::SqlQuery),
             ("databricks", StepType::SqlQuery),
+            ("snowflake", StepType::SqlQuery),
+            ("bigquery", StepType::SqlQuery),
             ("rest_api", StepType::HttpRequest),
             ("mongodb", StepType::MongoQuery),
             ("redis", StepType::RedisRead),
@@ -428,10 +444,12 @@ mod tests {
             "sqlite",
             "mongodb",
             "databricks",
+            "snowflake",
+            "bigquery",
         ] {
             assert!(has_driver(kind), "{kind}");
         }
-        for kind in ["snowflake", "bigquery", "POSTGRESQL", ""] {
+        for kind in ["POSTGRESQL", ""] {
             assert!(!has_driver(kind), "{kind}");
         }
     }
@@ -482,7 +500,7 @@ mod tests {
         assert_eq!(test_timeout(&rest), std::time::Duration::from_secs(7));
         let postgres = spec("postgresql", serde_json::json!({"connection_timeout_seconds": 9}));
         assert_eq!(test_timeout(&postgres), std::time::Duration::from_secs(9));
-        for connector_type in ["postgresql", "rest_api", "sqlite", "snowflake"] {
+        for connector_type in ["postgresql", "rest_api", "sqlite", "snowflake", "bigquery"] {
             let bare = spec(connector_type, serde_json::json!({}));
             let expected = find(connector_type).expect("declared").test_timeout(&bare.config);
             assert_eq!(test_timeout(&bare), expected, "{connector_type}");

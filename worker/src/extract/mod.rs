@@ -69,6 +69,10 @@ pub enum ReadPath {
     Http,
     /// The Databricks SQL Statement Execution API.
     Databricks,
+    /// The Snowflake SQL API v2, partition by partition.
+    Snowflake,
+    /// BigQuery `jobs.query` and `getQueryResults`, page by page.
+    Bigquery,
     /// The embedded query engine over earlier steps' results (`transform`).
     Transform,
 }

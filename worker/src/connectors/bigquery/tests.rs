@@ -1,0 +1,1 @@
+//! The BigQuery family against the stand-in API of the test kit.

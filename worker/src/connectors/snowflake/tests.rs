@@ -1,0 +1,1 @@
+//! The Snowflake family against the stand-in SQL API of the test kit.
