@@ -82,7 +82,7 @@ impl StepType {
             StepType::MongoQuery => crate::steps::mongo_query::validate(config),
             StepType::RedisRead => crate::steps::redis_read::validate(config),
             StepType::HttpRequest => crate::steps::http_request::validate(config),
-            StepType::SaasExtract => connector_field(config),
+            StepType::SaasExtract => crate::steps::saas_extract::validate(config),
             StepType::Transform => crate::steps::transform::validate(config),
         }
     }

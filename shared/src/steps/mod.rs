@@ -6,6 +6,7 @@
 pub mod http_request;
 pub mod mongo_query;
 pub mod redis_read;
+pub mod saas_extract;
 pub mod transform;
 
 use serde::de::DeserializeOwned;
