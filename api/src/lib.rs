@@ -29,7 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::openapi::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -297,6 +297,9 @@ fn base_document() -> OpenApi {
     let mut bearer = Http::new(HttpAuthScheme::Bearer);
     bearer.bearer_format = Some("JWT".into());
     components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    // Every operation requires the bearer token unless it says otherwise
+    // (`security(())`: the health, metrics and OAuth callback routes).
+    doc.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
     doc
 }
 

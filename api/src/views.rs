@@ -35,12 +35,18 @@ pub struct PermissionsView {
 }
 
 impl From<Permissions> for PermissionsView {
-    fn from(p: Permissions) -> Self {
+    fn from(permissions: Permissions) -> Self {
+        let Permissions {
+            can_edit,
+            can_delete,
+            can_share,
+            role,
+        } = permissions;
         PermissionsView {
-            can_edit: p.can_edit,
-            can_delete: p.can_delete,
-            can_share: p.can_share,
-            role: p.role.as_str().to_owned(),
+            can_edit,
+            can_delete,
+            can_share,
+            role: role.as_str().to_owned(),
         }
     }
 }

@@ -14,7 +14,7 @@ use ferry_shared::connectors::TypeId;
 use ferry_shared::domain::{Connector, ConnectorStatus};
 use ferry_shared::ids::IdKind;
 use ferry_shared::oauth_refresh::{ClientCredentials, Need, OAuthClients, Outcome, Refresher};
-use ferry_shared::store::{PostgresStore, SqliteStore, Store};
+use ferry_shared::store::{Claim, PostgresStore, SqliteStore, Store};
 use ferry_shared::vault::Vault;
 use ferry_testkit::oauth::{AuthServer, base64url, sha256};
 use serde_json::{Map, Value, json};
@@ -489,23 +489,13 @@ async fn a_held_lease_keeps_others_from_refreshing(store: Arc<dyn Store>) {
     let calls = server.token_calls();
     let now = Utc::now();
     let held = store
-        .acquire_refresh_lease(
-            &created.uuid,
-            "another-process",
-            now,
-            now + chrono::Duration::seconds(60),
-        )
+        .acquire_refresh_lease(claim(&created.uuid, "another-process", now, 60))
         .await
         .expect("lease");
     assert!(held, "a free lease is taken");
     assert!(
         !store
-            .acquire_refresh_lease(
-                &created.uuid,
-                "a-third-process",
-                now,
-                now + chrono::Duration::seconds(60)
-            )
+            .acquire_refresh_lease(claim(&created.uuid, "a-third-process", now, 60))
             .await
             .expect("lease"),
         "a held lease is not taken by someone else"
@@ -543,22 +533,17 @@ async fn a_held_lease_keeps_others_from_refreshing(store: Arc<dyn Store>) {
     // An expired lease (its holder died) is taken over.
     let past = Utc::now() - chrono::Duration::seconds(1);
     store
-        .acquire_refresh_lease(
+        .acquire_refresh_lease(claim(
             &created.uuid,
             "a-dead-process",
             past - chrono::Duration::seconds(60),
-            past,
-        )
+            60,
+        ))
         .await
         .expect("lease");
     assert!(
         store
-            .acquire_refresh_lease(
-                &created.uuid,
-                "a-live-process",
-                Utc::now(),
-                Utc::now() + chrono::Duration::seconds(60)
-            )
+            .acquire_refresh_lease(claim(&created.uuid, "a-live-process", Utc::now(), 60))
             .await
             .expect("lease"),
         "an expired lease is taken over"
@@ -640,3 +625,13 @@ on_both!(
     the_scheduler_leader_refreshes_a_token_that_expires_within_the_margin_in_its_loop_on_sqlite,
     the_scheduler_leader_refreshes_a_token_that_expires_within_the_margin_in_its_loop_on_postgres
 );
+
+/// A refresh-lease claim made at `now` for `seconds`.
+fn claim<'a>(connector_uuid: &'a str, holder: &'a str, now: DateTime<Utc>, seconds: i64) -> Claim<'a> {
+    Claim {
+        connector_uuid,
+        holder,
+        now,
+        until: now + chrono::Duration::seconds(seconds),
+    }
+}

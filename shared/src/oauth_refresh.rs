@@ -19,7 +19,7 @@ use crate::connectors::oauth::{self, ClientAuth, OAuthProvider};
 use crate::domain::{Connector, ConnectorStatus};
 use crate::error::{Error, Result};
 use crate::network::{self, is_restricted};
-use crate::store::Store;
+use crate::store::{Claim, Store};
 use crate::vault::Vault;
 
 /// How long a refresh lease lasts: longer than a token request may take
@@ -178,11 +178,13 @@ impl Refresher {
         loop {
             let now = Utc::now();
             let until = now + chrono::Duration::from_std(LEASE_TTL).unwrap_or_default();
-            if self
-                .store
-                .acquire_refresh_lease(uuid, &self.holder, now, until)
-                .await?
-            {
+            let claim = Claim {
+                connector_uuid: uuid,
+                holder: &self.holder,
+                now,
+                until,
+            };
+            if self.store.acquire_refresh_lease(claim).await? {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use ferry_shared::store::{SlotState, Store};
+use ferry_shared::store::{Claim, SlotState, Store};
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -89,9 +89,13 @@ pub async fn acquire(
     let mut waited = false;
     loop {
         let now = Utc::now();
-        let state = store
-            .acquire_slot(connector_uuid, holder, cap, now, now + lease)
-            .await;
+        let claim = Claim {
+            connector_uuid,
+            holder,
+            now,
+            until: now + lease,
+        };
+        let state = store.acquire_slot(claim, cap).await;
         match state {
             Ok(SlotState::Held) => break,
             Ok(SlotState::Waiting { holders, ahead }) => {

@@ -172,8 +172,7 @@ fn check_expires_at(text: Option<&str>, now: DateTime<Utc>) -> ApiResult<Option<
         (status = 201, description = "Created; `key` is shown this once", body = CreatedApiKeyView),
         (status = 400, description = "Invalid input (`name`, `role`, `expires_at`)", body = ErrorBody),
         (status = 403, description = "The caller is not an organization admin", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn create_api_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -217,8 +216,7 @@ async fn create_api_key(
     responses(
         (status = 200, description = "The keys", body = ApiKeyList),
         (status = 403, description = "The caller is not an organization admin", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn list_api_keys(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -240,8 +238,7 @@ async fn list_api_keys(
         (status = 204, description = "Revoked"),
         (status = 403, description = "The caller is not an organization admin", body = ErrorBody),
         (status = 404, description = "No such key in the caller's organization", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn revoke_api_key(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use ferry_shared::Error;
@@ -327,6 +328,27 @@ pub(crate) async fn visible_connector(
     super::visible(state, caller, ResourceKind::Connector, uuid, load).await
 }
 
+/// The connector a request's `{uuid}` names, loaded for the authenticated
+/// caller with the caller's role: a connector the caller may not see is 404
+/// (see [`super::visible`]).
+pub(crate) struct VisibleConnector {
+    pub connector: Connector,
+    pub role: Role,
+}
+
+impl FromRequestParts<AppState> for VisibleConnector {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Caller(caller) = Caller::from_request_parts(parts, state).await?;
+        let Path(uuid) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::validation("uuid", rejection.body_text()))?;
+        let (connector, role) = visible_connector(state, &caller, &uuid).await?;
+        Ok(Self { connector, role })
+    }
+}
+
 async fn editable_connector(
     state: &AppState,
     caller: &Principal,
@@ -486,8 +508,7 @@ async fn announce(state: &AppState, uuid: &str, change: &str) {
     responses(
         (status = 200, description = "Connectors and available types", body = ConnectorList),
         (status = 400, description = "A parameter is invalid", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn list_connectors(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -539,8 +560,7 @@ async fn list_connectors(
         (status = 201, description = "Created", body = ConnectorView),
         (status = 400, description = "Invalid configuration (validation_error) or failed test (connection_failed)", body = ErrorBody),
         (status = 429, description = "The organization already runs the most connection tests allowed at once (Retry-After)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn create_connector(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -623,14 +643,10 @@ async fn create_connector(
     responses(
         (status = 200, description = "The connector", body = ConnectorView),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn get_connector(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path(uuid): Path<String>,
+    VisibleConnector { connector, role, .. }: VisibleConnector,
 ) -> ApiResult<axum::Json<ConnectorView>> {
-    let (connector, role) = visible_connector(&state, &caller, &uuid).await?;
     Ok(axum::Json(ConnectorView::new(connector, role)))
 }
 
@@ -644,8 +660,7 @@ async fn get_connector(
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
         (status = 409, description = "Steps using it are executing, or it changed concurrently", body = ErrorBody),
         (status = 429, description = "The organization already runs the most connection tests allowed at once (Retry-After)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn update_connector(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -746,8 +761,7 @@ async fn update_connector(
         (status = 403, description = "Only owners delete", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
         (status = 409, description = "Projects use it; the body lists them in `usage`", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn delete_connector(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -826,8 +840,7 @@ async fn set_status(
         (status = 200, description = "Disabled", body = DisabledView),
         (status = 403, description = "The caller may only read this connector", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn disable_connector(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -853,8 +866,7 @@ async fn disable_connector(
         (status = 200, description = "Enabled", body = ConnectorView),
         (status = 403, description = "The caller may only read this connector", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn enable_connector(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -872,14 +884,11 @@ async fn enable_connector(
         (status = 400, description = "This connector type cannot be tested yet", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
         (status = 429, description = "The organization already runs the most connection tests allowed at once (Retry-After)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn test_connector(
     State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path(uuid): Path<String>,
+    VisibleConnector { connector, .. }: VisibleConnector,
 ) -> ApiResult<axum::Json<TestResponse>> {
-    let (connector, _) = visible_connector(&state, &caller, &uuid).await?;
     require_driver(&connector.connector_type)?;
     let outcome = run_test(&state, &connector).await?;
     state
@@ -939,14 +948,11 @@ async fn test_connector(
     responses(
         (status = 200, description = "Health", body = HealthView),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn connector_health(
     State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path(uuid): Path<String>,
+    VisibleConnector { connector, .. }: VisibleConnector,
 ) -> ApiResult<axum::Json<HealthView>> {
-    let (connector, _) = visible_connector(&state, &caller, &uuid).await?;
     let since = ferry_shared::domain::now() - chrono::Duration::hours(24);
     let history = state.backends.store.test_history(&connector.uuid, since).await?;
     let step_runs = state

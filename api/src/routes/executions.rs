@@ -373,8 +373,7 @@ async fn wait_terminal(
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
         (status = 409, description = "Already executing (with `execution_id`), archived, or a step's connector is disabled, deleted, invisible to the caller or only viewable by them (with `step_id` and `connector_uuid`)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn execute_project(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -434,8 +433,7 @@ async fn execute_project(
         (status = 200, description = "A page of executions", body = ExecutionList),
         (status = 400, description = "A parameter is out of range", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn list_executions(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -457,8 +455,7 @@ async fn list_executions(
     responses(
         (status = 200, description = "The execution", body = ExecutionView),
         (status = 404, description = "No such execution visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn get_execution(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -477,8 +474,7 @@ async fn get_execution(
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such execution visible to the caller", body = ErrorBody),
         (status = 409, description = "The execution already finished", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn cancel_execution(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -505,8 +501,7 @@ async fn cancel_execution(
         (status = 400, description = "Invalid format, limit or offset", body = ErrorBody),
         (status = 404, description = "No such execution or step", body = ErrorBody),
         (status = 409, description = "The step has not completed", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn step_result(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -573,8 +568,7 @@ async fn step_result(
         (status = 200, description = "text/event-stream; ends after `done`, or cleanly after the maximum lifetime", content_type = "text/event-stream"),
         (status = 404, description = "No such execution visible to the caller", body = ErrorBody),
         (status = 429, description = "The user already holds the most event streams allowed at once (Retry-After)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn execution_events(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -28,7 +28,8 @@ pub struct HealthStatus {
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "service",
-    responses((status = 200, description = "Alive", body = HealthStatus)))]
+    responses((status = 200, description = "Alive", body = HealthStatus)),
+    security(()))]
 async fn healthz() -> axum::Json<HealthStatus> {
     axum::Json(HealthStatus { status: "ok".into() })
 }
@@ -38,7 +39,8 @@ async fn healthz() -> axum::Json<HealthStatus> {
     responses(
         (status = 200, description = "Ready", body = HealthStatus),
         (status = 503, description = "A backend is unreachable", body = ErrorBody),
-    ))]
+    ),
+    security(()))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthStatus>, crate::error::ApiError> {
     state.backends.store.ping().await?;
     state.backends.queue.ping().await?;
@@ -49,7 +51,8 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthStatus
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),
+    security(()))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     match crate::render_metrics(&state.registry) {
         Ok(text) => (

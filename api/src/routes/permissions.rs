@@ -97,8 +97,7 @@ fn require_share(role: Role) -> ApiResult<()> {
         (status = 403, description = "The caller is not an owner", body = ErrorBody),
         (status = 404, description = "No such resource visible to the caller", body = ErrorBody),
         (status = 409, description = "That would demote the resource's last owner", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn grant_permission(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -134,8 +133,7 @@ async fn grant_permission(
     responses(
         (status = 200, description = "The grants", body = GrantList),
         (status = 404, description = "No such resource visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn list_permissions(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -158,8 +156,7 @@ async fn list_permissions(
         (status = 403, description = "The caller is not an owner", body = ErrorBody),
         (status = 404, description = "No such resource or grant", body = ErrorBody),
         (status = 409, description = "That is the last owner", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn revoke_permission(
     State(state): State<AppState>,
     Caller(caller): Caller,

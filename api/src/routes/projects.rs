@@ -180,8 +180,7 @@ fn check_metadata(metadata: Option<Value>) -> ApiResult<Option<Value>> {
         (status = 201, description = "Created", body = ProjectView),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn create_project(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -208,8 +207,7 @@ async fn create_project(
         (status = 200, description = "A page of projects", body = ProjectList),
         (status = 400, description = "A parameter is out of range", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn list_projects(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -289,8 +287,7 @@ pub(crate) fn sort_order(order: Option<&str>) -> ApiResult<SortOrder> {
     responses(
         (status = 200, description = "The project", body = ProjectView),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn get_project(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -345,8 +342,7 @@ async fn get_project(
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
         (status = 409, description = "The project is archived, or has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn update_project(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -511,8 +507,7 @@ fn check_schedule(
         (status = 403, description = "Only owners delete", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
         (status = 409, description = "The project has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn delete_project(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -138,8 +138,7 @@ fn step_not_found() -> ApiError {
         (status = 403, description = "The caller may only read this project, or only view the step's connector (using a connector needs an editor's grant)", body = ErrorBody),
         (status = 404, description = "No such project, or a connector the config names that the caller cannot see", body = ErrorBody),
         (status = 409, description = "The project is archived, or has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn create_step(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -200,8 +199,7 @@ async fn create_step(
     responses(
         (status = 200, description = "The steps", body = StepList),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn list_steps(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -220,8 +218,7 @@ async fn list_steps(
     responses(
         (status = 200, description = "The step", body = StepView),
         (status = 404, description = "No such project or step", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn get_step(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -249,8 +246,7 @@ async fn get_step(
         (status = 403, description = "The caller may only read this project, or only view a connector the new config names", body = ErrorBody),
         (status = 404, description = "No such project or step, or a connector the new config names that the caller cannot see", body = ErrorBody),
         (status = 409, description = "The project is archived, or has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn update_step(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -314,8 +310,7 @@ async fn update_step(
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such project or step", body = ErrorBody),
         (status = 409, description = "Another step depends on it, the project is archived, or it has an execution in progress (`execution_id`)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn delete_step(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -348,8 +343,7 @@ async fn delete_step(
         (status = 403, description = "The caller may only read this project", body = ErrorBody),
         (status = 404, description = "No such project visible to the caller", body = ErrorBody),
         (status = 409, description = "The project is archived, or has an execution queued, running or cancelling (`execution_id` names it)", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn reorder_steps(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ferry_api::routes::oauth::{OAuthClient, OAuthSettings};
 use ferry_shared::config::{MasterKeys, Secret};
 use ferry_shared::connectors::TypeId;
+use ferry_shared::store::Claim;
 use ferry_shared::vault::Vault;
 use ferry_testkit::oauth::AuthServer;
 use reqwest::{StatusCode, Url};
@@ -865,7 +866,12 @@ async fn refreshes_through_the_api_and_the_scheduler_at_once_make_one_token_call
     let store = flow.app.store.clone();
     assert!(
         store
-            .acquire_refresh_lease(&uuid, "elsewhere", now, now + chrono::Duration::seconds(60))
+            .acquire_refresh_lease(Claim {
+                connector_uuid: &uuid,
+                holder: "elsewhere",
+                now,
+                until: now + chrono::Duration::seconds(60),
+            })
             .await
             .expect("lease")
     );

@@ -23,6 +23,25 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_routed() {
         doc.body["openapi"]
     );
     assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
+    // Operations require the bearer token unless they opt out: the health,
+    // metrics and OAuth callback routes are the ones that do.
+    assert_eq!(doc.body["security"], serde_json::json!([{"bearer": []}]));
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/api/oauth/{provider}/callback", "get"),
+    ] {
+        assert_eq!(
+            doc.body["paths"][path][method]["security"],
+            serde_json::json!([{}]),
+            "{method} {path} is open"
+        );
+    }
+    assert!(
+        doc.body["paths"]["/api/connectors/{uuid}"]["get"]["security"].is_null(),
+        "an /api operation inherits the document's bearer requirement"
+    );
 
     let paths = doc.body["paths"].as_object().expect("paths");
     let mut documented: Vec<(String, String)> = Vec::new();

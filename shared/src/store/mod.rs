@@ -32,6 +32,25 @@ pub use schedules::{ProjectSchedule, ScheduleStore};
 pub use slots::{SlotState, SlotStore};
 pub use sql::{Pool, PostgresStore, SqlStore, SqliteStore};
 
+/// A time-bounded claim one holder makes on a connector (its OAuth refresh
+/// lease, one of its concurrency slots), made at `now` and lasting until
+/// `until` unless renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    pub connector_uuid: &'a str,
+    pub holder: &'a str,
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a completed step wrote: its totals and its result object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutput<'a> {
+    pub rows: i64,
+    pub bytes: i64,
+    pub output_file: &'a str,
+}
+
 /// A user's grant on one resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
@@ -296,14 +315,7 @@ pub trait ExecutionStore: Send + Sync + 'static {
 
     /// The step completed with its totals and its result object; its open
     /// upload is cleared.
-    async fn complete_step(
-        &self,
-        lease: &Lease,
-        step_id: &str,
-        rows: i64,
-        bytes: i64,
-        output_file: &str,
-    ) -> Result<bool>;
+    async fn complete_step(&self, lease: &Lease, step_id: &str, output: StepOutput<'_>) -> Result<bool>;
 
     /// Fails a step with `error`, marks later pending steps skipped and the
     /// execution failed (completed_at = now), releases the lease.

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::Claim;
 use crate::error::Result;
 
 /// An OAuth connector whose tokens are due for a refresh.
@@ -57,13 +58,7 @@ pub trait OAuthRefreshStore: Send + Sync + 'static {
     /// Takes the refresh lease of a connector for `holder` until `until`:
     /// true when it was free, expired (`lease_until <= now`) or already
     /// `holder`'s. One conditional upsert, so of concurrent takers one wins.
-    async fn acquire_refresh_lease(
-        &self,
-        connector_uuid: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool>;
+    async fn acquire_refresh_lease(&self, claim: Claim<'_>) -> Result<bool>;
 
     /// Releases the lease if `holder` still holds it.
     async fn release_refresh_lease(&self, connector_uuid: &str, holder: &str) -> Result<()>;

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::Claim;
 use crate::error::Result;
 
 /// Where a step stands after an attempt to take a slot.
@@ -31,14 +32,7 @@ pub trait SlotStore: Send + Sync + 'static {
     /// than `cap` are held and fewer than `cap - held` waiters are older.
     /// Atomic across processes: of concurrent callers, never more than `cap`
     /// hold a slot.
-    async fn acquire_slot(
-        &self,
-        connector_uuid: &str,
-        holder: &str,
-        cap: i64,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<SlotState>;
+    async fn acquire_slot(&self, claim: Claim<'_>, cap: i64) -> Result<SlotState>;
 
     /// Extends the lease of the holder's slot (or place in the queue);
     /// false when it has none any more (its lease ended and another took it).

@@ -20,7 +20,7 @@ use ferry_shared::domain::{
     ResourceKind, Role, Sealed, SortOrder, Step, StepPatch, StepType, TestRecord, TestStatus,
 };
 use ferry_shared::ids::IdKind;
-use ferry_shared::store::{self, Grant, PostgresStore, SqliteStore, Store};
+use ferry_shared::store::{self, Grant, PostgresStore, SqliteStore, StepOutput, Store};
 use serde_json::{Map, Value, json};
 
 mod executions;
@@ -30,6 +30,15 @@ mod step_attempts;
 use executions::*;
 use secrets::*;
 use step_attempts::*;
+
+/// A completed step's output: `rows` and `bytes` written to `output_file`.
+fn output(rows: i64, bytes: i64, output_file: &str) -> StepOutput<'_> {
+    StepOutput {
+        rows,
+        bytes,
+        output_file,
+    }
+}
 
 const ORG: &str = "org_acme";
 const OTHER_ORG: &str = "org_globex";

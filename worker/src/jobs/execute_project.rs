@@ -24,7 +24,7 @@ use ferry_shared::domain::{
     StepRunStatus, StepType,
 };
 use ferry_shared::jobs::{EXECUTION_EVENTS, ExecuteProjectJob, ExecutionEvent};
-use ferry_shared::store::{ConnectorStore, ExecutionStore, GrantStore};
+use ferry_shared::store::{ConnectorStore, ExecutionStore, GrantStore, StepOutput};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -232,8 +232,13 @@ async fn run_steps(shared: &Arc<Shared>, lease: &Lease, execution: &Execution, w
         };
         match result {
             Ok((rows, bytes, url)) => {
+                let output = StepOutput {
+                    rows,
+                    bytes,
+                    output_file: &url,
+                };
                 if !executions
-                    .complete_step(lease, &step.step_id, rows, bytes, &url)
+                    .complete_step(lease, &step.step_id, output)
                     .await
                     .unwrap_or(false)
                 {

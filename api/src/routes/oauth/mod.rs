@@ -209,8 +209,7 @@ fn parse_config(kind: &ConnectorType, text: Option<&str>) -> ApiResult<Map<Strin
         (status = 302, description = "To the provider's authorization page (Location)"),
         (status = 400, description = "validation_error naming `provider` (not an OAuth type, or no client configured: the message names the missing setting), `state` (missing), `redirect_uri` (not on the allow-list), `display_name` or `config.<field>`", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn authorize(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -314,7 +313,8 @@ async fn authorize(
         ("error_description" = Option<String>, Query, description = "The provider's explanation")),
     responses(
         (status = 302, description = "To FERRY_APP_URL with `uuid` and `status=success`, or `error` and `message`; and the caller's `state`"),
-    ))]
+    ),
+    security(()))]
 async fn callback(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -507,8 +507,7 @@ async fn complete(
         (status = 403, description = "The caller may not edit the connector", body = ErrorBody),
         (status = 404, description = "No such connector visible to the caller", body = ErrorBody),
         (status = 409, description = "conflict: another refresh of this connector (the scheduler's, another replica's) held its refresh lease for longer than the request waits", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
+    ))]
 async fn refresh(
     State(state): State<AppState>,
     Caller(caller): Caller,

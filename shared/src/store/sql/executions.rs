@@ -28,7 +28,7 @@ use super::rows::{self, ExecutionStepRow, execution_columns, step_run_columns};
 use super::{SqlStore, constraint_error};
 use crate::domain::{self, Execution, ExecutionStatus, Lease, Page, PageRequest, ProjectStatus, StepError};
 use crate::error::{Error, Result};
-use crate::store::ExecutionStore;
+use crate::store::{ExecutionStore, StepOutput};
 
 /// The SQL list of the statuses of an execution in progress.
 macro_rules! in_progress {
@@ -405,14 +405,7 @@ impl ExecutionStore for SqlStore {
         self.fenced_step_update(lease, update).await
     }
 
-    async fn complete_step(
-        &self,
-        lease: &Lease,
-        step_id: &str,
-        rows: i64,
-        bytes: i64,
-        output_file: &str,
-    ) -> Result<bool> {
+    async fn complete_step(&self, lease: &Lease, step_id: &str, output: StepOutput<'_>) -> Result<bool> {
         let update = Sql::new(
             "UPDATE execution_steps SET status = 'completed', \
              started_at = COALESCE(started_at, $3), completed_at = $3, \
@@ -423,9 +416,9 @@ impl ExecutionStore for SqlStore {
         .bind(&lease.execution_id)
         .bind(step_id)
         .bind(domain::now())
-        .bind(rows)
-        .bind(bytes)
-        .bind(output_file);
+        .bind(output.rows)
+        .bind(output.bytes)
+        .bind(output.output_file);
         self.fenced_step_update(lease, update).await
     }
 

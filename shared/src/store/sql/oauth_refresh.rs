@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::SqlStore;
 use super::db::Sql;
 use crate::error::Result;
+use crate::store::Claim;
 use crate::store::oauth_refresh::{DueToken, OAuthRefreshStore, UntrackedToken};
 
 #[derive(sqlx::FromRow)]
@@ -105,13 +106,7 @@ impl OAuthRefreshStore for SqlStore {
             .collect())
     }
 
-    async fn acquire_refresh_lease(
-        &self,
-        connector_uuid: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool> {
+    async fn acquire_refresh_lease(&self, claim: Claim<'_>) -> Result<bool> {
         let taken = Sql::new(
             "INSERT INTO oauth_refresh_leases (connector_uuid, lease_holder, lease_until) \
              VALUES ($1, $2, $4) \
@@ -121,10 +116,10 @@ impl OAuthRefreshStore for SqlStore {
              OR oauth_refresh_leases.lease_until <= $3 \
              OR oauth_refresh_leases.lease_holder = excluded.lease_holder",
         )
-        .bind(connector_uuid)
-        .bind(holder)
-        .bind(now)
-        .bind(until)
+        .bind(claim.connector_uuid)
+        .bind(claim.holder)
+        .bind(claim.now)
+        .bind(claim.until)
         .execute(&self.pool)
         .await?;
         Ok(taken == 1)

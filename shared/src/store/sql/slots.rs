@@ -26,18 +26,18 @@ use chrono::{DateTime, Utc};
 use super::SqlStore;
 use super::db::{Dialect, Sql};
 use crate::error::Result;
+use crate::store::Claim;
 use crate::store::slots::{SlotState, SlotStore};
 
 #[async_trait]
 impl SlotStore for SqlStore {
-    async fn acquire_slot(
-        &self,
-        connector_uuid: &str,
-        holder: &str,
-        cap: i64,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<SlotState> {
+    async fn acquire_slot(&self, claim: Claim<'_>, cap: i64) -> Result<SlotState> {
+        let Claim {
+            connector_uuid,
+            holder,
+            now,
+            until,
+        } = claim;
         let mut tx = self.pool.begin().await?;
         if tx.dialect() == Dialect::Postgres {
             Sql::new("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")

@@ -16,7 +16,7 @@ use ferry_shared::ids::IdKind;
 use ferry_shared::store::Store;
 use serde_json::{Map, Value, json};
 
-use super::{ALICE, ORG, OTHER_ORG, create, fetch_project, new_project};
+use super::{ALICE, ORG, OTHER_ORG, create, fetch_project, new_project, output};
 
 const LEASE: Duration = Duration::from_secs(30);
 const WORKER_A: &str = "worker_a";
@@ -483,7 +483,7 @@ pub(super) async fn after_the_lease_expires_another_owner_claims_and_the_old_lea
     );
     assert!(
         !store
-            .complete_step(&old, &first_step, 1, 2, "file:///stale")
+            .complete_step(&old, &first_step, output(1, 2, "file:///stale"))
             .await
             .expect("complete")
     );
@@ -575,7 +575,7 @@ pub(super) async fn an_open_upload_outlives_its_attempt_until_aborted_or_complet
     );
     assert!(
         store
-            .complete_step(&new, &step, 3, 30, "s3://bucket/x.parquet")
+            .complete_step(&new, &step, output(3, 30, "s3://bucket/x.parquet"))
             .await
             .expect("complete")
     );
@@ -705,17 +705,17 @@ pub(super) async fn completing_steps_records_progress_totals_and_output_and_fini
         (500, 4096)
     );
 
-    let output = format!("file:///data/results/{}/{first}.parquet", execution.execution_id);
+    let first_file = format!("file:///data/results/{}/{first}.parquet", execution.execution_id);
     assert!(
         store
-            .complete_step(&lease, first, 1500, 8192, &output)
+            .complete_step(&lease, first, output(1500, 8192, &first_file))
             .await
             .expect("complete")
     );
     assert!(store.start_step(&lease, second).await.expect("start"));
     assert!(
         store
-            .complete_step(&lease, second, 7, 64, "file:///second")
+            .complete_step(&lease, second, output(7, 64, "file:///second"))
             .await
             .expect("complete")
     );
@@ -726,7 +726,7 @@ pub(super) async fn completing_steps_records_progress_totals_and_output_and_fini
     );
     let step = &done.steps[0];
     assert_eq!((step.rows_processed, step.bytes_written), (1500, 8192));
-    assert_eq!(step.output_file.as_deref(), Some(output.as_str()));
+    assert_eq!(step.output_file.as_deref(), Some(first_file.as_str()));
     assert_eq!(step.started_at, started.steps[0].started_at);
     assert!(step.completed_at.expect("completed") >= step.started_at.expect("started"));
     assert_eq!(
@@ -765,7 +765,7 @@ pub(super) async fn a_step_missing_from_the_execution_is_refused(store: Arc<dyn 
     assert!(!store.start_step(&lease, &missing).await.expect("start"));
     assert!(
         !store
-            .complete_step(&lease, &missing, 1, 1, "file:///x")
+            .complete_step(&lease, &missing, output(1, 1, "file:///x"))
             .await
             .expect("complete")
     );
@@ -786,7 +786,7 @@ pub(super) async fn failing_a_step_skips_the_later_steps_and_fails_the_execution
     assert!(store.start_step(&lease, ids[0]).await.expect("start"));
     assert!(
         store
-            .complete_step(&lease, ids[0], 3, 30, "file:///one")
+            .complete_step(&lease, ids[0], output(3, 30, "file:///one"))
             .await
             .expect("complete")
     );
@@ -843,7 +843,7 @@ pub(super) async fn finishing_as_cancelled_cancels_the_running_step_and_skips_th
     assert!(store.start_step(&lease, ids[0]).await.expect("start"));
     assert!(
         store
-            .complete_step(&lease, ids[0], 1, 1, "file:///one")
+            .complete_step(&lease, ids[0], output(1, 1, "file:///one"))
             .await
             .expect("complete")
     );

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use ferry_shared::store::{SlotState, Store};
+use ferry_shared::store::{Claim, SlotState, Store};
 
 use super::{with_postgres, with_sqlite};
 
@@ -29,9 +29,19 @@ fn at(seconds: i64) -> DateTime<Utc> {
         + Duration::seconds(seconds)
 }
 
+/// A claim made at `now` for 30 seconds.
+fn claim<'a>(connector_uuid: &'a str, holder: &'a str, now: DateTime<Utc>) -> Claim<'a> {
+    Claim {
+        connector_uuid,
+        holder,
+        now,
+        until: now + Duration::seconds(30),
+    }
+}
+
 async fn acquire(store: &Arc<dyn Store>, holder: &str, cap: i64, now: i64) -> SlotState {
     store
-        .acquire_slot(CONNECTOR, holder, cap, at(now), at(now + 30))
+        .acquire_slot(claim(CONNECTOR, holder, at(now)), cap)
         .await
         .expect("acquire")
 }
@@ -42,13 +52,7 @@ async fn of_many_concurrent_acquirers_exactly_the_cap_take_a_slot(store: Arc<dyn
         let store = store.clone();
         tokio::spawn(async move {
             store
-                .acquire_slot(
-                    CONNECTOR,
-                    &format!("step_{i:02}"),
-                    3,
-                    now,
-                    now + Duration::seconds(30),
-                )
+                .acquire_slot(claim(CONNECTOR, &format!("step_{i:02}"), now), 3)
                 .await
         })
     });
@@ -63,7 +67,7 @@ async fn of_many_concurrent_acquirers_exactly_the_cap_take_a_slot(store: Arc<dyn
     // A slot taken elsewhere does not count against another connector.
     assert_eq!(
         store
-            .acquire_slot("conn_other", "step_00", 1, now, now + Duration::seconds(30))
+            .acquire_slot(claim("conn_other", "step_00", now), 1)
             .await
             .expect("acquire"),
         SlotState::Held
@@ -83,7 +87,7 @@ async fn acquirers_looping_concurrently_never_hold_more_slots_than_the_cap(store
             loop {
                 let now = Utc::now();
                 let state = store
-                    .acquire_slot(CONNECTOR, &holder, cap, now, now + Duration::seconds(30))
+                    .acquire_slot(claim(CONNECTOR, &holder, now), cap)
                     .await
                     .expect("acquire");
                 if state == SlotState::Held {

@@ -15,7 +15,7 @@ use ferry_shared::ids::IdKind;
 use ferry_shared::store::Store;
 use serde_json::{Map, json};
 
-use super::{ALICE, create};
+use super::{ALICE, create, output};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -97,7 +97,7 @@ pub(super) async fn every_start_of_a_step_counts_one_attempt_and_the_count_outli
     assert_eq!(attempts(&store, id).await, [3, 0]);
     assert!(
         store
-            .complete_step(&lease, first, 3, 100, "file:///r/1.parquet")
+            .complete_step(&lease, first, output(3, 100, "file:///r/1.parquet"))
             .await
             .expect("complete")
     );
