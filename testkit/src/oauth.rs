@@ -194,6 +194,13 @@ impl AuthServer {
         self.state().access_tokens.iter().any(|t| t == token)
     }
 
+    /// A check of bearer tokens against this server's live access tokens,
+    /// for a stand-in resource server that trusts it.
+    pub fn token_check(&self) -> crate::warehouses::TokenCheck {
+        let state = self.state.clone();
+        std::sync::Arc::new(move |token: &str| lock(&state).access_tokens.iter().any(|t| t == token))
+    }
+
     /// Whether `token` is a live refresh token.
     pub fn refresh_token_is_live(&self, token: &str) -> bool {
         self.state().refresh_tokens.contains_key(token)

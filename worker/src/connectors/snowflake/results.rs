@@ -300,7 +300,7 @@ pub(crate) fn nanos(text: &str) -> Option<i64> {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
