@@ -26,3 +26,4 @@ mod redis_read;
 mod results;
 mod steps;
 mod transform;
+mod warehouses;
