@@ -235,12 +235,19 @@ temporary tables) is refused with `invalid_query`. Pool and timeout fields apply
 const BIGQUERY_DOCS: &str = "Runs SQL on Google BigQuery with the OAuth grant of the user who connected it \
 (scope `bigquery.readonly` by default). `project_id` is the project that runs (and is billed for) the jobs; \
 `dataset` is the default dataset for unqualified table names; `location` (default `US`) is where jobs run. \
-Tokens are sealed and refreshed automatically before they expire.";
+Queries are GoogleSQL run through `jobs.query`, their rows read page by page; `{{name}}` parameters are bound \
+as typed positional query parameters. `statement_timeout_seconds` bounds each job and \
+`connection_timeout_seconds` a connection test (`SELECT 1`). Tokens are sealed and refreshed automatically \
+before they expire, and once more when BigQuery refuses one.";
 
 const SNOWFLAKE_DOCS: &str = "Runs SQL on Snowflake through its OAuth integration. `account` is the account \
 identifier (`orgname-accountname`, or a locator like `xy12345.us-east-1`), which also names the OAuth \
 endpoints; `warehouse` runs the queries; `database` and `schema` (default `PUBLIC`) set the namespace; `role` \
-overrides the user's default role. Tokens are sealed and refreshed automatically.";
+overrides the user's default role. Statements run through the SQL API v2 and their results are read \
+partition by partition; `{{name}}` parameters are bound, never spliced into the text. \
+`statement_timeout_seconds` bounds each statement and `connection_timeout_seconds` a connection test \
+(`SELECT CURRENT_VERSION()`). Tokens are sealed and refreshed automatically, and once more when Snowflake \
+refuses one.";
 
 const SALESFORCE_DOCS: &str = "Extracts Salesforce objects (SOQL) with the OAuth grant of the user who connected \
 it. `instance_url` is filled in from the token response and normally left alone; `api_version` defaults to \
