@@ -66,6 +66,7 @@ impl Admission {
                     output_file: None,
                     open_upload: None,
                     attempts: 0,
+                    waiting_reason: None,
                     error: None,
                 })
                 .collect(),

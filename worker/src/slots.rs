@@ -32,6 +32,10 @@ pub fn cap_of(config: &Map<String, Value>) -> Option<i64> {
         .filter(|cap| *cap >= 1)
 }
 
+/// What `acquire`'s `waiting` callback does about a new place in line
+/// (records it, for one), awaited before the next attempt.
+pub type Waited = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Why an acquisition stopped without a slot.
 #[derive(Debug)]
 pub enum NotAcquired {
@@ -43,6 +47,8 @@ pub enum NotAcquired {
 
 /// A held slot: renewed in the background, released on drop.
 pub struct SlotGuard {
+    /// The step waited in line before it got the slot.
+    pub waited: bool,
     store: Arc<dyn Store>,
     connector_uuid: String,
     holder: String,
@@ -68,8 +74,8 @@ impl Drop for SlotGuard {
 /// Takes one of the connector's `cap` slots for `holder` (one step run,
 /// made unique per call)
 /// under a lease of `lease_for`, waiting in line while none is free.
-/// `waiting` is called once, with the number of holders and of waiters
-/// ahead, when the step first has to wait.
+/// `waiting` is called with the number of holders and of waiters ahead
+/// whenever the step finds itself waiting at a new place in line.
 pub async fn acquire(
     store: Arc<dyn Store>,
     connector_uuid: &str,
@@ -77,7 +83,7 @@ pub async fn acquire(
     cap: i64,
     lease_for: Duration,
     cancel: &CancellationToken,
-    mut waiting: impl FnMut(i64, i64),
+    mut waiting: impl FnMut(i64, i64) -> Waited,
 ) -> Result<SlotGuard, NotAcquired> {
     // Each acquisition holds under a name of its own: a try of the step
     // that runs again must not find (and then lose to the late release of)
@@ -86,7 +92,7 @@ pub async fn acquire(
     let holder = &format!("{holder}#{}", ACQUISITIONS.fetch_add(1, Ordering::Relaxed));
     let lease = chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::seconds(30));
     let mut poll = FIRST_POLL;
-    let mut waited = false;
+    let mut place = None;
     loop {
         let now = Utc::now();
         let claim = Claim {
@@ -99,9 +105,9 @@ pub async fn acquire(
         match state {
             Ok(SlotState::Held) => break,
             Ok(SlotState::Waiting { holders, ahead }) => {
-                if !waited {
-                    waited = true;
-                    waiting(holders, ahead);
+                if place != Some((holders, ahead)) {
+                    place = Some((holders, ahead));
+                    waiting(holders, ahead).await;
                 }
             }
             Err(error) => {
@@ -142,6 +148,7 @@ pub async fn acquire(
         })
     };
     Ok(SlotGuard {
+        waited: place.is_some(),
         store,
         connector_uuid: connector_uuid.to_owned(),
         holder: holder.to_owned(),
@@ -168,9 +175,11 @@ mod tests {
         let store = sqlite_store(&dir).await;
         let lease = Duration::from_secs(30);
         let never = CancellationToken::new();
-        let first = acquire(store.clone(), "conn_a", "first", 1, lease, &never, |_, _| {})
-            .await
-            .expect("a free slot is taken at once");
+        let first = acquire(store.clone(), "conn_a", "first", 1, lease, &never, |_, _| {
+            Box::pin(async {})
+        })
+        .await
+        .expect("a free slot is taken at once");
 
         let cancel = CancellationToken::new();
         let mut waited = None;
@@ -184,7 +193,10 @@ mod tests {
                     1,
                     lease,
                     &cancel,
-                    |holders, ahead| waited = Some((holders, ahead)),
+                    |holders, ahead| {
+                        waited = Some((holders, ahead));
+                        Box::pin(async {})
+                    },
                 )
                 .await;
                 (outcome, waited)
@@ -206,7 +218,9 @@ mod tests {
         drop(first);
         let third = tokio::time::timeout(
             Duration::from_secs(5),
-            acquire(store.clone(), "conn_a", "third", 1, lease, &never, |_, _| {}),
+            acquire(store.clone(), "conn_a", "third", 1, lease, &never, |_, _| {
+                Box::pin(async {})
+            }),
         )
         .await;
         assert!(

@@ -52,7 +52,9 @@ pub struct StepRunView {
     #[serde(rename = "type")]
     pub step_type: String,
     pub order: i32,
-    /// pending, running, completed, failed, skipped or cancelled.
+    /// pending, waiting, running, completed, failed, skipped or cancelled.
+    /// `waiting`: the step has started but waits, in line, for a slot of its
+    /// connector's `max_concurrent_steps`; `waiting_reason` says so.
     pub status: String,
     #[schema(format = DateTime)]
     pub started_at: Option<String>,
@@ -66,6 +68,9 @@ pub struct StepRunView {
     /// retried, and each try counts; 0 until it first starts.
     #[schema(example = 1)]
     pub attempts: i32,
+    /// Why a `waiting` step waits (null otherwise).
+    #[schema(example = "the connector's max_concurrent_steps (2) are all in use; 1 step(s) wait ahead")]
+    pub waiting_reason: Option<String>,
     /// `{type, message}` when the step failed.
     #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
@@ -73,18 +78,27 @@ pub struct StepRunView {
 
 impl From<&StepRun> for StepRunView {
     fn from(step: &StepRun) -> Self {
+        let waiting_reason = step
+            .waiting_reason
+            .clone()
+            .filter(|_| step.status == StepRunStatus::Running);
+        let status = match waiting_reason {
+            Some(_) => "waiting",
+            None => step.status.as_str(),
+        };
         StepRunView {
             step_id: step.step_id.clone(),
             name: step.name.clone(),
             step_type: step.step_type.clone(),
             order: step.position,
-            status: step.status.as_str().to_owned(),
+            status: status.to_owned(),
             started_at: step.started_at.map(timestamp),
             completed_at: step.completed_at.map(timestamp),
             rows_processed: step.rows_processed,
             bytes_written: step.bytes_written,
             output_file: step.output_file.clone(),
             attempts: step.attempts,
+            waiting_reason,
             error: step.error.as_ref().and_then(|e| serde_json::to_value(e).ok()),
         }
     }

@@ -90,9 +90,37 @@ async fn three_workers_never_run_more_steps_on_a_capped_connector_than_its_cap()
         assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
         executions.push(accepted.body["execution_id"].as_str().expect("id").to_owned());
     }
+    // While two steps hold the slots, the others show `waiting`, with why.
+    let mut seen_waiting = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen_waiting.is_none() && tokio::time::Instant::now() < deadline {
+        for (project, execution) in projects.iter().zip(&executions) {
+            let reply = app
+                .get(&alice, &format!("/api/projects/{project}/executions/{execution}"))
+                .await;
+            let step = &reply.body["steps"][0];
+            if step["status"] == "waiting" {
+                seen_waiting = Some(step.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = seen_waiting.expect("a step beyond the cap shows `waiting`");
+    assert!(
+        waiting["waiting_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("max_concurrent_steps (2)")),
+        "{waiting}"
+    );
     for (project, execution) in projects.iter().zip(&executions) {
         let done = wait_for(&app, &alice, project, execution, terminal).await;
         assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["steps"][0]["status"], "completed", "{done}");
+        assert_eq!(
+            done["steps"][0]["waiting_reason"],
+            serde_json::Value::Null,
+            "{done}"
+        );
     }
     sampling.store(false, Ordering::SeqCst);
     sampler.await.expect("sampler");

@@ -378,6 +378,7 @@ async fn step_runs_of_the_last_day_count_in_the_connectors_query_count(backend: 
         output_file: None,
         open_upload: None,
         attempts: i32::from(started.is_some()),
+        waiting_reason: None,
         error: None,
     };
     let runs = [

@@ -84,6 +84,7 @@ async fn queued_execution(store: &Arc<dyn Store>, created_at: chrono::DateTime<c
             output_file: None,
             open_upload: None,
             attempts: 0,
+            waiting_reason: None,
             error: None,
         }],
     };

@@ -105,6 +105,9 @@ pub struct StepRun {
     /// retried, and each resume after a lost worker, counts one more. 0
     /// until it first starts.
     pub attempts: i32,
+    /// Why the running step waits before it reads (every slot of its
+    /// connector's `max_concurrent_steps` is taken); none once it proceeds.
+    pub waiting_reason: Option<String>,
     pub error: Option<StepError>,
 }
 

@@ -313,6 +313,10 @@ pub trait ExecutionStore: Send + Sync + 'static {
     /// is not running.
     async fn step_progress(&self, lease: &Lease, step_id: &str, rows: i64, bytes: i64) -> Result<bool>;
 
+    /// Records why the running step waits (`None`: it proceeds); false also
+    /// when the step is not running.
+    async fn step_waiting(&self, lease: &Lease, step_id: &str, reason: Option<&str>) -> Result<bool>;
+
     /// The step completed with its totals and its result object; its open
     /// upload is cleared.
     async fn complete_step(&self, lease: &Lease, step_id: &str, output: StepOutput<'_>) -> Result<bool>;

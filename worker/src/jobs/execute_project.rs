@@ -541,8 +541,17 @@ async fn run_step(
         };
         Box::new(transform.on(engine))
     } else {
-        let holder = format!("{}/{}/{}", lease.execution_id, lease.attempt, step.step_id);
-        Box::new(connector_step(shared, execution, step_type, &config, &holder, watch).await?)
+        Box::new(
+            connector_step(
+                shared,
+                execution,
+                step_type,
+                &config,
+                (lease, &step.step_id),
+                watch,
+            )
+            .await?,
+        )
     };
     let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
     let progress = {
@@ -643,7 +652,7 @@ async fn connector_step<'a>(
     execution: &'a Execution,
     step_type: StepType,
     config: &'a Map<String, Value>,
-    holder: &str,
+    (lease, step_id): (&Lease, &str),
     watch: &Watch,
 ) -> Result<ConnectorStep<'a>, Failure> {
     let connector_uuid = config
@@ -675,7 +684,8 @@ async fn connector_step<'a>(
     let slot = match crate::slots::cap_of(&connector.config) {
         None => None,
         Some(cap) => {
-            let waiting = |holders: i64, ahead: i64| {
+            let executions: &dyn ExecutionStore = shared.store.as_ref();
+            let waiting = |holders: i64, ahead: i64| -> crate::slots::Waited {
                 tracing::info!(
                     execution_id = %execution.execution_id,
                     connector_uuid = %connector.uuid,
@@ -683,11 +693,25 @@ async fn connector_step<'a>(
                     ahead,
                     "step waiting: the connector's max_concurrent_steps ({cap}) are all in use"
                 );
+                let reason = match ahead {
+                    0 => format!("the connector's max_concurrent_steps ({cap}) are all in use"),
+                    ahead => format!(
+                        "the connector's max_concurrent_steps ({cap}) are all in use; \
+                         {ahead} step(s) wait ahead"
+                    ),
+                };
+                let (store, lease, step_id) = (shared.store.clone(), lease.clone(), step_id.to_owned());
+                Box::pin(async move {
+                    if let Err(error) = store.step_waiting(&lease, &step_id, Some(&reason)).await {
+                        tracing::warn!(%error, "recording that a step waits failed");
+                    }
+                })
             };
+            let holder = format!("{}/{}/{step_id}", lease.execution_id, lease.attempt);
             let acquired = crate::slots::acquire(
                 shared.store.clone(),
                 &connector.uuid,
-                holder,
+                &holder,
                 cap,
                 shared.lease,
                 &watch.cancel,
@@ -695,7 +719,14 @@ async fn connector_step<'a>(
             )
             .await;
             match acquired {
-                Ok(guard) => Some(guard),
+                Ok(guard) => {
+                    if guard.waited
+                        && let Err(error) = executions.step_waiting(lease, step_id, None).await
+                    {
+                        tracing::warn!(%error, "recording that a step proceeds failed");
+                    }
+                    Some(guard)
+                }
                 Err(crate::slots::NotAcquired::Cancelled) => {
                     return Err(Failure::from(step_error(
                         ErrorKind::Internal,

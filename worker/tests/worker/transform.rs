@@ -99,6 +99,7 @@ impl Run {
             output_file: None,
             open_upload: None,
             attempts: 0,
+            waiting_reason: None,
             error: (status == StepRunStatus::Failed)
                 .then(|| StepError::new(ErrorKind::InvalidQuery, "no such table")),
         });

@@ -177,6 +177,7 @@ async fn bench_transform_join() {
         output_file: Some(target.url_of(&target.step_path("exec_bench", id))),
         open_upload: None,
         attempts: 1,
+        waiting_reason: None,
         error: None,
     };
     let mut transform = step(3, "step_join", "join", StepRunStatus::Running);

@@ -373,7 +373,7 @@ impl ExecutionStore for SqlStore {
             "UPDATE execution_steps SET status = 'running', started_at = $3, \
              completed_at = NULL, rows_processed = 0, bytes_written = 0, \
              output_file = NULL, error_type = NULL, error_message = NULL, \
-             attempts = attempts + 1 \
+             waiting_reason = NULL, attempts = attempts + 1 \
              WHERE execution_id = $1 AND step_id = $2",
         )
         .bind(&lease.execution_id)
@@ -402,6 +402,17 @@ impl ExecutionStore for SqlStore {
         .bind(step_id)
         .bind(rows)
         .bind(bytes);
+        self.fenced_step_update(lease, update).await
+    }
+
+    async fn step_waiting(&self, lease: &Lease, step_id: &str, reason: Option<&str>) -> Result<bool> {
+        let update = Sql::new(
+            "UPDATE execution_steps SET waiting_reason = $3 \
+             WHERE execution_id = $1 AND step_id = $2 AND status = 'running'",
+        )
+        .bind(&lease.execution_id)
+        .bind(step_id)
+        .bind(reason);
         self.fenced_step_update(lease, update).await
     }
 

@@ -80,7 +80,7 @@ macro_rules! step_run_columns {
          s.rows_processed AS run_rows_processed, s.bytes_written AS run_bytes_written, \
          s.output_file AS run_output_file, s.error_type AS run_error_type, \
          s.error_message AS run_error_message, s.open_upload AS run_open_upload, \
-         s.attempts AS run_attempts"
+         s.attempts AS run_attempts, s.waiting_reason AS run_waiting_reason"
     };
 }
 pub(crate) use step_run_columns;
@@ -373,6 +373,7 @@ pub(super) struct StepRunRow {
     run_error_message: Option<String>,
     run_open_upload: Option<String>,
     run_attempts: Option<i32>,
+    run_waiting_reason: Option<String>,
 }
 
 impl StepRunRow {
@@ -396,6 +397,7 @@ impl StepRunRow {
             output_file: self.run_output_file,
             open_upload: self.run_open_upload,
             attempts: self.run_attempts.unwrap_or_default(),
+            waiting_reason: self.run_waiting_reason,
             error: self
                 .run_error_type
                 .map(|error_type| {

@@ -45,6 +45,7 @@ fn snapshot(count: usize, connector_uuid: &str) -> Vec<StepRun> {
             output_file: None,
             open_upload: None,
             attempts: 0,
+            waiting_reason: None,
             error: None,
         })
         .collect()

@@ -53,6 +53,7 @@ async fn claimed_execution(store: &Arc<dyn Store>, steps: i32) -> (Execution, Le
                 output_file: None,
                 open_upload: None,
                 attempts: 0,
+                waiting_reason: None,
                 error: None,
             })
             .collect(),
