@@ -280,6 +280,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::permissions::router())
         .merge(routes::executions::router())
         .merge(routes::api_keys::router())
+        .merge(routes::webhooks::router())
         .merge(routes::oauth::router())
 }
 

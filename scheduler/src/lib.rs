@@ -2,8 +2,9 @@
 //! (a Redis lock with a TTL, or always in `ferry up`), any number stand by;
 //! the leader runs the lease reaper, which re-enqueues the executions no
 //! worker holds, fires the projects' cron schedules (`schedules.rs`),
-//! enqueues connector health probes (`probes.rs`) and refreshes OAuth
-//! tokens ahead of expiry (`refresh.rs`). See `design.md`.
+//! enqueues connector health probes (`probes.rs`), refreshes OAuth
+//! tokens ahead of expiry (`refresh.rs`) and enqueues due webhook
+//! deliveries (`webhooks.rs`). See `design.md`.
 
 pub mod leader;
 pub mod metrics;
@@ -11,6 +12,7 @@ pub mod probes;
 pub mod reaper;
 pub mod refresh;
 pub mod schedules;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,6 +70,13 @@ pub struct Args {
     /// connector fires at its own offset within the interval.
     #[arg(long, env = "FERRY_PROBE_INTERVAL", default_value = "5m", value_parser = probes::parse_interval)]
     pub probe_interval: Duration,
+
+    /// Milliseconds between two looks for webhook deliveries whose next
+    /// try is due (default 1000). A delivery whose job was lost is
+    /// enqueued again after FERRY_QUEUED_GRACE_SECONDS.
+    #[arg(long, env = "FERRY_WEBHOOK_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60000))]
+    pub webhook_interval_ms: u64,
 }
 
 /// Everything the scheduler role runs with: its flags, and what its process
@@ -99,6 +108,7 @@ impl Config {
             queued_grace: Duration::from_secs(self.args.queued_grace_seconds),
             schedule_interval: Duration::from_millis(self.args.schedule_interval_ms),
             probe_interval: self.args.probe_interval,
+            webhook_interval: Duration::from_millis(self.args.webhook_interval_ms),
             token_refresh: Some(refresh::TokenRefresh::from_env(&self.backends)),
             ..SchedulerContext::new(self.backends.store, self.registry, self.backends.queue, leader)
         })
@@ -138,6 +148,10 @@ pub struct SchedulerContext {
     pub probe_interval: Duration,
     /// OAuth tokens refreshed ahead of expiry while leading (none: not).
     pub token_refresh: Option<refresh::TokenRefresh>,
+    /// How often the leader enqueues due webhook deliveries (default
+    /// [`webhooks::DEFAULT_WEBHOOK_INTERVAL`]); a delivery whose job was
+    /// lost is enqueued again after `queued_grace`.
+    pub webhook_interval: Duration,
 }
 
 impl SchedulerContext {
@@ -158,6 +172,7 @@ impl SchedulerContext {
             schedule_interval: schedules::DEFAULT_SCHEDULE_INTERVAL,
             probe_interval: probes::DEFAULT_PROBE_INTERVAL,
             token_refresh: None,
+            webhook_interval: webhooks::DEFAULT_WEBHOOK_INTERVAL,
         }
     }
 }
@@ -190,6 +205,8 @@ pub async fn run_with(context: SchedulerContext, shutdown: impl Future<Output = 
     let metrics = SchedulerMetrics::register(&context.registry).map_err(Error::internal_from)?;
     let schedule_metrics = ScheduleMetrics::register(&context.registry).map_err(Error::internal_from)?;
     let probe_metrics = probes::ProbeMetrics::register(&context.registry).map_err(Error::internal_from)?;
+    let webhook_metrics =
+        webhooks::WebhookMetrics::register(&context.registry).map_err(Error::internal_from)?;
     let refresh_metrics =
         refresh::RefreshMetrics::register(&context.registry).map_err(Error::internal_from)?;
     tracing::info!(
@@ -236,7 +253,18 @@ pub async fn run_with(context: SchedulerContext, shutdown: impl Future<Output = 
         &refresh_metrics,
         stop.clone(),
     );
-    tokio::join!(stopper, leading, reaping, scheduling, probing, refreshing);
+    let delivering = webhooks::run(
+        context.store.as_ref(),
+        context.queue.as_ref(),
+        &context.leader,
+        &webhook_metrics,
+        context.webhook_interval.max(Duration::from_millis(10)),
+        context.queued_grace,
+        stop.clone(),
+    );
+    tokio::join!(
+        stopper, leading, reaping, scheduling, probing, refreshing, delivering
+    );
     tracing::info!("scheduler stopped");
     Ok(())
 }

@@ -85,3 +85,25 @@ impl ProbeConnectorJob {
         )
     }
 }
+
+/// A `deliver_webhook` job: one try of a stored webhook delivery. The
+/// worker claims the delivery in the store (which decides whether a try is
+/// due), so a duplicate or late job is harmless.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverWebhookJob {
+    pub delivery_id: String,
+}
+
+impl DeliverWebhookJob {
+    /// The queue job carrying this delivery, with the id `webhook:<delivery
+    /// id>:<tag>`: the scheduler tags it with the delivery's attempt count,
+    /// so a second enqueue for the same try is a no-op while the first is
+    /// pending, and the next try gets a job of its own.
+    pub fn to_job(&self, tag: &str) -> crate::queue::Job {
+        crate::queue::Job::with_id(
+            format!("webhook:{}:{tag}", self.delivery_id),
+            crate::queue::JobKind::DeliverWebhook,
+            serde_json::json!({"delivery_id": self.delivery_id}),
+        )
+    }
+}

@@ -298,6 +298,9 @@ impl Refresher {
         self.store
             .record_refresh_failure(&connector.uuid, why, None)
             .await?;
+        self.store
+            .record_webhook_event(&credentials_expired(connector, why))
+            .await?;
         let mut current = connector.clone();
         for _ in 0..WRITE_ATTEMPTS {
             if current.status != ConnectorStatus::Active {
@@ -470,4 +473,29 @@ pub fn expires_at(secrets: &Map<String, Value>) -> Option<DateTime<Utc>> {
 /// `text` without control characters, at most `max` characters.
 fn clean(text: &str, max: usize) -> String {
     text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// `connector.credentials_expired` for a connector whose grant the provider
+/// refused: one per connector configuration (a new authorization is a new
+/// `config_version`), however many refreshers meet the refusal.
+fn credentials_expired(connector: &Connector, why: &str) -> crate::domain::webhook::WebhookEvent {
+    use crate::domain::webhook::{EventType, WebhookEvent};
+    let mut event = WebhookEvent::new(
+        &connector.org_id,
+        EventType::CredentialsExpired,
+        serde_json::json!({
+            "connector_uuid": connector.uuid,
+            "connector_type": connector.connector_type,
+            "display_name": connector.display_name,
+            "status": "error",
+            "reason": why,
+        }),
+    );
+    event.dedupe_key = Some(format!(
+        "{}:{}:{}",
+        EventType::CredentialsExpired.as_str(),
+        connector.uuid,
+        connector.config_version
+    ));
+    event
 }

@@ -24,6 +24,7 @@ pub mod queue;
 pub mod redis;
 pub mod redis_cluster;
 pub mod tls;
+pub mod webhooks;
 pub mod warehouses;
 
 use std::net::TcpListener;

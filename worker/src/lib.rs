@@ -80,6 +80,11 @@ pub struct Args {
     #[arg(long, env = "FERRY_TLS_CA_FILE", value_parser = connectors::TrustedRoots::from_pem_file_arg)]
     pub tls_ca_file: Option<connectors::TrustedRoots>,
 
+    /// How long a webhook receiver has to answer one delivery try (e.g.
+    /// `10s`); a receiver that hangs costs a worker at most this.
+    #[arg(long, env = "FERRY_WEBHOOK_TIMEOUT", default_value_t = jobs::deliver_webhook::DEFAULT_TIMEOUT.into())]
+    pub webhook_timeout: humantime::Duration,
+
     #[command(flatten)]
     pub transform: transform::TransformArgs,
 }
@@ -139,6 +144,7 @@ impl Config {
                 ..StepRetry::default()
             },
             transform: args.transform.options(),
+            webhook_timeout: *args.webhook_timeout,
             oauth: OAuthClients::from_env(),
         }
     }
@@ -157,6 +163,8 @@ pub struct WorkerContext {
     pub retry: jobs::execute_project::StepRetry,
     /// How transform steps use memory and disk.
     pub transform: transform::TransformOptions,
+    /// How long a webhook receiver has to answer one try.
+    pub webhook_timeout: Duration,
     /// The OAuth clients a step refreshes a connector's token with when
     /// its provider answers 401 (`FERRY_OAUTH_<PROVIDER>_*`).
     pub oauth: OAuthClients,
@@ -180,6 +188,8 @@ pub struct Shared {
     pub transform: transform::LazyEngine,
     /// `ferry_worker_probes_total{outcome}`.
     pub probes: jobs::probe::ProbeMetrics,
+    /// The client webhook deliveries are sent with.
+    pub webhooks: jobs::deliver_webhook::Deliverer,
 }
 
 /// Runs the worker role as `config` says until `shutdown` resolves: takes
@@ -206,6 +216,7 @@ pub async fn run_with(
         objects,
     } = context.backends;
     store.ping().await?;
+    let webhooks = jobs::deliver_webhook::Deliverer::new(context.policy.clone(), context.webhook_timeout);
     let pools = PoolRegistry::new(context.policy, &context.registry);
     let oauth = context
         .oauth
@@ -225,6 +236,7 @@ pub async fn run_with(
         cancels: tokio::sync::broadcast::channel(256).0,
         transform: transform::LazyEngine::new(context.transform),
         probes: jobs::probe::ProbeMetrics::new(&context.registry),
+        webhooks,
     });
     let mut execution_events = bus.subscribe(EXECUTION_EVENTS).await?;
     let cancel_relay = {
@@ -282,10 +294,7 @@ async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
         JobKind::TestConnection => jobs::test_connection::run(shared, job.payload).await,
         JobKind::ExecuteProject => jobs::execute_project::run(shared, job.payload).await,
         JobKind::ProbeConnector => jobs::probe::run(shared, job.payload).await,
-        other => Err(JobError::Abort(format!(
-            "this worker does not run {} jobs yet",
-            other.as_str()
-        ))),
+        JobKind::DeliverWebhook => jobs::deliver_webhook::run(shared, job.payload).await,
     }
 }
 
@@ -302,6 +311,7 @@ fn the_worker_and_its_jobs_can_run_on_any_thread(
     is_send(&jobs::execute_project::run(&shared, serde_json::Value::Null));
     is_send(&jobs::test_connection::run(&shared, serde_json::Value::Null));
     is_send(&jobs::probe::run(&shared, serde_json::Value::Null));
+    is_send(&jobs::deliver_webhook::run(&shared, serde_json::Value::Null));
     is_send(&run(config, std::future::pending()));
     is_send(&run_with(context, std::future::pending()));
 }

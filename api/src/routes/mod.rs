@@ -8,6 +8,7 @@ pub mod oauth;
 pub mod permissions;
 pub mod projects;
 pub mod steps;
+pub mod webhooks;
 
 use std::future::Future;
 

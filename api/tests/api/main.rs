@@ -26,4 +26,5 @@ mod redis_read;
 mod results;
 mod steps;
 mod transform;
+mod webhooks;
 mod warehouses;

@@ -18,6 +18,7 @@ mod readme;
 mod resilience;
 mod retries;
 mod steps;
+mod webhooks;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

@@ -9,6 +9,7 @@ pub mod params;
 pub mod project;
 pub mod schedule;
 pub mod step;
+pub mod webhook;
 pub(crate) mod word;
 
 pub use access::{OrgRole, Permissions, Principal, ResourceKind, Role};

@@ -14,6 +14,7 @@ mod probes;
 mod schedules;
 pub mod slots;
 mod sql;
+pub mod webhooks;
 
 use async_trait::async_trait;
 
@@ -31,6 +32,7 @@ pub use probes::{ProbeStore, ProbeTarget, ProbeTransition};
 pub use schedules::{ProjectSchedule, ScheduleStore};
 pub use slots::{SlotState, SlotStore};
 pub use sql::{Pool, PostgresStore, SqlStore, SqliteStore};
+pub use webhooks::{AttemptRecord, ClaimedDelivery, WebhookStore};
 
 /// A time-bounded claim one holder makes on a connector (its OAuth refresh
 /// lease, one of its concurrency slots), made at `now` and lasting until
@@ -83,6 +85,7 @@ pub trait Store:
     + ProbeStore
     + OAuthRefreshStore
     + SlotStore
+    + WebhookStore
 {
     /// Which backend this is (`postgres` or `sqlite`), for logs and metrics.
     fn backend(&self) -> &'static str;

@@ -160,6 +160,7 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
     else {
         return Ok(());
     };
+    super::deliver_webhook::record_started(shared.store.as_ref(), &execution).await;
     let watch = Arc::new(Watch {
         cancel: CancellationToken::new(),
         stop: Mutex::new(None),

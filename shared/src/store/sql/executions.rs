@@ -217,9 +217,10 @@ impl SqlStore {
         .bind(execution_id)
         .bind(status.as_str())
         .bind(now)
-        .execute(tx)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        // The webhook event commits with the end it reports (the outbox).
+        super::webhooks::record_execution_end(tx, execution_id).await
     }
 }
 

@@ -29,6 +29,7 @@ mod rows;
 mod schedules;
 mod slots;
 mod steps;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

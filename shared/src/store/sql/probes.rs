@@ -80,6 +80,7 @@ impl ProbeStore for SqlStore {
                     .execute(&mut tx)
                     .await?;
                 if changed > 0 {
+                    super::webhooks::record_connection_failed(&mut tx, record).await?;
                     ProbeTransition::Failed
                 } else {
                     ProbeTransition::Unchanged

@@ -1,0 +1,334 @@
+//! `/api/webhooks`: create (the secret shown once), list, read, PATCH,
+//! delete, the delivery log and redelivery, on both store backends; input
+//! checks in the seeds' error shape; only organization admins manage
+//! webhooks, and another organization's is 404. Deliveries themselves are
+//! tested end to end with separate processes in the cli's tests.
+
+use ferry_shared::domain::webhook::{EventType, WebhookEvent};
+use ferry_testkit::app::{Backend, TestApp, User, assert_error, spawn_app_on};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn admin() -> User {
+    User::admin("user_admin", "org_hooks")
+}
+
+async fn create(app: &TestApp, body: Value) -> Value {
+    let reply = app.post(&admin(), "/api/webhooks", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.body
+}
+
+async fn webhooks_are_created_read_changed_and_deleted_with_the_secret_shown_once(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let created = create(
+        &app,
+        json!({"url": "https://hooks.example.com/ferry", "events": ["project.failed", "project.completed", "project.failed"],
+               "description": "ops", "headers": {"Authorization": "Bearer receiver-token"}}),
+    )
+    .await;
+    let uuid = created["uuid"].as_str().expect("uuid").to_owned();
+    assert!(uuid.starts_with("whk_"), "{created}");
+    let secret = created["secret"].as_str().expect("secret");
+    let key = secret.strip_prefix("whsec_").expect("whsec_ prefix");
+    assert!(standard_base64_of_32_bytes(key), "{secret}");
+    assert_eq!(created["events"], json!(["project.completed", "project.failed"]));
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["headers"], json!({"Authorization": "****"}));
+    assert_eq!(
+        created["retry_config"],
+        json!({"max_attempts": 8, "initial_interval_seconds": 5, "max_interval_seconds": 3600})
+    );
+
+    let read = app.get(&admin(), &format!("/api/webhooks/{uuid}")).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+    assert!(read.body.get("secret").is_none(), "{}", read.text);
+    assert!(
+        !read.text.contains(key) && !read.text.contains("receiver-token"),
+        "{}",
+        read.text
+    );
+    let list = app.get(&admin(), "/api/webhooks").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body["data"].as_array().map(Vec::len), Some(1));
+    assert!(!list.text.contains(key));
+
+    let patched = app
+        .call(
+            &admin(),
+            Method::PATCH,
+            &format!("/api/webhooks/{uuid}"),
+            Some(
+                json!({"enabled": false, "events": ["execution.started"], "description": null,
+                        "retry_config": {"max_attempts": 3}, "headers": {"X-Team": "data"}}),
+            ),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert_eq!(patched.body["enabled"], false);
+    assert_eq!(patched.body["events"], json!(["execution.started"]));
+    assert_eq!(patched.body["description"], Value::Null);
+    assert_eq!(patched.body["headers"], json!({"X-Team": "****"}));
+    assert_eq!(
+        patched.body["retry_config"],
+        json!({"max_attempts": 3, "initial_interval_seconds": 5, "max_interval_seconds": 3600})
+    );
+    assert_eq!(patched.body["url"], "https://hooks.example.com/ferry");
+
+    let empty = app
+        .get(&admin(), &format!("/api/webhooks/{uuid}/deliveries"))
+        .await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.text);
+    assert_eq!(empty.body, json!({"data": []}));
+
+    let deleted = app.delete(&admin(), &format!("/api/webhooks/{uuid}")).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let gone = app.get(&admin(), &format!("/api/webhooks/{uuid}")).await;
+    assert_error(&gone, StatusCode::NOT_FOUND, "not_found", None);
+    let again = app.delete(&admin(), &format!("/api/webhooks/{uuid}")).await;
+    assert_error(&again, StatusCode::NOT_FOUND, "not_found", None);
+}
+
+fn standard_base64_of_32_bytes(text: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .is_ok_and(|bytes| bytes.len() == 32)
+}
+
+#[tokio::test]
+async fn webhooks_are_created_read_changed_and_deleted_with_the_secret_shown_once_on_sqlite() {
+    webhooks_are_created_read_changed_and_deleted_with_the_secret_shown_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn webhooks_are_created_read_changed_and_deleted_with_the_secret_shown_once_on_postgres() {
+    webhooks_are_created_read_changed_and_deleted_with_the_secret_shown_once(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn bad_webhook_input_is_400_validation_error_naming_the_field() {
+    let app = spawn_app_on(Backend::Sqlite).await;
+    let ok_url = "https://hooks.example.com/x";
+    for (body, field) in [
+        (json!({"events": ["project.failed"]}), "url"),
+        (
+            json!({"url": "ftp://hooks.example.com", "events": ["project.failed"]}),
+            "url",
+        ),
+        (json!({"url": "not a url", "events": ["project.failed"]}), "url"),
+        (
+            json!({"url": "https://user:pw@hooks.example.com", "events": ["project.failed"]}),
+            "url",
+        ),
+        (json!({"url": ok_url}), "events"),
+        (json!({"url": ok_url, "events": []}), "events"),
+        (
+            json!({"url": ok_url, "events": ["project.failed", "project.exploded"]}),
+            "events[1]",
+        ),
+        (json!({"url": ok_url, "events": "project.failed"}), "events"),
+        (
+            json!({"url": ok_url, "events": ["project.failed"], "headers": {"webhook-id": "x"}}),
+            "headers.webhook-id",
+        ),
+        (
+            json!({"url": ok_url, "events": ["project.failed"], "headers": {"bad name": "x"}}),
+            "headers.bad name",
+        ),
+        (
+            json!({"url": ok_url, "events": ["project.failed"], "retry_config": {"max_attempts": 0}}),
+            "retry_config.max_attempts",
+        ),
+        (
+            json!({"url": ok_url, "events": ["project.failed"], "retry_config": {"max_interval_seconds": 0}}),
+            "retry_config.max_interval_seconds",
+        ),
+        (
+            json!({"url": ok_url, "events": ["project.failed"], "retry_config": {"initial_interval_seconds": 100, "max_interval_seconds": 10}}),
+            "retry_config.initial_interval_seconds",
+        ),
+        (
+            json!({"url": ok_url, "events": ["project.failed"], "description": "x".repeat(1001)}),
+            "description",
+        ),
+    ] {
+        let reply = app.post(&admin(), "/api/webhooks", body.clone()).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some(field));
+        assert!(!reply.text.contains("whsec_"), "{body}: {}", reply.text);
+    }
+    let created = create(&app, json!({"url": ok_url, "events": ["project.failed"]})).await;
+    let uuid = created["uuid"].as_str().expect("uuid");
+    let reply = app
+        .call(
+            &admin(),
+            Method::PATCH,
+            &format!("/api/webhooks/{uuid}"),
+            Some(json!({"url": "mailto:x@y"})),
+        )
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("url"));
+    let reply = app
+        .get(&admin(), &format!("/api/webhooks/{uuid}/deliveries?limit=0"))
+        .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some("limit"));
+}
+
+#[tokio::test]
+async fn only_organization_admins_manage_webhooks_and_another_organizations_are_not_found() {
+    let app = spawn_app_on(Backend::Sqlite).await;
+    let created = create(
+        &app,
+        json!({"url": "https://hooks.example.com/x", "events": ["project.failed"]}),
+    )
+    .await;
+    let uuid = created["uuid"].as_str().expect("uuid");
+    let path = format!("/api/webhooks/{uuid}");
+
+    let member = User::member("user_member", "org_hooks");
+    let denied = app
+        .post(
+            &member,
+            "/api/webhooks",
+            json!({"url": "https://h.example.com", "events": ["project.failed"]}),
+        )
+        .await;
+    assert_error(&denied, StatusCode::FORBIDDEN, "forbidden", None);
+    for (method, path) in [
+        (Method::GET, "/api/webhooks".to_owned()),
+        (Method::GET, path.clone()),
+        (Method::PATCH, path.clone()),
+        (Method::DELETE, path.clone()),
+        (Method::GET, format!("{path}/deliveries")),
+    ] {
+        let body = (method == Method::PATCH).then(|| json!({"enabled": false}));
+        let reply = app.call(&member, method.clone(), &path, body).await;
+        assert_error(&reply, StatusCode::FORBIDDEN, "forbidden", None);
+    }
+
+    let stranger = User::admin("user_other", "org_other");
+    for (method, path) in [
+        (Method::GET, path.clone()),
+        (Method::PATCH, path.clone()),
+        (Method::DELETE, path.clone()),
+        (Method::GET, format!("{path}/deliveries")),
+        (
+            Method::POST,
+            format!("{path}/deliveries/dlv_01J00000000000000000000000/redeliver"),
+        ),
+        (Method::GET, "/api/webhooks/whk_nonsense".to_owned()),
+    ] {
+        let body = (method == Method::PATCH).then(|| json!({"enabled": false}));
+        let reply = app.call(&stranger, method.clone(), &path, body).await;
+        assert_error(&reply, StatusCode::NOT_FOUND, "not_found", None);
+    }
+    let list = app.get(&stranger, "/api/webhooks").await;
+    assert_eq!(list.body, json!({"data": []}));
+    let still = app.get(&admin(), &path).await;
+    assert_eq!(still.status, StatusCode::OK);
+    assert_eq!(still.body["enabled"], true);
+}
+
+#[tokio::test]
+async fn a_redelivery_of_an_unknown_delivery_is_404_and_of_a_known_one_202_pending() {
+    let app = spawn_app_on(Backend::Postgres).await;
+    let created = create(
+        &app,
+        json!({"url": "https://hooks.example.com/x", "events": ["project.failed"]}),
+    )
+    .await;
+    let uuid = created["uuid"].as_str().expect("uuid");
+    for delivery in ["dlv_01J00000000000000000000000", "nonsense"] {
+        let reply = app
+            .post(
+                &admin(),
+                &format!("/api/webhooks/{uuid}/deliveries/{delivery}/redeliver"),
+                json!({}),
+            )
+            .await;
+        assert_error(&reply, StatusCode::NOT_FOUND, "not_found", None);
+    }
+    // An event recorded for the organization makes one delivery.
+    let event = WebhookEvent::new(
+        "org_hooks",
+        EventType::ProjectFailed,
+        json!({"execution_id": "exec_x"}),
+    );
+    assert_eq!(app.store.record_webhook_event(&event).await.expect("record"), 1);
+    let other_org = WebhookEvent::new("org_other", EventType::ProjectFailed, json!({}));
+    assert_eq!(
+        app.store.record_webhook_event(&other_org).await.expect("record"),
+        0
+    );
+    let unsubscribed = WebhookEvent::new("org_hooks", EventType::ProjectCompleted, json!({}));
+    assert_eq!(
+        app.store
+            .record_webhook_event(&unsubscribed)
+            .await
+            .expect("record"),
+        0
+    );
+    let mut notify = WebhookEvent::new("org_hooks", EventType::ProjectCompleted, json!({}));
+    notify.notify_all = true;
+    assert_eq!(app.store.record_webhook_event(&notify).await.expect("record"), 1);
+    let mut once = WebhookEvent::new("org_hooks", EventType::ProjectFailed, json!({}));
+    once.dedupe_key = Some("project.failed:exec_once".into());
+    assert_eq!(app.store.record_webhook_event(&once).await.expect("record"), 1);
+    once.event_id = "evt_again".into();
+    assert_eq!(
+        app.store.record_webhook_event(&once).await.expect("record"),
+        0,
+        "deduped"
+    );
+
+    let now = ferry_shared::domain::now();
+    let due = app
+        .store
+        .take_due_webhook_deliveries(now, now, 10)
+        .await
+        .expect("due");
+    assert_eq!(due.len(), 3, "{due:?}");
+    let again = app
+        .store
+        .take_due_webhook_deliveries(now, now, 10)
+        .await
+        .expect("due");
+    assert!(again.is_empty(), "marked enqueued: {again:?}");
+    let (delivery, _) = &due[0];
+    let reply = app
+        .post(
+            &admin(),
+            &format!("/api/webhooks/{uuid}/deliveries/{delivery}/redeliver"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.body, json!({"delivery_id": delivery, "status": "pending"}));
+}
+
+#[tokio::test]
+async fn every_webhook_operation_is_in_the_openapi_document() {
+    let app = spawn_app_on(Backend::Sqlite).await;
+    let doc = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .expect("doc");
+    let doc: Value = doc.json().await.expect("json");
+    for (path, method) in [
+        ("/api/webhooks", "post"),
+        ("/api/webhooks", "get"),
+        ("/api/webhooks/{uuid}", "get"),
+        ("/api/webhooks/{uuid}", "patch"),
+        ("/api/webhooks/{uuid}", "delete"),
+        ("/api/webhooks/{uuid}/deliveries", "get"),
+        ("/api/webhooks/{uuid}/deliveries/{delivery_id}/redeliver", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    let create = doc["paths"]["/api/webhooks"]["post"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(create.contains("notify_on_completion"), "{create}");
+}
