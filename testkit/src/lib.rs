@@ -23,6 +23,7 @@ pub mod postgres;
 pub mod queue;
 pub mod redis;
 pub mod redis_cluster;
+pub mod saas;
 pub mod tls;
 pub mod webhooks;
 pub mod warehouses;

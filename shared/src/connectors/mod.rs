@@ -106,6 +106,8 @@ pub enum DriverFamily {
     Databricks,
     Snowflake,
     Bigquery,
+    /// The OAuth SaaS vendors' APIs (`saas_extract`).
+    Saas,
 }
 
 /// The `category` of a connector type.

@@ -747,7 +747,7 @@ fn snowflake() -> ConnectorType {
 }
 
 fn salesforce() -> ConnectorType {
-    oauth_type(
+    saas_driver(oauth_type(
         TypeId::Salesforce,
         "Salesforce",
         "Salesforce CRM",
@@ -772,11 +772,11 @@ fn salesforce() -> ConnectorType {
             )
             .default(json!(false)),
         ],
-    )
+    ))
 }
 
 fn hubspot() -> ConnectorType {
-    oauth_type(
+    saas_driver(oauth_type(
         TypeId::Hubspot,
         "HubSpot",
         "HubSpot CRM and marketing platform",
@@ -789,11 +789,11 @@ fn hubspot() -> ConnectorType {
             FieldKind::Name,
             "HubSpot account (portal) id; recorded from the grant.",
         )],
-    )
+    ))
 }
 
 fn stripe() -> ConnectorType {
-    oauth_type(
+    saas_driver(oauth_type(
         TypeId::Stripe,
         "Stripe",
         "Stripe payments platform",
@@ -806,11 +806,11 @@ fn stripe() -> ConnectorType {
             FieldKind::Name,
             "Connected account id (acct_...); recorded from the grant.",
         )],
-    )
+    ))
 }
 
 fn google_analytics() -> ConnectorType {
-    oauth_type(
+    saas_driver(oauth_type(
         TypeId::GoogleAnalytics,
         "Google Analytics",
         "Google Analytics 4 reporting",
@@ -826,7 +826,16 @@ fn google_analytics() -> ConnectorType {
             )
             .required(),
         ],
-    )
+    ))
+}
+
+/// An OAuth type whose `saas_extract` steps run on the SaaS family
+/// (`worker/src/connectors/saas/`).
+fn saas_driver(base: ConnectorType) -> ConnectorType {
+    ConnectorType {
+        driver: Some(DriverFamily::Saas),
+        ..base
+    }
 }
 
 fn azure() -> ConnectorType {

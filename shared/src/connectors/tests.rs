@@ -159,6 +159,10 @@ fn drivers_exist_for_the_eight_direct_types_in_their_families() {
             ("rest_api", DriverFamily::Rest),
             ("bigquery", DriverFamily::Bigquery),
             ("snowflake", DriverFamily::Snowflake),
+            ("salesforce", DriverFamily::Saas),
+            ("hubspot", DriverFamily::Saas),
+            ("stripe", DriverFamily::Saas),
+            ("google_analytics", DriverFamily::Saas),
             ("sqlite", DriverFamily::Sqlite),
         ]
     );

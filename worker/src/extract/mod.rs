@@ -73,6 +73,8 @@ pub enum ReadPath {
     Snowflake,
     /// BigQuery `jobs.query` and `getQueryResults`, page by page.
     Bigquery,
+    /// An OAuth SaaS vendor's API, page by page (`saas_extract`).
+    Saas,
     /// The embedded query engine over earlier steps' results (`transform`).
     Transform,
 }

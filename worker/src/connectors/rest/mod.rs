@@ -14,7 +14,7 @@
 //! step runner.
 
 mod paging;
-mod records;
+pub(crate) mod records;
 mod retry;
 mod step;
 #[cfg(test)]

@@ -1,0 +1,219 @@
+//! Salesforce: SOQL through the REST API's query resource
+//! (`GET <instance_url>/services/data/<version>/query?q=<SOQL>`), with
+//! `Sforce-Query-Options: batchSize=<page_size>`, following
+//! `nextRecordsUrl` (a path on the same instance) until `done`. An
+//! `object` step builds `SELECT <fields> FROM <object> [WHERE <where>]
+//! [LIMIT <limit>]`, `FIELDS(STANDARD)` when no fields are given. Each
+//! record's `attributes` (its type and URL) is left out. The instance URL
+//! is the one the token response gave; the connection test reads
+//! `GET /services/data/<version>/limits`.
+
+use async_trait::async_trait;
+use ferry_shared::domain::ErrorKind;
+use ferry_shared::steps::saas_extract::{Query as StepQuery, SaasExtract, Vendor};
+use reqwest::header::HeaderName;
+use reqwest::{Method, Url};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Api, Pages, Record, records_at, unexpected};
+use crate::connectors::TestDetails;
+use crate::connectors::errors::DriverError;
+use crate::extract::ExtractError;
+
+/// The connector's default `api_version` (its declaration says the same).
+pub(super) const DEFAULT_API_VERSION: &str = "v59.0";
+
+/// `https://<instance>/`: an http(s) URL without credentials, query or
+/// fragment (the declaration checked its shape; this is the worker's own).
+pub(super) fn base_url(instance: &str) -> Result<Url, DriverError> {
+    let url = Url::parse(instance)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .filter(|u| u.username().is_empty() && u.password().is_none() && u.query().is_none())
+        .ok_or_else(|| DriverError::invalid_config("config.instance_url is not an http(s) URL"))?;
+    let text = url.as_str().trim_end_matches('/');
+    Url::parse(&format!("{text}/"))
+        .map_err(|_| DriverError::invalid_config("config.instance_url is not a URL"))
+}
+
+/// `vNN.N`.
+pub(super) fn api_version(text: &str) -> Result<String, DriverError> {
+    let ok = text
+        .strip_prefix('v')
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(major, minor)| {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major.bytes().all(|b| b.is_ascii_digit())
+                && minor.bytes().all(|b| b.is_ascii_digit())
+        });
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(DriverError::invalid_config(
+            "config.api_version is a REST API version like v59.0",
+        ))
+    }
+}
+
+pub(super) async fn test(
+    api: &Api,
+    version: &str,
+    cancel: &CancellationToken,
+) -> Result<TestDetails, DriverError> {
+    let url = api.url(&format!("services/data/{version}/limits"))?;
+    api.call(Method::GET, &url, None, &[], "GET /limits", cancel)
+        .await?;
+    Ok(TestDetails {
+        version: Some(format!("Salesforce REST API {version}")),
+        ..TestDetails::default()
+    })
+}
+
+/// The SOQL of an `object` step.
+pub(super) fn soql(config: &SaasExtract) -> String {
+    let fields = config
+        .fields
+        .as_ref()
+        .map_or_else(|| "FIELDS(STANDARD)".to_owned(), |fields| fields.join(", "));
+    let mut soql = format!(
+        "SELECT {fields} FROM {}",
+        config.object.as_deref().unwrap_or_default()
+    );
+    if let Some(condition) = &config.condition {
+        soql.push_str(&format!(" WHERE {condition}"));
+    }
+    if let Some(limit) = config.limit {
+        soql.push_str(&format!(" LIMIT {limit}"));
+    }
+    soql
+}
+
+/// One query's pages.
+pub(super) struct Query {
+    soql: String,
+    version: String,
+    batch: String,
+    /// The path of the next page; `None` before the first.
+    next: Option<String>,
+    done: bool,
+}
+
+impl Query {
+    pub(super) fn new(config: &SaasExtract, version: &str) -> Query {
+        let soql = match &config.query {
+            Some(StepQuery::Soql(text)) => text.trim().to_owned(),
+            _ => soql(config),
+        };
+        let size = config.page_size.unwrap_or(Vendor::Salesforce.page_bounds().0);
+        Query {
+            soql,
+            version: version.to_owned(),
+            batch: format!("batchSize={size}"),
+            next: None,
+            done: false,
+        }
+    }
+}
+
+#[async_trait]
+impl Pages for Query {
+    async fn next(
+        &mut self,
+        api: &Api,
+        _wanted: Option<u64>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Vec<Record>>, ExtractError> {
+        if self.done {
+            return Ok(None);
+        }
+        let url = match &self.next {
+            None => {
+                let mut url = api.url(&format!("services/data/{}/query", self.version))?;
+                url.query_pairs_mut().append_pair("q", &self.soql);
+                url
+            }
+            Some(path) => api.url(path)?,
+        };
+        let options = HeaderName::from_static("sforce-query-options");
+        let answer = api
+            .call(
+                Method::GET,
+                &url,
+                None,
+                &[(options, self.batch.as_str())],
+                "query",
+                cancel,
+            )
+            .await?;
+        let records = records_at(&answer.body, Some("records"))
+            .ok_or_else(|| unexpected(Vendor::Salesforce, "query"))?;
+        let body = answer.json();
+        let done = body.get("done").and_then(Value::as_bool).unwrap_or(true);
+        let next = body.get("nextRecordsUrl").and_then(Value::as_str);
+        match next {
+            Some(path) if !done => {
+                // A path on the instance: never another host, which would
+                // receive the token.
+                if !path.starts_with("/services/data/") || path.contains("://") || path.starts_with("//") {
+                    return Err(ExtractError::new(
+                        ErrorKind::HttpError,
+                        "Salesforce gave a nextRecordsUrl that is not a path of the query resource",
+                    ));
+                }
+                self.next = Some(path.to_owned());
+            }
+            _ => self.done = true,
+        }
+        Ok(Some(
+            records
+                .into_iter()
+                .map(|mut record| {
+                    record.take("attributes");
+                    record
+                })
+                .collect(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn config(value: Value) -> SaasExtract {
+        let mut map = value.as_object().cloned().expect("object");
+        map.insert("connector_uuid".into(), json!("conn_01"));
+        SaasExtract::parse(&map).expect("config")
+    }
+
+    #[test]
+    fn an_object_step_is_a_select_of_its_fields() {
+        assert_eq!(
+            soql(&config(json!({"object": "Account"}))),
+            "SELECT FIELDS(STANDARD) FROM Account"
+        );
+        assert_eq!(
+            soql(&config(
+                json!({"object": "Contact", "fields": ["Id", "Account.Name"], "where": "IsDeleted = false", "limit": 10})
+            )),
+            "SELECT Id, Account.Name FROM Contact WHERE IsDeleted = false LIMIT 10"
+        );
+    }
+
+    #[test]
+    fn instance_urls_and_versions_are_checked() {
+        assert_eq!(
+            base_url("https://acme.my.salesforce.com").expect("url").as_str(),
+            "https://acme.my.salesforce.com/"
+        );
+        assert!(base_url("ftp://x").is_err());
+        assert!(base_url("https://u:p@x.example").is_err());
+        assert_eq!(api_version("v59.0").expect("version"), "v59.0");
+        assert!(api_version("59").is_err());
+        assert!(api_version("v59.0/../x").is_err());
+    }
+}
