@@ -475,3 +475,57 @@ async fn a_failed_snowflake_statement_fails_the_step_with_invalid_query() {
         executed.text
     );
 }
+
+#[tokio::test]
+async fn a_refused_refresh_token_fails_the_step_with_authentication_failed_and_marks_the_connector() {
+    let setup = setup(Backend::Sqlite).await;
+    let server = Server::snowflake(setup.auth.token_check()).await;
+    serve_at(&Server::snowflake_host("acme-revoked"), server.addr);
+    server.on(
+        "SELECT 1 AS ONE",
+        Plan::rows(
+            vec![json!({"name": "ONE", "type": "fixed", "precision": 1, "scale": 0})],
+            vec![vec![json!("1")]],
+        ),
+    );
+    let connector = setup
+        .authorize(
+            "snowflake",
+            json!({"account": "acme-revoked", "warehouse": "WH", "database": "DB"}),
+        )
+        .await;
+    let (project, step) = setup.project(&connector, "SELECT 1 AS ONE", json!({})).await;
+    setup.execute(&project, &step, json!({})).await;
+
+    setup.auth.revoke_all();
+    let executed = setup
+        .app
+        .post(
+            &setup.user,
+            &format!("/api/projects/{project}/execute"),
+            json!({"mode": "sync"}),
+        )
+        .await;
+    assert_eq!(executed.body["status"], "failed", "{}", executed.text);
+    let error = &executed.body["steps"][0]["error"];
+    assert_eq!(error["type"], "authentication_failed", "{}", executed.text);
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("authorize the connector again")),
+        "{}",
+        executed.text
+    );
+    let reply = setup
+        .app
+        .get(&setup.user, &format!("/api/connectors/{connector}"))
+        .await;
+    assert_eq!(reply.body["status"], "error", "{}", reply.text);
+    for token in setup.auth.issued_tokens() {
+        assert!(
+            !executed.text.contains(&token),
+            "a token in the execution: {}",
+            executed.text
+        );
+    }
+}

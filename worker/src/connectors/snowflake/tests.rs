@@ -296,3 +296,53 @@ fn account_identifiers_name_their_host() {
         assert!(account_host(bad).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_cancelled_step_cancels_its_running_statement_on_snowflake() {
+    let fx = fixture("acme-cancel", TOKEN).await;
+    fx.server.on(
+        "SELECT SLOW()",
+        Plan::rows(vec![json!({"name": "X", "type": "text"})], vec![vec![json!("x")]]).after_polls(10_000),
+    );
+    let config: Map<String, Value> = json!({"query": "SELECT SLOW()"})
+        .as_object()
+        .cloned()
+        .expect("config");
+    let supplied = Map::new();
+    let run = Run {
+        handle: fx.handle.as_ref(),
+        step: StepRequest {
+            step_type: StepType::SqlQuery,
+            connector: TypeId::Snowflake.decl(),
+            config: &config,
+            supplied: &supplied,
+            policy: &fx.policy,
+        },
+    };
+    let path = fx.target.step_path(&ferry_testkit::ulid(), "step_1");
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        stop.cancel();
+    });
+    let outcome = run_step_with(
+        &ExtractOptions::default(),
+        &run,
+        &Destination::new(&fx.target, &path),
+        &|_, _| {},
+        &cancel,
+        || async { true },
+    )
+    .await;
+    assert!(outcome.expect_err("cancelled").is_cancelled());
+    let cancelled = ferry_testkit::eventually(Duration::from_secs(5), || async {
+        fx.server.cancels().len() == 1
+    })
+    .await;
+    assert!(
+        cancelled,
+        "the statement is cancelled on Snowflake: {:?}",
+        fx.server.cancels()
+    );
+}
