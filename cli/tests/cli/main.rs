@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 mod bench;
 mod distributed;
+mod fleet_events;
 mod operator;
 mod rate_limit;
 mod readme;

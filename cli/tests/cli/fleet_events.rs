@@ -1,0 +1,431 @@
+//! The scheduler's work across separate processes over PostgreSQL and
+//! Redis: two `ferry scheduler` processes fire each schedule tick once when
+//! the leader is killed; health probes from the scheduler process mark a
+//! failing connector `error` and a recovered one `active`; three `ferry
+//! worker` processes never run more steps on a capped connector than its
+//! cap, and the steps in line show `waiting`; an API key works on every api
+//! process and is refused by all of them the moment it is revoked.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ferry_shared::store::{ScheduleStore, SqlStore};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::distributed::{Deployment, Role};
+use crate::{KEY, Running, block_on, free_port, http_send, http_status, psql, psql_value};
+
+/// Polls `probe` every 100 ms until it yields, failing after `within`.
+fn eventually<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `ferry scheduler` process and its admin port.
+struct Scheduler {
+    process: Running,
+    admin: u16,
+}
+
+impl Scheduler {
+    fn start(deployment: &Deployment, env: &[(&str, &str)]) -> Scheduler {
+        let admin = free_port();
+        let process = Running(
+            deployment
+                .command(KEY)
+                .envs(env.iter().copied())
+                .args(["scheduler", "--admin-listen", &format!("127.0.0.1:{admin}")])
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("scheduler"),
+        );
+        eventually("the scheduler's admin server", Duration::from_secs(30), || {
+            http_status(&format!("http://127.0.0.1:{admin}/healthz")).filter(|status| *status == 200)
+        });
+        Scheduler { process, admin }
+    }
+
+    /// A sample of the scheduler's metrics (0 when absent or unreachable).
+    fn metric(&self, name: &str) -> f64 {
+        let text = block_on(async {
+            match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin)).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            }
+        });
+        text.lines()
+            .filter(|line| line.split([' ', '{']).next() == Some(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn leads(&self) -> bool {
+        self.metric("ferry_scheduler_is_leader") == 1.0
+    }
+
+    fn ticks(&self) -> f64 {
+        self.metric("ferry_scheduler_ticks_total")
+    }
+
+    fn kill(mut self) {
+        self.process.0.kill().expect("kill -9");
+        self.process.0.wait().expect("reap");
+    }
+}
+
+/// A client of one api process, as one user.
+struct Client {
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        http_send(method, &format!("{}{path}", self.base), &self.token, body)
+    }
+
+    fn created(&self, path: &str, body: Value) -> Value {
+        let (status, reply) = self.call(Method::POST, path, Some(body));
+        assert_eq!(status, 201, "POST {path}: {reply}");
+        reply
+    }
+
+    /// A project with one step of `step_type` and `config`; its uuid.
+    fn project(&self, name: &str, step_type: &str, config: Value) -> String {
+        let project = self.created("/api/projects", json!({"name": name}));
+        let uuid = project["uuid"].as_str().expect("uuid").to_owned();
+        self.created(
+            &format!("/api/projects/{uuid}/steps"),
+            json!({"name": "only", "type": step_type, "config": config}),
+        );
+        uuid
+    }
+
+    fn executions(&self, project: &str) -> Vec<Value> {
+        let (status, list) = self.call(
+            Method::GET,
+            &format!("/api/projects/{project}/executions?limit=100"),
+            None,
+        );
+        assert_eq!(status, 200, "{list}");
+        list["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn execution(&self, project: &str, id: &str) -> Value {
+        let (status, execution) = self.call(
+            Method::GET,
+            &format!("/api/projects/{project}/executions/{id}"),
+            None,
+        );
+        assert_eq!(status, 200, "{execution}");
+        execution
+    }
+}
+
+/// A token of `user` in `org_ops` (an organization admin with `admin`).
+fn token(deployment: &Deployment, user: &str, admin: bool) -> String {
+    let mut command = deployment.command(KEY);
+    command.args(["token", "--user", user, "--org", "org_ops"]);
+    if admin {
+        command.arg("--admin");
+    }
+    let out = command.output().expect("token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn two_scheduler_processes_fire_each_tick_once_and_the_standby_takes_over_from_a_killed_leader() {
+    let deployment = Deployment::new();
+    let (_api, base) = deployment.api(KEY);
+    let _worker = deployment.worker(KEY, 4);
+    let alice = Client {
+        base,
+        token: token(&deployment, "user_alice", false),
+    };
+    let project = alice.project("Ticking", "transform", json!({"query": "select 1 as one"}));
+    let (status, reply) = alice.call(
+        Method::PUT,
+        &format!("/api/projects/{project}"),
+        Some(json!({"schedule": {"cron": "* * * * *", "parameters": {}}})),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // Every second from now: a six-field pattern, which only the store takes.
+    block_on(async {
+        let store = SqlStore::connect_postgres(&deployment.database.url())
+            .await
+            .expect("store");
+        let mut stored = store
+            .project_schedule("org_ops", &project)
+            .await
+            .expect("read")
+            .expect("a schedule");
+        stored.schedule.cron = "* * * * * *".into();
+        stored.next_run_at = Some(chrono::Utc::now());
+        assert!(
+            store
+                .set_project_schedule("org_ops", &project, Some(&stored))
+                .await
+                .expect("set")
+        );
+    });
+    let env = [
+        ("FERRY_SCHEDULE_INTERVAL_MS", "100"),
+        ("FERRY_PROBE_INTERVAL", "0"),
+    ];
+    let started = Instant::now();
+    let a = Scheduler::start(&deployment, &env);
+    let b = Scheduler::start(&deployment, &env);
+
+    eventually("two ticks", Duration::from_secs(20), || {
+        (a.ticks() + b.ticks() >= 2.0).then_some(())
+    });
+    let (a_leads, b_leads) = (a.leads(), b.leads());
+    assert!(a_leads ^ b_leads, "exactly one leads: a {a_leads}, b {b_leads}");
+    let (leader, standby) = if a_leads { (a, b) } else { (b, a) };
+    assert_eq!(
+        standby.ticks(),
+        0.0,
+        "the standby fires nothing while the leader lives"
+    );
+    let fired_before = alice.executions(&project).len();
+    leader.kill();
+    let killed_at = Instant::now();
+
+    // The killed leader never released its lock: the standby takes over
+    // once the lock's TTL has passed, and fires the ticks from then on.
+    eventually("the standby to fire two ticks", Duration::from_secs(40), || {
+        (standby.ticks() >= 2.0).then_some(())
+    });
+    assert!(standby.leads(), "the standby leads");
+    let took_over = killed_at.elapsed();
+    let elapsed = started.elapsed();
+    drop(standby);
+
+    let executions = alice.executions(&project);
+    assert!(executions.len() > fired_before, "ticks fired after the kill");
+    assert!(
+        executions.iter().all(|e| e["trigger"] == "schedule"),
+        "{executions:?}"
+    );
+    // An every-second schedule: however the two split the ticks and
+    // whatever the catch-up fired for the seconds nobody led, never more
+    // than one execution a second.
+    assert!(
+        executions.len() as f64 <= elapsed.as_secs_f64().ceil() + 1.0,
+        "{} executions in {elapsed:?} (takeover after {took_over:?}): a tick fired twice",
+        executions.len()
+    );
+    let ids: Vec<&str> = executions
+        .iter()
+        .filter_map(|e| e["execution_id"].as_str())
+        .collect();
+    for id in &ids {
+        let done = eventually("a scheduled execution to end", Duration::from_secs(30), || {
+            let execution = alice.execution(&project, id);
+            matches!(
+                execution["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(execution)
+        });
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+}
+
+#[test]
+fn probes_from_a_scheduler_process_mark_a_failing_connector_error_and_a_recovered_one_active() {
+    let deployment = Deployment::new();
+    let (_api, base) = deployment.api(KEY);
+    let _worker = deployment.worker(KEY, 2);
+    let alice = Client {
+        base,
+        token: token(&deployment, "user_alice", false),
+    };
+    let role = Role::create("probed");
+    let connector = alice.created(
+        "/api/connectors",
+        json!({"type": "postgresql", "display_name": "probed", "config": role.config(), "test_connection": false}),
+    );
+    let uuid = connector["uuid"].as_str().expect("uuid").to_owned();
+    let _scheduler = Scheduler::start(&deployment, &[("FERRY_PROBE_INTERVAL", "500ms")]);
+    let health = || {
+        let (status, health) = alice.call(Method::GET, &format!("/api/connectors/{uuid}/health"), None);
+        assert_eq!(status, 200, "{health}");
+        health
+    };
+    let status = || {
+        let (code, connector) = alice.call(Method::GET, &format!("/api/connectors/{uuid}"), None);
+        assert_eq!(code, 200, "{connector}");
+        connector["status"].as_str().unwrap_or_default().to_owned()
+    };
+
+    // Probes run on the workers and count as checks.
+    eventually("successful probes", Duration::from_secs(30), || {
+        let health = health();
+        (health["metrics"]["total_queries_24h"].as_u64().unwrap_or(0) >= 2 && health["status"] == "healthy")
+            .then_some(())
+    });
+    assert_eq!(status(), "active");
+
+    // The source refuses the connector's login: probes fail, and the
+    // connector goes to `error` after repeated failures.
+    psql(&format!("ALTER ROLE {} NOLOGIN", role.name));
+    psql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'",
+        role.name
+    ));
+    eventually("the connector to go to error", Duration::from_secs(60), || {
+        (status() == "error").then_some(())
+    });
+    let failing = health();
+    assert_eq!(failing["status"], "unhealthy", "{failing}");
+    assert!(
+        failing["recent_errors"]
+            .as_array()
+            .is_some_and(|errors| !errors.is_empty()),
+        "{failing}"
+    );
+    assert!(
+        failing["metrics"]["error_rate_24h"].as_f64().unwrap_or(0.0) > 0.0,
+        "{failing}"
+    );
+
+    // The source takes the login again: the next successful probe makes
+    // the connector active.
+    psql(&format!("ALTER ROLE {} LOGIN", role.name));
+    eventually(
+        "the connector to be active again",
+        Duration::from_secs(60),
+        || (status() == "active").then_some(()),
+    );
+}
+
+#[test]
+fn three_worker_processes_never_run_more_steps_on_a_capped_connector_than_its_cap() {
+    let deployment = Deployment::new();
+    let (_api, base) = deployment.api(KEY);
+    let _workers: Vec<Running> = (0..3).map(|_| deployment.worker(KEY, 4)).collect();
+    let alice = Client {
+        base,
+        token: token(&deployment, "user_alice", false),
+    };
+    let role = Role::create("capped");
+    let mut config = role.config();
+    config["max_concurrent_steps"] = json!(2);
+    let connector = alice.created(
+        "/api/connectors",
+        json!({"type": "postgresql", "display_name": "capped", "config": config, "test_connection": false}),
+    );
+    let uuid = connector["uuid"].as_str().expect("uuid").to_owned();
+    let projects: Vec<String> = (0..6)
+        .map(|i| {
+            alice.project(
+                &format!("Sleepy {i}"),
+                "sql_query",
+                json!({"connector_uuid": uuid, "query": "select 1 as n from pg_sleep(1)"}),
+            )
+        })
+        .collect();
+    let executions: Vec<String> = projects
+        .iter()
+        .map(|project| {
+            let (status, accepted) = alice.call(
+                Method::POST,
+                &format!("/api/projects/{project}/execute"),
+                Some(json!({})),
+            );
+            assert_eq!(status, 202, "{accepted}");
+            accepted["execution_id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+
+    // Samples the connector's queries on the source, and the executions.
+    let mut most = 0_i64;
+    let mut waiting = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ended = 0;
+    while ended < executions.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the executions did not end within a minute"
+        );
+        let running: i64 = psql_value(&format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE usename = '{}' AND state = 'active' AND query ILIKE '%pg_sleep%'",
+            role.name
+        ))
+        .parse()
+        .expect("a count");
+        most = most.max(running);
+        ended = 0;
+        for (project, id) in projects.iter().zip(&executions) {
+            let execution = alice.execution(project, id);
+            let step = &execution["steps"][0];
+            if step["status"] == "waiting" {
+                waiting = Some(step.clone());
+            }
+            match execution["status"].as_str() {
+                Some("completed") => ended += 1,
+                Some("failed" | "cancelled") => panic!("{execution}"),
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        most <= 2,
+        "{most} of the connector's steps ran at once with a cap of 2"
+    );
+    assert_eq!(most, 2, "the cap lets two steps run together");
+    let waiting = waiting.expect("a step beyond the cap showed `waiting`");
+    assert!(
+        waiting["waiting_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("max_concurrent_steps (2)")),
+        "{waiting}"
+    );
+}
+
+#[test]
+fn an_api_key_works_on_every_api_process_and_every_one_refuses_it_once_revoked() {
+    let deployment = Deployment::new();
+    let (_first, first) = deployment.api(KEY);
+    let (_second, second) = deployment.api(KEY);
+    let admin = Client {
+        base: first.clone(),
+        token: token(&deployment, "user_admin", true),
+    };
+    let created = admin.created("/api/api-keys", json!({"name": "etl", "role": "member"}));
+    let key = created["key"].as_str().expect("the key, shown once").to_owned();
+    let uuid = created["uuid"].as_str().expect("uuid").to_owned();
+    let by_key = |base: &str| Client {
+        base: base.to_owned(),
+        token: key.clone(),
+    };
+    for base in [&first, &second] {
+        let project = by_key(base).created("/api/projects", json!({"name": "by key"}));
+        assert_eq!(project["created_by"], format!("svc_{uuid}"), "{project}");
+    }
+    let (status, listed) = admin.call(Method::GET, "/api/api-keys", None);
+    assert_eq!(status, 200, "{listed}");
+    let listed = listed["data"][0].clone();
+    assert!(listed["last_used_at"].is_string(), "{listed}");
+    assert!(listed.get("key").is_none(), "the key is never listed: {listed}");
+
+    let (status, _) = admin.call(Method::DELETE, &format!("/api/api-keys/{uuid}"), None);
+    assert_eq!(status, 204);
+    for base in [&first, &second] {
+        let (status, body) = by_key(base).call(Method::GET, "/api/projects", None);
+        assert_eq!(status, 401, "a revoked key is refused at once by {base}: {body}");
+    }
+}
