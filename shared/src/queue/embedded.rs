@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::Notify;
 
-use super::{Delivery, Job, Queue, codec_error, lock, now_ms};
+use super::{Delivery, Job, Queue, QueueStats, codec_error, lock, now_ms};
 use crate::{Error, Result};
 
 /// Jobs per statement in batched enqueues and acks.
@@ -316,6 +316,24 @@ impl Queue for EmbeddedQueue {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        // Ready rows wait; leased ones are in flight.
+        let (waiting, in_flight, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE state = 0),
+                    COUNT(*) FILTER (WHERE state = 1),
+                    (SELECT MIN(json_extract(body, '$.enqueued_at_ms')) FROM
+                        (SELECT body FROM queue_jobs WHERE state = 0 ORDER BY rowid LIMIT 1))
+               FROM queue_jobs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueStats {
+            waiting: u64::try_from(waiting).unwrap_or(0),
+            in_flight: u64::try_from(in_flight).unwrap_or(0),
+            oldest_waiting_ms: oldest.map(|at| u64::try_from(now_ms() - at).unwrap_or(0)),
+        })
     }
 
     async fn ping(&self) -> Result<()> {

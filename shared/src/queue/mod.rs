@@ -76,6 +76,16 @@ pub trait Queue: Send + Sync + 'static {
     /// Jobs queued or in flight (for metrics and tests).
     async fn depth(&self) -> Result<u64>;
 
+    /// What the queue holds now, for metrics: jobs waiting for a worker,
+    /// jobs in flight, and the age of the oldest waiting one. The default
+    /// counts everything as waiting and knows no age.
+    async fn stats(&self) -> Result<QueueStats> {
+        Ok(QueueStats {
+            waiting: self.depth().await?,
+            ..QueueStats::default()
+        })
+    }
+
     /// Checks the backend answers (readiness).
     async fn ping(&self) -> Result<()>;
 
@@ -83,6 +93,19 @@ pub trait Queue: Send + Sync + 'static {
     fn lease(&self) -> Duration {
         DEFAULT_LEASE
     }
+}
+
+/// A snapshot of a queue (see [`Queue::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Jobs no consumer holds: never delivered, or handed back.
+    pub waiting: u64,
+    /// Jobs delivered and not yet acknowledged (running, or held by a
+    /// consumer that died, until their lease runs out).
+    pub in_flight: u64,
+    /// Milliseconds since the oldest waiting job was first enqueued; `None`
+    /// when nothing waits.
+    pub oldest_waiting_ms: Option<u64>,
 }
 
 /// Request/reply and broadcast between roles (the API waits for a worker's

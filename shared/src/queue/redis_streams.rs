@@ -12,7 +12,7 @@ use ::redis::{Cmd, FromRedisValue, RedisError, Script, Value};
 use async_trait::async_trait;
 
 use super::redis_conn::{self, Blocking, Request};
-use super::{Delivery, Job, Queue, codec_error, is_connection_error, lock, redis_error};
+use super::{Delivery, Job, Queue, QueueStats, codec_error, is_connection_error, lock, redis_error};
 use crate::{Error, Result};
 
 /// The one consumer group every worker joins.
@@ -684,6 +684,49 @@ impl Queue for RedisQueue {
         Ok(lengths.iter().sum())
     }
 
+    /// Per partition: `XLEN` and the `XPENDING` summary, then the first
+    /// entry after the highest pending id. Acknowledged entries are
+    /// deleted and a group reads in stream order, so every entry past the
+    /// highest pending id (the group's reads go no further) waits, and so
+    /// does nothing before it: the first of them is the oldest waiting job.
+    async fn stats(&self) -> Result<QueueStats> {
+        let mut stats = QueueStats::default();
+        let now = super::now_ms();
+        for partition in &self.partitions {
+            let mut pipe = ::redis::pipe();
+            pipe.cmd("XLEN").arg(&partition.stream);
+            pipe.cmd("XPENDING").arg(&partition.stream).arg(GROUP);
+            let (length, pending): (u64, Value) = self.query(Request::Pipe(&pipe)).await?;
+            let (in_flight, highest) = match &pending {
+                Value::Array(summary) if !summary.is_empty() => (
+                    u64::from_redis_value(summary[0].clone()).map_err(|_| unexpected("XPENDING"))?,
+                    summary.get(2).and_then(text),
+                ),
+                _ => return Err(unexpected("XPENDING")),
+            };
+            let waiting = length.saturating_sub(in_flight);
+            stats.waiting += waiting;
+            stats.in_flight += in_flight;
+            if waiting == 0 {
+                continue;
+            }
+            let start = highest.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+            let mut range = ::redis::cmd("XRANGE");
+            range
+                .arg(&partition.stream)
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+            let entries: Value = self.query(Request::Cmd(&range)).await?;
+            if let Some(enqueued_at) = first_enqueued_at(&entries) {
+                let age = u64::try_from(now - enqueued_at).unwrap_or(0);
+                stats.oldest_waiting_ms = Some(stats.oldest_waiting_ms.map_or(age, |oldest| oldest.max(age)));
+            }
+        }
+        Ok(stats)
+    }
+
     async fn ping(&self) -> Result<()> {
         let _: String = self.query(Request::Cmd(&::redis::cmd("PING"))).await?;
         Ok(())
@@ -721,6 +764,28 @@ fn text(value: &Value) -> Option<String> {
         Value::SimpleString(text) => Some(text.clone()),
         _ => None,
     }
+}
+
+/// The enqueue time of the one entry of an `XRANGE … COUNT 1` reply: the
+/// job's own stamp, else the entry id's milliseconds.
+fn first_enqueued_at(reply: &Value) -> Option<i64> {
+    let Value::Array(entries) = reply else {
+        return None;
+    };
+    let Value::Array(entry) = entries.first()? else {
+        return None;
+    };
+    let id = text(entry.first()?)?;
+    let stamped = match entry.get(1) {
+        Some(Value::Array(fields)) => fields
+            .chunks(2)
+            .find(|pair| text(&pair[0]).as_deref() == Some("j"))
+            .and_then(|pair| pair.get(1).and_then(text))
+            .and_then(|body| serde_json::from_str::<Job>(&body).ok())
+            .map(|job| job.enqueued_at_ms),
+        _ => None,
+    };
+    stamped.or_else(|| id.split('-').next()?.parse().ok())
 }
 
 fn unexpected(what: &str) -> Error {

@@ -94,6 +94,7 @@ queue_conformance!(
     release_hands_a_delivery_back_at_once(LONG_LEASE),
     a_duplicate_enqueue_is_a_no_op_while_the_job_is_pending(LONG_LEASE),
     a_backlog_of_100k_jobs_drains_with_each_id_exactly_once(LONG_LEASE),
+    stats_count_waiting_and_in_flight_jobs_and_age_the_oldest_waiting_one(LONG_LEASE),
 );
 
 harness_conformance!(
@@ -131,6 +132,45 @@ fn receipts(deliveries: &[Delivery]) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------- queue tests
+
+async fn stats_count_waiting_and_in_flight_jobs_and_age_the_oldest_waiting_one(queue: Arc<dyn Queue>) {
+    let empty = queue.stats().await.expect("stats");
+    assert_eq!(
+        (empty.waiting, empty.in_flight, empty.oldest_waiting_ms),
+        (0, 0, None)
+    );
+    // Three jobs, the first stamped a minute ago.
+    let mut old = job(0);
+    old.enqueued_at_ms -= 60_000;
+    assert!(queue.enqueue(&old).await.expect("enqueue"));
+    assert!(queue.enqueue(&job(1)).await.expect("enqueue"));
+    assert!(queue.enqueue(&job(2)).await.expect("enqueue"));
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!((stats.waiting, stats.in_flight), (3, 0));
+    let age = stats.oldest_waiting_ms.expect("an age");
+    assert!((60_000..70_000).contains(&age), "oldest waiting for {age} ms");
+    // The old one is taken: the oldest waiting is now seconds old at most.
+    let taken = collect(queue.as_ref(), "consumer-a", 1, Duration::from_secs(2)).await;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].job.id, old.id);
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!((stats.waiting, stats.in_flight), (2, 1));
+    assert!(stats.oldest_waiting_ms.expect("an age") < 10_000, "{stats:?}");
+    // Handed back, it waits again; acked, it is gone.
+    queue
+        .release("consumer-a", &receipts(&taken))
+        .await
+        .expect("release");
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!((stats.waiting, stats.in_flight), (3, 0));
+    let all = collect(queue.as_ref(), "consumer-a", 3, Duration::from_secs(2)).await;
+    queue.ack(&receipts(&all)).await.expect("ack");
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!(
+        (stats.waiting, stats.in_flight, stats.oldest_waiting_ms),
+        (0, 0, None)
+    );
+}
 
 async fn enqueue_fetch_ack_round_trip_delivers_the_job_once(queue: Arc<dyn Queue>) {
     queue.ping().await.expect("ping");
