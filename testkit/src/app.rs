@@ -83,8 +83,9 @@ impl WorkerParts {
             concurrency: 4,
             retry: ferry_worker::jobs::execute_project::StepRetry::default(),
             transform: ferry_worker::transform::TransformOptions::default(),
-            webhook_timeout: std::time::Duration::from_secs(5),
+            shutdown_grace: None,
             oauth,
+            webhook_timeout: std::time::Duration::from_secs(5),
         };
         tokio::spawn(ferry_worker::run_with(worker, std::future::pending()));
     }

@@ -9,6 +9,7 @@
 pub mod connectors;
 pub mod extract;
 pub mod jobs;
+pub mod metrics;
 pub mod pools;
 pub mod runtime;
 pub mod sink;
@@ -85,6 +86,12 @@ pub struct Args {
     #[arg(long, env = "FERRY_WEBHOOK_TIMEOUT", default_value_t = jobs::deliver_webhook::DEFAULT_TIMEOUT.into())]
     pub webhook_timeout: humantime::Duration,
 
+    /// How long a stopping worker (SIGTERM) lets its running jobs finish,
+    /// e.g. `30s`; then it hands what is left back to the queue, and another
+    /// worker resumes each execution at its first unfinished step.
+    #[arg(long, env = "FERRY_WORKER_SHUTDOWN_GRACE", default_value = "30s")]
+    pub worker_shutdown_grace: humantime::Duration,
+
     #[command(flatten)]
     pub transform: transform::TransformArgs,
 }
@@ -144,6 +151,7 @@ impl Config {
                 ..StepRetry::default()
             },
             transform: args.transform.options(),
+            shutdown_grace: Some(*args.worker_shutdown_grace),
             webhook_timeout: *args.webhook_timeout,
             oauth: OAuthClients::from_env(),
         }
@@ -163,6 +171,9 @@ pub struct WorkerContext {
     pub retry: jobs::execute_project::StepRetry,
     /// How transform steps use memory and disk.
     pub transform: transform::TransformOptions,
+    /// How long a stopping worker lets running jobs finish before it hands
+    /// them back (`None`: until they finish).
+    pub shutdown_grace: Option<Duration>,
     /// How long a webhook receiver has to answer one try.
     pub webhook_timeout: Duration,
     /// The OAuth clients a step refreshes a connector's token with when
@@ -190,6 +201,8 @@ pub struct Shared {
     pub probes: jobs::probe::ProbeMetrics,
     /// The client webhook deliveries are sent with.
     pub webhooks: jobs::deliver_webhook::Deliverer,
+    /// Jobs, steps, rows and bytes (see `metrics.rs`).
+    pub metrics: metrics::WorkerMetrics,
 }
 
 /// Runs the worker role as `config` says until `shutdown` resolves: takes
@@ -237,6 +250,7 @@ pub async fn run_with(
         transform: transform::LazyEngine::new(context.transform),
         probes: jobs::probe::ProbeMetrics::new(&context.registry),
         webhooks,
+        metrics: metrics::WorkerMetrics::new(&context.registry, context.concurrency.max(1)),
     });
     let mut execution_events = bus.subscribe(EXECUTION_EVENTS).await?;
     let cancel_relay = {
@@ -270,6 +284,7 @@ pub async fn run_with(
     let options = WorkerOptions {
         name_prefix: "worker".into(),
         concurrency: context.concurrency.max(1),
+        shutdown_grace: context.shutdown_grace,
     };
     let result = run_worker(queue, options, handler, shutdown).await;
     listener.abort();
@@ -290,12 +305,19 @@ fn job_handler(
 }
 
 async fn dispatch(shared: &Arc<Shared>, job: Job) -> Result<(), JobError> {
-    match job.kind {
+    let timer = shared.metrics.job(job.kind);
+    let result = match job.kind {
         JobKind::TestConnection => jobs::test_connection::run(shared, job.payload).await,
         JobKind::ExecuteProject => jobs::execute_project::run(shared, job.payload).await,
         JobKind::ProbeConnector => jobs::probe::run(shared, job.payload).await,
         JobKind::DeliverWebhook => jobs::deliver_webhook::run(shared, job.payload).await,
-    }
+    };
+    timer.finish(match &result {
+        Ok(()) => "succeeded",
+        Err(JobError::Abort(_)) => "failed",
+        Err(JobError::Retry(_)) => "retried",
+    });
+    result
 }
 
 /// Compiles only while the worker's futures are `Send`: callers spawn

@@ -40,6 +40,7 @@ struct Inner {
     policy: NetworkPolicy,
     slots: Mutex<HashMap<String, Slot>>,
     metrics: Metrics,
+    usage: crate::metrics::PoolMetrics,
     /// What OAuth families ask for a new access token after a 401.
     refresher: std::sync::OnceLock<ferry_shared::oauth_refresh::Refresher>,
 }
@@ -76,6 +77,7 @@ impl PoolRegistry {
                 policy,
                 slots: Mutex::new(HashMap::new()),
                 metrics: Metrics::new(metrics),
+                usage: crate::metrics::PoolMetrics::new(metrics),
                 refresher: std::sync::OnceLock::new(),
             }),
         }
@@ -156,7 +158,9 @@ impl PoolRegistry {
     }
 
     async fn run_test(&self, spec: &ConnectorSpec) -> Result<TestDetails, DriverError> {
+        let asked = Instant::now();
         let checkout = self.checkout(spec).await?;
+        let _in_use = self.inner.usage.begin(type_label(&spec.connector_type), asked);
         let result = checkout
             .pooled
             .handle
@@ -258,7 +262,9 @@ impl PoolRegistry {
         step: &StepRequest<'_>,
         out: &mut Output<'_>,
     ) -> Result<ReadPath, ExtractError> {
+        let asked = Instant::now();
         let checkout = self.checkout_bounded(spec).await?;
+        let _in_use = self.inner.usage.begin(type_label(&spec.connector_type), asked);
         checkout.pooled.handle.run(step, out).await
     }
 

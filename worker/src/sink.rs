@@ -35,6 +35,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::UPLOADS;
+
 /// How the sink encodes and uploads. The defaults suit S3 (parts ≥ 5 MiB)
 /// and keep a step's memory well under 100 MiB.
 #[derive(Debug, Clone)]
@@ -186,7 +188,11 @@ impl ParquetSink {
         }
         self.writer(Some(batch))?.write(batch)?;
         self.rows += batch.num_rows() as u64;
-        self.pump(cancel).await
+        let pumped = self.pump(cancel).await;
+        if let Err(SinkError::Upload(_)) = &pumped {
+            UPLOADS.errors.inc();
+        }
+        pumped
     }
 
     /// The encoder, created on first use; `sample` (the first batch, when
@@ -276,8 +282,17 @@ impl ParquetSink {
             self.publish(row_groups).await
         }
         .await;
-        if result.is_err() {
-            self.abort().await;
+        match &result {
+            Ok(output) => {
+                UPLOADS.bytes.inc_by(output.bytes);
+                UPLOADS.completed.inc();
+            }
+            Err(error) => {
+                if matches!(error, SinkError::Upload(_)) {
+                    UPLOADS.errors.inc();
+                }
+                self.abort().await;
+            }
         }
         result
     }
@@ -332,10 +347,11 @@ impl ParquetSink {
     /// Aborts the multipart upload, if one was started. Failures are logged:
     /// the caller is already reporting the reason it aborted.
     pub async fn abort(mut self) {
-        if let Some(multipart) = self.close_upload()
-            && let Err(error) = multipart.abort().await
-        {
-            tracing::warn!(path = %self.path, %error, "aborting the multipart upload failed");
+        if let Some(multipart) = self.close_upload() {
+            UPLOADS.aborts.inc();
+            if let Err(error) = multipart.abort().await {
+                tracing::warn!(path = %self.path, %error, "aborting the multipart upload failed");
+            }
         }
     }
 }
@@ -347,6 +363,7 @@ impl Drop for ParquetSink {
         if let Some(multipart) = self.close_upload()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
+            UPLOADS.aborts.inc();
             let path = self.path.clone();
             handle.spawn(async move {
                 if let Err(error) = multipart.abort().await {

@@ -150,8 +150,9 @@ async fn start_worker(app: &TestApp, backend: Backend) -> ProbeWorker {
         lease: Duration::from_secs(30),
         retry: ferry_worker::jobs::execute_project::StepRetry::default(),
         transform: ferry_worker::transform::TransformOptions::default(),
-        webhook_timeout: Duration::from_secs(10),
+        shutdown_grace: None,
         oauth: Default::default(),
+        webhook_timeout: Duration::from_secs(10),
     };
     tokio::spawn(ferry_worker::run_with(context, std::future::pending()));
     ProbeWorker {

@@ -169,20 +169,35 @@ pub async fn run(shared: &Arc<Shared>, payload: Value) -> Result<(), JobError> {
         rows: AtomicI64::new(0),
         bytes: AtomicI64::new(0),
     });
-    let heartbeat = tokio::spawn(heartbeat(
+    // Both end with the run, also when the run is dropped (a worker that
+    // hands its jobs back at shutdown): the lease then lapses.
+    let heartbeat = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(heartbeat(
         shared.store.clone(),
         shared.lease,
         lease.clone(),
         watch.clone(),
-    ));
-    let listener = tokio::spawn(listen_for_cancel(
+    )));
+    let listener = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(listen_for_cancel(
         shared.clone(),
         lease.execution_id.clone(),
         watch.clone(),
-    ));
+    )));
     let ended = run_steps(shared, &lease, &execution, &watch).await;
     heartbeat.abort();
     listener.abort();
+    let status = match &ended {
+        Ended::AllCompleted => Some("completed"),
+        Ended::StepFailed => Some("failed"),
+        Ended::Stopped(Stop::Cancelled) => Some("cancelled"),
+        Ended::Stopped(_) => None,
+    };
+    if let Some(status) = status {
+        shared
+            .metrics
+            .executions_finished
+            .with_label_values(&[status])
+            .inc();
+    }
     let result = match ended {
         Ended::AllCompleted => finish(executions, &lease, ExecutionStatus::Completed).await,
         Ended::Stopped(Stop::Cancelled) => finish(executions, &lease, ExecutionStatus::Cancelled).await,
@@ -315,6 +330,7 @@ async fn try_step(
             return Ok(Err(error));
         }
         let wait = shared.retry.backoff(tries);
+        shared.metrics.step_retried(&step.step_type);
         tracing::warn!(
             execution_id = %lease.execution_id,
             step_id = %step.step_id,
@@ -526,6 +542,8 @@ async fn run_step(
         )));
     };
     let config = step.config.as_object().cloned().unwrap_or_default();
+    let started = std::time::Instant::now();
+    let mut connector_type = crate::metrics::TRANSFORM;
     let (current, dependencies, transform);
     let read: Box<dyn StepRead + '_> = if step_type == StepType::Transform {
         let engine = shared.transform.get()?;
@@ -542,17 +560,17 @@ async fn run_step(
         };
         Box::new(transform.on(engine))
     } else {
-        Box::new(
-            connector_step(
-                shared,
-                execution,
-                step_type,
-                &config,
-                (lease, &step.step_id),
-                watch,
-            )
-            .await?,
+        let connector = connector_step(
+            shared,
+            execution,
+            step_type,
+            &config,
+            (lease, &step.step_id),
+            watch,
         )
+        .await?;
+        connector_type = crate::metrics::connector_type_label(&connector.spec.connector_type);
+        Box::new(connector)
     };
     let path = shared.objects.step_path(&execution.execution_id, &step.step_id);
     let progress = {
@@ -602,7 +620,10 @@ async fn run_step(
         &watch.cancel,
         fence,
     )
-    .await?;
+    .await;
+    let written = output.as_ref().ok().map(|output| (output.rows, output.bytes));
+    shared.metrics.step_tried(connector_type, started, written);
+    let output = output?;
     Ok((output.rows, output.bytes, shared.objects.url_of(&path)))
 }
 

@@ -89,6 +89,7 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
     let record = TestRecord::from(&outcome);
     let outcome_label = if record.success { "success" } else { "failure" };
     shared.probes.probes.with_label_values(&[outcome_label]).inc();
+    shared.metrics.probed(record.success, record.latency_ms);
     let transition = shared
         .store
         .record_probe(&record, FAILURE_THRESHOLD)

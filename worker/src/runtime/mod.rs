@@ -48,6 +48,10 @@ pub struct WorkerOptions {
     pub name_prefix: String,
     /// Jobs run at the same time at most (at least 1).
     pub concurrency: usize,
+    /// How long a stopping worker lets its running jobs finish; then it
+    /// hands what is left back to the queue (at once, for any other worker)
+    /// and stops. `None`: it waits for every running job.
+    pub shutdown_grace: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -55,6 +59,7 @@ impl WorkerOptions {
         WorkerOptions {
             name_prefix: name_prefix.into(),
             concurrency,
+            shutdown_grace: None,
         }
     }
 }
@@ -77,8 +82,10 @@ pub enum JobError {
 /// returns `Ok` or [`JobError::Abort`] (a panic counts as an abort); in-flight
 /// deliveries are touched every lease/3 so long jobs are not reclaimed. When
 /// `shutdown` resolves the worker stops taking jobs, lets the running ones
-/// finish, hands fetched but unstarted ones back, flushes its acks and
-/// returns. Queue outages are retried with a backoff, never fatal.
+/// finish (for at most `shutdown_grace`, after which the running jobs are
+/// dropped and their deliveries handed back), hands fetched but unstarted
+/// ones back, flushes its acks and returns. Queue outages are retried with
+/// a backoff, never fatal.
 pub async fn run_worker<H, Fut>(
     queue: Arc<dyn Queue>,
     options: WorkerOptions,
@@ -102,6 +109,22 @@ where
         concurrency,
     });
     let stop = CancellationToken::new();
+    let stopping = CancellationToken::new();
+    let hand_back = CancellationToken::new();
+    let _grace = options.shutdown_grace.map(|grace| {
+        let (runtime, stopping, hand_back) = (Arc::clone(&runtime), stopping.clone(), hand_back.clone());
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            stopping.cancelled().await;
+            let running = lock(&runtime.in_flight).len();
+            tracing::info!(
+                running,
+                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                "worker stopping: running jobs get the grace period"
+            );
+            tokio::time::sleep(grace).await;
+            hand_back.cancel();
+        }))
+    });
     let background = Background {
         heartbeat: tokio::spawn(heartbeat(Arc::clone(&runtime), stop.clone())),
         acker: tokio::spawn(acker(Arc::clone(&runtime), acks_rx, stop.clone())),
@@ -124,6 +147,7 @@ where
     let service = Settle {
         inner: CatchPanicLayer::with_panic_handler(on_panic).layer(RunHandler { handler }),
         runtime,
+        hand_back,
     };
     let worker = WorkerBuilder::new(identity.as_str())
         .backend(backend)
@@ -132,6 +156,7 @@ where
     let result = worker
         .run_until(async move {
             shutdown.await;
+            stopping.cancel();
             Ok::<(), WorkerError>(())
         })
         .await;
@@ -195,6 +220,23 @@ impl Runtime {
             tracing::warn!(job_id = %job.id, "ack dropped: the worker is stopping");
         }
         self.untrack(std::slice::from_ref(&delivery.receipt));
+    }
+
+    /// Hands a running job's delivery back unfinished (the grace period of
+    /// a shutdown ran out): any worker takes it at once. The metadata store
+    /// fences whatever the dropped run may still have in flight.
+    async fn hand_back(&self, delivery: &Delivery) {
+        let job = &delivery.job;
+        let receipts = std::slice::from_ref(&delivery.receipt);
+        match self.queue.release(&self.consumer, receipts).await {
+            Ok(()) => {
+                tracing::warn!(job_id = %job.id, kind = job.kind.as_str(), "job handed back unfinished: the shutdown grace period ran out")
+            }
+            Err(error) => {
+                tracing::warn!(job_id = %job.id, %error, "handing a job back failed; it returns after its lease")
+            }
+        }
+        self.untrack(receipts);
     }
 }
 
@@ -435,6 +477,8 @@ where
 struct Settle<S> {
     inner: S,
     runtime: Arc<Runtime>,
+    /// Cancelled when a stopping worker's grace period runs out.
+    hand_back: CancellationToken,
 }
 
 impl<S> Service<Task<Delivery>> for Settle<S>
@@ -454,8 +498,16 @@ where
         let delivery = task.args.clone();
         let running = self.inner.call(task);
         let runtime = Arc::clone(&self.runtime);
+        let hand_back = self.hand_back.clone();
         async move {
-            let outcome = running.await.map_err(job_error);
+            let outcome = tokio::select! {
+                biased;
+                outcome = running => outcome.map_err(job_error),
+                () = hand_back.cancelled() => {
+                    runtime.hand_back(&delivery).await;
+                    return Err(JobError::Retry("handed back at shutdown".into()));
+                }
+            };
             runtime.finish(&delivery, &outcome);
             outcome
         }

@@ -65,6 +65,7 @@ runtime_conformance!(
     run_worker_acks_a_panicking_job_and_keeps_running(SHORT_LEASE),
     run_worker_never_runs_more_jobs_at_once_than_its_concurrency(LONG_LEASE),
     run_worker_shutdown_never_strands_a_job_fetched_while_stopping(LONG_LEASE),
+    run_worker_shutdown_hands_back_a_job_still_running_after_the_grace_period(LONG_LEASE),
 );
 
 // ---------------------------------------------------------------- helpers
@@ -304,6 +305,70 @@ async fn run_worker_shutdown_lets_running_jobs_finish_and_a_restart_takes_new_jo
         .await;
     stop_worker(stop, worker).await;
     assert_eq!(queue.depth().await.expect("depth"), 0);
+}
+
+async fn run_worker_shutdown_hands_back_a_job_still_running_after_the_grace_period(queue: Arc<dyn Queue>) {
+    // One job finishes within the grace period, one would run for a minute.
+    let quick = Job::new(JobKind::ExecuteProject, json!({ "mode": "ok", "sleep_ms": 300 }));
+    let stuck = Job::new(
+        JobKind::ExecuteProject,
+        json!({ "mode": "ok", "sleep_ms": 60_000 }),
+    );
+    queue.enqueue(&quick).await.expect("enqueue");
+    queue.enqueue(&stuck).await.expect("enqueue");
+    let seen = Arc::new(Seen::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = WorkerOptions {
+        shutdown_grace: Some(Duration::from_millis(800)),
+        ..WorkerOptions::new("graceful", 4)
+    };
+    let worker = tokio::spawn(run_worker(
+        Arc::clone(&queue),
+        options,
+        test_handler(Arc::clone(&seen)),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.running.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the jobs never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = Instant::now();
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops after its grace period")
+        .expect("worker task")
+        .expect("worker result");
+    let took = stopping.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "stopped after {took:?}"
+    );
+    assert_eq!(
+        seen.runs_of(&quick.id),
+        1,
+        "the quick job finished in the grace period"
+    );
+    assert_eq!(
+        seen.runs_of(&stuck.id),
+        0,
+        "the stuck job was dropped, not finished"
+    );
+    // The stuck job is back in the queue at once (long before its 30 s
+    // lease), as a first delivery, for any other worker.
+    let again = queue
+        .fetch("another-worker", 10, Duration::from_secs(2))
+        .await
+        .expect("fetch");
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].job.id, stuck.id);
+    assert_eq!(again[0].attempt, 1);
+    queue.ack(&[again[0].receipt.clone()]).await.expect("ack");
+    until_drained(queue.as_ref()).await;
+    assert_eq!(queue.depth().await.expect("depth"), 0, "the quick job was acked");
 }
 
 async fn run_worker_acks_a_panicking_job_and_keeps_running(queue: Arc<dyn Queue>) {
