@@ -49,6 +49,9 @@ pub struct LeaderElection {
     /// Until when this process may act as the leader; `None` when it does
     /// not lead.
     leading_until: Mutex<Option<Instant>>,
+    /// Woken whenever `leading_until` changes, so that [`lost`](Self::lost)
+    /// hears a failed renewal at once.
+    changed: tokio::sync::Notify,
 }
 
 enum Backend {
@@ -116,6 +119,7 @@ impl LeaderElection {
         LeaderElection {
             backend: Backend::SingleProcess,
             leading_until: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -156,6 +160,7 @@ impl LeaderElection {
                 release: Script::new(RELEASE_LUA),
             }),
             leading_until: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -252,6 +257,43 @@ impl LeaderElection {
         match self.leading_until.lock() {
             Ok(mut guard) => *guard = until,
             Err(poisoned) => *poisoned.into_inner() = until,
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves as soon as this process no longer leads: at once when it
+    /// does not, else when its belief lapses (the deadline of its last
+    /// renewal passes) or a renewal finds the lock taken. Never resolves
+    /// for the single-process election.
+    pub async fn lost(&self) {
+        if matches!(self.backend, Backend::SingleProcess) {
+            return std::future::pending().await;
+        }
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let Some(until) = self.leading_until().filter(|until| Instant::now() < *until) else {
+                return;
+            };
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
+    }
+
+    /// Runs `work` while this process leads: `None` when leadership was
+    /// lost first, and `work` is dropped at that moment. For idempotent
+    /// passes only (enqueues the queue dedupes); work that must not stop
+    /// half-way checks [`is_leader`](Self::is_leader) between its items.
+    pub async fn while_leading<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        tokio::select! {
+            output = work => Some(output),
+            () = self.lost() => {
+                tracing::warn!(identity = self.identity(), "leadership lost: the pass in progress stopped");
+                None
+            }
         }
     }
 }

@@ -240,7 +240,14 @@ pub(crate) async fn run(
             plan.reset();
             continue;
         }
-        match probe_once(store, queue, &mut plan, domain::now()).await {
+        let Some(probed) = leader
+            .while_leading(probe_once(store, queue, &mut plan, domain::now()))
+            .await
+        else {
+            plan.reset();
+            continue;
+        };
+        match probed {
             Ok(enqueued) => metrics.enqueued.inc_by(enqueued),
             Err(error) => {
                 metrics.errors.inc();

@@ -68,7 +68,9 @@ pub fn execute_job(execution_id: &str) -> Result<Job> {
     Ok(Job::with_id(execution_id, JobKind::ExecuteProject, payload))
 }
 
-/// Runs a pass every `interval` while this process leads, until `stop`.
+/// Runs a pass every `interval` while this process leads, until `stop`;
+/// a pass stops at once when the leadership is lost. Each tick also
+/// samples the queue's depth into the queue gauges.
 pub(crate) async fn run(
     store: &dyn ExecutionStore,
     queue: &dyn Queue,
@@ -80,10 +82,15 @@ pub(crate) async fn run(
 ) {
     let mut ticks = leader.ticks(interval, &stop);
     while let Some(leading) = ticks.next().await {
+        // The queue's figures come from the leader alone, at the reaper's pace.
+        metrics.sample_queue(queue, leading).await;
         if !leading {
             continue;
         }
-        match reap_once(store, queue, queued_grace).await {
+        let Some(reaped) = leader.while_leading(reap_once(store, queue, queued_grace)).await else {
+            continue;
+        };
+        match reaped {
             Ok(reaped) => {
                 metrics.reaped.inc_by(reaped.enqueued);
                 if reaped.enqueued > 0 {

@@ -205,6 +205,79 @@ async fn when_the_leader_stops_renewing_the_standby_takes_over_within_the_ttl() 
 }
 
 #[tokio::test]
+async fn a_leader_that_loses_the_lock_stops_its_pass_in_progress_at_once() {
+    // Lost on a renewal that finds the lock taken: the pass in progress
+    // (here one that never ends) is dropped as the renewal answers.
+    let prefix = unique_prefix();
+    let (a, b) = (
+        candidate(&prefix, Duration::from_secs(30)).await,
+        candidate(&prefix, Duration::from_secs(30)).await,
+    );
+    assert!(lead(&a).await);
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let pass = {
+        let guard = Dropped(dropped.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        }
+    };
+    let running = a.while_leading(pass);
+    let stolen = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Another candidate holds the lock now (as after a partition).
+        let mut conn = redis::Client::open(REDIS)
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}:scheduler:leader"))
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+        assert!(lead(&b).await);
+        let lost_at = Instant::now();
+        assert!(!lead(&a).await, "the renewal finds the lock taken");
+        lost_at
+    };
+    let (outcome, lost_at) =
+        tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(running, stolen) })
+            .await
+            .expect("the pass stopped");
+    assert_eq!(outcome, None, "the pass did not complete");
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(lost_at.elapsed() < Duration::from_millis(500));
+
+    // Lost by its deadline, with no renewal at all (Redis unreachable):
+    // the pass stops when the belief lapses, before the lock can expire.
+    let ttl = Duration::from_secs(1);
+    let c = candidate(&unique_prefix(), ttl).await;
+    let started = Instant::now();
+    assert!(lead(&c).await);
+    let outcome = c.while_leading(std::future::pending::<()>()).await;
+    assert_eq!(outcome, None);
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= ttl - ttl / 10 - Duration::from_millis(50) && lasted < ttl,
+        "stopped after {lasted:?}"
+    );
+    // The single-process election never loses.
+    let single = LeaderElection::single_process();
+    let outcome = tokio::time::timeout(Duration::from_millis(200), single.while_leading(async { 7 }))
+        .await
+        .expect("completes");
+    assert_eq!(outcome, Some(7));
+    b.release().await.expect("release");
+}
+
+#[tokio::test]
 async fn a_redis_candidate_with_a_too_short_ttl_an_empty_prefix_or_a_bad_url_is_refused() {
     for (url, prefix, ttl) in [
         (REDIS, "ferry_test", Duration::from_millis(100)),
