@@ -24,6 +24,7 @@ mod probes;
 mod projects;
 mod redis_read;
 mod results;
+mod saas_extract;
 mod steps;
 mod transform;
 mod webhooks;
