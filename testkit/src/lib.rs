@@ -25,8 +25,8 @@ pub mod redis;
 pub mod redis_cluster;
 pub mod saas;
 pub mod tls;
-pub mod webhooks;
 pub mod warehouses;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::process::Command;

@@ -27,5 +27,5 @@ mod results;
 mod saas_extract;
 mod steps;
 mod transform;
-mod webhooks;
 mod warehouses;
+mod webhooks;

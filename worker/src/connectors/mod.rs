@@ -182,9 +182,14 @@ impl ConnectorSpec {
     /// OAuth flow sealed ([`oauth_http::TOKEN_FIELDS`]).
     pub(crate) fn check_fields(&self, decl: &ConnectorType) -> Result<(), DriverError> {
         let token = |key: &str| {
-            decl.auth_type == ferry_shared::connectors::AuthKind::OAuth && oauth_http::TOKEN_FIELDS.contains(&key)
+            decl.auth_type == ferry_shared::connectors::AuthKind::OAuth
+                && oauth_http::TOKEN_FIELDS.contains(&key)
         };
-        match self.config.keys().find(|key| decl.field(key).is_none() && !token(key)) {
+        match self
+            .config
+            .keys()
+            .find(|key| decl.field(key).is_none() && !token(key))
+        {
             Some(unknown) => Err(DriverError::invalid_config(format!(
                 "config.{unknown} is not a field of {} connectors",
                 decl.type_id
