@@ -1,6 +1,7 @@
 //! The scheduler's work across separate processes over PostgreSQL and
 //! Redis: two `ferry scheduler` processes fire each schedule tick once when
-//! the leader is killed; health probes from the scheduler process mark a
+//! the leader is killed, and a Redis restarted empty loses no tick; health
+//! probes from the scheduler process mark a
 //! failing connector `error` and a recovered one `active`; three `ferry
 //! worker` processes never run more steps on a capped connector than its
 //! cap, and the steps in line show `waiting`; an API key works on every api
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use ferry_shared::store::{ScheduleStore, SqlStore};
 use reqwest::Method;
 use serde_json::{Value, json};
+
+use ferry_testkit::redis::PrivateRedis;
 
 use crate::distributed::{Deployment, Role};
 use crate::{KEY, Running, block_on, free_port, http_send, http_status, psql, psql_value};
@@ -144,6 +147,61 @@ fn token(deployment: &Deployment, user: &str, admin: bool) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Makes the schedule of `project` (set through the API) fire every second
+/// from now on: a six-field pattern, which only the store takes.
+fn every_second(deployment: &Deployment, project: &str) {
+    block_on(async {
+        let store = SqlStore::connect_postgres(&deployment.database.url())
+            .await
+            .expect("store");
+        let mut stored = store
+            .project_schedule("org_ops", project)
+            .await
+            .expect("read")
+            .expect("a schedule");
+        stored.schedule.cron = "* * * * * *".into();
+        stored.next_run_at = Some(chrono::Utc::now());
+        assert!(
+            store
+                .set_project_schedule("org_ops", project, Some(&stored))
+                .await
+                .expect("set")
+        );
+    });
+}
+
+/// A project whose one quick step runs on a schedule set through the API.
+fn scheduled_project(client: &Client) -> String {
+    let project = client.project("Ticking", "transform", json!({"query": "select 1 as one"}));
+    let (status, reply) = client.call(
+        Method::PUT,
+        &format!("/api/projects/{project}"),
+        Some(json!({"schedule": {"cron": "* * * * *", "parameters": {}}})),
+    );
+    assert_eq!(status, 200, "{reply}");
+    project
+}
+
+/// Waits for every execution of `project` to end and asserts each
+/// completed as a scheduled one; how many there are.
+fn all_complete(client: &Client, project: &str) -> usize {
+    let executions = client.executions(project);
+    for execution in &executions {
+        let id = execution["execution_id"].as_str().expect("id");
+        let done = eventually("a scheduled execution to end", Duration::from_secs(30), || {
+            let execution = client.execution(project, id);
+            matches!(
+                execution["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(execution)
+        });
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["trigger"], "schedule", "{done}");
+    }
+    executions.len()
+}
+
 #[test]
 fn two_scheduler_processes_fire_each_tick_once_and_the_standby_takes_over_from_a_killed_leader() {
     let deployment = Deployment::new();
@@ -153,32 +211,8 @@ fn two_scheduler_processes_fire_each_tick_once_and_the_standby_takes_over_from_a
         base,
         token: token(&deployment, "user_alice", false),
     };
-    let project = alice.project("Ticking", "transform", json!({"query": "select 1 as one"}));
-    let (status, reply) = alice.call(
-        Method::PUT,
-        &format!("/api/projects/{project}"),
-        Some(json!({"schedule": {"cron": "* * * * *", "parameters": {}}})),
-    );
-    assert_eq!(status, 200, "{reply}");
-    // Every second from now: a six-field pattern, which only the store takes.
-    block_on(async {
-        let store = SqlStore::connect_postgres(&deployment.database.url())
-            .await
-            .expect("store");
-        let mut stored = store
-            .project_schedule("org_ops", &project)
-            .await
-            .expect("read")
-            .expect("a schedule");
-        stored.schedule.cron = "* * * * * *".into();
-        stored.next_run_at = Some(chrono::Utc::now());
-        assert!(
-            store
-                .set_project_schedule("org_ops", &project, Some(&stored))
-                .await
-                .expect("set")
-        );
-    });
+    let project = scheduled_project(&alice);
+    every_second(&deployment, &project);
     let env = [
         ("FERRY_SCHEDULE_INTERVAL_MS", "100"),
         ("FERRY_PROBE_INTERVAL", "0"),
@@ -226,21 +260,60 @@ fn two_scheduler_processes_fire_each_tick_once_and_the_standby_takes_over_from_a
         "{} executions in {elapsed:?} (takeover after {took_over:?}): a tick fired twice",
         executions.len()
     );
-    let ids: Vec<&str> = executions
-        .iter()
-        .filter_map(|e| e["execution_id"].as_str())
-        .collect();
-    for id in &ids {
-        let done = eventually("a scheduled execution to end", Duration::from_secs(30), || {
-            let execution = alice.execution(&project, id);
-            matches!(
-                execution["status"].as_str(),
-                Some("completed" | "failed" | "cancelled")
-            )
-            .then_some(execution)
-        });
-        assert_eq!(done["status"], "completed", "{done}");
-    }
+    all_complete(&alice, &project);
+}
+
+#[test]
+fn a_redis_restarted_empty_loses_no_schedule_tick() {
+    let mut redis = block_on(PrivateRedis::start());
+    let deployment = Deployment::new();
+    let redis_url = redis.url();
+    let env = [("FERRY_REDIS_URL", redis_url.as_str())];
+    let (_api, base) = deployment.api_with(KEY, &env);
+    let _worker = deployment.worker_with(KEY, 4, &env);
+    let alice = Client {
+        base,
+        token: token(&deployment, "user_alice", false),
+    };
+    let project = scheduled_project(&alice);
+    every_second(&deployment, &project);
+    let scheduler = Scheduler::start(
+        &deployment,
+        &[
+            ("FERRY_REDIS_URL", redis_url.as_str()),
+            ("FERRY_SCHEDULE_INTERVAL_MS", "100"),
+            ("FERRY_PROBE_INTERVAL", "0"),
+            ("FERRY_QUEUED_GRACE_SECONDS", "1"),
+            ("FERRY_REAP_INTERVAL_SECONDS", "1"),
+        ],
+    );
+    eventually("two ticks", Duration::from_secs(20), || {
+        (alice.executions(&project).len() >= 2).then_some(())
+    });
+
+    // Redis goes away with every job and the leader's lock in it, and
+    // comes back empty.
+    let before_kill = alice.executions(&project).len();
+    let started = Instant::now();
+    redis.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    let before_restart = alice.executions(&project).len();
+    block_on(redis.start_again());
+
+    // The scheduler leads again and fires on; what was queued in the lost
+    // Redis is enqueued again from the store, so every execution completes.
+    eventually("ticks after the restart", Duration::from_secs(40), || {
+        (alice.executions(&project).len() >= before_restart + 3).then_some(())
+    });
+    assert!(scheduler.leads(), "the scheduler leads again");
+    let fired = all_complete(&alice, &project);
+    // The seconds nobody could fire are caught up at most once: never
+    // more than one execution a second.
+    let bound = before_kill as f64 + started.elapsed().as_secs_f64().ceil() + 2.0;
+    assert!(
+        fired as f64 <= bound,
+        "{fired} executions, at most {bound} expected"
+    );
 }
 
 #[test]
