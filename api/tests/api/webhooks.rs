@@ -332,3 +332,93 @@ async fn every_webhook_operation_is_in_the_openapi_document() {
         .unwrap_or_default();
     assert!(create.contains("notify_on_completion"), "{create}");
 }
+
+#[tokio::test]
+async fn a_connector_whose_probes_keep_failing_records_connection_failed_with_its_status_change() {
+    use ferry_shared::config::MasterKeys;
+    use ferry_shared::domain::{Connector, ConnectorStatus, TestRecord};
+    use ferry_shared::vault::Vault;
+
+    let app = spawn_app_on(Backend::Postgres).await;
+    let created = create(
+        &app,
+        json!({"url": "https://hooks.example.com/x", "events": ["connector.connection_failed"]}),
+    )
+    .await;
+    let webhook = created["uuid"].as_str().expect("uuid");
+    let uuid = ferry_shared::ids::IdKind::Connector.generate();
+    let vault = Vault::new(MasterKeys::parse(ferry_testkit::app::MASTER_KEY).expect("keys"));
+    let now = ferry_shared::domain::now();
+    let connector = Connector {
+        secrets: vault.seal(&uuid, &serde_json::Map::new()).expect("seal"),
+        uuid: uuid.clone(),
+        org_id: "org_hooks".to_owned(),
+        connector_type: "postgresql".to_owned(),
+        display_name: "warehouse".to_owned(),
+        config: json!({"host": "127.0.0.1", "port": 1, "database": "app"})
+            .as_object()
+            .cloned()
+            .expect("object"),
+        config_version: 1,
+        status: ConnectorStatus::Active,
+        auth_type: "credentials".to_owned(),
+        created_by: "user_admin".to_owned(),
+        created_at: now,
+        updated_at: now,
+        last_tested_at: None,
+        last_test_status: None,
+        disabled_at: None,
+        disabled_by: None,
+        disabled_reason: None,
+    };
+    app.store.create_connector(&connector).await.expect("connector");
+    let failed = |at| TestRecord {
+        connector_uuid: uuid.clone(),
+        tested_at: at,
+        success: false,
+        latency_ms: 2,
+        error_type: Some("connection_refused".into()),
+        error_message: Some("nothing listens on 127.0.0.1:1".into()),
+    };
+    for _ in 0..2 {
+        app.store
+            .record_probe(&failed(ferry_shared::domain::now()), 2)
+            .await
+            .expect("probe");
+    }
+    // One delivery, made in the probe's transaction; a third failure
+    // changes nothing and records nothing more.
+    app.store
+        .record_probe(&failed(ferry_shared::domain::now()), 2)
+        .await
+        .expect("probe");
+    let now = ferry_shared::domain::now();
+    let due = app
+        .store
+        .take_due_webhook_deliveries(now, now, 10)
+        .await
+        .expect("due");
+    assert_eq!(due.len(), 1, "{due:?}");
+    let claim = app
+        .store
+        .claim_webhook_delivery(&due[0].0, now, now + chrono::Duration::seconds(30))
+        .await
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(claim.webhook_uuid, webhook);
+    assert_eq!(claim.attempt, 1);
+    let body: Value = serde_json::from_str(&claim.body).expect("body");
+    assert_eq!(body["type"], "connector.connection_failed");
+    assert_eq!(body["id"], claim.event_id.as_str());
+    assert_eq!(body["data"]["connector_uuid"], uuid.as_str());
+    assert_eq!(body["data"]["display_name"], "warehouse");
+    assert_eq!(body["data"]["status"], "error");
+    assert_eq!(body["data"]["error"]["type"], "connection_refused");
+    // A second claim while the first holds it gets nothing.
+    let again = app
+        .store
+        .claim_webhook_delivery(&due[0].0, now, now + chrono::Duration::seconds(30))
+        .await
+        .expect("claim");
+    assert!(again.is_none());
+}

@@ -52,7 +52,7 @@ impl Deployment {
         let dir = tempfile::tempdir().expect("dir");
         let database = PgDatabase::create("ferry_cli_hooks");
         let redis = block_on(PrivateRedis::start());
-        let mut deployment_env = |command: &mut Command| {
+        let deployment_env = |command: &mut Command| {
             command
                 .env("FERRY_DATABASE_URL", database.url())
                 .env("FERRY_REDIS_URL", redis.url())
@@ -165,7 +165,8 @@ impl Deployment {
     }
 
     /// Executes a project and cancels it while it is queued (no worker
-    /// runs): a `project.cancelled` event with no worker involved.
+    /// runs yet: call it before starting one): a `project.cancelled` event
+    /// with no worker involved.
     fn cancelled_execution(&self) -> String {
         let project = self.project();
         let (status, execution) = self.call(
@@ -351,7 +352,6 @@ fn webhooks_are_signed_retried_under_one_webhook_id_logged_redelivered_and_follo
 #[test]
 fn a_hanging_receiver_costs_at_most_the_timeout() {
     let deployment = Deployment::start();
-    let _worker = deployment.worker(&[("FERRY_WEBHOOK_TIMEOUT", "1s")]);
     let port = free_port();
     let (hook, secret) = deployment.webhook(
         port,
@@ -360,6 +360,7 @@ fn a_hanging_receiver_costs_at_most_the_timeout() {
     let receiver = block_on(Receiver::start(port, &secret, 0));
     block_on(receiver.configure(json!({"hang": true})));
     deployment.cancelled_execution();
+    let _worker = deployment.worker(&[("FERRY_WEBHOOK_TIMEOUT", "1s")]);
     let log = eventually("the timed-out try", Duration::from_secs(20), || {
         let log = deployment.deliveries(&hook);
         (!log.is_empty()).then_some(log)
@@ -380,7 +381,6 @@ fn a_hanging_receiver_costs_at_most_the_timeout() {
 #[test]
 fn the_network_policy_refuses_a_private_receiver_on_every_try() {
     let deployment = Deployment::start();
-    let _worker = deployment.worker(&[("FERRY_ALLOW_PRIVATE_NETWORKS", "false")]);
     let port = free_port();
     let (hook, secret) = deployment.webhook(
         port,
@@ -388,6 +388,7 @@ fn the_network_policy_refuses_a_private_receiver_on_every_try() {
     );
     let receiver = block_on(Receiver::start(port, &secret, 0));
     deployment.cancelled_execution();
+    let _worker = deployment.worker(&[("FERRY_ALLOW_PRIVATE_NETWORKS", "false")]);
     let log = eventually("two refused tries", Duration::from_secs(20), || {
         let log = deployment.deliveries(&hook);
         (log.len() == 2).then_some(log)
@@ -417,9 +418,15 @@ fn redis_restarted_empty_loses_no_webhook_event() {
     let receiver = block_on(Receiver::start(port, &secret, 0));
     // No worker yet: the events wait in the store, their jobs in Redis.
     let executions: Vec<String> = (0..3).map(|_| deployment.cancelled_execution()).collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let queued = deployment.redis.cli(&["dbsize"]);
-    assert_ne!(queued, "0", "the sweep enqueued the deliveries");
+    // The sweep marked every delivery enqueued: their jobs are in Redis.
+    eventually("the deliveries enqueued", Duration::from_secs(10), || {
+        let enqueued = ferry_testkit::postgres::psql(
+            &deployment.database.name,
+            "select count(*) from webhook_deliveries where enqueued_at is not null",
+        );
+        (enqueued == "3").then_some(())
+    });
+    assert_ne!(deployment.redis.cli(&["dbsize"]), "0");
     block_on(deployment.redis.restart());
     assert_eq!(deployment.redis.cli(&["dbsize"]), "0", "Redis restarted empty");
     let _worker = deployment.worker(&[]);
@@ -442,12 +449,12 @@ fn redis_restarted_empty_loses_no_webhook_event() {
 #[test]
 fn a_worker_killed_mid_delivery_delivers_again_with_the_same_webhook_id() {
     let deployment = Deployment::start();
-    let mut first = deployment.worker(&[("FERRY_WEBHOOK_TIMEOUT", "5s")]);
     let port = free_port();
     let (hook, secret) = deployment.webhook(port, json!({"events": ["project.cancelled"]}));
     let receiver = block_on(Receiver::start(port, &secret, 0));
     block_on(receiver.configure(json!({"hang": true})));
     deployment.cancelled_execution();
+    let mut first = deployment.worker(&[("FERRY_WEBHOOK_TIMEOUT", "5s")]);
     let hung = eventually("the first try", Duration::from_secs(20), || {
         let items = received(&receiver);
         (!items.is_empty()).then_some(items)

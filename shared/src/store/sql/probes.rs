@@ -48,10 +48,17 @@ impl ProbeStore for SqlStore {
         let mut tx = self.pool.begin().await?;
         super::connectors::insert_test(&mut tx, record, "probe").await?;
         let transition = if record.success {
-            let changed = Sql::new("UPDATE connectors SET status = $2 WHERE uuid = $1 AND status = $3")
-                .bind(&record.connector_uuid)
-                .bind(ConnectorStatus::Active.as_str())
-                .bind(ConnectorStatus::Error.as_str())
+            // An OAuth connector whose grant the provider refused stays in
+            // `error` until it is authorized again: its access token may
+            // still pass a probe until it expires.
+            let changed = Sql::new(
+                "UPDATE connectors SET status = $2 WHERE uuid = $1 AND status = $3 \
+                 AND NOT EXISTS (SELECT 1 FROM oauth_refresh_leases l WHERE l.connector_uuid = $1 \
+                 AND l.last_error IS NOT NULL AND l.retry_at IS NULL)",
+            )
+            .bind(&record.connector_uuid)
+            .bind(ConnectorStatus::Active.as_str())
+            .bind(ConnectorStatus::Error.as_str())
                 .execute(&mut tx)
                 .await?;
             if changed > 0 {
