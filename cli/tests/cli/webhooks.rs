@@ -6,7 +6,8 @@
 //! redelivered; the `notify_on_completion` rule; a disabled webhook gets
 //! nothing; a hanging receiver costs the timeout; the network policy
 //! refuses a private address; and no event is lost when Redis restarts
-//! empty or a worker is killed mid-delivery.
+//! empty or a worker is killed mid-delivery. Also under `ferry up`, on the
+//! embedded store and queue.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -483,4 +484,80 @@ fn a_worker_killed_mid_delivery_delivers_again_with_the_same_webhook_id() {
         log[0]["attempt"].as_i64() >= Some(2),
         "the killed try counted: {log:?}"
     );
+}
+
+#[test]
+fn ferry_up_delivers_webhooks_on_its_embedded_store_and_queue() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let _up = Running(
+        ferry(dir.path())
+            .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+            .env("FERRY_WEBHOOK_INTERVAL_MS", "100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ferry up"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&format!("{base}/readyz"));
+    let out = ferry(dir.path())
+        .args(["token", "--user", "user_hooks", "--org", ORG, "--admin"])
+        .output()
+        .expect("token");
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        http_send(method, &format!("{base}{path}"), &token, body)
+    };
+
+    let receiver_port = free_port();
+    let (status, created) = call(
+        Method::POST,
+        "/api/webhooks",
+        Some(
+            json!({"url": format!("http://127.0.0.1:{receiver_port}/hook"), "events": ["project.completed"],
+                    "retry_config": {"max_attempts": 3, "initial_interval_seconds": 1}}),
+        ),
+    );
+    assert_eq!(status, 201, "{created}");
+    let hook = created["uuid"].as_str().expect("uuid");
+    let receiver = block_on(Receiver::start(
+        receiver_port,
+        created["secret"].as_str().expect("secret"),
+        1,
+    ));
+
+    let (status, project) = call(Method::POST, "/api/projects", Some(json!({"name": "embedded"})));
+    assert_eq!(status, 201, "{project}");
+    let project = project["uuid"].as_str().expect("uuid");
+    let (status, step) = call(
+        Method::POST,
+        &format!("/api/projects/{project}/steps"),
+        Some(json!({"name": "one", "type": "transform", "config": {"query": "select 1 as x"}})),
+    );
+    assert_eq!(status, 201, "{step}");
+    let (status, execution) = call(
+        Method::POST,
+        &format!("/api/projects/{project}/execute"),
+        Some(json!({"mode": "sync"})),
+    );
+    assert_eq!(status, 200, "{execution}");
+
+    let items = eventually("the retried completion", Duration::from_secs(30), || {
+        let items = received(&receiver);
+        (items.len() >= 2).then_some(items)
+    });
+    assert!(items.iter().all(|item| item["verified"] == true), "{items:?}");
+    assert_eq!(items[0]["webhook_id"], items[1]["webhook_id"]);
+    assert_eq!(
+        items[1]["body"]["data"]["execution_id"],
+        execution["execution_id"]
+    );
+    let log = eventually("the log", Duration::from_secs(10), || {
+        let (_, list) = call(Method::GET, &format!("/api/webhooks/{hook}/deliveries"), None);
+        let log = list["data"].as_array().cloned().unwrap_or_default();
+        (log.len() == 2).then_some(log)
+    });
+    assert_eq!(log[0]["status_code"], 204);
+    assert_eq!(log[1]["status_code"], 500);
 }
