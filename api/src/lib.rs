@@ -58,6 +58,9 @@ pub struct AppState {
     /// OAuth clients, endpoints and redirect settings.
     pub oauth: Arc<routes::oauth::OAuthSettings>,
     http_metrics: HttpMetrics,
+    /// Set when the process begins to stop: `/readyz` answers 503 while
+    /// in-flight requests finish.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The backends the API role talks to.
@@ -117,6 +120,18 @@ pub struct Args {
     /// process (0: no limit). Over it: 429 `rate_limited` with Retry-After.
     #[arg(long, env = "FERRY_CONNECTION_TESTS_PER_ORG", default_value_t = limits::Limits::default().connection_tests_per_org)]
     pub connection_tests_per_org: usize,
+
+    /// Seconds a stopping API keeps serving with `/readyz` at 503 before it
+    /// stops accepting connections, so that load balancers take it out of
+    /// rotation first.
+    #[arg(long, env = "FERRY_SHUTDOWN_DRAIN_SECONDS", default_value_t = 0)]
+    pub shutdown_drain_seconds: u64,
+
+    /// Seconds a stopping API lets in-flight requests (sync waits, event
+    /// streams) finish after it stopped accepting connections; then it
+    /// exits, closing them.
+    #[arg(long, env = "FERRY_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
 
     #[command(flatten)]
     pub oauth: routes::oauth::OAuthArgs,
@@ -184,6 +199,7 @@ pub async fn run_with(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let draining = state.draining.clone();
     let app = router(
         args.apply(state),
         &ApiConfig {
@@ -195,7 +211,12 @@ pub async fn run_with(
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "api listening");
-    serve(listener, app, shutdown)
+    let drain = Drain {
+        flag: draining,
+        delay: std::time::Duration::from_secs(args.shutdown_drain_seconds),
+        grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+    };
+    serve_draining(listener, app, shutdown, drain)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("the api server failed: {e}")))
 }
@@ -220,7 +241,23 @@ impl AppState {
             test_slots: limits::Slots::default(),
             oauth: Arc::default(),
             http_metrics,
+            draining: Arc::default(),
         })
+    }
+
+    /// Whether the process is stopping (`/readyz` then answers 503).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How [`serve_draining`] stops a server of this state: unready at
+    /// once, serving for `delay`, then `grace` for the requests in flight.
+    pub fn drain(&self, delay: std::time::Duration, grace: std::time::Duration) -> Drain {
+        Drain {
+            flag: self.draining.clone(),
+            delay,
+            grace,
+        }
     }
 
     /// Sets the OAuth clients, endpoints and redirect settings.
@@ -373,6 +410,58 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Renders a registry in the Prometheus text format.
 pub fn render_metrics(registry: &Registry) -> Result<String, prometheus::Error> {
     ferry_admin::render(registry)
+}
+
+/// How a stopping API drains (see [`serve_draining`]).
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// Set at shutdown: `/readyz` answers 503 from then on.
+    pub flag: Arc<std::sync::atomic::AtomicBool>,
+    /// How long the API keeps accepting requests, unready, first.
+    pub delay: std::time::Duration,
+    /// How long in-flight requests then get before they are closed.
+    pub grace: std::time::Duration,
+}
+
+/// Serves like [`serve`], stopping in three moves when `shutdown`
+/// resolves: readiness turns to 503 at once while requests are still
+/// served for `drain.delay`; then no new connection is accepted and the
+/// requests in flight get `drain.grace` to finish; then it returns even if
+/// some still run (a long sync wait, an event stream), and the process's
+/// exit closes them.
+pub async fn serve_draining(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Drain,
+) -> std::io::Result<()> {
+    let (closing, mut closed) = tokio::sync::watch::channel(false);
+    let graceful = {
+        async move {
+            shutdown.await;
+            drain.flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                delay_ms = u64::try_from(drain.delay.as_millis()).unwrap_or(u64::MAX),
+                "api draining: readiness answers 503"
+            );
+            tokio::time::sleep(drain.delay).await;
+            tracing::info!("api stops accepting connections; in-flight requests finish");
+            let _ = closing.send(true);
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    tokio::select! {
+        result = server => result,
+        () = async {
+            if closed.wait_for(|closed| *closed).await.is_err() {
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(drain.grace).await;
+        } => {
+            tracing::warn!("requests still in flight after the shutdown grace period are abandoned");
+            Ok(())
+        }
+    }
 }
 
 /// Serves the application on `listener` until `shutdown` resolves, then

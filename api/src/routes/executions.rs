@@ -416,14 +416,19 @@ async fn execute_project(
     )
     .await?;
     let current = if body.mode == Some(ExecutionMode::Sync) {
-        wait_terminal(
+        let waited = std::time::Instant::now();
+        let current = wait_terminal(
             &state,
             &caller.org_id,
             &project.uuid,
             &execution.execution_id,
             state.sync_timeout,
         )
-        .await?
+        .await?;
+        state
+            .http_metrics
+            .sync_waited(current.status.is_terminal(), waited);
+        current
     } else {
         state
             .backends
@@ -599,11 +604,12 @@ async fn execution_events(
         )
         .ok_or(ApiError::RateLimited(crate::limits::RETRY_AFTER))?;
     let lifetime = state.limits.sse_max_lifetime;
+    let open = state.http_metrics.sse_stream();
     let org_id = caller.org_id.clone();
     let stream = async_stream(state, org_id, project.uuid, execution)
         .take_until(tokio::time::sleep(lifetime))
         .map(move |event| {
-            let _held = &slot;
+            let _held = (&slot, &open);
             event
         });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())

@@ -42,6 +42,9 @@ async fn healthz() -> axum::Json<HealthStatus> {
     ),
     security(()))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthStatus>, crate::error::ApiError> {
+    if state.is_draining() {
+        return Err(ferry_shared::Error::Unavailable("the api is shutting down".into()).into());
+    }
     state.backends.store.ping().await?;
     state.backends.queue.ping().await?;
     Ok(axum::Json(HealthStatus {

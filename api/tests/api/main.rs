@@ -25,6 +25,7 @@ mod projects;
 mod redis_read;
 mod results;
 mod saas_extract;
+mod shutdown;
 mod steps;
 mod transform;
 mod warehouses;
