@@ -219,7 +219,11 @@ impl WorkerMetrics {
             }
         }
         // The bounded label sets exist from the start, at zero.
+        for outcome in ["success", "failure"] {
+            metrics.probe_duration.with_label_values(&[outcome]);
+        }
         for kind in KINDS {
+            metrics.job_duration.with_label_values(&[kind.as_str()]);
             metrics.jobs_started.with_label_values(&[kind.as_str()]);
             metrics.jobs_in_flight.with_label_values(&[kind.as_str()]);
             for outcome in JOB_OUTCOMES {

@@ -46,6 +46,9 @@ impl ProbeMetrics {
         if let Err(error) = registry.register(Box::new(probes.clone())) {
             tracing::warn!(%error, "probe metrics not registered");
         }
+        for outcome in ["success", "failure"] {
+            probes.with_label_values(&[outcome]);
+        }
         ProbeMetrics { probes }
     }
 }
