@@ -51,20 +51,28 @@ struct AdminState {
     readiness: Readiness,
 }
 
+/// The commit Ferry was built from: `FERRY_BUILD_COMMIT` in the build's
+/// environment (the container build passes it), else `unknown`.
+pub const BUILD_COMMIT: &str = match option_env!("FERRY_BUILD_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
 /// The registry a role serves on `/metrics`, holding from the start
-/// `ferry_build_info{role, version} 1` (the role's own families are
-/// registered, with zero values, as it starts).
+/// `ferry_build_info{role, version, commit} 1` (the role's own families
+/// are registered, with zero values, as it starts).
 pub fn registry(role: &str) -> Result<Registry, prometheus::Error> {
     let registry = Registry::new();
     let info = prometheus::IntGaugeVec::new(
         prometheus::Opts::new(
             "ferry_build_info",
-            "Always 1, labelled with the role this process plays and the Ferry version",
+            "Always 1, labelled with the role this process plays, the Ferry version and the commit it was built from",
         ),
-        &["role", "version"],
+        &["role", "version", "commit"],
     )?;
     registry.register(Box::new(info.clone()))?;
-    info.with_label_values(&[role, env!("CARGO_PKG_VERSION")]).set(1);
+    info.with_label_values(&[role, env!("CARGO_PKG_VERSION"), BUILD_COMMIT])
+        .set(1);
     Ok(registry)
 }
 

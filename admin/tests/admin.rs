@@ -54,7 +54,8 @@ async fn the_admin_endpoint_serves_health_metrics_and_a_readiness_that_follows_i
     let text = metrics.text().await.expect("text");
     assert!(
         text.contains(&format!(
-            "ferry_build_info{{role=\"worker\",version=\"{}\"}} 1",
+            "ferry_build_info{{commit=\"{}\",role=\"worker\",version=\"{}\"}} 1",
+            ferry_admin::BUILD_COMMIT,
             env!("CARGO_PKG_VERSION")
         )),
         "{text}"

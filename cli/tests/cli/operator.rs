@@ -278,6 +278,12 @@ fn ferry_series(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// The start of a role's `ferry_build_info` series (labels sorted).
+fn build_info(role: &str) -> String {
+    let commit = option_env!("FERRY_BUILD_COMMIT").unwrap_or("unknown");
+    format!("ferry_build_info{{commit=\"{commit}\",role=\"{role}\"")
+}
+
 fn assert_series(series: &[String], prefixes: &[&str]) {
     for prefix in prefixes {
         assert!(
@@ -311,7 +317,7 @@ fn every_role_serves_its_ferry_series_on_the_first_scrape() {
     assert_series(
         &ferry_series(&format!("{worker}/metrics")),
         &[
-            "ferry_build_info{role=\"worker\"",
+            &build_info("worker"),
             "ferry_worker_pools{type=\"postgresql\"} 0",
             "ferry_worker_connection_tests_total{result=\"success\",type=\"postgresql\"} 0",
         ],
@@ -326,13 +332,10 @@ fn every_role_serves_its_ferry_series_on_the_first_scrape() {
     assert_series(
         &series,
         &[
-            "ferry_build_info{role=\"scheduler\"",
+            &build_info("scheduler"),
             "ferry_scheduler_is_leader",
             "ferry_scheduler_reaped_total 0",
         ],
     );
-    assert_series(
-        &ferry_series(&format!("{base}/metrics")),
-        &["ferry_build_info{role=\"api\""],
-    );
+    assert_series(&ferry_series(&format!("{base}/metrics")), &[&build_info("api")]);
 }
