@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 mod bench;
 mod distributed;
 mod fleet_events;
+mod monitoring;
 mod operator;
 mod rate_limit;
 mod readme;
