@@ -111,16 +111,18 @@ fn check_dependencies(steps: &[Step], field: &str) -> ApiResult<()> {
 pub(crate) async fn check_step_connectors(
     state: &AppState,
     caller: &Principal,
+    step_type: StepType,
     config: &Value,
 ) -> ApiResult<()> {
     for (field, uuid) in step::connectors_named(config) {
-        let (_, role) = visible_connector(state, caller, uuid).await?;
+        let (connector, role) = visible_connector(state, caller, uuid).await?;
         if !role.can_edit() {
             return Err(Error::forbidden(format!(
                 "Using connector {uuid} in a step ({field}) needs an editor's grant on it"
             ))
             .into());
         }
+        step_type.validate_on(config, &connector.connector_type)?;
     }
     Ok(())
 }
@@ -160,7 +162,7 @@ async fn create_step(
     let order = check_order(body.order)?;
     let dependencies = body.dependencies.unwrap_or_default();
     let (project, _) = editable_project(&state, &caller, &uuid).await?;
-    check_step_connectors(&state, &caller, &config).await?;
+    check_step_connectors(&state, &caller, step_type, &config).await?;
     let existing = state.backends.store.list_steps(&project.uuid).await?;
     let position = order.map_or(existing.len() + 1, |o| (o as usize).min(existing.len() + 1));
     let mut seen = HashSet::new();
@@ -269,7 +271,7 @@ async fn update_step(
         .ok_or_else(step_not_found)?;
     if let Some(config) = &body.config {
         current.step_type.validate_config(config)?;
-        check_step_connectors(&state, &caller, config).await?;
+        check_step_connectors(&state, &caller, current.step_type, config).await?;
     }
     if let Some(order) = order {
         let target = order.min(steps.len() as i32);

@@ -524,6 +524,19 @@ async fn saas_extract_configs_are_checked_when_saved() {
             json!({"connector_uuid": connector, "object": "customers", "params": {"starting_after": "cus_1"}}),
             "config.params.starting_after",
         ),
+        // What the connector's vendor does not take.
+        (
+            json!({"connector_uuid": connector, "query": "SELECT Id FROM Contact"}),
+            "config.object",
+        ),
+        (
+            json!({"connector_uuid": connector, "object": "contacts", "where": "x = 1"}),
+            "config.where",
+        ),
+        (
+            json!({"connector_uuid": connector, "object": "contacts", "page_size": 500}),
+            "config.page_size",
+        ),
     ] {
         let reply = setup
             .app

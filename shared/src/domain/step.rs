@@ -86,6 +86,18 @@ impl StepType {
             StepType::Transform => crate::steps::transform::validate(config),
         }
     }
+
+    /// Checks what a step's config means on a connector of type
+    /// `connector_type`, once the API knows the connector: the vendor
+    /// options of `saas_extract`. Errors name the field as `config.<key>`.
+    pub fn validate_on(self, config: &Value, connector_type: &str) -> Result<()> {
+        match (self, config.as_object()) {
+            (StepType::SaasExtract, Some(config)) => {
+                crate::steps::saas_extract::validate_on(config, connector_type)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 word_enum! {

@@ -16,9 +16,9 @@
 //! vendor's bounds) and `limit` (the most records read in all). Paging
 //! belongs to the worker: Stripe's `limit`/`starting_after`/`ending_before`,
 //! and `limit`/`offset` in a report body are refused. The shape is
-//! checked when the step is saved ([`SaasExtract::parse`]); what depends
-//! on the vendor when the step runs, against its connector
-//! ([`SaasExtract::check_for`]).
+//! checked when the step is saved ([`SaasExtract::parse`]), and what
+//! depends on the vendor ([`SaasExtract::check_for`]) once the API has
+//! loaded the step's connector ([`validate_on`]) and again when it runs.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -377,6 +377,16 @@ fn check_report(body: &Map<String, Value>) -> Result<()> {
 /// Checks a `saas_extract` step's config (see [`SaasExtract::parse`]).
 pub fn validate(config: &Map<String, Value>) -> Result<()> {
     SaasExtract::parse(config).map(drop)
+}
+
+/// Checks a `saas_extract` step's config for a connector of type
+/// `connector_type`: the vendor's options ([`SaasExtract::check_for`]). A
+/// type without a vendor is left to the worker (`unsupported_connector`).
+pub fn validate_on(config: &Map<String, Value>, connector_type: &str) -> Result<()> {
+    match connector_type.parse::<TypeId>().ok().and_then(Vendor::of) {
+        Some(vendor) => SaasExtract::parse(config)?.check_for(vendor),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
