@@ -11,10 +11,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use ferry_scheduler::refresh::{RefreshMetrics, RefreshSettings, refresh_once};
 use ferry_shared::config::{MasterKeys, Secret};
 use ferry_shared::connectors::TypeId;
-use ferry_shared::domain::{Connector, ConnectorStatus};
+use ferry_shared::domain::{Connector, ConnectorStatus, TestRecord};
 use ferry_shared::ids::IdKind;
 use ferry_shared::oauth_refresh::{ClientCredentials, Need, OAuthClients, Outcome, Refresher};
-use ferry_shared::store::{Claim, PostgresStore, SqliteStore, Store};
+use ferry_shared::store::{Claim, PostgresStore, ProbeTransition, SqliteStore, Store};
 use ferry_shared::vault::Vault;
 use ferry_testkit::oauth::{AuthServer, base64url, sha256};
 use serde_json::{Map, Value, json};
@@ -409,6 +409,23 @@ async fn invalid_grant_marks_the_connector_error(store: Arc<dyn Store>) {
         again.outcomes
     );
     assert_eq!(server.token_calls(), calls + 1);
+
+    // Its access token still works until it expires, so a probe may pass:
+    // the connector stays in `error` until it is authorized again.
+    let probe = TestRecord {
+        connector_uuid: created.uuid.clone(),
+        tested_at: Utc::now(),
+        success: true,
+        latency_ms: 3,
+        error_type: None,
+        error_message: None,
+    };
+    assert_eq!(
+        store.record_probe(&probe, 3).await.expect("probe"),
+        ProbeTransition::Unchanged
+    );
+    let (probed, _) = stored(&store, &vault, &created.uuid).await;
+    assert_eq!(probed.status, ConnectorStatus::Error);
 }
 on_both!(
     invalid_grant_marks_the_connector_error,
