@@ -81,15 +81,6 @@ pub struct Args {
     #[arg(long, env = "FERRY_TLS_CA_FILE", value_parser = connectors::TrustedRoots::from_pem_file_arg)]
     pub tls_ca_file: Option<connectors::TrustedRoots>,
 
-    /// Vendor hosts of OAuth connectors reached at another origin:
-    /// `host=origin` pairs, comma separated (e.g.
-    /// `bigquery.googleapis.com=https://bigquery-ferry.p.googleapis.com`
-    /// for a private endpoint). The network policy still applies; the
-    /// connector's token is sent there.
-    #[arg(long, env = "FERRY_VENDOR_ENDPOINTS", value_delimiter = ',',
-          value_parser = connectors::oauth_http::VendorEndpoint::parse)]
-    pub vendor_endpoints: Vec<connectors::oauth_http::VendorEndpoint>,
-
     /// How long a webhook receiver has to answer one delivery try (e.g.
     /// `10s`); a receiver that hangs costs a worker at most this.
     #[arg(long, env = "FERRY_WEBHOOK_TIMEOUT", default_value_t = jobs::deliver_webhook::DEFAULT_TIMEOUT.into())]
@@ -221,7 +212,6 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> ferry_shared::Result<()> {
-    connectors::oauth_http::install_endpoints(&config.args.vendor_endpoints);
     run_with(config.context(), shutdown).await
 }
 
