@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Validates deploy/ offline: Prometheus rules (syntax and unit tests) and
-# configuration with promtool, the Kubernetes manifests rendered by
-# kustomize (both autoscaling variants) and checked for what every role
-# needs, the compose file and the Grafana dashboard. That every metric the
-# rules, the dashboard and the KEDA triggers query is one Ferry exports is
-# checked against a live /metrics by the cli test `monitoring`.
-# promtool comes from Debian's `prometheus` package, installed on first use.
+# configuration with promtool; the Kubernetes manifests rendered by
+# kustomize (both autoscaling variants), validated against the Kubernetes
+# 1.31 schemas (kubernetes-validate; KEDA's ScaledObject has no bundled
+# schema and is checked structurally) and checked for what every role
+# needs; the compose file (`docker-compose config`) and the Grafana
+# dashboard. That every metric the rules, the dashboard and the KEDA
+# triggers query is one Ferry exports is checked against a live /metrics
+# by the cli test `monitoring`.
+# promtool and docker-compose come from Debian's `prometheus` and
+# `docker-compose` packages, kubernetes-validate from PyPI into the test
+# venv (scripts/peer-venv.sh), each installed on first use.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! command -v promtool >/dev/null; then
-  echo "installing promtool (Debian package prometheus)"
+apt_install() {
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends prometheus >/dev/null
-fi
+  echo "installing $1 (Debian package $2)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "$2" >/dev/null
+}
+command -v promtool >/dev/null || apt_install promtool prometheus
+command -v docker-compose >/dev/null || apt_install docker-compose docker-compose
 command -v kubectl >/dev/null || { echo "deploy/check.sh needs kubectl (for kustomize)" >&2; exit 1; }
+# shellcheck source=../scripts/peer-venv.sh
+source ../scripts/peer-venv.sh
+install_peer kubernetes-validate kubernetes-validate==1.37.0
 
 echo "-- prometheus rules"
 promtool check rules prometheus/ferry.rules.yml
@@ -32,9 +42,15 @@ mkdir "$work/hpa"
 cp -r kubernetes/. "$work/hpa/"
 sed -i 's|components/keda|components/hpa|' "$work/hpa/kustomization.yaml"
 kubectl kustomize "$work/hpa" > "$work/hpa.yaml"
+for manifests in "$work/keda.yaml" "$work/hpa.yaml"; do
+  "$venv/bin/kubernetes-validate" --quiet --strict --kubernetes-version 1.31.0 "$manifests"
+done
+
+echo "-- compose"
+FERRY_MASTER_KEY=check FERRY_JWT_HS256_SECRET=check docker-compose -f docker-compose.yml config --quiet
 
 echo "-- manifests, compose, dashboard"
-python3 - "$work/keda.yaml" "$work/hpa.yaml" <<'PY'
+"$venv/bin/python" - "$work/keda.yaml" "$work/hpa.yaml" <<'PY'
 import json, sys, yaml
 
 def fail(message):
