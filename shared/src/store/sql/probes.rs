@@ -59,8 +59,8 @@ impl ProbeStore for SqlStore {
             .bind(&record.connector_uuid)
             .bind(ConnectorStatus::Active.as_str())
             .bind(ConnectorStatus::Error.as_str())
-                .execute(&mut tx)
-                .await?;
+            .execute(&mut tx)
+            .await?;
             if changed > 0 {
                 ProbeTransition::Recovered
             } else {
