@@ -1,10 +1,11 @@
-//! Master-key rotation: re-encrypts every connector's secrets under the
-//! vault's current key, then proves with a count that none remains under
-//! another key. Safe to run while the API serves traffic: each replacement
-//! is a compare-and-swap, so a concurrent update wins and is picked up again
-//! on the next pass, and an update that leaves the secrets alone never
-//! writes them back (see `Store::update_connector`); readers decrypt with
-//! any configured key throughout.
+//! Master-key rotation: re-encrypts every connector's secrets, and every
+//! webhook's signing secret and headers, under the vault's current key,
+//! then proves with a count that none remains under another key. Safe to
+//! run while the API serves traffic: each replacement is a
+//! compare-and-swap, so a concurrent update wins and is picked up again on
+//! the next pass, and an update that leaves the secrets alone never writes
+//! them back (see `Store::update_connector`); readers decrypt with any
+//! configured key throughout.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -25,12 +26,13 @@ const MAX_STALLED_PASSES: u32 = 20;
 pub struct Rotation {
     /// The key every secret is now sealed under.
     pub key_id: String,
-    /// Connectors whose secrets this run re-encrypted.
+    /// Connectors and webhooks whose secrets this run re-encrypted.
     pub rotated: u64,
-    /// Connectors whose secrets no configured key decrypts (left as they are).
+    /// Connectors and webhooks whose secrets no configured key decrypts
+    /// (left as they are).
     pub undecryptable: u64,
-    /// Connectors still sealed under another key after the run, counted by
-    /// a final query: zero proves the rotation complete.
+    /// Connectors and webhooks still sealed under another key after the
+    /// run, counted by a final query: zero proves the rotation complete.
     pub remaining: u64,
 }
 
@@ -94,11 +96,47 @@ pub async fn rotate_all(store: &dyn Store, vault: &Vault) -> Result<Rotation> {
             tokio::time::sleep(Duration::from_millis(10 * u64::from(stalled))).await;
         }
     }
-    let remaining = store.count_connectors_sealed_with_other_key(&current).await?;
+    let webhooks = rotate_webhooks(store, vault, &current).await?;
+    let remaining = store.count_connectors_sealed_with_other_key(&current).await?
+        + store.count_webhooks_sealed_with_other_key(&current).await?;
     Ok(Rotation {
         key_id: current,
-        rotated,
-        undecryptable: u64::try_from(skipped.len()).unwrap_or(u64::MAX),
+        rotated: rotated + webhooks.0,
+        undecryptable: u64::try_from(skipped.len()).unwrap_or(u64::MAX) + webhooks.1,
         remaining,
     })
+}
+
+/// Re-encrypts the webhooks' signing secrets and headers under `current`
+/// like the connectors' (compare-and-swap, undecryptable ones skipped);
+/// returns how many were rotated and how many no key opens.
+async fn rotate_webhooks(store: &dyn Store, vault: &Vault, current: &str) -> Result<(u64, u64)> {
+    let mut rotated = 0u64;
+    let mut skipped: HashSet<String> = HashSet::new();
+    for _ in 0..MAX_STALLED_PASSES {
+        let limit = BATCH.saturating_add(i64::try_from(skipped.len()).unwrap_or(i64::MAX));
+        let batch = store.webhooks_sealed_with_other_key(current, limit).await?;
+        let pending: Vec<_> = batch
+            .into_iter()
+            .filter(|webhook| !skipped.contains(&webhook.uuid))
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        for webhook in pending {
+            let Ok(secrets) = vault.open(&webhook.uuid, &webhook.secrets) else {
+                tracing::warn!(webhook_uuid = %webhook.uuid, key_id = %webhook.secrets.key_id, "webhook secret cannot be decrypted with any configured key; left as it is");
+                skipped.insert(webhook.uuid);
+                continue;
+            };
+            let resealed = vault.seal(&webhook.uuid, secrets.expose_secret())?;
+            if store
+                .replace_webhook_secrets(&webhook.uuid, &webhook.secrets, &resealed)
+                .await?
+            {
+                rotated += 1;
+            }
+        }
+    }
+    Ok((rotated, u64::try_from(skipped.len()).unwrap_or(u64::MAX)))
 }

@@ -422,3 +422,42 @@ async fn a_connector_whose_probes_keep_failing_records_connection_failed_with_it
         .expect("claim");
     assert!(again.is_none());
 }
+
+#[tokio::test]
+async fn key_rotation_reseals_webhook_secrets_under_the_new_key() {
+    use ferry_shared::config::MasterKeys;
+    use ferry_shared::domain::webhook::WebhookSecrets;
+    use ferry_shared::vault::Vault;
+
+    let app = spawn_app_on(Backend::Sqlite).await;
+    let created = create(
+        &app,
+        json!({"url": "https://hooks.example.com/x", "events": ["project.failed"],
+                                       "headers": {"X-Token": "t"}}),
+    )
+    .await;
+    let uuid = created["uuid"].as_str().expect("uuid");
+    let secret = created["secret"].as_str().expect("secret");
+    let both = Vault::new(
+        MasterKeys::parse(&format!(
+            "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=,{}",
+            ferry_testkit::app::MASTER_KEY
+        ))
+        .expect("keys"),
+    );
+    let rotation = ferry_shared::rotation::rotate_all(app.store.as_ref(), &both)
+        .await
+        .expect("rotate");
+    assert_eq!((rotation.rotated, rotation.remaining), (1, 0), "{rotation:?}");
+    let webhook = app
+        .store
+        .get_webhook("org_hooks", uuid)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(webhook.secrets.key_id, "k2");
+    let opened = both.open(uuid, &webhook.secrets).expect("open");
+    let secrets = WebhookSecrets::from_map(opened.expose_secret()).expect("secrets");
+    assert_eq!(secrets.secret, secret);
+    assert_eq!(secrets.headers.get("X-Token").map(String::as_str), Some("t"));
+}

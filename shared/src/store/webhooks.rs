@@ -15,6 +15,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::Sealed;
 use crate::domain::webhook::{DeliveryAttempt, DeliveryStatus, EventType, Webhook, WebhookEvent};
 use crate::error::Result;
 
@@ -113,6 +114,18 @@ pub trait WebhookStore: Send + Sync + 'static {
         webhook_uuid: &str,
         limit: i64,
     ) -> Result<Vec<DeliveryAttempt>>;
+
+    /// Up to `limit` webhooks (any organization) whose secrets are sealed
+    /// under a key other than `key_id`, for key rotation.
+    async fn webhooks_sealed_with_other_key(&self, key_id: &str, limit: i64) -> Result<Vec<Webhook>>;
+
+    /// How many webhooks have secrets sealed under a key other than
+    /// `key_id`.
+    async fn count_webhooks_sealed_with_other_key(&self, key_id: &str) -> Result<u64>;
+
+    /// Replaces a webhook's sealed secrets if they still equal `old`
+    /// (compare-and-swap, so rotation never overwrites a concurrent PATCH).
+    async fn replace_webhook_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool>;
 
     /// Makes a delivery of this webhook `pending` again, due at `now`, with
     /// its event (and so its `webhook-id`) unchanged; a delivery still

@@ -529,6 +529,39 @@ impl WebhookStore for SqlStore {
         .await
     }
 
+    async fn webhooks_sealed_with_other_key(&self, key_id: &str, limit: i64) -> Result<Vec<Webhook>> {
+        Sql::new(select("WHERE secrets_key_id <> $1 ORDER BY uuid LIMIT $2"))
+            .bind(key_id)
+            .bind(limit)
+            .fetch_all_as::<WebhookRow, _>(&self.pool)
+            .await
+    }
+
+    async fn count_webhooks_sealed_with_other_key(&self, key_id: &str) -> Result<u64> {
+        let count = Sql::new("SELECT COUNT(*) FROM webhooks WHERE secrets_key_id <> $1")
+            .bind(key_id)
+            .scalar_one::<i64>(&self.pool)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn replace_webhook_secrets(&self, uuid: &str, old: &Sealed, new: &Sealed) -> Result<bool> {
+        let updated = Sql::new(
+            "UPDATE webhooks SET secrets_key_id = $5, secrets_nonce = $6, secrets_ciphertext = $7 \
+             WHERE uuid = $1 AND secrets_key_id = $2 AND secrets_nonce = $3 AND secrets_ciphertext = $4",
+        )
+        .bind(uuid)
+        .bind(&old.key_id)
+        .bind(&old.nonce)
+        .bind(&old.ciphertext)
+        .bind(&new.key_id)
+        .bind(&new.nonce)
+        .bind(&new.ciphertext)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated > 0)
+    }
+
     async fn redeliver_webhook_delivery(
         &self,
         org_id: &str,
