@@ -1335,3 +1335,69 @@ fn a_worker_stopped_with_sigterm_mid_step_finishes_its_execution_and_takes_no_ne
         assert!(other.took(id));
     }
 }
+
+#[test]
+fn a_worker_whose_shutdown_grace_runs_out_hands_its_execution_back_and_another_worker_resumes_it() {
+    let source = Source::create();
+    let cluster = Cluster::shared();
+    let (_api, client) = cluster.api();
+    let _scheduler = cluster.scheduler();
+    let port = free_port();
+    let mut stopping = cluster.spawn(
+        "worker",
+        &[
+            "--admin-listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--worker-shutdown-grace".into(),
+            "1s".into(),
+        ],
+        port,
+    );
+    let connector = client.connector(&source);
+    let steps = vec![
+        ("number the run", NUMBER_THE_RUN.to_owned()),
+        ("slow", slow(8)),
+        ("quick", QUICK.to_owned()),
+    ];
+    let project = client.project("grace", &connector, &steps);
+
+    let id = client.execute(&project);
+    client.wait_step_running(&project, &id, 1);
+    assert!(stopping.took(&id));
+    let other = cluster.worker(4);
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    stopping.signal("TERM");
+    // The slow step has 7 s to go: the worker gives up on it after its 1 s
+    // grace and exits cleanly.
+    let status = stopping.wait_exit(Duration::from_secs(10));
+    let stopped_after = signalled.elapsed();
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    assert!(
+        stopped_after >= Duration::from_secs(1) && stopped_after < Duration::from_secs(5),
+        "stopped {stopped_after:?} after SIGTERM"
+    );
+    assert!(
+        stopping
+            .log_text()
+            .contains("job handed back unfinished: the shutdown grace period ran out"),
+        "{}",
+        stopping.log_text()
+    );
+    assert!(stopping.logged("execution finished", &id).is_empty());
+
+    let done = client.wait_terminal(&project, &id, Duration::from_secs(60));
+    assert_three_steps_completed_once(&client, &source, &project, &done);
+    assert!(
+        other.took(&id),
+        "the other worker resumed the handed-back execution"
+    );
+    assert_eq!(done["attempt"], 2, "{done:#}");
+    let mut expected: Vec<String> = project.steps.iter().map(|s| format!("{s}.parquet")).collect();
+    expected.sort();
+    assert_eq!(
+        cluster.result_files(&id),
+        expected,
+        "no object of the abandoned try is left"
+    );
+}
