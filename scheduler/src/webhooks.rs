@@ -8,7 +8,9 @@
 //! each. A job that Redis lost (restarted empty) or that a dead worker held
 //! shows up again: a delivery marked enqueued longer than `grace` ago and
 //! still pending is enqueued again, and a dead worker's claim expires. The
-//! store's claim makes a duplicate job harmless.
+//! store's claim makes a duplicate job harmless. Every so often the leader
+//! also deletes events older than [`EVENT_RETENTION`] that have nothing
+//! left to deliver, with their delivery log.
 
 use std::time::Duration;
 
@@ -27,6 +29,15 @@ pub const DEFAULT_WEBHOOK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Deliveries enqueued per pass, soonest due first.
 pub const SWEEP_BATCH: i64 = 500;
+
+/// How long an event and its delivery log are kept once none of its
+/// deliveries is pending.
+pub const EVENT_RETENTION: chrono::Duration = chrono::Duration::days(30);
+
+/// Passes between two prunes of old events (about ten minutes at the
+/// default interval), and events deleted per prune.
+const PRUNE_EVERY: u64 = 600;
+const PRUNE_BATCH: i64 = 1000;
 
 /// `ferry_scheduler_webhook_deliveries_enqueued_total` and
 /// `ferry_scheduler_webhook_sweep_errors_total`.
@@ -94,9 +105,21 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) {
     let mut ticks = leader.ticks(interval, &stop);
+    let mut passes = 0u64;
     while let Some(leading) = ticks.next().await {
         if !leading {
             continue;
+        }
+        passes += 1;
+        if passes % PRUNE_EVERY == 1 {
+            match store
+                .prune_webhook_events(domain::now() - EVENT_RETENTION, PRUNE_BATCH)
+                .await
+            {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "old webhook events and their delivery log deleted"),
+                Err(error) => tracing::warn!(%error, "pruning old webhook events failed"),
+            }
         }
         match sweep_once(store, queue, grace).await {
             Ok(taken) => {

@@ -461,3 +461,79 @@ async fn key_rotation_reseals_webhook_secrets_under_the_new_key() {
     assert_eq!(secrets.secret, secret);
     assert_eq!(secrets.headers.get("X-Token").map(String::as_str), Some("t"));
 }
+
+#[tokio::test]
+async fn old_events_with_nothing_left_to_deliver_are_pruned_with_their_log_and_pending_ones_kept() {
+    let app = spawn_app_on(Backend::Postgres).await;
+    create(
+        &app,
+        json!({"url": "https://hooks.example.com/x", "events": ["project.failed"]}),
+    )
+    .await;
+    let event = WebhookEvent::new("org_hooks", EventType::ProjectFailed, json!({}));
+    assert_eq!(app.store.record_webhook_event(&event).await.expect("record"), 1);
+    let later = ferry_shared::domain::now() + chrono::Duration::seconds(5);
+    assert_eq!(
+        app.store.prune_webhook_events(later, 10).await.expect("prune"),
+        0,
+        "still pending"
+    );
+    let now = ferry_shared::domain::now();
+    let claim = app
+        .store
+        .claim_webhook_delivery(
+            &app.store
+                .take_due_webhook_deliveries(now, now, 10)
+                .await
+                .expect("due")[0]
+                .0,
+            now,
+            now + chrono::Duration::seconds(30),
+        )
+        .await
+        .expect("claim")
+        .expect("claimed");
+    let record = ferry_shared::store::AttemptRecord {
+        status_code: Some(204),
+        ok: true,
+        error: None,
+        duration_ms: 3,
+        at: now,
+        next: ferry_shared::domain::webhook::DeliveryStatus::Delivered,
+        next_attempt_at: None,
+    };
+    assert!(
+        app.store
+            .record_webhook_attempt(&claim, &record)
+            .await
+            .expect("record")
+    );
+    assert!(
+        !app.store
+            .record_webhook_attempt(&claim, &record)
+            .await
+            .expect("fenced"),
+        "recorded once"
+    );
+    let log = app
+        .store
+        .list_webhook_attempts("org_hooks", &claim.webhook_uuid, 10)
+        .await
+        .expect("log");
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        app.store
+            .prune_webhook_events(now - chrono::Duration::seconds(60), 10)
+            .await
+            .expect("prune"),
+        0,
+        "too recent"
+    );
+    assert_eq!(app.store.prune_webhook_events(later, 10).await.expect("prune"), 1);
+    let log = app
+        .store
+        .list_webhook_attempts("org_hooks", &claim.webhook_uuid, 10)
+        .await
+        .expect("log");
+    assert!(log.is_empty());
+}

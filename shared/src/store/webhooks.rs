@@ -115,6 +115,12 @@ pub trait WebhookStore: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<DeliveryAttempt>>;
 
+    /// Deletes up to `limit` events recorded before `before` none of whose
+    /// deliveries is still pending, with their deliveries and tries (the
+    /// outbox and the delivery log stay bounded). Returns how many events
+    /// went.
+    async fn prune_webhook_events(&self, before: DateTime<Utc>, limit: i64) -> Result<u64>;
+
     /// Up to `limit` webhooks (any organization) whose secrets are sealed
     /// under a key other than `key_id`, for key rotation.
     async fn webhooks_sealed_with_other_key(&self, key_id: &str, limit: i64) -> Result<Vec<Webhook>>;

@@ -529,6 +529,41 @@ impl WebhookStore for SqlStore {
         .await
     }
 
+    async fn prune_webhook_events(&self, before: DateTime<Utc>, limit: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let events = Sql::new(
+            "SELECT e.event_id FROM webhook_events e WHERE e.created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+             WHERE d.event_id = e.event_id AND d.status = 'pending') \
+             ORDER BY e.created_at, e.event_id LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .scalar_all::<String>(&mut tx)
+        .await?;
+        for event_id in &events {
+            // Explicit, so that the prune does not depend on the backend's
+            // cascade settings.
+            Sql::new(
+                "DELETE FROM webhook_attempts WHERE delivery_id IN \
+                 (SELECT delivery_id FROM webhook_deliveries WHERE event_id = $1)",
+            )
+            .bind(event_id)
+            .execute(&mut tx)
+            .await?;
+            Sql::new("DELETE FROM webhook_deliveries WHERE event_id = $1")
+                .bind(event_id)
+                .execute(&mut tx)
+                .await?;
+            Sql::new("DELETE FROM webhook_events WHERE event_id = $1")
+                .bind(event_id)
+                .execute(&mut tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(u64::try_from(events.len()).unwrap_or(u64::MAX))
+    }
+
     async fn webhooks_sealed_with_other_key(&self, key_id: &str, limit: i64) -> Result<Vec<Webhook>> {
         Sql::new(select("WHERE secrets_key_id <> $1 ORDER BY uuid LIMIT $2"))
             .bind(key_id)
