@@ -537,3 +537,94 @@ async fn old_events_with_nothing_left_to_deliver_are_pruned_with_their_log_and_p
         .expect("log");
     assert!(log.is_empty());
 }
+
+/// A REST API that answers every request 429 with `Retry-After: 0`.
+async fn always_rate_limited() -> String {
+    use axum::http::{StatusCode as Code, header};
+    let app = axum::Router::new()
+        .fallback(|| async { (Code::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "0")], "slow down") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test]
+async fn a_step_failing_on_a_rate_limit_records_project_failed_and_connector_quota_exceeded_with_the_execution_end()
+ {
+    let base_url = always_rate_limited().await;
+    let app = spawn_app_on(Backend::Sqlite).await;
+    create(
+        &app,
+        json!({"url": "https://hooks.example.com/x", "events": ["project.failed", "connector.quota_exceeded"]}),
+    )
+    .await;
+    let reply = app
+        .post(
+            &admin(),
+            "/api/connectors",
+            json!({"type": "rest_api", "display_name": "limited api", "test_connection": false,
+                   "config": {"base_url": base_url, "auth_type": "none", "timeout_seconds": 5}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let connector = reply.body["uuid"].as_str().expect("uuid").to_owned();
+    let project = app.create_project(&admin(), "limited").await;
+    let reply = app
+        .post(
+            &admin(),
+            &format!("/api/projects/{project}/steps"),
+            json!({"name": "items", "type": "http_request", "config": {"connector_uuid": connector, "path": "/items"}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let reply = app
+        .post(
+            &admin(),
+            &format!("/api/projects/{project}/execute"),
+            json!({"mode": "sync"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["status"], "failed", "{}", reply.text);
+    assert_eq!(
+        reply.body["steps"][0]["error"]["type"], "rate_limited",
+        "{}",
+        reply.text
+    );
+    let execution = reply.body["execution_id"].as_str().expect("id").to_owned();
+
+    let now = ferry_shared::domain::now();
+    let due = app
+        .store
+        .take_due_webhook_deliveries(now, now, 10)
+        .await
+        .expect("due");
+    let mut bodies = Vec::new();
+    for (delivery, _) in &due {
+        let claim = app
+            .store
+            .claim_webhook_delivery(delivery, now, now + chrono::Duration::seconds(30))
+            .await
+            .expect("claim")
+            .expect("claimed");
+        bodies.push(serde_json::from_str::<Value>(&claim.body).expect("body"));
+    }
+    bodies.sort_by_key(|body| body["type"].as_str().unwrap_or_default().to_owned());
+    let types: Vec<&str> = bodies.iter().filter_map(|body| body["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        ["connector.quota_exceeded", "project.failed"],
+        "{bodies:?}"
+    );
+    let quota = &bodies[0]["data"];
+    assert_eq!(quota["connector_uuid"], connector.as_str());
+    assert_eq!(quota["execution_id"], execution.as_str());
+    assert_eq!(quota["display_name"], "limited api");
+    assert_eq!(quota["error"]["type"], "rate_limited");
+    let failed = &bodies[1]["data"];
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["project_name"], "limited");
+    assert_eq!(failed["failed_step"]["name"], "items");
+    assert_eq!(failed["failed_step"]["error"]["type"], "rate_limited");
+}
