@@ -54,6 +54,7 @@ struct Slot {
 /// A built pool; the gauge counts it while it lives.
 struct Pooled {
     handle: Box<dyn ConnectorPool>,
+    type_id: TypeId,
     _gauge: GaugeGuard,
 }
 
@@ -72,15 +73,17 @@ impl PoolRegistry {
     /// `success` or the error type). A registration conflict is logged and
     /// the metrics still count, unexported.
     pub fn new(policy: NetworkPolicy, metrics: &prometheus::Registry) -> Self {
-        PoolRegistry {
-            inner: Arc::new(Inner {
-                policy,
-                slots: Mutex::new(HashMap::new()),
-                metrics: Metrics::new(metrics),
-                usage: crate::metrics::PoolMetrics::new(metrics),
-                refresher: std::sync::OnceLock::new(),
-            }),
+        let inner = Arc::new(Inner {
+            policy,
+            slots: Mutex::new(HashMap::new()),
+            metrics: Metrics::new(metrics),
+            usage: crate::metrics::PoolMetrics::new(metrics),
+            refresher: std::sync::OnceLock::new(),
+        });
+        if let Err(error) = metrics.register(Box::new(Connections::new(Arc::downgrade(&inner)))) {
+            tracing::warn!(%error, "worker pool connection metrics not registered");
         }
+        PoolRegistry { inner }
     }
 
     /// The refresher every pool built from now on gets
@@ -381,6 +384,7 @@ impl PoolRegistry {
         tracing::debug!(connector_uuid = %spec.uuid, version = spec.version, connector_type = type_id.as_str(), "pool created");
         Ok(Pooled {
             handle,
+            type_id,
             _gauge: GaugeGuard::new(self.inner.metrics.pools.with_label_values(&[type_id.as_str()])),
         })
     }
@@ -406,6 +410,85 @@ impl Slot {
 impl Pooled {
     fn close(&self) {
         self.handle.close();
+    }
+
+    /// The pool's open connections and how many of them are idle, for the
+    /// families whose driver pool says (SQL and Redis); None for the
+    /// others (MongoDB's driver and HTTP clients keep their own).
+    fn connections(&self) -> Option<(u64, u64)> {
+        let counts = |size: u32, idle: usize| (u64::from(size), u64::try_from(idle).unwrap_or(u64::MAX));
+        match self.handle.sql_source() {
+            Some(SqlSource::Postgres(pool)) => Some(counts(pool.size(), pool.num_idle())),
+            Some(SqlSource::MySql(pool)) => Some(counts(pool.size(), pool.num_idle())),
+            Some(SqlSource::Sqlite(pool)) => Some(counts(pool.size(), pool.num_idle())),
+            None => {
+                let redis = self.handle.as_any().downcast_ref::<RedisHandle>()?;
+                let status = redis.pool.status();
+                Some((
+                    u64::try_from(status.size).unwrap_or(u64::MAX),
+                    u64::try_from(status.available).unwrap_or(u64::MAX),
+                ))
+            }
+        }
+    }
+}
+
+/// `ferry_worker_pool_connections{connector_type, state}`: the connections
+/// of this worker's pools, `idle` or `in_use`, summed by connector type and
+/// read from the pools when scraped.
+struct Connections {
+    inner: std::sync::Weak<Inner>,
+    desc: prometheus::core::Desc,
+}
+
+impl Connections {
+    const NAME: &str = "ferry_worker_pool_connections";
+    const HELP: &str = "Open connections of this worker's connector pools (SQL and Redis families), \
+                        by connector type and state (idle, in_use)";
+
+    fn new(inner: std::sync::Weak<Inner>) -> Self {
+        let desc = prometheus::core::Desc::new(
+            Self::NAME.into(),
+            Self::HELP.into(),
+            vec!["connector_type".into(), "state".into()],
+            HashMap::new(),
+        )
+        .expect("static metric definition");
+        Connections { inner, desc }
+    }
+}
+
+impl prometheus::core::Collector for Connections {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let Some(inner) = self.inner.upgrade() else {
+            return Vec::new();
+        };
+        let pools: Vec<Arc<Pooled>> = inner
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter_map(|slot| slot.cell.get().cloned())
+            .collect();
+        let gauge = IntGaugeVec::new(Opts::new(Self::NAME, Self::HELP), &["connector_type", "state"])
+            .expect("static metric definition");
+        for pooled in pools {
+            if let Some((open, idle)) = pooled.connections() {
+                let label = pooled.type_id.as_str();
+                let add = |state: &str, n: u64| {
+                    gauge
+                        .with_label_values(&[label, state])
+                        .add(i64::try_from(n).unwrap_or(i64::MAX));
+                };
+                add("idle", idle.min(open));
+                add("in_use", open.saturating_sub(idle));
+            }
+        }
+        prometheus::core::Collector::collect(&gauge)
     }
 }
 

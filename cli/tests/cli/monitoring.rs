@@ -225,6 +225,12 @@ fn metrics_after_an_execution_add_up_and_cover_every_query_of_deploy_and_the_doc
     assert!(scrape.value(&format!("ferry_worker_pool_wait_seconds_count{{{pg}}}")) >= 1.0);
     assert_eq!(scrape.value(&format!("ferry_worker_pool_in_use{{{pg}}}")), 0.0);
     assert_eq!(
+        scrape.value(&format!("ferry_worker_pool_connections{{{pg},state=\"in_use\"}}")),
+        0.0,
+        "every connection is back in its pool"
+    );
+    assert!(scrape.value(&format!("ferry_worker_pool_connections{{{pg},state=\"idle\"}}")) <= 5.0);
+    assert_eq!(
         scrape.value("ferry_api_sync_waits_total{outcome=\"completed\"}"),
         1.0
     );
