@@ -561,3 +561,56 @@ fn ferry_up_delivers_webhooks_on_its_embedded_store_and_queue() {
     assert_eq!(log[0]["status_code"], 204);
     assert_eq!(log[1]["status_code"], 500);
 }
+
+#[test]
+fn a_webhook_disabled_before_its_delivery_receives_nothing_until_redelivered_once_enabled() {
+    let deployment = Deployment::start();
+    let port = free_port();
+    let (hook, secret) = deployment.webhook(port, json!({"events": ["project.cancelled"]}));
+    let receiver = block_on(Receiver::start(port, &secret, 0));
+    // The event is fanned out while the webhook is enabled, then it is
+    // disabled before any worker runs.
+    deployment.cancelled_execution();
+    let (status, patched) = deployment.call(
+        Method::PATCH,
+        &format!("/api/webhooks/{hook}"),
+        Some(json!({"enabled": false})),
+    );
+    assert_eq!(status, 200, "{patched}");
+    let _worker = deployment.worker(&[]);
+    let log = eventually("the skipped delivery", Duration::from_secs(20), || {
+        let log = deployment.deliveries(&hook);
+        (!log.is_empty()).then_some(log)
+    });
+    assert_eq!(log[0]["ok"], false);
+    assert_eq!(log[0]["status_code"], Value::Null);
+    assert!(
+        log[0]["error"].as_str().unwrap_or_default().contains("disabled"),
+        "{log:?}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        received(&receiver).is_empty(),
+        "a disabled webhook receives nothing"
+    );
+
+    let (status, _) = deployment.call(
+        Method::PATCH,
+        &format!("/api/webhooks/{hook}"),
+        Some(json!({"enabled": true})),
+    );
+    assert_eq!(status, 200);
+    let delivery = log[0]["delivery_id"].as_str().expect("delivery id");
+    let (status, answer) = deployment.call(
+        Method::POST,
+        &format!("/api/webhooks/{hook}/deliveries/{delivery}/redeliver"),
+        None,
+    );
+    assert_eq!(status, 202, "{answer}");
+    let items = eventually("the redelivery", Duration::from_secs(20), || {
+        let items = received(&receiver);
+        (!items.is_empty()).then_some(items)
+    });
+    assert_eq!(items[0]["webhook_id"], log[0]["event_id"]);
+    assert_eq!(items[0]["verified"], true);
+}

@@ -102,7 +102,7 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Records the try `claim.attempt` and moves the delivery as
     /// `record.next` says, if that try still holds it (its attempt number
-    /// is current and it is pending). A `Skipped` outcome records no try.
+    /// is current and it is pending).
     /// Returns false when fenced out, and then nothing changed.
     async fn record_webhook_attempt(&self, claim: &ClaimedDelivery, record: &AttemptRecord) -> Result<bool>;
 

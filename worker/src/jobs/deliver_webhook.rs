@@ -12,7 +12,8 @@
 //! Every try re-checks the network policy (`FERRY_ALLOW_PRIVATE_NETWORKS`)
 //! on the addresses the URL resolves to then, follows no redirect, and
 //! waits at most the delivery timeout for an answer. A disabled or deleted
-//! webhook receives nothing: its delivery ends `skipped`.
+//! webhook receives nothing: its delivery ends `skipped`, logged as a try
+//! that sent nothing (a redelivery once it is enabled again sends it).
 
 use std::time::{Duration, Instant};
 
@@ -116,7 +117,7 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
         let record = AttemptRecord {
             status_code: None,
             ok: false,
-            error: None,
+            error: Some("the webhook is disabled: nothing was sent".into()),
             duration_ms: 0,
             at: domain::now(),
             next: DeliveryStatus::Skipped,

@@ -16,7 +16,7 @@ use super::db::{Arg, Sql, Tx};
 use super::rows::{self, ExecutionStepRow, execution_columns, step_run_columns, word};
 use super::{SqlStore, constraint_error};
 use crate::domain::webhook::{
-    DeliveryAttempt, DeliveryStatus, EventType, RetryConfig, Webhook, WebhookEvent, execution_data,
+    DeliveryAttempt, EventType, RetryConfig, Webhook, WebhookEvent, execution_data,
 };
 use crate::domain::{ErrorKind, ExecutionStatus, Sealed, StepRunStatus, TestRecord};
 use crate::error::{Error, Result};
@@ -486,22 +486,20 @@ impl WebhookStore for SqlStore {
         if updated == 0 {
             return Ok(false);
         }
-        if record.next != DeliveryStatus::Skipped {
-            Sql::new(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, ok, error, \
-                 duration_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&claim.delivery_id)
-            .bind(claim.attempt)
-            .bind(Arg::Int32(record.status_code))
-            .bind(record.ok)
-            .bind(&record.error)
-            .bind(record.duration_ms)
-            .bind(record.at)
-            .execute(&mut tx)
-            .await
-            .map_err(constraint_error)?;
-        }
+        Sql::new(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, ok, error, \
+             duration_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&claim.delivery_id)
+        .bind(claim.attempt)
+        .bind(Arg::Int32(record.status_code))
+        .bind(record.ok)
+        .bind(&record.error)
+        .bind(record.duration_ms)
+        .bind(record.at)
+        .execute(&mut tx)
+        .await
+        .map_err(constraint_error)?;
         tx.commit().await?;
         Ok(true)
     }
