@@ -474,7 +474,8 @@ async fn a_google_analytics_report_is_read_across_pages_and_a_quota_throttle_wai
             &connector,
             json!({"query": {"dimensions": [{"name": "date"}, {"name": "country"}],
                              "metrics": [{"name": "activeUsers"}, {"name": "engagementRate"}],
-                             "dateRanges": [{"startDate": "30daysAgo", "endDate": "yesterday"}]},
+                             "dateRanges": [{"startDate": "{{since}}", "endDate": "yesterday"}]},
+                   "parameters": {"since": {"type": "date", "default": "2024-03-01"}},
                    "page_size": 10}),
         )
         .await;
@@ -503,6 +504,11 @@ async fn a_google_analytics_report_is_read_across_pages_and_a_quota_throttle_wai
         .map(|r| r.body["offset"].clone())
         .collect();
     assert_eq!(offsets, [json!(0), json!(10), json!(20), json!(30)]);
+    let first = &setup.vendor.requests()[1];
+    assert_eq!(
+        first.body["dateRanges"][0]["startDate"], "2024-03-01",
+        "the parameter's default"
+    );
 }
 
 #[tokio::test]

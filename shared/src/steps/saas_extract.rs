@@ -12,6 +12,13 @@
 //! | salesforce | an sObject (`Account`): `SELECT <fields> FROM <object> [WHERE <where>]` | a SOQL query (string) | `fields` (default `FIELDS(STANDARD)`) and `where`, with `object` only |
 //! | google_analytics | — | a GA4 `runReport` request body (object): `dimensions`, `metrics`, `dateRanges`, filters, `orderBys`, …; `property` defaults to the connector's | — |
 //!
+//! `{{name}}` parameters (declared in `parameters`, as for `sql_query`)
+//! may appear in Stripe `params` values (their text), in SOQL `query` and
+//! `where` (bound as SOQL literals: quoted and escaped strings, numbers,
+//! `true`/`false`, `YYYY-MM-DD` dates, UTC date-times) and in the strings
+//! of a report request (a string that is exactly one placeholder becomes
+//! the typed JSON value, as in `http_request` bodies).
+//!
 //! Every vendor takes `page_size` (records per request, within the
 //! vendor's bounds) and `limit` (the most records read in all). Paging
 //! belongs to the worker: Stripe's `limit`/`starting_after`/`ending_before`,
@@ -24,7 +31,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::connectors::TypeId;
-use crate::domain::step::{connector_field, non_empty_string};
+use crate::domain::step::{ParamSpec, connector_field, non_empty_string, placeholders};
 use crate::error::{Error, Result};
 
 /// The vendors a `saas_extract` step reads from.
@@ -99,6 +106,9 @@ pub struct SaasExtract {
     /// The most records read in all.
     #[serde(default, deserialize_with = "positive_u64")]
     pub limit: Option<u64>,
+    /// Declared parameters: name to `{type, default?}`.
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
 }
 
 /// `query`: SOQL text or a report request body.
@@ -212,7 +222,38 @@ impl SaasExtract {
             _ => {}
         }
         if step.object.is_some() {
-            non_empty_string(config, "object")?;
+            let object = non_empty_string(config, "object")?;
+            if object.contains("{{") {
+                return Err(Error::validation(
+                    "config.object",
+                    "object names what to list; parameters go in params, where or query",
+                ));
+            }
+        }
+        for (name, spec) in step.parameters.iter().flatten() {
+            ParamSpec::parse(name, spec)?;
+        }
+        let mut texts: Vec<(String, &str)> = Vec::new();
+        if let Some(Query::Soql(text)) = &step.query {
+            texts.push(("config.query".into(), text));
+        }
+        if let Some(condition) = &step.condition {
+            texts.push(("config.where".into(), condition));
+        }
+        for (name, value) in step.params.iter().flatten() {
+            if let Value::String(text) = value {
+                texts.push((format!("config.params.{name}"), text));
+            }
+        }
+        if let Some(Query::Report(body)) = &step.query {
+            strings(
+                &Value::Object(body.clone()),
+                "config.query",
+                &mut |field, text| check_placeholders(&field, text),
+            )?;
+        }
+        for (field, text) in texts {
+            check_placeholders(&field, text)?;
         }
         if let Some(Query::Soql(text)) = &step.query
             && text.trim().is_empty()
@@ -371,6 +412,34 @@ fn check_report(body: &Map<String, Value>) -> Result<()> {
             "config.query.metrics",
             "a report names at least one metric ([{\"name\": \"activeUsers\"}])",
         )),
+    }
+}
+
+/// Refuses a `{{...}}` placeholder that is not an identifier.
+fn check_placeholders(field: &str, text: &str) -> Result<()> {
+    for name in placeholders(text) {
+        if !is_identifier(name) {
+            return Err(Error::validation(
+                field,
+                format!("invalid parameter placeholder {{{{{name}}}}}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Calls `each(path, text)` for every string under `value`.
+fn strings(value: &Value, path: &str, each: &mut dyn FnMut(String, &str) -> Result<()>) -> Result<()> {
+    match value {
+        Value::String(text) => each(path.to_owned(), text),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| strings(item, &format!("{path}.{i}"), each)),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(key, item)| strings(item, &format!("{path}.{key}"), each)),
+        _ => Ok(()),
     }
 }
 
@@ -561,6 +630,38 @@ mod tests {
         assert_eq!(
             field_of(check(Vendor::GoogleAnalytics, json!({"object": "users"}))),
             "config.query"
+        );
+    }
+
+    #[test]
+    fn parameters_are_declared_and_placeholders_are_identifiers() {
+        let ok = config(
+            json!({"query": "SELECT Id FROM Account WHERE CreatedDate > {{since}}",
+                               "parameters": {"since": {"type": "timestamp"}}}),
+        );
+        assert!(SaasExtract::parse(&ok).is_ok());
+        assert_eq!(
+            field_of(SaasExtract::parse(&config(
+                json!({"object": "customers", "params": {"email": "{{a-b}}"}})
+            ))),
+            "config.params.email"
+        );
+        assert_eq!(
+            field_of(SaasExtract::parse(&config(
+                json!({"query": {"metrics": [{"name": "x"}],
+                "dateRanges": [{"startDate": "{{bad name}}"}]}})
+            ))),
+            "config.query.dateRanges.0.startDate"
+        );
+        assert_eq!(
+            field_of(SaasExtract::parse(&config(json!({"object": "{{which}}"})))),
+            "config.object"
+        );
+        assert_eq!(
+            field_of(SaasExtract::parse(&config(
+                json!({"object": "customers", "parameters": {"x": {"type": "bogus"}}})
+            ))),
+            "config.parameters.x.type"
         );
     }
 

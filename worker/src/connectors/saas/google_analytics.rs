@@ -11,15 +11,16 @@
 
 use async_trait::async_trait;
 use ferry_shared::domain::ErrorKind;
+use ferry_shared::domain::params::ParamValue;
 use ferry_shared::steps::saas_extract::{Query, SaasExtract, Vendor};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{Api, Pages, Record, unexpected};
-use crate::connectors::TestDetails;
 use crate::connectors::errors::DriverError;
 use crate::connectors::oauth_http::vendor_url;
+use crate::connectors::{StepRequest, TestDetails};
 use crate::extract::ExtractError;
 
 pub(crate) const HOST: &str = "analyticsdata.googleapis.com";
@@ -52,14 +53,24 @@ pub(super) struct Report {
 }
 
 impl Report {
-    pub(super) fn new(config: &SaasExtract, property_id: &str) -> Result<Report, ExtractError> {
+    /// The pages of `config`'s report, the step's parameters in its
+    /// strings (a string that is exactly one placeholder becomes the typed
+    /// JSON value).
+    pub(super) fn new(
+        config: &SaasExtract,
+        property_id: &str,
+        step: &StepRequest<'_>,
+    ) -> Result<Report, ExtractError> {
         let Some(Query::Report(body)) = &config.query else {
             return Err(ExtractError::new(
                 ErrorKind::InvalidQuery,
                 "config.query: a google_analytics step runs a report request",
             ));
         };
-        let mut body = body.clone();
+        let mut body = match substitute(&Value::Object(body.clone()), step)? {
+            Value::Object(body) => body,
+            _ => Map::new(),
+        };
         let property = match body.remove("property") {
             Some(Value::String(property)) => property,
             _ => format!("properties/{property_id}"),
@@ -77,6 +88,40 @@ impl Report {
             done: false,
         })
     }
+}
+
+/// `value` with the step's parameters in its strings.
+fn substitute(value: &Value, step: &StepRequest<'_>) -> Result<Value, ExtractError> {
+    Ok(match value {
+        Value::String(text) => {
+            let trimmed = text.trim();
+            let single = trimmed
+                .strip_prefix("{{")
+                .and_then(|rest| rest.strip_suffix("}}"))
+                .filter(|name| !name.contains("{{") && !name.contains("}}"));
+            match single {
+                Some(name) => match step.param(name.trim())? {
+                    ParamValue::Integer(n) => Value::from(n),
+                    ParamValue::Number(x) => Value::from(x),
+                    ParamValue::Boolean(b) => Value::Bool(b),
+                    other => Value::String(other.to_text()),
+                },
+                None => Value::String(step.substitute(text)?),
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| substitute(item, step))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, item)| Ok((key.clone(), substitute(item, step)?)))
+                .collect::<Result<_, ExtractError>>()?,
+        ),
+        other => other.clone(),
+    })
 }
 
 /// A metric's value as JSON text of its type: integers and finite numbers

@@ -181,11 +181,13 @@ impl ConnectorPool for SaasHandle {
         let cancel = out.cancel().clone();
         let make = || -> Result<Box<dyn Pages + '_>, ExtractError> {
             Ok(match &self.account {
-                Account::Stripe => Box::new(stripe::Lister::new(&config)?),
+                Account::Stripe => Box::new(stripe::Lister::new(&config, step)?),
                 Account::Hubspot => Box::new(hubspot::Lister::new(&config)),
-                Account::Salesforce { api_version } => Box::new(salesforce::Query::new(&config, api_version)),
+                Account::Salesforce { api_version } => {
+                    Box::new(salesforce::Query::new(&config, api_version, step)?)
+                }
                 Account::GoogleAnalytics { property_id } => {
-                    Box::new(google_analytics::Report::new(&config, property_id)?)
+                    Box::new(google_analytics::Report::new(&config, property_id, step)?)
                 }
             })
         };

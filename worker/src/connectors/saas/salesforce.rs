@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use ferry_shared::domain::ErrorKind;
+use ferry_shared::domain::params::ParamValue;
 use ferry_shared::steps::saas_extract::{Query as StepQuery, SaasExtract, Vendor};
 use reqwest::header::HeaderName;
 use reqwest::{Method, Url};
@@ -17,8 +18,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Api, Pages, Record, records_at, unexpected};
-use crate::connectors::TestDetails;
 use crate::connectors::errors::DriverError;
+use crate::connectors::{StepRequest, TestDetails};
 use crate::extract::ExtractError;
 
 /// The connector's default `api_version` (its declaration says the same).
@@ -101,19 +102,80 @@ pub(super) struct Query {
 }
 
 impl Query {
-    pub(super) fn new(config: &SaasExtract, version: &str) -> Query {
+    /// The pages of `config`'s SOQL, the step's parameters bound in it as
+    /// SOQL literals.
+    pub(super) fn new(
+        config: &SaasExtract,
+        version: &str,
+        step: &StepRequest<'_>,
+    ) -> Result<Query, ExtractError> {
         let soql = match &config.query {
             Some(StepQuery::Soql(text)) => text.trim().to_owned(),
             _ => soql(config),
         };
         let size = config.page_size.unwrap_or(Vendor::Salesforce.page_bounds().0);
-        Query {
-            soql,
+        Ok(Query {
+            soql: bind(&soql, |name| step.param(name))?,
             version: version.to_owned(),
             batch: format!("batchSize={size}"),
             next: None,
             done: false,
+        })
+    }
+}
+
+/// `soql` with each `{{name}}` replaced by its value as a SOQL literal.
+pub(super) fn bind(
+    soql: &str,
+    mut param: impl FnMut(&str) -> Result<ParamValue, ExtractError>,
+) -> Result<String, ExtractError> {
+    let mut out = String::with_capacity(soql.len());
+    let mut rest = soql;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&literal(&param(rest[start + 2..start + 2 + len].trim())?));
+        rest = &rest[start + 2 + len + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A value as a SOQL literal: strings quoted with `\`, `'`, `"` and
+/// control characters escaped; numbers and booleans as they are; dates
+/// `YYYY-MM-DD`; date-times in UTC, `YYYY-MM-DDThh:mm:ssZ`.
+pub(super) fn literal(value: &ParamValue) -> String {
+    match value {
+        ParamValue::Text(text) => {
+            let mut out = String::with_capacity(text.len() + 2);
+            out.push('\'');
+            for c in text.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\'' => out.push_str("\\'"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    '\u{8}' => out.push_str("\\b"),
+                    '\u{c}' => out.push_str("\\f"),
+                    c if c.is_control() => {}
+                    c => out.push(c),
+                }
+            }
+            out.push('\'');
+            out
         }
+        ParamValue::Integer(n) => n.to_string(),
+        ParamValue::Number(x) => x.to_string(),
+        ParamValue::Boolean(b) => b.to_string(),
+        ParamValue::Date(d) => d.format("%Y-%m-%d").to_string(),
+        ParamValue::Timestamp(t) => t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
     }
 }
 
@@ -201,6 +263,37 @@ mod tests {
                 json!({"object": "Contact", "fields": ["Id", "Account.Name"], "where": "IsDeleted = false", "limit": 10})
             )),
             "SELECT Id, Account.Name FROM Contact WHERE IsDeleted = false LIMIT 10"
+        );
+    }
+
+    #[test]
+    fn parameters_are_bound_as_soql_literals() {
+        let values = |name: &str| -> Result<ParamValue, ExtractError> {
+            Ok(match name {
+                "name" => ParamValue::Text("O'Brien \\ \"x\"\n".into()),
+                "n" => ParamValue::Integer(5),
+                "since" => ParamValue::Date(chrono::NaiveDate::from_ymd_opt(2024, 3, 1).expect("date")),
+                "at" => ParamValue::Timestamp(
+                    chrono::DateTime::parse_from_rfc3339("2024-03-01T10:00:00+02:00").expect("time"),
+                ),
+                _ => ParamValue::Boolean(true),
+            })
+        };
+        assert_eq!(
+            bind(
+                "SELECT Id FROM Contact WHERE LastName = {{name}} AND N__c > {{ n }}",
+                values
+            )
+            .expect("bound"),
+            "SELECT Id FROM Contact WHERE LastName = 'O\\'Brien \\\\ \\\"x\\\"\\n' AND N__c > 5"
+        );
+        assert_eq!(
+            bind(
+                "WHERE CloseDate >= {{since}} AND CreatedDate < {{at}} AND X = {{flag}}",
+                values
+            )
+            .expect("bound"),
+            "WHERE CloseDate >= 2024-03-01 AND CreatedDate < 2024-03-01T08:00:00Z AND X = true"
         );
     }
 

@@ -12,9 +12,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Api, Pages, Record, records_at, unexpected};
-use crate::connectors::TestDetails;
 use crate::connectors::errors::DriverError;
 use crate::connectors::oauth_http::vendor_url;
+use crate::connectors::{StepRequest, TestDetails};
 use crate::extract::ExtractError;
 
 pub(crate) const HOST: &str = "api.stripe.com";
@@ -44,7 +44,9 @@ pub(super) struct Lister {
 }
 
 impl Lister {
-    pub(super) fn new(config: &SaasExtract) -> Result<Lister, ExtractError> {
+    /// The pages of `config`'s list, its `params` with the step's
+    /// parameters (their text) in string values.
+    pub(super) fn new(config: &SaasExtract, step: &StepRequest<'_>) -> Result<Lister, ExtractError> {
         let object = config.object.as_deref().unwrap_or_default();
         let params = config
             .params
@@ -52,12 +54,12 @@ impl Lister {
             .flatten()
             .map(|(name, value)| {
                 let text = match value {
-                    Value::String(text) => text.clone(),
+                    Value::String(text) => step.substitute(text)?,
                     other => other.to_string(),
                 };
-                (name.clone(), text)
+                Ok((name.clone(), text))
             })
-            .collect();
+            .collect::<Result<_, ExtractError>>()?;
         Ok(Lister {
             path: format!("v1/{object}"),
             params,

@@ -98,9 +98,15 @@ impl StepRead for Run<'_> {
 impl Fixture {
     /// Runs a `saas_extract` step with `config` (its connector added).
     async fn step(&self, config: Value) -> (Path, Result<StepOutput, ExtractError>) {
+        self.step_with(config, json!({})).await
+    }
+
+    /// Runs a `saas_extract` step with `config` and execution parameters
+    /// `supplied`.
+    async fn step_with(&self, config: Value, supplied: Value) -> (Path, Result<StepOutput, ExtractError>) {
         let mut config: Map<String, Value> = config.as_object().cloned().expect("config");
         config.insert("connector_uuid".into(), json!("conn_saas"));
-        let supplied = Map::new();
+        let supplied: Map<String, Value> = supplied.as_object().cloned().unwrap_or_default();
         let run = Run {
             handle: self.handle.as_ref(),
             step: StepRequest {
@@ -495,4 +501,56 @@ async fn a_step_whose_options_do_not_fit_the_vendor_fails_naming_the_field() {
     assert_eq!(error.error_type, ErrorKind::InvalidQuery);
     assert!(error.message.starts_with("config.object"), "{}", error.message);
     assert!(fixture.server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn parameters_go_into_stripe_filters_soql_literals_and_report_strings() {
+    let stripe = fixture(Standin::Stripe, TOKEN).await;
+    stripe.server.set_list("customers", customers(30));
+    let config = json!({"object": "customers", "params": {"created[gte]": "{{since}}"},
+                        "parameters": {"since": {"type": "integer"}}});
+    let (path, outcome) = stripe.step_with(config, json!({"since": 1_700_000_020})).await;
+    outcome.expect("runs");
+    assert_eq!(stripe.read_back(&path).await.num_rows(), 10);
+    assert_eq!(
+        stripe.server.requests()[0].query.get("created[gte]"),
+        Some(&json!("1700000020"))
+    );
+
+    let salesforce = fixture(Standin::Salesforce, TOKEN).await;
+    salesforce.server.set_sobject("Account", accounts(3));
+    let config = json!({"object": "Account", "fields": ["Id"], "where": "Name = {{name}} AND CreatedDate > {{at}}",
+                        "parameters": {"name": {"type": "string"}, "at": {"type": "timestamp"}}});
+    let (_, outcome) = salesforce
+        .step_with(
+            config,
+            json!({"name": "O'Brien", "at": "2024-03-01T10:00:00+02:00"}),
+        )
+        .await;
+    outcome.expect("runs");
+    assert_eq!(
+        salesforce.server.requests()[0].query.get("q"),
+        Some(&json!(
+            "SELECT Id FROM Account WHERE Name = 'O\\'Brien' AND CreatedDate > 2024-03-01T08:00:00Z"
+        ))
+    );
+
+    let google = fixture(Standin::GoogleAnalytics, TOKEN).await;
+    google.server.set_report("123456789", report(3));
+    let config = json!({"query": {"metrics": [{"name": "activeUsers"}],
+                                  "dateRanges": [{"startDate": "{{since}}", "endDate": "today"}],
+                                  "keepEmptyRows": "{{empty}}"},
+                        "parameters": {"since": {"type": "date"}, "empty": {"type": "boolean", "default": false}}});
+    let (_, outcome) = google
+        .step_with(config.clone(), json!({"since": "2024-03-01"}))
+        .await;
+    outcome.expect("runs");
+    let body = &google.server.requests()[0].body;
+    assert_eq!(body["dateRanges"][0]["startDate"], "2024-03-01");
+    assert_eq!(body["keepEmptyRows"], false, "a whole placeholder keeps its type");
+    let (_, outcome) = google.step_with(config, json!({})).await;
+    assert_eq!(
+        outcome.expect_err("missing").error_type,
+        ErrorKind::InvalidParameters
+    );
 }
