@@ -229,7 +229,11 @@ pub async fn run_with(
         objects,
     } = context.backends;
     store.ping().await?;
-    let webhooks = jobs::deliver_webhook::Deliverer::new(context.policy.clone(), context.webhook_timeout);
+    let webhooks = jobs::deliver_webhook::Deliverer::new(
+        context.policy.clone(),
+        context.webhook_timeout,
+        &context.registry,
+    );
     let pools = PoolRegistry::new(context.policy, &context.registry);
     let oauth = context
         .oauth

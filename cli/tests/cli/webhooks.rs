@@ -560,6 +560,20 @@ fn ferry_up_delivers_webhooks_on_its_embedded_store_and_queue() {
     });
     assert_eq!(log[0]["status_code"], 204);
     assert_eq!(log[1]["status_code"], 500);
+    let metrics = block_on(async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    });
+    for line in [
+        "ferry_worker_webhook_tries_total{outcome=\"delivered\"} 1",
+        "ferry_worker_webhook_tries_total{outcome=\"retrying\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 }
 
 #[test]

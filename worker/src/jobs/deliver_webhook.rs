@@ -24,6 +24,7 @@ use ferry_shared::domain::webhook::{
 use ferry_shared::domain::{self, Execution};
 use ferry_shared::jobs::DeliverWebhookJob;
 use ferry_shared::store::{AttemptRecord, ClaimedDelivery, Store};
+use prometheus::{IntCounterVec, Opts, Registry};
 use reqwest::Url;
 use serde_json::Value;
 
@@ -47,18 +48,24 @@ const EARLY_TOLERANCE: chrono::Duration = chrono::Duration::seconds(2);
 const MAX_ERROR: usize = 300;
 
 /// The HTTP client webhooks are sent with, under the worker's network
-/// policy and the delivery timeout.
+/// policy and the delivery timeout, and the tries' counter.
 #[derive(Clone)]
 pub struct Deliverer {
     client: reqwest::Client,
     policy: NetworkPolicy,
     timeout: Duration,
+    /// `ferry_worker_webhook_tries_total{outcome}`: `delivered`,
+    /// `retrying`, `failed` (no try left) or `skipped` (webhook disabled).
+    tries: IntCounterVec,
 }
 
 impl Deliverer {
     /// A client that applies `policy` to every address it connects to,
     /// follows no redirect and gives each try `timeout` in all.
-    pub fn new(policy: NetworkPolicy, timeout: Duration) -> Deliverer {
+    /// Its counter is registered in `registry` (a registration conflict,
+    /// a second worker on one registry, is logged and the counter still
+    /// counts, unexported).
+    pub fn new(policy: NetworkPolicy, timeout: Duration, registry: &Registry) -> Deliverer {
         let timeout = if timeout.is_zero() {
             DEFAULT_TIMEOUT
         } else {
@@ -72,10 +79,22 @@ impl Deliverer {
                 tracing::error!(%error, "cannot build the webhook client with its settings; using the defaults");
                 reqwest::Client::new()
             });
+        let tries = IntCounterVec::new(
+            Opts::new(
+                "ferry_worker_webhook_tries_total",
+                "Webhook delivery tries this worker made, by outcome (delivered, retrying, failed, skipped)",
+            ),
+            &["outcome"],
+        )
+        .expect("a valid metric family");
+        if let Err(error) = registry.register(Box::new(tries.clone())) {
+            tracing::warn!(%error, "webhook metrics not registered");
+        }
         Deliverer {
             client,
             policy,
             timeout,
+            tries,
         }
     }
 
@@ -128,6 +147,7 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
             .record_webhook_attempt(&claim, &record)
             .await
             .map_err(retry)?;
+        shared.webhooks.tries.with_label_values(&["skipped"]).inc();
         tracing::info!(delivery_id = %claim.delivery_id, webhook_uuid = %claim.webhook_uuid, "webhook disabled or deleted: delivery skipped");
         return Ok(());
     };
@@ -176,6 +196,13 @@ pub async fn run(shared: &Shared, payload: Value) -> Result<(), JobError> {
         .record_webhook_attempt(&claim, &record)
         .await
         .map_err(retry)?;
+    let outcome = match next {
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Pending => "retrying",
+        DeliveryStatus::Failed => "failed",
+        DeliveryStatus::Skipped => "skipped",
+    };
+    shared.webhooks.tries.with_label_values(&[outcome]).inc();
     if !recorded {
         tracing::warn!(delivery_id = %claim.delivery_id, attempt, "webhook try finished after its claim was taken over");
         return Ok(());
