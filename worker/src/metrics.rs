@@ -245,7 +245,7 @@ impl WorkerMetrics {
     }
 
     /// A job of `kind` starts: counted, in flight until the guard is
-    /// finished (or dropped, which counts as `retried`).
+    /// finished (or dropped: see its `Drop`).
     pub fn job(&self, kind: JobKind) -> JobTimer {
         let kind = kind.as_str();
         self.jobs_started.with_label_values(&[kind]).inc();
@@ -398,10 +398,15 @@ impl JobTimer {
 }
 
 impl Drop for JobTimer {
-    /// A job whose future was dropped unfinished (a shutdown that handed
-    /// it back) counts as retried: the queue delivers it again.
+    /// A job whose future was dropped unfinished counts as retried when it
+    /// was handed back at shutdown (the queue delivers it again), and as
+    /// failed when its handler panicked (the runtime acks it).
     fn drop(&mut self) {
-        self.record("retried");
+        self.record(if std::thread::panicking() {
+            "failed"
+        } else {
+            "retried"
+        });
     }
 }
 
@@ -411,5 +416,81 @@ pub struct InUse(IntGauge);
 impl Drop for InUse {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(metrics: &WorkerMetrics, outcome: &str) -> u64 {
+        metrics
+            .jobs_finished
+            .with_label_values(&["execute_project", outcome])
+            .get()
+    }
+
+    #[test]
+    fn a_job_counts_once_as_it_ends_finished_dropped_or_panicking() {
+        let registry = Registry::new();
+        let metrics = WorkerMetrics::new(&registry, 4);
+        let in_flight = || {
+            metrics
+                .jobs_in_flight
+                .with_label_values(&["execute_project"])
+                .get()
+        };
+
+        let timer = metrics.job(JobKind::ExecuteProject);
+        assert_eq!(in_flight(), 1);
+        timer.finish("succeeded");
+        drop(metrics.job(JobKind::ExecuteProject));
+        let panicking = metrics.clone();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _timer = panicking.job(JobKind::ExecuteProject);
+            panic!("handler bug");
+        }));
+        assert!(caught.is_err());
+
+        assert_eq!(in_flight(), 0);
+        assert_eq!(
+            metrics.jobs_started.with_label_values(&["execute_project"]).get(),
+            3
+        );
+        assert_eq!(finished(&metrics, "succeeded"), 1);
+        assert_eq!(finished(&metrics, "retried"), 1, "dropped: handed back");
+        assert_eq!(finished(&metrics, "failed"), 1, "a panic");
+        let durations = metrics.job_duration.with_label_values(&["execute_project"]);
+        assert_eq!(durations.get_sample_count(), 3);
+        assert_eq!(metrics.concurrency.get(), 4);
+    }
+
+    #[test]
+    fn steps_count_rows_and_bytes_only_when_they_succeed_and_labels_stay_bounded() {
+        let metrics = WorkerMetrics::new(&Registry::new(), 1);
+        let started = Instant::now();
+        metrics.step_tried("postgresql", started, Some((1000, 20_000)));
+        metrics.step_tried("postgresql", started, None);
+        metrics.step_retried("sql_query");
+        metrics.step_retried("made up by a stored row");
+        assert_eq!(
+            metrics.rows_written.with_label_values(&["postgresql"]).get(),
+            1000
+        );
+        assert_eq!(
+            metrics.bytes_written.with_label_values(&["postgresql"]).get(),
+            20_000
+        );
+        for outcome in ["succeeded", "failed"] {
+            let count = metrics
+                .step_duration
+                .with_label_values(&["postgresql", outcome])
+                .get_sample_count();
+            assert_eq!(count, 1, "{outcome}");
+        }
+        assert_eq!(metrics.step_retries.with_label_values(&["sql_query"]).get(), 1);
+        assert_eq!(metrics.step_retries.with_label_values(&["other"]).get(), 1);
+        assert_eq!(connector_type_label("postgresql"), "postgresql");
+        assert_eq!(connector_type_label("conn_01 not a type"), "other");
     }
 }
