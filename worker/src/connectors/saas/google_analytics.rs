@@ -9,6 +9,7 @@
 //! refuses the next one (`limits`). The connection test reads the
 //! property's `getMetadata`.
 
+use arrow::datatypes::{DataType, Field};
 use async_trait::async_trait;
 use ferry_shared::domain::ErrorKind;
 use ferry_shared::domain::params::ParamValue;
@@ -50,6 +51,8 @@ pub(super) struct Report {
     page_size: u64,
     offset: u64,
     done: bool,
+    /// The columns the last answer's headers name.
+    columns: Vec<Field>,
 }
 
 impl Report {
@@ -86,6 +89,7 @@ impl Report {
             ),
             offset: 0,
             done: false,
+            columns: Vec::new(),
         })
     }
 }
@@ -199,6 +203,23 @@ pub(super) fn rows(body: &Value) -> Option<Vec<Record>> {
     Some(records)
 }
 
+/// The columns a report's headers name: dimensions as text, metrics by
+/// type (as [`metric`] writes their values).
+fn columns(body: &Value) -> Vec<Field> {
+    let dimensions = headers(body, "dimensionHeaders")
+        .into_iter()
+        .map(|(name, _)| Field::new(name, DataType::Utf8, true));
+    let metrics = headers(body, "metricHeaders").into_iter().map(|(name, kind)| {
+        let data_type = match kind.as_str() {
+            "TYPE_INTEGER" => DataType::Int64,
+            "TYPE_STRING" | "METRIC_TYPE_UNSPECIFIED" => DataType::Utf8,
+            _ => DataType::Float64,
+        };
+        Field::new(name, data_type, true)
+    });
+    dimensions.chain(metrics).collect()
+}
+
 #[async_trait]
 impl Pages for Report {
     async fn next(
@@ -227,12 +248,17 @@ impl Pages for Report {
             .await?;
         let body = answer.json();
         let records = rows(&body).ok_or_else(|| unexpected(Vendor::GoogleAnalytics, "runReport"))?;
+        self.columns = columns(&body);
         let total = body.get("rowCount").and_then(Value::as_u64).unwrap_or(0);
         self.offset += records.len() as u64;
         if records.is_empty() || self.offset >= total {
             self.done = true;
         }
         Ok(Some(records))
+    }
+
+    fn columns_if_empty(&self) -> Vec<Field> {
+        self.columns.clone()
     }
 }
 

@@ -354,6 +354,13 @@ pub(crate) trait Pages: Send {
         wanted: Option<u64>,
         cancel: &CancellationToken,
     ) -> Result<Option<Vec<Record>>, ExtractError>;
+
+    /// The columns of a read that found no record, when the vendor said
+    /// what they would have been (a report's headers); empty: one `value`
+    /// column.
+    fn columns_if_empty(&self) -> Vec<arrow::datatypes::Field> {
+        Vec::new()
+    }
 }
 
 /// One record as the vendor wrote it: its fields in order, each value's
@@ -478,7 +485,12 @@ pub(crate) async fn read_records<'a>(
                 out.write(batch).await?;
             }
             if !started {
-                out.start(fields(&table.schema()))?;
+                let declared = pages.columns_if_empty();
+                if read == 0 && !declared.is_empty() {
+                    out.start(declared)?;
+                } else {
+                    out.start(fields(&table.schema()))?;
+                }
             }
             return Ok(read);
         }

@@ -554,3 +554,35 @@ async fn parameters_go_into_stripe_filters_soql_literals_and_report_strings() {
         ErrorKind::InvalidParameters
     );
 }
+
+#[tokio::test]
+async fn an_empty_report_has_the_columns_of_its_headers() {
+    let fixture = fixture(Standin::GoogleAnalytics, TOKEN).await;
+    fixture.server.set_report("123456789", report(0));
+    let query = json!({"dimensions": [{"name": "country"}], "metrics": [{"name": "activeUsers"}]});
+    let (path, outcome) = fixture.step(json!({"query": query})).await;
+    assert_eq!(outcome.expect("runs").rows, 0);
+    let bytes = fixture
+        .target
+        .store
+        .get(&path)
+        .await
+        .expect("object")
+        .bytes()
+        .await
+        .expect("bytes");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
+    let schema = builder.schema();
+    let columns: Vec<(String, DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("country".to_owned(), DataType::Utf8),
+            ("activeUsers".to_owned(), DataType::Int64)
+        ]
+    );
+}
