@@ -53,6 +53,12 @@ struct State {
     spent: Vec<String>,
     /// Live access tokens.
     access_tokens: Vec<String>,
+    /// When each access token expires (its `expires_in` from issue), which
+    /// counts once `enforce_expiry` is set.
+    expires: HashMap<String, std::time::Instant>,
+    enforce_expiry: bool,
+    /// Refresh-token grants answered `invalid_grant`.
+    refused_refreshes: usize,
     /// Every access and refresh token ever issued.
     issued: Vec<String>,
     counter: u64,
@@ -189,16 +195,34 @@ impl AuthServer {
         state.access_tokens.clear();
     }
 
+    /// Access tokens stop working once their `expires_in` has passed, as a
+    /// provider's do (by default they work until expired by the test).
+    pub fn enforce_expiry(&self) {
+        self.state().enforce_expiry = true;
+    }
+
+    /// How many refresh-token grants were answered `invalid_grant`.
+    pub fn refused_refreshes(&self) -> usize {
+        self.state().refused_refreshes
+    }
+
+    /// Tokens of a grant the user made earlier, without the HTTP flow: an
+    /// access token, a refresh token and `expires_in`, as a token response.
+    pub fn grant(&self, scope: &str) -> Map<String, Value> {
+        let response = issue(&mut self.state(), scope, None);
+        serde_json::from_slice(&response.body).expect("a token response")
+    }
+
     /// Whether `token` is a live access token.
     pub fn access_token_is_live(&self, token: &str) -> bool {
-        self.state().access_tokens.iter().any(|t| t == token)
+        live(&self.state(), token)
     }
 
     /// A check of bearer tokens against this server's live access tokens,
     /// for a stand-in resource server that trusts it.
     pub fn token_check(&self) -> crate::warehouses::TokenCheck {
         let state = self.state.clone();
-        std::sync::Arc::new(move |token: &str| lock(&state).access_tokens.iter().any(|t| t == token))
+        std::sync::Arc::new(move |token: &str| live(&lock(&state), token))
     }
 
     /// Whether `token` is a live refresh token.
@@ -424,6 +448,7 @@ impl Shared {
             "refresh_token" => {
                 let presented = get("refresh_token").to_owned();
                 let Some(scope) = state.refresh_tokens.get(&presented).cloned() else {
+                    state.refused_refreshes += 1;
                     return Response::error(
                         400,
                         "invalid_grant",
@@ -443,12 +468,23 @@ impl Shared {
             .get("authorization")
             .and_then(|value| value.strip_prefix("Bearer "))
             .unwrap_or("");
-        if state.access_tokens.iter().any(|t| t == token) {
+        if live(&state, token) {
             Response::json(200, json!({"ok": true}))
         } else {
             Response::error(401, "invalid_token", "the access token is expired or revoked")
         }
     }
+}
+
+/// Whether `token` is a live access token: issued, not expired by the test,
+/// and (when expiry is enforced) within its `expires_in`.
+fn live(state: &State, token: &str) -> bool {
+    state.access_tokens.iter().any(|t| t == token)
+        && (!state.enforce_expiry
+            || state
+                .expires
+                .get(token)
+                .is_some_and(|at| std::time::Instant::now() < *at))
 }
 
 /// Issues an access token (and a refresh token: a new one on a code
@@ -458,6 +494,10 @@ fn issue(state: &mut State, scope: &str, refreshed: Option<String>) -> Response 
     let n = state.counter;
     let access = format!("at_{n}_{}", crate::ulid());
     state.access_tokens.push(access.clone());
+    let lifetime = std::time::Duration::from_secs(state.expires_in);
+    state
+        .expires
+        .insert(access.clone(), std::time::Instant::now() + lifetime);
     state.issued.push(access.clone());
     let mut body = json!({
         "access_token": access,

@@ -1,11 +1,13 @@
 //! The scheduler's work across separate processes over PostgreSQL and
 //! Redis: two `ferry scheduler` processes fire each schedule tick once when
 //! the leader is killed, and a Redis restarted empty loses no tick; health
-//! probes from the scheduler process mark a
-//! failing connector `error` and a recovered one `active`; three `ferry
+//! probes from the scheduler process mark a failing connector `error` and
+//! a recovered one `active`; three `ferry
 //! worker` processes never run more steps on a capped connector than its
 //! cap, and the steps in line show `waiting`; an API key works on every api
-//! process and is refused by all of them the moment it is revoked.
+//! process and is refused by all of them the moment it is revoked; and 50
+//! OAuth connectors keep working while two schedulers and three workers
+//! refresh their tokens and the leading scheduler is killed.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,7 +16,9 @@ use ferry_shared::store::{ScheduleStore, SqlStore};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use ferry_testkit::oauth::AuthServer;
 use ferry_testkit::redis::PrivateRedis;
+use ferry_testkit::warehouses::{self, Plan};
 
 use crate::distributed::{Deployment, Role};
 use crate::{KEY, Running, block_on, free_port, http_send, http_status, psql, psql_value};
@@ -501,4 +505,203 @@ fn an_api_key_works_on_every_api_process_and_every_one_refuses_it_once_revoked()
         let (status, body) = by_key(base).call(Method::GET, "/api/projects", None);
         assert_eq!(status, 401, "a revoked key is refused at once by {base}: {body}");
     }
+}
+
+/// The OAuth client the fleet's processes share with the test's
+/// authorization server.
+const CLIENT_ID: &str = "ferry-fleet";
+const CLIENT_SECRET: &str = "ferry-fleet-secret";
+
+/// Follows one authorization through the api as a browser would: authorize,
+/// the provider's consent, the callback; the new connector's uuid.
+async fn authorize(browser: &reqwest::Client, public: &str, token: &str, n: usize) -> String {
+    let location = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .expect("a redirect")
+    };
+    let config = json!({"project_id": "fleet", "location": "US"}).to_string();
+    let start = browser
+        .get(format!("{public}/api/oauth/bigquery/authorize"))
+        .query(&[
+            ("state", format!("csrf-{n}").as_str()),
+            ("display_name", format!("Warehouse {n}").as_str()),
+            ("config", config.as_str()),
+        ])
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(start.status(), 302, "authorize redirects to the provider");
+    let consent = browser.get(location(&start)).send().await.expect("consent");
+    let callback = browser.get(location(&consent)).send().await.expect("callback");
+    let end = location(&callback);
+    assert!(end.contains("status=success"), "{end}");
+    end.split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("uuid="))
+        .expect("uuid")
+        .to_owned()
+}
+
+/// Executes every project once and waits for all of them: each completes
+/// with its one row.
+fn run_all(client: &Client, projects: &[String]) {
+    let ids: Vec<String> = projects
+        .iter()
+        .map(|project| {
+            let (status, accepted) = client.call(
+                Method::POST,
+                &format!("/api/projects/{project}/execute"),
+                Some(json!({})),
+            );
+            assert_eq!(status, 202, "{accepted}");
+            accepted["execution_id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    for (project, id) in projects.iter().zip(&ids) {
+        let done = eventually("an execution to end", Duration::from_secs(60), || {
+            let execution = client.execution(project, id);
+            matches!(
+                execution["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(execution)
+        });
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["results"]["total_rows"], 1, "{done}");
+    }
+}
+
+#[test]
+fn fifty_oauth_connectors_keep_working_while_two_schedulers_and_three_workers_refresh_them_and_the_leader_is_killed()
+ {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let auth = runtime.block_on(AuthServer::start(CLIENT_ID, CLIENT_SECRET));
+    // Every access token lasts 40 s, and the stand-in refuses it after.
+    auth.set_expires_in(40);
+    auth.enforce_expiry();
+    let bigquery = runtime.block_on(warehouses::Server::bigquery(auth.token_check()));
+    bigquery.on(
+        "SELECT 1 AS ok",
+        Plan::rows(
+            vec![json!({"name": "ok", "type": "INTEGER"})],
+            vec![vec![json!("1")]],
+        ),
+    );
+
+    let deployment = Deployment::new();
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let settings = [
+        ("FERRY_OAUTH_BIGQUERY_CLIENT_ID", CLIENT_ID.to_owned()),
+        ("FERRY_OAUTH_BIGQUERY_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+        ("FERRY_OAUTH_BIGQUERY_AUTH_URL", auth.auth_url()),
+        ("FERRY_OAUTH_BIGQUERY_TOKEN_URL", auth.token_url()),
+        (
+            "FERRY_OAUTH_BIGQUERY_API_URL",
+            format!("http://{}", bigquery.addr),
+        ),
+        ("FERRY_PUBLIC_URL", public.clone()),
+    ];
+    let env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _api = Running(
+        deployment
+            .command(KEY)
+            .envs(env.iter().copied())
+            .args(["api", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("api"),
+    );
+    crate::wait_healthy(&format!("{public}/readyz"));
+    let _workers: Vec<Running> = (0..3).map(|_| deployment.worker_with(KEY, 8, &env)).collect();
+    let alice = Client {
+        base: public.clone(),
+        token: token(&deployment, "user_alice", false),
+    };
+
+    // 50 connectors authorized through the api, each with a token that
+    // expires within a minute, and a project reading through each.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let connectors: Vec<String> = runtime.block_on(async {
+        let mut connectors = Vec::new();
+        for n in 0..50 {
+            connectors.push(authorize(&browser, &public, &alice.token, n).await);
+        }
+        connectors
+    });
+    let projects: Vec<String> = connectors
+        .iter()
+        .map(|uuid| {
+            alice.project(
+                "Fleet",
+                "sql_query",
+                json!({"connector_uuid": uuid, "query": "SELECT 1 AS ok"}),
+            )
+        })
+        .collect();
+    let granted = auth.token_calls();
+
+    let mut scheduler_env = env.clone();
+    scheduler_env.push(("FERRY_PROBE_INTERVAL", "0"));
+    let a = Scheduler::start(&deployment, &scheduler_env);
+    let b = Scheduler::start(&deployment, &scheduler_env);
+    let refreshes = || {
+        auth.token_requests()
+            .iter()
+            .filter(|request| request["grant_type"] == "refresh_token")
+            .count()
+    };
+    // The leader refreshes every token, which all expire within its
+    // margin (in its first pass, or the next one 30 s later).
+    eventually(
+        "the leader's refresh of every token",
+        Duration::from_secs(75),
+        || (refreshes() >= connectors.len()).then_some(()),
+    );
+    run_all(&alice, &projects);
+    let (leader, standby) = if a.leads() { (a, b) } else { (b, a) };
+    assert!(standby.metric("ferry_scheduler_is_leader") == 0.0, "one leader");
+    let before_kill = refreshes();
+    leader.kill();
+
+    // While nobody leads, the workers run on the tokens they have; the
+    // standby takes over and refreshes on; the tokens the killed leader
+    // got expire meanwhile, so every connector keeps working only through
+    // refreshes made after it died.
+    run_all(&alice, &projects);
+    eventually("the standby to lead", Duration::from_secs(40), || {
+        standby.leads().then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(42));
+    run_all(&alice, &projects);
+    assert!(refreshes() > before_kill, "refreshes after the leader died");
+
+    // Exactly one token call per refresh: every refresh-token call spent
+    // one live refresh token, and none was refused.
+    assert_eq!(auth.refused_refreshes(), 0, "no invalid_grant");
+    let spent = auth.spent_refresh_tokens();
+    assert_eq!(
+        spent.len(),
+        refreshes(),
+        "each refresh call spent a live refresh token once"
+    );
+    let unique: std::collections::HashSet<&String> = spent.iter().collect();
+    assert_eq!(unique.len(), spent.len(), "no refresh token spent twice");
+    assert_eq!(
+        auth.token_calls(),
+        granted + refreshes(),
+        "no token call but the grants and the refreshes"
+    );
+    assert_eq!(
+        bigquery.unauthorized(),
+        0,
+        "no request went out with an expired token"
+    );
 }

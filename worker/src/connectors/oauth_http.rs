@@ -434,12 +434,46 @@ pub(crate) fn pause(retry_after: Option<Duration>, attempt: u32) -> Duration {
         .min(MAX_RETRY_AFTER)
 }
 
-/// The base URL of a vendor host: `https://<host>/<path>`, or where a
-/// stand-in for `host` listens in tests ([`testing::serve_at`]).
+/// The vendor API hosts an operator may serve from elsewhere (a private
+/// endpoint such as Google's Private Service Connect, an egress gateway)
+/// with `FERRY_OAUTH_<PROVIDER>_API_URL`, and that provider's name there.
+const API_URL_SETTINGS: &[(&str, &str)] = &[
+    ("bigquery.googleapis.com", "FERRY_OAUTH_BIGQUERY_API_URL"),
+    ("api.stripe.com", "FERRY_OAUTH_STRIPE_API_URL"),
+    ("api.hubapi.com", "FERRY_OAUTH_HUBSPOT_API_URL"),
+    (
+        "analyticsdata.googleapis.com",
+        "FERRY_OAUTH_GOOGLE_ANALYTICS_API_URL",
+    ),
+];
+
+/// The API URL set for `host` in this process's environment, read once.
+fn api_url_setting(host: &str) -> Option<&'static str> {
+    static SET: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| {
+        API_URL_SETTINGS
+            .iter()
+            .filter_map(|(host, variable)| {
+                let url = std::env::var(variable).ok()?;
+                let url = url.trim().trim_end_matches('/');
+                (!url.is_empty()).then(|| (*host, url.to_owned()))
+            })
+            .collect()
+    });
+    set.iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(host))
+        .map(|(_, url)| url.as_str())
+}
+
+/// The base URL of a vendor host: `https://<host>/<path>`; the
+/// `FERRY_OAUTH_<PROVIDER>_API_URL` set for it, followed by `path`; or
+/// where a stand-in for `host` listens in tests ([`testing::serve_at`]).
+/// Every request still goes through the network policy.
 pub(crate) fn vendor_url(host: &str, path: &str) -> Result<Url, DriverError> {
-    let text = match testing::origin(host) {
-        Some((scheme, port)) => format!("{scheme}://{host}:{port}{path}"),
-        None => format!("https://{host}{path}"),
+    let text = match (api_url_setting(host), testing::origin(host)) {
+        (Some(base), _) => format!("{base}{path}"),
+        (None, Some((scheme, port))) => format!("{scheme}://{host}:{port}{path}"),
+        (None, None) => format!("https://{host}{path}"),
     };
     Url::parse(&text).map_err(|_| DriverError::invalid_config(format!("{host} does not make a valid URL")))
 }
