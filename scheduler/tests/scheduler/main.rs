@@ -525,3 +525,60 @@ async fn the_scheduler_run_from_its_config_in_one_process_leads_without_redis_an
 }
 
 mod schedules;
+
+/// The queue as the leader publishes it: its waiting jobs and the age of
+/// the oldest, once per process (a standby exports zeros).
+#[tokio::test]
+async fn the_leader_publishes_the_queue_and_a_standby_exports_zeros() {
+    let dir = tempfile::TempDir::new().expect("temporary directory");
+    let (store, queue) = backends(&dir).await;
+    for n in 0..3 {
+        let mut job = ferry_shared::queue::Job::new(JobKind::TestConnection, json!({ "n": n }));
+        job.enqueued_at_ms -= 120_000;
+        queue.enqueue(&job).await.expect("enqueue");
+    }
+    let prefix = unique_prefix();
+    let ttl = Duration::from_secs(30);
+    let start = |leader: LeaderElection| {
+        let registry = prometheus::Registry::new();
+        let mut context = SchedulerContext::new(store.clone(), registry.clone(), queue.clone(), leader);
+        context.reap_interval = Duration::from_millis(50);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ferry_scheduler::run_with(context, async {
+            let _ = stopped.await;
+        }));
+        (registry, stop, task)
+    };
+    let (leading, stop_leader, leader_task) = start(candidate(&prefix, ttl).await);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            metric(&leading, "ferry_queue_jobs{state=\"waiting\"}") == Some(3.0)
+        })
+        .await,
+        "the leader publishes the 3 waiting jobs"
+    );
+    let (standby, stop_standby, standby_task) = start(candidate(&prefix, ttl).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert_eq!(metric(&leading, "ferry_scheduler_is_leader"), Some(1.0));
+    assert_eq!(
+        metric(&leading, "ferry_queue_jobs{state=\"in_flight\"}"),
+        Some(0.0)
+    );
+    let age = metric(&leading, "ferry_queue_oldest_waiting_age_seconds").expect("an age");
+    assert!((120.0..130.0).contains(&age), "the oldest waited {age} s");
+    assert_eq!(metric(&standby, "ferry_scheduler_is_leader"), Some(0.0));
+    assert_eq!(metric(&standby, "ferry_queue_jobs{state=\"waiting\"}"), Some(0.0));
+    assert_eq!(
+        metric(&standby, "ferry_queue_oldest_waiting_age_seconds"),
+        Some(0.0)
+    );
+    assert_eq!(metric(&leading, "ferry_queue_stats_errors_total"), Some(0.0));
+
+    for (stop, task) in [(stop_standby, standby_task), (stop_leader, leader_task)] {
+        stop.send(()).expect("the scheduler is running");
+        task.await
+            .expect("the scheduler task")
+            .expect("the scheduler ends cleanly");
+    }
+}
