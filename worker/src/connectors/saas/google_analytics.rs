@@ -247,6 +247,9 @@ impl Pages for Report {
             )
             .await?;
         let body = answer.json();
+        if let Some(quota) = body.get("propertyQuota") {
+            api.pace.observe_quota(quota);
+        }
         let records = rows(&body).ok_or_else(|| unexpected(Vendor::GoogleAnalytics, "runReport"))?;
         self.columns = columns(&body);
         let total = body.get("rowCount").and_then(Value::as_u64).unwrap_or(0);

@@ -13,7 +13,7 @@ use reqwest::{Method, Url};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Api, Pages, Record, records_at, unexpected};
+use super::{Api, Pages, Record, records_and, records_at, unexpected};
 use crate::connectors::TestDetails;
 use crate::connectors::errors::DriverError;
 use crate::connectors::oauth_http::vendor_url;
@@ -116,16 +116,13 @@ impl Pages for Lister {
         }
         let what = format!("GET /{}", self.path);
         let answer = api.call(Method::GET, &url, None, &[], &what, cancel).await?;
-        let results =
-            records_at(&answer.body, Some("results")).ok_or_else(|| unexpected(Vendor::Hubspot, &what))?;
-        let after = answer
-            .json()
-            .pointer("/paging/next/after")
-            .and_then(|after| match after {
-                Value::String(text) if !text.is_empty() => Some(text.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
+        let (results, after) = records_and(&answer.body, Some("results"), Some("paging.next.after"))
+            .ok_or_else(|| unexpected(Vendor::Hubspot, &what))?;
+        let after = after.and_then(|after| match after {
+            Value::String(text) if !text.is_empty() => Some(text),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
         match after {
             Some(after) if !results.is_empty() && self.after.as_ref() != Some(&after) => {
                 self.after = Some(after)

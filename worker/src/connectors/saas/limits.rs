@@ -95,11 +95,8 @@ impl Pace {
         match vendor {
             Vendor::Hubspot => self.hubspot(&answer.headers),
             Vendor::Salesforce => self.salesforce(&answer.headers),
-            Vendor::GoogleAnalytics if answer.status.is_success() => {
-                if let Some(quota) = answer.json().get("propertyQuota") {
-                    self.google(quota);
-                }
-            }
+            // A report's quota is in its body, which the report reads once
+            // (`observe_quota`).
             _ => {}
         }
     }
@@ -140,7 +137,8 @@ impl Pace {
         }
     }
 
-    fn google(&self, quota: &Value) {
+    /// Reads a GA4 answer's `propertyQuota`.
+    pub(crate) fn observe_quota(&self, quota: &Value) {
         for name in ["tokensPerDay", "tokensPerHour", "tokensPerProjectPerHour"] {
             let remaining = quota
                 .get(name)
@@ -269,14 +267,7 @@ mod tests {
         assert_eq!(error.code(), Some("REQUEST_LIMIT_EXCEEDED"));
 
         let pace = Pace::default();
-        pace.observe(
-            Vendor::GoogleAnalytics,
-            &answer(
-                200,
-                &[],
-                json!({"propertyQuota": {"tokensPerHour": {"consumed": 5, "remaining": 0}}}),
-            ),
-        );
+        pace.observe_quota(&json!({"tokensPerHour": {"consumed": 5, "remaining": 0}}));
         let error = pace
             .wait(Vendor::GoogleAnalytics, &cancel)
             .await

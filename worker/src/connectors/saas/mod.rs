@@ -432,9 +432,19 @@ impl RecordSink for Collect {
 /// a JSON `body`, each field's value as its exact JSON text; `None` when
 /// the body is not JSON or has no array there.
 pub(crate) fn records_at(body: &[u8], path: Option<&str>) -> Option<Vec<Record>> {
+    records_and(body, path, None).map(|(records, _)| records)
+}
+
+/// [`records_at`], and the value at dot path `other` of the same body
+/// (its paging field), read in the same pass.
+pub(crate) fn records_and(
+    body: &[u8],
+    path: Option<&str>,
+    other: Option<&str>,
+) -> Option<(Vec<Record>, Option<Value>)> {
     let mut collect = Collect::default();
-    let facts = http_request::read_page(body, &ResponseShape::new(path, None), &mut collect).ok()?;
-    facts.found.then_some(collect.records)
+    let facts = http_request::read_page(body, &ResponseShape::new(path, other), &mut collect).ok()?;
+    facts.found.then_some((collect.records, facts.cursor))
 }
 
 /// Reads every page `make` lists into `out`, at most `limit` records: the

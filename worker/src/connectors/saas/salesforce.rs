@@ -17,7 +17,7 @@ use reqwest::{Method, Url};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Api, Pages, Record, records_at, unexpected};
+use super::{Api, Pages, Record, records_and, unexpected};
 use crate::connectors::errors::DriverError;
 use crate::connectors::{StepRequest, TestDetails};
 use crate::extract::ExtractError;
@@ -209,13 +209,12 @@ impl Pages for Query {
                 cancel,
             )
             .await?;
-        let records = records_at(&answer.body, Some("records"))
+        // `nextRecordsUrl` is given exactly while `done` is false.
+        let (records, next) = records_and(&answer.body, Some("records"), Some("nextRecordsUrl"))
             .ok_or_else(|| unexpected(Vendor::Salesforce, "query"))?;
-        let body = answer.json();
-        let done = body.get("done").and_then(Value::as_bool).unwrap_or(true);
-        let next = body.get("nextRecordsUrl").and_then(Value::as_str);
+        let next = next.as_ref().and_then(Value::as_str);
         match next {
-            Some(path) if !done => {
+            Some(path) => {
                 // A path on the instance: never another host, which would
                 // receive the token.
                 if !path.starts_with("/services/data/") || path.contains("://") || path.starts_with("//") {

@@ -11,7 +11,7 @@ use reqwest::{Method, Url};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Api, Pages, Record, records_at, unexpected};
+use super::{Api, Pages, Record, records_and, unexpected};
 use crate::connectors::errors::DriverError;
 use crate::connectors::oauth_http::vendor_url;
 use crate::connectors::{StepRequest, TestDetails};
@@ -97,12 +97,9 @@ impl Pages for Lister {
         }
         let what = format!("GET /{}", self.path);
         let answer = api.call(Method::GET, &url, None, &[], &what, cancel).await?;
-        let data = records_at(&answer.body, Some("data")).ok_or_else(|| unexpected(Vendor::Stripe, &what))?;
-        let has_more = answer
-            .json()
-            .get("has_more")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let (data, has_more) = records_and(&answer.body, Some("data"), Some("has_more"))
+            .ok_or_else(|| unexpected(Vendor::Stripe, &what))?;
+        let has_more = has_more.and_then(|v| v.as_bool()).unwrap_or(false);
         match data.last() {
             Some(last) if has_more => {
                 let id = last.text("id").ok_or_else(|| {
