@@ -47,12 +47,12 @@ async fn a_connector_type_without_a_driver_is_invalid_config() {
     let h = harness(true);
     let error = h
         .registry
-        .test(&spec("snowflake", json!({"account": "x"})))
+        .test(&spec("azure", json!({"server": "x"})))
         .await
         .error
         .expect("no driver");
     assert_eq!(error.error_type, "invalid_config");
-    assert!(!ferry_worker::connectors::has_driver("snowflake"));
+    assert!(!ferry_worker::connectors::has_driver("azure"));
     assert_eq!(
         metric(
             &h.metrics,
