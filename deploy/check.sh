@@ -8,9 +8,9 @@
 # dashboard. That every metric the rules, the dashboard and the KEDA
 # triggers query is one Ferry exports is checked against a live /metrics
 # by the cli test `monitoring`.
-# promtool and docker-compose come from Debian's `prometheus` and
-# `docker-compose` packages, kubernetes-validate from PyPI into the test
-# venv (scripts/peer-venv.sh), each installed on first use.
+# promtool, docker-compose and kubectl come from Debian's `prometheus`,
+# `docker-compose` and `kubectl` packages, kubernetes-validate from PyPI
+# into the test venv (scripts/peer-venv.sh), each installed on first use.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,7 +21,7 @@ apt_install() {
 }
 command -v promtool >/dev/null || apt_install promtool prometheus
 command -v docker-compose >/dev/null || apt_install docker-compose docker-compose
-command -v kubectl >/dev/null || { echo "deploy/check.sh needs kubectl (for kustomize)" >&2; exit 1; }
+command -v kubectl >/dev/null || apt_install kubectl kubectl
 # shellcheck source=../scripts/peer-venv.sh
 source ../scripts/peer-venv.sh
 install_peer kubernetes-validate kubernetes-validate==1.37.0
