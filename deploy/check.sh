@@ -17,6 +17,7 @@ cd "$(dirname "$0")"
 apt_install() {
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   echo "installing $1 (Debian package $2)"
+  $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "$2" >/dev/null
 }
 command -v promtool >/dev/null || apt_install promtool prometheus
