@@ -555,3 +555,34 @@ async fn saas_extract_configs_are_checked_when_saved() {
         assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error", Some(field));
     }
 }
+
+/// A grant revoked at the provider: the 401's refresh is refused with
+/// `invalid_grant`, the step fails with `authentication_failed` and the
+/// connector is left `error` for the user to authorize again.
+#[tokio::test]
+async fn a_revoked_grant_fails_the_step_and_marks_the_connector_error() {
+    let setup = setup(Backend::Sqlite, Vendor::Hubspot).await;
+    setup.vendor.set_list("contacts", contacts(5));
+    let connector = setup.authorize("hubspot", json!({})).await;
+    let (project, _) = setup.project(&connector, json!({"object": "contacts"})).await;
+    setup.auth.revoke_all();
+    let executed = setup.execute(&project).await;
+    assert_eq!(executed.body["status"], "failed", "{}", executed.text);
+    let error = &executed.body["steps"][0]["error"];
+    assert_eq!(error["type"], "authentication_failed", "{}", executed.text);
+    assert!(
+        error["message"].as_str().is_some_and(|m| m.contains("authorize")),
+        "{}",
+        executed.text
+    );
+    let stored = setup
+        .app
+        .get(&setup.user, &format!("/api/connectors/{connector}"))
+        .await;
+    assert_eq!(stored.body["status"], "error", "{}", stored.text);
+    assert_eq!(
+        setup.vendor.answered(401),
+        1,
+        "no second try with a refused grant"
+    );
+}
