@@ -1,14 +1,16 @@
-//! What the HTTP families (`rest/`, `databricks/`) share: a reqwest client
-//! that applies the network policy to every address it connects to,
-//! the policy check of IP-literal URLs (which never reach the resolver),
-//! and the mapping of a failed request to the error vocabulary without
-//! ever showing the URL (its query may carry a key or a signature).
+//! What the HTTP families (`rest/`, `databricks/`, the OAuth API clients)
+//! share: a reqwest client that applies the network policy to every
+//! address it connects to, the policy check of IP-literal URLs (which
+//! never reach the resolver), the mapping of a failed request to the error
+//! vocabulary without ever showing the URL (its query may carry a key or a
+//! signature), and the pause between tries of a throttled API call.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
+use reqwest::header::{self, HeaderMap};
 
 use crate::connectors::NetworkPolicy;
 use crate::connectors::errors::{DriverError, ErrorType, from_io, looks_like_tls, tls_reason};
@@ -39,6 +41,45 @@ pub(crate) fn check_literal(url: &Url, policy: &NetworkPolicy) -> Result<(), Dri
         network::check(&ip.to_string(), &[SocketAddr::new(ip, port)], policy)?;
     }
     Ok(())
+}
+
+/// The longest `Retry-After` honoured; longer ones are waited this long.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// `Retry-After` in seconds (an HTTP date reads as absent).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// The pause before attempt `attempt + 1`: the server's `Retry-After`
+/// (capped), else 1 s, 2 s, 4 s, … (at most 16 s).
+pub(crate) fn pause(retry_after: Option<Duration>, attempt: u32) -> Duration {
+    retry_after
+        .unwrap_or_else(|| Duration::from_secs(1 << (attempt - 1).min(4)))
+        .min(MAX_RETRY_AFTER)
+}
+
+/// The error of a step cancelled while a request was in flight.
+pub(crate) fn cancelled() -> DriverError {
+    DriverError::new(ErrorType::Cancelled, "the step was cancelled")
+}
+
+/// At most 500 characters of a server message.
+pub(crate) fn shorten(text: &str) -> String {
+    let mut chars = text.chars();
+    let short: String = chars.by_ref().take(500).collect();
+    if chars.next().is_some() {
+        format!("{short}…")
+    } else {
+        short
+    }
 }
 
 /// `host:port` of `url`, for messages.
@@ -141,5 +182,41 @@ impl reqwest::dns::Resolve for PolicyResolver {
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_follow_retry_after_capped_else_double() {
+        assert_eq!(pause(Some(Duration::from_secs(2)), 1), Duration::from_secs(2));
+        assert_eq!(pause(Some(Duration::from_secs(3600)), 1), MAX_RETRY_AFTER);
+        assert_eq!(pause(None, 1), Duration::from_secs(1));
+        assert_eq!(pause(None, 3), Duration::from_secs(4));
+        assert_eq!(pause(None, 40), Duration::from_secs(16));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_only() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(header::RETRY_AFTER, " 7 ".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            header::RETRY_AFTER,
+            "Sun, 29 Mar 2026 10:00:30 GMT".parse().expect("header"),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn server_messages_are_cut_at_500_characters() {
+        assert_eq!(shorten("short"), "short");
+        let exact = "é".repeat(500);
+        assert_eq!(shorten(&exact), exact);
+        let long = "é".repeat(501);
+        assert_eq!(shorten(&long), format!("{}…", "é".repeat(500)));
     }
 }

@@ -23,6 +23,7 @@ pub(crate) mod saas;
 pub(crate) mod snowflake;
 pub(crate) mod sql;
 pub(crate) mod sqlite;
+pub(crate) mod warehouse;
 
 use std::any::Any;
 use std::fmt;

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_shared::domain::ErrorKind;
 use ferry_shared::oauth_refresh::{Need, Outcome, Refresher};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -31,13 +30,12 @@ use tokio::sync::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::connectors::errors::{DriverError, ErrorType};
-use crate::connectors::http::{self, target_of};
+use crate::connectors::http::{self, retry_after, target_of};
+pub(crate) use crate::connectors::http::{cancelled, pause};
 use crate::connectors::{ConnectorSpec, NetworkPolicy};
 
 /// Attempts of one request that the vendor answers with a throttle.
 const MAX_ATTEMPTS: u32 = 6;
-/// The longest `Retry-After` honoured; longer ones are waited this long.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The longest body (decompressed) read from one answer.
 const MAX_BODY: u64 = 512 * 1024 * 1024;
 /// How long a 401 waits for a refresh lease held elsewhere.
@@ -410,30 +408,6 @@ fn gunzip(body: &[u8], url: &Url) -> Result<Vec<u8>, DriverError> {
     Ok(out)
 }
 
-pub(crate) fn cancelled() -> DriverError {
-    DriverError::new(ErrorKind::Cancelled, "the step was cancelled")
-}
-
-/// `Retry-After` in seconds (an HTTP date reads as absent).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-/// The pause before attempt `attempt + 1`: the server's `Retry-After`
-/// (capped), else 1 s, 2 s, 4 s, … (at most 16 s).
-pub(crate) fn pause(retry_after: Option<Duration>, attempt: u32) -> Duration {
-    retry_after
-        .unwrap_or_else(|| Duration::from_secs(1 << (attempt - 1).min(4)))
-        .min(MAX_RETRY_AFTER)
-}
-
 /// The vendor API hosts an operator may serve from elsewhere (a private
 /// endpoint such as Google's Private Service Connect, an egress gateway)
 /// with `FERRY_OAUTH_<PROVIDER>_API_URL`, and that provider's name there.
@@ -509,15 +483,6 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pauses_follow_retry_after_capped_else_double() {
-        assert_eq!(pause(Some(Duration::from_secs(2)), 1), Duration::from_secs(2));
-        assert_eq!(pause(Some(Duration::from_secs(999)), 1), MAX_RETRY_AFTER);
-        assert_eq!(pause(None, 1), Duration::from_secs(1));
-        assert_eq!(pause(None, 3), Duration::from_secs(4));
-        assert_eq!(pause(None, 30), Duration::from_secs(16));
-    }
 
     #[test]
     fn vendor_urls_are_https_unless_a_stand_in_serves_the_host() {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_shared::connectors::ConnectorType;
-use ferry_shared::domain::params::{self, ParamValue, Placeholder};
-use ferry_shared::domain::{ErrorKind, StepType};
+use ferry_shared::domain::StepType;
+use ferry_shared::domain::params::{ParamValue, Placeholder};
 use ferry_shared::oauth_refresh::Refresher;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connectors::config::{Fields, PoolSettings};
 use crate::connectors::errors::{DriverError, ErrorType, Secrets};
+use crate::connectors::http::shorten;
 use crate::connectors::oauth_http::{Answer, ApiClient, TOKEN_FIELDS, vendor_url};
+use crate::connectors::warehouse::{bound_query, test_limit, within_statement_timeout};
 use crate::connectors::{ConnectorPool, ConnectorSpec, Driver, NetworkPolicy, StepRequest, TestDetails};
 use crate::extract::{ExtractError, Output, ReadPath};
 
@@ -305,7 +307,7 @@ fn api_error(answer: &Answer, secrets: &Secrets) -> DriverError {
     let message = body
         .pointer("/error/message")
         .and_then(Value::as_str)
-        .and_then(|text| secrets.scrub(&shorten(text)));
+        .and_then(|text| secrets.scrub(&shorten(text.trim())));
     let http = answer.status.as_u16().to_string();
     let (kind, lead) = match (answer.status, reason) {
         (_, Some("rateLimitExceeded" | "quotaExceeded")) | (StatusCode::TOO_MANY_REQUESTS, _) => {
@@ -337,26 +339,11 @@ fn api_error(answer: &Answer, secrets: &Secrets) -> DriverError {
     DriverError::new(kind, full).with_code(code)
 }
 
-fn shorten(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(500) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
 /// The query of a `sql_query` step with its `{{name}}` placeholders as `?`
 /// and one positional query parameter per occurrence: STRING, INT64,
 /// FLOAT64, BOOL, DATE, TIMESTAMP.
-fn bound_query(step: &StepRequest<'_>) -> Result<(String, Vec<Value>), ExtractError> {
-    let query = step
-        .config
-        .get("query")
-        .and_then(Value::as_str)
-        .filter(|query| !query.trim().is_empty())
-        .ok_or_else(|| ExtractError::new(ErrorKind::InvalidQuery, "config.query is required"))?;
-    let bound = params::bind(query, step.declared(), step.supplied, Placeholder::Question)
-        .map_err(|e| ExtractError::new(ErrorKind::InvalidParameters, e.to_string()))?;
+fn bound_parameters(step: &StepRequest<'_>) -> Result<(String, Vec<Value>), ExtractError> {
+    let (_, bound) = bound_query(step, Placeholder::Question)?;
     Ok((bound.sql, bound.params.iter().map(parameter).collect()))
 }
 
@@ -379,10 +366,7 @@ impl ConnectorPool for BigqueryHandle {
     /// the right to run jobs in it.
     async fn test(&self, _addrs: &[SocketAddr], _policy: &NetworkPolicy) -> Result<TestDetails, DriverError> {
         let budget = self.config.pool.connect_timeout;
-        let limit = budget
-            .checked_sub(Duration::from_millis(500))
-            .filter(|limit| !limit.is_zero())
-            .unwrap_or(budget / 2);
+        let limit = test_limit(budget);
         let cancel = CancellationToken::new();
         let body = self.request("SELECT 1", Vec::new(), budget);
         let (_, page) = tokio::time::timeout(limit, self.execute(&body, &cancel))
@@ -414,7 +398,7 @@ impl ConnectorPool for BigqueryHandle {
         if step.step_type != StepType::SqlQuery {
             return Err(step.unsupported());
         }
-        let (query, parameters) = bound_query(step)?;
+        let (query, parameters) = bound_parameters(step)?;
         let limit = self.config.pool.statement_timeout;
         let cancel = out.cancel().clone();
         let body = self.request(&query, parameters, limit);
@@ -422,16 +406,8 @@ impl ConnectorPool for BigqueryHandle {
             let (job, first) = self.execute(&body, &cancel).await?;
             results::read(self, &job, first, out, &cancel).await
         };
-        match tokio::time::timeout(limit + Duration::from_secs(5), read).await {
-            Ok(result) => result.map(|()| ReadPath::Bigquery),
-            Err(_) => Err(ExtractError::new(
-                ErrorKind::Timeout,
-                format!(
-                    "the query did not finish within {} s (statement_timeout_seconds)",
-                    limit.as_secs()
-                ),
-            )),
-        }
+        within_statement_timeout(limit, "the query", read).await?;
+        Ok(ReadPath::Bigquery)
     }
 
     fn attach_refresher(&self, refresher: &Refresher) {

@@ -19,15 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connectors::NetworkPolicy;
 use crate::connectors::errors::{DriverError, ErrorType, Secrets};
-use crate::connectors::http::{self, check_literal, target_of};
+use crate::connectors::http::{self, cancelled, check_literal, pause, retry_after, shorten, target_of};
 
 /// Where statements are submitted; every statement path starts with it.
 pub(crate) const STATEMENTS: &str = "/api/2.0/sql/statements";
 
 /// Attempts of one request that the server answers 429 or 503.
 const MAX_ATTEMPTS: u32 = 5;
-/// The longest `Retry-After` honoured; longer ones are waited this long.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The first pause between status polls; it doubles up to [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_secs(5);
@@ -97,10 +95,6 @@ impl<'a> Wait<'a> {
     fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
-}
-
-pub(crate) fn cancelled() -> DriverError {
-    DriverError::new(ErrorType::Cancelled, "the step was cancelled")
 }
 
 impl Client {
@@ -329,27 +323,6 @@ fn is_throttle(status: StatusCode) -> bool {
     )
 }
 
-/// `Retry-After` in seconds (the date form is not used by Databricks and
-/// reads as absent).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-/// The pause before attempt `attempt + 1`: the server's `Retry-After`
-/// (capped), else 1 s, 2 s, 4 s, …
-fn pause(retry_after: Option<Duration>, attempt: u32) -> Duration {
-    retry_after
-        .unwrap_or_else(|| Duration::from_secs(1 << (attempt - 1).min(4)))
-        .min(MAX_RETRY_AFTER)
-}
-
 /// An error answer of the API (`{"error_code", "message"}`) in the
 /// vocabulary: 401/403 `authentication_failed`, 429 `rate_limited`, 404
 /// `not_found`, 400 `invalid_query` with the server's `error_code`, other
@@ -391,17 +364,6 @@ pub(crate) fn api_error(status: StatusCode, body: &str, secrets: &Secrets) -> Dr
         _ => "Databricks answered",
     };
     DriverError::new(kind, format!("{lead} (HTTP {http}){detail}")).with_code(code)
-}
-
-/// At most 500 characters of a server message.
-pub(crate) fn shorten(text: &str) -> String {
-    let mut chars = text.chars();
-    let short: String = chars.by_ref().take(500).collect();
-    if chars.next().is_some() {
-        format!("{short}…")
-    } else {
-        short
-    }
 }
 
 /// The `http_headers` a presigned link must be fetched with (some clouds
@@ -781,15 +743,6 @@ mod tests {
         );
         let closed = state_error(State::Closed, &json!({"status": {"state": "CLOSED"}}), &secrets);
         assert_eq!(closed.code(), Some("CLOSED"));
-    }
-
-    #[test]
-    fn pauses_follow_retry_after_capped_else_double() {
-        assert_eq!(pause(Some(Duration::from_secs(2)), 1), Duration::from_secs(2));
-        assert_eq!(pause(Some(Duration::from_secs(3600)), 1), MAX_RETRY_AFTER);
-        assert_eq!(pause(None, 1), Duration::from_secs(1));
-        assert_eq!(pause(None, 3), Duration::from_secs(4));
-        assert_eq!(pause(None, 40), Duration::from_secs(16));
     }
 
     #[test]

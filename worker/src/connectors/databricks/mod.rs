@@ -16,12 +16,11 @@ mod results;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_shared::config::{ExposeSecret, SecretString};
 use ferry_shared::connectors::ConnectorType;
-use ferry_shared::domain::params::{self, ParamValue, Placeholder};
+use ferry_shared::domain::params::{ParamValue, Placeholder};
 use ferry_shared::domain::{ErrorKind, StepType};
 use reqwest::Url;
 use serde_json::{Map, Value, json};
@@ -33,6 +32,7 @@ use crate::connectors::config::{Fields, PoolSettings};
 use crate::connectors::errors::DriverError;
 use crate::connectors::http::check_literal;
 use crate::connectors::network::{parse_ip_literal, validate_host};
+use crate::connectors::warehouse::{bound_query, test_limit};
 use crate::connectors::{ConnectorPool, ConnectorSpec, Driver, NetworkPolicy, StepRequest, TestDetails};
 use crate::extract::{ExtractError, Output, ReadPath};
 
@@ -218,14 +218,7 @@ fn workspace_url(host: &str, port: u16) -> Result<Url, DriverError> {
 /// (`{name, value, type}`: STRING, BIGINT, DOUBLE, BOOLEAN, DATE,
 /// TIMESTAMP).
 fn named_statement(step: &StepRequest<'_>) -> Result<(String, Vec<Value>), ExtractError> {
-    let query = step
-        .config
-        .get("query")
-        .and_then(Value::as_str)
-        .filter(|query| !query.trim().is_empty())
-        .ok_or_else(|| ExtractError::new(ErrorKind::InvalidQuery, "config.query is required"))?;
-    let bound = params::bind(query, step.declared(), step.supplied, Placeholder::Named)
-        .map_err(|e| ExtractError::new(ErrorKind::InvalidParameters, e.to_string()))?;
+    let (query, bound) = bound_query(step, Placeholder::Named)?;
     let names: Vec<&str> = ferry_shared::domain::step::placeholders(query).collect();
     if names.len() != bound.params.len() {
         return Err(ExtractError::new(
@@ -268,10 +261,7 @@ impl ConnectorPool for DatabricksHandle {
         let budget = self.config.pool.connect_timeout;
         // Ends before the registry's own bound, so the statement is
         // cancelled and the error says what happened.
-        let limit = budget
-            .checked_sub(Duration::from_millis(500))
-            .filter(|limit| !limit.is_zero())
-            .unwrap_or(budget / 2);
+        let limit = test_limit(budget);
         let never = CancellationToken::new();
         let wait = Wait::new(&never, limit);
         let body = statement_body(

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_shared::connectors::ConnectorType;
-use ferry_shared::domain::params::{self, ParamValue, Placeholder};
-use ferry_shared::domain::{ErrorKind, StepType};
+use ferry_shared::domain::StepType;
+use ferry_shared::domain::params::{ParamValue, Placeholder};
 use ferry_shared::oauth_refresh::Refresher;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connectors::config::{Fields, PoolSettings};
 use crate::connectors::errors::{DriverError, ErrorType, Secrets};
-use crate::connectors::oauth_http::{Answer, ApiClient, TOKEN_FIELDS, cancelled, vendor_url};
+use crate::connectors::http::{cancelled, shorten};
+use crate::connectors::oauth_http::{Answer, ApiClient, TOKEN_FIELDS, vendor_url};
+use crate::connectors::warehouse::{bound_query, test_limit, within_statement_timeout};
 use crate::connectors::{ConnectorPool, ConnectorSpec, Driver, NetworkPolicy, StepRequest, TestDetails};
 use crate::extract::{ExtractError, Output, ReadPath};
 
@@ -360,7 +362,7 @@ fn api_error(answer: &Answer, secrets: &Secrets) -> DriverError {
     };
     let code = text("code").filter(|code| code.len() <= 20);
     let sql_state = text("sqlState").filter(|code| code.len() <= 10);
-    let message = text("message").and_then(|text| secrets.scrub(&shorten(text)));
+    let message = text("message").and_then(|text| secrets.scrub(&shorten(text.trim())));
     let http = answer.status.as_u16().to_string();
     let (kind, lead) = match answer.status {
         StatusCode::BAD_REQUEST => (ErrorType::InvalidQuery, "Snowflake refused the request"),
@@ -397,27 +399,12 @@ fn api_error(answer: &Answer, secrets: &Secrets) -> DriverError {
     DriverError::new(kind, full).with_code(code)
 }
 
-fn shorten(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(500) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
 /// The statement of a `sql_query` step with its `{{name}}` placeholders
 /// as `?` and its bindings (`"1": {"type", "value"}`, values as text):
 /// FIXED, REAL, TEXT, BOOLEAN; dates and timestamps as ISO 8601 TEXT,
 /// which Snowflake converts where a DATE or TIMESTAMP is expected.
 fn bound_statement(step: &StepRequest<'_>) -> Result<(String, Option<Value>), ExtractError> {
-    let query = step
-        .config
-        .get("query")
-        .and_then(Value::as_str)
-        .filter(|query| !query.trim().is_empty())
-        .ok_or_else(|| ExtractError::new(ErrorKind::InvalidQuery, "config.query is required"))?;
-    let bound = params::bind(query, step.declared(), step.supplied, Placeholder::Question)
-        .map_err(|e| ExtractError::new(ErrorKind::InvalidParameters, e.to_string()))?;
+    let (_, bound) = bound_query(step, Placeholder::Question)?;
     if bound.params.is_empty() {
         return Ok((bound.sql, None));
     }
@@ -451,10 +438,7 @@ impl ConnectorPool for SnowflakeHandle {
         let budget = self.config.pool.connect_timeout;
         let cancel = CancellationToken::new();
         let body = self.body("SELECT CURRENT_VERSION()", None, budget);
-        let limit = budget
-            .checked_sub(Duration::from_millis(500))
-            .filter(|limit| !limit.is_zero())
-            .unwrap_or(budget / 2);
+        let limit = test_limit(budget);
         let executed = tokio::time::timeout(limit, self.execute(&body, &cancel))
             .await
             .map_err(|_| {
@@ -493,16 +477,8 @@ impl ConnectorPool for SnowflakeHandle {
             let executed = self.execute(&body, &cancel).await?;
             results::read(self, &executed, out, &cancel).await
         };
-        match tokio::time::timeout(limit + Duration::from_secs(5), read).await {
-            Ok(result) => result.map(|()| ReadPath::Snowflake),
-            Err(_) => Err(ExtractError::new(
-                ErrorKind::Timeout,
-                format!(
-                    "the statement did not finish within {} s (statement_timeout_seconds)",
-                    limit.as_secs()
-                ),
-            )),
-        }
+        within_statement_timeout(limit, "the statement", read).await?;
+        Ok(ReadPath::Snowflake)
     }
 
     fn attach_refresher(&self, refresher: &Refresher) {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use ferry_shared::connectors::TypeId;
+use ferry_shared::domain::ErrorKind;
 use ferry_shared::objects::ObjectTarget;
 use ferry_testkit::warehouses::{Plan, Server, fixed_token};
 use object_store::ObjectStoreExt;
