@@ -142,13 +142,17 @@ impl SaasHandle {
             statement_timeout: CALL_TIMEOUT,
         };
         let client = ApiClient::new(spec, base, HeaderMap::new(), policy, &pool, limits::is_throttle)?;
+        let mut secrets = spec.secrets();
+        if let Some(refresh) = text("refresh_token") {
+            secrets.add(refresh);
+        }
         Ok(SaasHandle {
             vendor,
             account,
             api: Api {
                 client,
                 vendor,
-                secrets: Arc::new(spec.secrets()),
+                secrets: Arc::new(secrets),
                 pace: Arc::new(limits::Pace::default()),
             },
         })
