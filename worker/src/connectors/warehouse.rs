@@ -1,11 +1,19 @@
 //! What the SQL warehouse families (`bigquery/`, `databricks/`,
 //! `snowflake/`) share: reading a `sql_query` step's query with its
-//! `{{name}}` parameters bound, the bound of a connection test, and the
-//! bound of a whole step.
+//! `{{name}}` parameters bound, the bound of a connection test, the bound
+//! of a whole step, and turning result values that arrive as text into
+//! Arrow columns.
 
 use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::{ArrayRef, ArrowPrimitiveType, BinaryBuilder, PrimitiveArray, StringArray};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{Field, SchemaRef};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use base64::Engine;
 use ferry_shared::domain::ErrorKind;
 use ferry_shared::domain::params::{self, BoundQuery, Placeholder};
 use serde_json::Value;
@@ -64,6 +72,89 @@ pub(crate) async fn within_statement_timeout(
     }
 }
 
+/// A result value that does not read as its column's type:
+/// `unsupported_type`, naming the column.
+pub(crate) fn unreadable(field: &Field) -> ExtractError {
+    ExtractError::new(
+        ErrorKind::UnsupportedType,
+        format!(
+            "column {}: a value does not read as {}",
+            field.name(),
+            field.data_type()
+        ),
+    )
+}
+
+/// Arrow cast options that refuse a value that does not convert instead
+/// of writing null.
+pub(crate) fn strict() -> CastOptions<'static> {
+    CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    }
+}
+
+/// Texts (null as `None`) parsed as `T`'s values (Rust's parsers, which
+/// read `NaN`, `inf` and `Infinity` as floats), as `field`'s column.
+pub(crate) fn parsed<'a, T>(
+    field: &Field,
+    texts: impl IntoIterator<Item = Option<&'a str>>,
+) -> Result<ArrayRef, ExtractError>
+where
+    T: ArrowPrimitiveType,
+    T::Native: FromStr,
+{
+    let array = texts
+        .into_iter()
+        .map(|text| text.map(str::parse::<T::Native>).transpose())
+        .collect::<Result<PrimitiveArray<T>, _>>()
+        .map_err(|_| unreadable(field))?;
+    Ok(Arc::new(array))
+}
+
+/// Base64 texts as `field`'s binary column.
+pub(crate) fn base64_binary<'a>(
+    field: &Field,
+    texts: impl IntoIterator<Item = Option<&'a str>>,
+) -> Result<ArrayRef, ExtractError> {
+    let texts = texts.into_iter();
+    let mut bytes = BinaryBuilder::with_capacity(texts.size_hint().0, 0);
+    for text in texts {
+        match text {
+            None => bytes.append_null(),
+            Some(text) => bytes.append_value(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| unreadable(field))?,
+            ),
+        }
+    }
+    Ok(Arc::new(bytes.finish()))
+}
+
+/// Texts as `field`'s type (a decimal) through Arrow's strict cast.
+pub(crate) fn cast_texts<'a>(
+    field: &Field,
+    texts: impl IntoIterator<Item = Option<&'a str>>,
+) -> Result<ArrayRef, ExtractError> {
+    let texts: StringArray = texts.into_iter().collect();
+    cast_with_options(&texts, field.data_type(), &strict()).map_err(|_| unreadable(field))
+}
+
+/// `arrays`, one per column of `schema`, as a batch of `rows` rows.
+pub(crate) fn rows_batch(
+    schema: &SchemaRef,
+    arrays: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch, ExtractError> {
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| ExtractError::internal_from("result rows do not fit their columns", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +164,29 @@ mod tests {
         assert_eq!(test_limit(Duration::from_secs(10)), Duration::from_millis(9_500));
         assert_eq!(test_limit(Duration::from_millis(500)), Duration::from_millis(250));
         assert_eq!(test_limit(Duration::from_millis(200)), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn texts_parse_as_their_columns_or_name_the_column() {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{DataType, Float64Type, Int64Type};
+
+        let ints = Field::new("n", DataType::Int64, true);
+        let array = parsed::<Int64Type>(&ints, [Some("7"), None]).expect("ints");
+        assert_eq!(array.as_primitive::<Int64Type>().value(0), 7);
+        assert!(array.is_null(1));
+        let error = parsed::<Int64Type>(&ints, [Some("x")]).expect_err("not an int");
+        assert_eq!(error.error_type, ErrorKind::UnsupportedType);
+        assert_eq!(error.message, "column n: a value does not read as Int64");
+        let floats = Field::new("f", DataType::Float64, true);
+        let array = parsed::<Float64Type>(&floats, [Some("NaN"), Some("-inf")]).expect("floats");
+        assert!(array.as_primitive::<Float64Type>().value(0).is_nan());
+        let bytes = Field::new("b", DataType::Binary, true);
+        let array = base64_binary(&bytes, [Some("AAE="), None]).expect("base64");
+        assert_eq!(array.as_binary::<i32>().value(0), [0, 1]);
+        assert!(base64_binary(&bytes, [Some("!")]).is_err());
+        let amounts = Field::new("a", DataType::Decimal128(10, 2), true);
+        assert!(cast_texts(&amounts, [Some("1.25"), None]).is_ok());
+        assert!(cast_texts(&amounts, [Some("one")]).is_err());
     }
 }

@@ -21,19 +21,17 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringArray,
-    StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use base64::Engine;
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
-use ferry_shared::domain::ErrorKind;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{BigqueryHandle, Job};
+use crate::connectors::warehouse::{base64_binary, cast_texts, parsed, rows_batch, unreadable};
 use crate::extract::{ExtractError, Output};
 
 /// Pages read before a result is taken for endless (a page token that
@@ -145,25 +143,11 @@ pub(crate) fn batch(schema: &SchemaRef, kinds: &[Kind], rows: &[Value]) -> Resul
         }
         arrays.push(array(field, *kind, &cells)?);
     }
-    RecordBatch::try_new_with_options(
-        schema.clone(),
-        arrays,
-        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-    )
-    .map_err(|e| ExtractError::internal_from("result rows do not fit their columns", e))
+    rows_batch(schema, arrays, rows.len())
 }
 
 fn array(field: &Field, kind: Kind, cells: &[&Value]) -> Result<ArrayRef, ExtractError> {
-    let invalid = || {
-        ExtractError::new(
-            ErrorKind::UnsupportedType,
-            format!(
-                "column {}: a value does not read as {}",
-                field.name(),
-                field.data_type()
-            ),
-        )
-    };
+    let invalid = || unreadable(field);
     let texts = || -> Result<Vec<Option<&str>>, ExtractError> {
         cells
             .iter()
@@ -192,20 +176,8 @@ fn array(field: &Field, kind: Kind, cells: &[&Value]) -> Result<ArrayRef, Extrac
             }
             Arc::new(b.finish())
         }
-        Kind::Int => {
-            let mut b = Int64Builder::with_capacity(cells.len());
-            for text in texts()? {
-                b.append_option(text.map(str::parse::<i64>).transpose().map_err(|_| invalid())?);
-            }
-            Arc::new(b.finish())
-        }
-        Kind::Float => {
-            let mut b = Float64Builder::with_capacity(cells.len());
-            for text in texts()? {
-                b.append_option(text.map(str::parse::<f64>).transpose().map_err(|_| invalid())?);
-            }
-            Arc::new(b.finish())
-        }
+        Kind::Int => parsed::<Int64Type>(field, texts()?)?,
+        Kind::Float => parsed::<Float64Type>(field, texts()?)?,
         Kind::Bool => {
             let mut b = BooleanBuilder::with_capacity(cells.len());
             for text in texts()? {
@@ -283,28 +255,8 @@ fn array(field: &Field, kind: Kind, cells: &[&Value]) -> Result<ArrayRef, Extrac
             }
             Arc::new(b.finish())
         }
-        Kind::Bytes => {
-            let mut b = BinaryBuilder::with_capacity(cells.len(), 0);
-            for text in texts()? {
-                match text {
-                    None => b.append_null(),
-                    Some(t) => b.append_value(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(t)
-                            .map_err(|_| invalid())?,
-                    ),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Kind::Numeric => {
-            let texts: StringArray = texts()?.into_iter().collect();
-            let options = CastOptions {
-                safe: false,
-                ..CastOptions::default()
-            };
-            cast_with_options(&texts, field.data_type(), &options).map_err(|_| invalid())?
-        }
+        Kind::Bytes => base64_binary(field, texts()?)?,
+        Kind::Numeric => cast_texts(field, texts()?)?,
     })
 }
 
@@ -331,6 +283,8 @@ mod tests {
         TimestampMicrosecondType,
     };
     use serde_json::json;
+
+    use ferry_shared::domain::ErrorKind;
 
     use super::*;
 

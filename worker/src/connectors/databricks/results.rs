@@ -7,20 +7,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, BinaryBuilder, Float32Array, Float64Array, StringArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
 use arrow::buffer::Buffer;
-use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use arrow::compute::cast_with_options;
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use base64::Engine;
 use ferry_shared::domain::ErrorKind;
 use reqwest::Url;
 use serde_json::Value;
 
 use super::client::{LinkError, Next, Statement, Wait, link_headers};
 use crate::connectors::http;
+use crate::connectors::warehouse::{base64_binary, parsed, rows_batch, strict, unreadable};
 use crate::extract::{ExtractError, Output};
 
 /// How the chunks of a result are encoded (`manifest.format`).
@@ -357,13 +357,6 @@ fn ipc_error(error: ArrowError) -> ExtractError {
     )
 }
 
-fn strict() -> CastOptions<'static> {
-    CastOptions {
-        safe: false,
-        ..CastOptions::default()
-    }
-}
-
 /// The manifest's columns (`schema.columns`, by `position`) as Arrow
 /// fields.
 pub(crate) fn fields(manifest: &Value) -> Vec<Field> {
@@ -462,55 +455,18 @@ pub(crate) fn json_batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBat
         }
         arrays.push(typed(&texts.finish(), field)?);
     }
-    RecordBatch::try_new_with_options(
-        schema.clone(),
-        arrays,
-        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-    )
-    .map_err(|e| ExtractError::internal_from("result rows do not fit their columns", e))
+    rows_batch(schema, arrays, rows.len())
 }
 
 /// `texts` read as `field`'s type.
 fn typed(texts: &StringArray, field: &Field) -> Result<ArrayRef, ExtractError> {
-    let invalid = || {
-        ExtractError::unsupported(format!(
-            "column {}: a value does not read as {}",
-            field.name(),
-            field.data_type()
-        ))
-    };
     Ok(match field.data_type() {
         DataType::Utf8 => Arc::new(texts.clone()),
         // Rust's parser reads NaN, Infinity and -Infinity as Databricks writes them.
-        DataType::Float64 => Arc::new(
-            texts
-                .iter()
-                .map(|text| text.map(str::parse::<f64>).transpose())
-                .collect::<Result<Float64Array, _>>()
-                .map_err(|_| invalid())?,
-        ),
-        DataType::Float32 => Arc::new(
-            texts
-                .iter()
-                .map(|text| text.map(str::parse::<f32>).transpose())
-                .collect::<Result<Float32Array, _>>()
-                .map_err(|_| invalid())?,
-        ),
-        DataType::Binary => {
-            let mut bytes = BinaryBuilder::with_capacity(texts.len(), texts.value_data().len());
-            for text in texts {
-                match text {
-                    None => bytes.append_null(),
-                    Some(text) => bytes.append_value(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(text)
-                            .map_err(|_| invalid())?,
-                    ),
-                }
-            }
-            Arc::new(bytes.finish())
-        }
-        other => cast_with_options(texts, other, &strict()).map_err(|_| invalid())?,
+        DataType::Float64 => parsed::<Float64Type>(field, texts)?,
+        DataType::Float32 => parsed::<Float32Type>(field, texts)?,
+        DataType::Binary => base64_binary(field, texts)?,
+        other => cast_with_options(texts, other, &strict()).map_err(|_| unreadable(field))?,
     })
 }
 

@@ -20,17 +20,16 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringArray,
-    StringBuilder, Time64NanosecondBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, StringBuilder, Time64NanosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use ferry_shared::domain::ErrorKind;
+use arrow::datatypes::{DataType, Date32Type, Field, Float64Type, Int64Type, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Executed, SnowflakeHandle};
+use crate::connectors::warehouse::{cast_texts, parsed, rows_batch, unreadable};
 use crate::extract::{ExtractError, Output};
 
 /// How a column's text is read.
@@ -160,48 +159,15 @@ pub(crate) fn batch(schema: &SchemaRef, kinds: &[Kind], rows: &[Value]) -> Resul
         }
         arrays.push(array(field, *kind, &cells)?);
     }
-    RecordBatch::try_new_with_options(
-        schema.clone(),
-        arrays,
-        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-    )
-    .map_err(|e| ExtractError::internal_from("result rows do not fit their columns", e))
+    rows_batch(schema, arrays, rows.len())
 }
 
 fn array(field: &Field, kind: Kind, cells: &[Option<&str>]) -> Result<ArrayRef, ExtractError> {
-    let invalid = || {
-        ExtractError::new(
-            ErrorKind::UnsupportedType,
-            format!(
-                "column {}: a value does not read as {}",
-                field.name(),
-                field.data_type()
-            ),
-        )
-    };
+    let invalid = || unreadable(field);
+    let texts = || cells.iter().copied();
     Ok(match kind {
-        Kind::Int => {
-            let mut b = Int64Builder::with_capacity(cells.len());
-            for cell in cells {
-                b.append_option(
-                    cell.map(|t| t.parse::<i64>())
-                        .transpose()
-                        .map_err(|_| invalid())?,
-                );
-            }
-            Arc::new(b.finish())
-        }
-        Kind::Float => {
-            let mut b = Float64Builder::with_capacity(cells.len());
-            for cell in cells {
-                b.append_option(
-                    cell.map(|t| t.parse::<f64>())
-                        .transpose()
-                        .map_err(|_| invalid())?,
-                );
-            }
-            Arc::new(b.finish())
-        }
+        Kind::Int => parsed::<Int64Type>(field, texts())?,
+        Kind::Float => parsed::<Float64Type>(field, texts())?,
         Kind::Bool => {
             let mut b = BooleanBuilder::with_capacity(cells.len());
             for cell in cells {
@@ -214,17 +180,7 @@ fn array(field: &Field, kind: Kind, cells: &[Option<&str>]) -> Result<ArrayRef, 
             }
             Arc::new(b.finish())
         }
-        Kind::Date => {
-            let mut b = Date32Builder::with_capacity(cells.len());
-            for cell in cells {
-                b.append_option(
-                    cell.map(|t| t.parse::<i32>())
-                        .transpose()
-                        .map_err(|_| invalid())?,
-                );
-            }
-            Arc::new(b.finish())
-        }
+        Kind::Date => parsed::<Date32Type>(field, texts())?,
         Kind::Time => {
             let mut b = Time64NanosecondBuilder::with_capacity(cells.len());
             for cell in cells {
@@ -258,14 +214,7 @@ fn array(field: &Field, kind: Kind, cells: &[Option<&str>]) -> Result<ArrayRef, 
             }
             Arc::new(b.finish())
         }
-        Kind::Decimal => {
-            let texts: StringArray = cells.iter().copied().collect();
-            let options = CastOptions {
-                safe: false,
-                ..CastOptions::default()
-            };
-            cast_with_options(&texts, field.data_type(), &options).map_err(|_| invalid())?
-        }
+        Kind::Decimal => cast_texts(field, texts())?,
         Kind::Text => {
             let mut b = StringBuilder::with_capacity(cells.len(), 0);
             for cell in cells {
@@ -317,6 +266,8 @@ mod tests {
         TimestampMicrosecondType,
     };
     use serde_json::json;
+
+    use ferry_shared::domain::ErrorKind;
 
     use super::*;
 
