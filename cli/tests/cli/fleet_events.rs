@@ -7,7 +7,10 @@
 //! cap, and the steps in line show `waiting`; an API key works on every api
 //! process and is refused by all of them the moment it is revoked; and 50
 //! OAuth connectors keep working while two schedulers and three workers
-//! refresh their tokens and the leading scheduler is killed.
+//! refresh their tokens and the leading scheduler is killed. Last, a fleet
+//! of two apis, three workers and two schedulers completes 500 mixed
+//! executions through a worker's rolling restart and a killed leader, and
+//! the processes' metrics add up to what happened.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -38,7 +41,7 @@ fn eventually<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option
     }
 }
 
-/// A `ferry scheduler` process and its admin port.
+/// A `ferry` role process with its admin port (a scheduler or a worker).
 struct Scheduler {
     process: Running,
     admin: u16,
@@ -46,24 +49,35 @@ struct Scheduler {
 
 impl Scheduler {
     fn start(deployment: &Deployment, env: &[(&str, &str)]) -> Scheduler {
+        Scheduler::role(deployment, &["scheduler"], env)
+    }
+
+    /// A `ferry worker` running `concurrency` jobs at once.
+    fn worker(deployment: &Deployment, concurrency: &str, env: &[(&str, &str)]) -> Scheduler {
+        Scheduler::role(deployment, &["worker", "--worker-concurrency", concurrency], env)
+    }
+
+    fn role(deployment: &Deployment, args: &[&str], env: &[(&str, &str)]) -> Scheduler {
         let admin = free_port();
         let process = Running(
             deployment
                 .command(KEY)
                 .envs(env.iter().copied())
-                .args(["scheduler", "--admin-listen", &format!("127.0.0.1:{admin}")])
+                .args(args)
+                .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("scheduler"),
+                .expect("a ferry role"),
         );
-        eventually("the scheduler's admin server", Duration::from_secs(30), || {
+        eventually("the role's admin server", Duration::from_secs(30), || {
             http_status(&format!("http://127.0.0.1:{admin}/healthz")).filter(|status| *status == 200)
         });
         Scheduler { process, admin }
     }
 
-    /// A sample of the scheduler's metrics (0 when absent or unreachable).
-    fn metric(&self, name: &str) -> f64 {
+    /// The sum of the samples of `name` whose labels contain `labels`
+    /// (0 when absent or unreachable).
+    fn sample(&self, name: &str, labels: &str) -> f64 {
         let text = block_on(async {
             match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin)).await {
                 Ok(response) => response.text().await.unwrap_or_default(),
@@ -71,9 +85,14 @@ impl Scheduler {
             }
         });
         text.lines()
-            .filter(|line| line.split([' ', '{']).next() == Some(name))
+            .filter(|line| line.split([' ', '{']).next() == Some(name) && line.contains(labels))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// A sample of the role's metrics (0 when absent or unreachable).
+    fn metric(&self, name: &str) -> f64 {
+        self.sample(name, "")
     }
 
     fn leads(&self) -> bool {
@@ -703,5 +722,202 @@ fn fifty_oauth_connectors_keep_working_while_two_schedulers_and_three_workers_re
         bigquery.unauthorized(),
         0,
         "no request went out with an expired token"
+    );
+}
+
+/// The sum of the samples of `name` whose labels contain `labels` in the
+/// metrics at `url`.
+fn sample_at(url: &str, name: &str, labels: &str) -> f64 {
+    let text = block_on(async {
+        match reqwest::get(url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    });
+    text.lines()
+        .filter(|line| line.split([' ', '{']).next() == Some(name) && line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_fleet_of_two_apis_three_workers_and_two_schedulers_completes_500_executions_through_a_worker_restart_and_a_leader_kill()
+ {
+    let deployment = Deployment::new();
+    let role = Role::create("fleet");
+    let (_api_a, a) = deployment.api(KEY);
+    let (_api_b, b) = deployment.api(KEY);
+    let mut workers: Vec<Scheduler> = (0..3).map(|_| Scheduler::worker(&deployment, "4", &[])).collect();
+    let scheduler_env = [
+        ("FERRY_PROBE_INTERVAL", "0"),
+        ("FERRY_QUEUED_GRACE_SECONDS", "2"),
+        ("FERRY_REAP_INTERVAL_SECONDS", "1"),
+    ];
+    let first = Scheduler::start(&deployment, &scheduler_env);
+    let second = Scheduler::start(&deployment, &scheduler_env);
+    let token = token(&deployment, "user_alice", false);
+    let clients = [
+        Client {
+            base: a.clone(),
+            token: token.clone(),
+        },
+        Client {
+            base: b.clone(),
+            token,
+        },
+    ];
+    let alice = &clients[0];
+    let connector = alice.created(
+        "/api/connectors",
+        json!({"type": "postgresql", "display_name": "fleet source", "config": role.config(), "test_connection": false}),
+    );
+    let uuid = connector["uuid"].as_str().expect("uuid").to_owned();
+
+    // Mixed projects, each with the rows its execution must produce: a
+    // transform alone, a PostgreSQL read of n rows, and a read followed by
+    // a transform over it.
+    let mut projects: Vec<(String, u64)> = Vec::new();
+    for i in 0..4_u64 {
+        projects.push((
+            alice.project(
+                "Constant",
+                "transform",
+                json!({"query": format!("select {i} as i")}),
+            ),
+            1,
+        ));
+        let n = 10 + 40 * i;
+        projects.push((
+            alice.project(
+                "Series",
+                "sql_query",
+                json!({"connector_uuid": uuid, "query": format!("select generate_series(1, {n}) as n")}),
+            ),
+            n,
+        ));
+        let project = alice.project(
+            "Series and count",
+            "sql_query",
+            json!({"connector_uuid": uuid, "query": format!("select generate_series(1, {n}) as n")}),
+        );
+        alice.created(
+            &format!("/api/projects/{project}/steps"),
+            json!({"name": "count", "type": "transform", "config": {"query": "select count(*) as c from step_1"}}),
+        );
+        projects.push((project, n + 1));
+    }
+
+    let started = Instant::now();
+    let mut submitted: Vec<(String, String, u64)> = Vec::new();
+    let mut old_worker_completed = 0.0;
+    let mut leader_killed = false;
+    let (mut first, mut second) = (Some(first), Some(second));
+    for k in 0..500 {
+        let (project, rows) = &projects[k % projects.len()];
+        let client = &clients[k % 2];
+        let (status, accepted) = client.call(
+            Method::POST,
+            &format!("/api/projects/{project}/execute"),
+            Some(json!({})),
+        );
+        assert_eq!(status, 202, "{accepted}");
+        let id = accepted["execution_id"].as_str().expect("id").to_owned();
+        submitted.push((project.clone(), id, *rows));
+        if k == 200 {
+            // A rolling restart of one worker: a new one joins, the old one
+            // stops on SIGTERM (finishing or handing back what it runs).
+            workers.push(Scheduler::worker(&deployment, "4", &[]));
+            let old = workers.remove(0);
+            old_worker_completed = old.sample("ferry_worker_executions_finished_total", "completed");
+            let pid = old.process.0.id().to_string();
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+            let mut old = old;
+            eventually("the old worker to stop", Duration::from_secs(60), || {
+                let sampled = old.sample("ferry_worker_executions_finished_total", "completed");
+                old_worker_completed = f64::max(old_worker_completed, sampled);
+                old.process.0.try_wait().expect("try_wait")
+            });
+        }
+        if k == 300 && !leader_killed {
+            let (leader, standby) = if first.as_ref().is_some_and(Scheduler::leads) {
+                (first.take(), second.take())
+            } else {
+                (second.take(), first.take())
+            };
+            leader.expect("a leader").kill();
+            second = standby;
+            leader_killed = true;
+        }
+    }
+    let submitted_in = started.elapsed();
+
+    // Every execution completes with its rows.
+    let mut pending: Vec<&(String, String, u64)> = submitted.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} executions still running after 4 minutes",
+            pending.len()
+        );
+        let mut ended = std::collections::HashMap::new();
+        for (project, _) in &projects {
+            for execution in alice.executions(project) {
+                if matches!(
+                    execution["status"].as_str(),
+                    Some("completed" | "failed" | "cancelled")
+                ) {
+                    ended.insert(
+                        execution["execution_id"].as_str().unwrap_or_default().to_owned(),
+                        execution,
+                    );
+                }
+            }
+        }
+        pending.retain(|(_, id, _)| !ended.contains_key(id));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let took = started.elapsed();
+    for (project, id, rows) in &submitted {
+        let execution = alice.execution(project, id);
+        assert_eq!(execution["status"], "completed", "{execution}");
+        assert_eq!(execution["results"]["total_rows"], *rows, "{execution}");
+    }
+
+    // The processes' metrics add up to what happened: the two apis
+    // accepted 500 executions between them; the workers ended them all (the
+    // stopped worker's last count read while it finished its last jobs);
+    // the standby leads.
+    let accepted: f64 = [&a, &b]
+        .iter()
+        .map(|base| {
+            sample_at(
+                &format!("{base}/metrics"),
+                "ferry_http_requests_total",
+                r#"route="/api/projects/{uuid}/execute""#,
+            )
+        })
+        .sum();
+    assert_eq!(accepted, 500.0, "execute requests counted by the apis");
+    let completed: f64 = old_worker_completed
+        + workers
+            .iter()
+            .map(|w| w.sample("ferry_worker_executions_finished_total", "completed"))
+            .sum::<f64>();
+    assert!(
+        (496.0..=500.0).contains(&completed),
+        "the workers counted {completed} completed executions of 500"
+    );
+    let standby = second.expect("the standby");
+    eventually("the standby to lead", Duration::from_secs(40), || {
+        standby.leads().then_some(())
+    });
+    eprintln!(
+        "fleet: 500 executions submitted in {submitted_in:?}, all completed in {took:?}; \
+         workers counted {completed}; one worker restarted, the leader killed"
     );
 }
