@@ -155,6 +155,98 @@ pub(crate) fn rows_batch(
     .map_err(|e| ExtractError::internal_from("result rows do not fit their columns", e))
 }
 
+/// What the warehouse families' tests share: a `sql_query` step run on a
+/// connector's pool through the real sink, and its Parquet read back.
+#[cfg(test)]
+pub(crate) mod testing {
+    use async_trait::async_trait;
+    use ferry_shared::connectors::TypeId;
+    use ferry_shared::domain::StepType;
+    use ferry_shared::objects::ObjectTarget;
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use serde_json::{Map, Value};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::connectors::{ConnectorPool, NetworkPolicy};
+    use crate::extract::{
+        Destination, ExtractOptions, Output, ReadPath, StepOutput, StepRead, run_step_with,
+    };
+
+    /// A step read by a connector's pool.
+    pub(crate) struct Run<'a> {
+        pub handle: &'a dyn ConnectorPool,
+        pub step: StepRequest<'a>,
+    }
+
+    #[async_trait]
+    impl StepRead for Run<'_> {
+        async fn read(&self, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
+            self.handle.run(&self.step, out).await
+        }
+    }
+
+    /// Runs a `sql_query` step with `config` and execution parameters
+    /// `supplied` on `handle` (a `connector` pool) into a new step path of
+    /// `target`, 1000 rows a batch; the result's path and the outcome.
+    pub(crate) async fn run_sql_step(
+        handle: &dyn ConnectorPool,
+        connector: TypeId,
+        (policy, target): (&NetworkPolicy, &ObjectTarget),
+        (config, supplied): (Value, Value),
+        cancel: &CancellationToken,
+    ) -> (Path, Result<StepOutput, ExtractError>) {
+        let config: Map<String, Value> = config.as_object().cloned().expect("config");
+        let supplied: Map<String, Value> = supplied.as_object().cloned().unwrap_or_default();
+        let run = Run {
+            handle,
+            step: StepRequest {
+                step_type: StepType::SqlQuery,
+                connector: connector.decl(),
+                config: &config,
+                supplied: &supplied,
+                policy,
+            },
+        };
+        let path = target.step_path(&ferry_testkit::ulid(), "step_1");
+        let options = ExtractOptions {
+            batch_rows: 1000,
+            ..ExtractOptions::default()
+        };
+        let outcome = run_step_with(
+            &options,
+            &run,
+            &Destination::new(target, &path),
+            &|_, _| {},
+            cancel,
+            || async { true },
+        )
+        .await;
+        (path, outcome)
+    }
+
+    /// The Parquet object at `path` of `target` as one batch.
+    pub(crate) async fn read_back(target: &ObjectTarget, path: &Path) -> RecordBatch {
+        let bytes = target
+            .store
+            .get(path)
+            .await
+            .expect("object")
+            .bytes()
+            .await
+            .expect("bytes");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+        let schema = batches.first().expect("a batch").schema();
+        arrow::compute::concat_batches(&schema, &batches).expect("concat")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,12 +19,13 @@ use ferry_testkit::databricks::{Column, Plan, Warehouse, parameters};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::extract::{Destination, ExtractOptions, StepOutput, StepRead, run_step_with};
+use crate::connectors::warehouse::testing::{read_back, run_sql_step};
+use crate::extract::StepOutput;
 
 const TOKEN: &str = "dapi-test-token-0123456789";
 
@@ -72,18 +73,6 @@ async fn fixture_with(token: &str, extra: Value) -> Fixture {
     }
 }
 
-struct Run<'a> {
-    handle: &'a dyn ConnectorPool,
-    step: StepRequest<'a>,
-}
-
-#[async_trait]
-impl StepRead for Run<'_> {
-    async fn read(&self, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
-        self.handle.run(&self.step, out).await
-    }
-}
-
 impl Fixture {
     /// Runs a `sql_query` step with `config` and execution parameters
     /// `supplied`; the result's path and the outcome.
@@ -93,33 +82,14 @@ impl Fixture {
         supplied: Value,
         cancel: &CancellationToken,
     ) -> (Path, Result<StepOutput, ExtractError>) {
-        let config: Map<String, Value> = config.as_object().cloned().expect("config");
-        let supplied: Map<String, Value> = supplied.as_object().cloned().unwrap_or_default();
-        let run = Run {
-            handle: self.handle.as_ref(),
-            step: StepRequest {
-                step_type: StepType::SqlQuery,
-                connector: TypeId::Databricks.decl(),
-                config: &config,
-                supplied: &supplied,
-                policy: &self.policy,
-            },
-        };
-        let path = self.target.step_path(&ferry_testkit::ulid(), "step_1");
-        let options = ExtractOptions {
-            batch_rows: 1000,
-            ..ExtractOptions::default()
-        };
-        let outcome = run_step_with(
-            &options,
-            &run,
-            &Destination::new(&self.target, &path),
-            &|_, _| {},
+        run_sql_step(
+            self.handle.as_ref(),
+            TypeId::Databricks,
+            (&self.policy, &self.target),
+            (config, supplied),
             cancel,
-            || async { true },
         )
-        .await;
-        (path, outcome)
+        .await
     }
 
     async fn query(&self, query: &str) -> (Path, Result<StepOutput, ExtractError>) {
@@ -129,22 +99,7 @@ impl Fixture {
 
     /// The Parquet object at `path` as one batch.
     async fn read_back(&self, path: &Path) -> RecordBatch {
-        let bytes = self
-            .target
-            .store
-            .get(path)
-            .await
-            .expect("object")
-            .bytes()
-            .await
-            .expect("bytes");
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .expect("parquet")
-            .build()
-            .expect("reader");
-        let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
-        let schema = batches.first().expect("a batch").schema();
-        arrow::compute::concat_batches(&schema, &batches).expect("concat")
+        read_back(&self.target, path).await
     }
 
     /// Statement submissions the warehouse saw, throttled ones included.

@@ -10,16 +10,15 @@ use ferry_shared::connectors::TypeId;
 use ferry_shared::domain::ErrorKind;
 use ferry_shared::objects::ObjectTarget;
 use ferry_testkit::warehouses::{Plan, Server, fixed_token};
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use reqwest::Url;
 use serde_json::{Map, Value, json};
 use tempfile::TempDir;
 
 use super::*;
 use crate::connectors::oauth_http;
-use crate::extract::{Destination, ExtractOptions, StepOutput, StepRead, run_step_with};
+use crate::connectors::warehouse::testing::{Run, read_back, run_sql_step};
+use crate::extract::{Destination, ExtractOptions, StepOutput, run_step_with};
 
 const TOKEN: &str = "sf-oauth-access-token";
 
@@ -67,65 +66,20 @@ async fn fixture(account: &str, token: &str) -> Fixture {
     }
 }
 
-struct Run<'a> {
-    handle: &'a dyn ConnectorPool,
-    step: StepRequest<'a>,
-}
-
-#[async_trait]
-impl StepRead for Run<'_> {
-    async fn read(&self, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
-        self.handle.run(&self.step, out).await
-    }
-}
-
 impl Fixture {
     async fn step(&self, config: Value, supplied: Value) -> (Path, Result<StepOutput, ExtractError>) {
-        let config: Map<String, Value> = config.as_object().cloned().expect("config");
-        let supplied: Map<String, Value> = supplied.as_object().cloned().unwrap_or_default();
-        let run = Run {
-            handle: self.handle.as_ref(),
-            step: StepRequest {
-                step_type: StepType::SqlQuery,
-                connector: TypeId::Snowflake.decl(),
-                config: &config,
-                supplied: &supplied,
-                policy: &self.policy,
-            },
-        };
-        let path = self.target.step_path(&ferry_testkit::ulid(), "step_1");
-        let options = ExtractOptions {
-            batch_rows: 1000,
-            ..ExtractOptions::default()
-        };
-        let outcome = run_step_with(
-            &options,
-            &run,
-            &Destination::new(&self.target, &path),
-            &|_, _| {},
+        run_sql_step(
+            self.handle.as_ref(),
+            TypeId::Snowflake,
+            (&self.policy, &self.target),
+            (config, supplied),
             &CancellationToken::new(),
-            || async { true },
         )
-        .await;
-        (path, outcome)
+        .await
     }
 
     async fn read_back(&self, path: &Path) -> RecordBatch {
-        let bytes = self
-            .target
-            .store
-            .get(path)
-            .await
-            .expect("object")
-            .bytes()
-            .await
-            .expect("bytes");
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .expect("parquet")
-            .build()
-            .expect("reader");
-        let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
-        arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+        read_back(&self.target, path).await
     }
 }
 
