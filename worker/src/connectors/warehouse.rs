@@ -166,11 +166,13 @@ pub(crate) mod testing {
     use object_store::ObjectStoreExt;
     use object_store::path::Path;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use reqwest::Url;
     use serde_json::{Map, Value};
+    use tempfile::TempDir;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::connectors::{ConnectorPool, NetworkPolicy};
+    use crate::connectors::{ConnectorPool, ConnectorSpec, Driver, NetworkPolicy};
     use crate::extract::{
         Destination, ExtractOptions, Output, ReadPath, StepOutput, StepRead, run_step_with,
     };
@@ -186,6 +188,25 @@ pub(crate) mod testing {
         async fn read(&self, out: &mut Output<'_>) -> Result<ReadPath, ExtractError> {
             self.handle.run(&self.step, out).await
         }
+    }
+
+    /// A pool of `spec` opened by `driver` under a policy that lets it
+    /// reach the tests' stand-ins on 127.0.0.1, and a results target, both
+    /// in a new temporary directory (removed when dropped).
+    pub(crate) async fn open_pool(
+        driver: &dyn Driver,
+        spec: &ConnectorSpec,
+    ) -> (NetworkPolicy, ObjectTarget, Box<dyn ConnectorPool>, TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = NetworkPolicy {
+            allow_private_networks: true,
+            sqlite_dir: dir.path().to_path_buf(),
+            trusted_roots: Default::default(),
+        };
+        let handle = driver.open(spec, &policy).await.expect("pool");
+        let url = Url::from_directory_path(dir.path().join("results")).expect("url");
+        let target = ObjectTarget::open(url.as_str()).expect("target");
+        (policy, target, handle, dir)
     }
 
     /// Runs a `sql_query` step with `config` and execution parameters

@@ -11,13 +11,12 @@ use ferry_shared::domain::ErrorKind;
 use ferry_shared::objects::ObjectTarget;
 use ferry_testkit::warehouses::{Plan, Server, fixed_token};
 use object_store::path::Path;
-use reqwest::Url;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::*;
 use crate::connectors::oauth_http;
-use crate::connectors::warehouse::testing::{read_back, run_sql_step};
+use crate::connectors::warehouse::testing::{open_pool, read_back, run_sql_step};
 use crate::extract::StepOutput;
 
 const TOKEN: &str = "ya29.bigquery-oauth-access-token";
@@ -48,17 +47,10 @@ async fn fixture(token: &str) -> Fixture {
     };
     let (decl, _) = spec.driver().expect("driver");
     spec.check_fields(decl).expect("token fields are accepted");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = NetworkPolicy {
-        allow_private_networks: true,
-        sqlite_dir: dir.path().to_path_buf(),
-        trusted_roots: Default::default(),
-    };
-    let handle = Bigquery.open(&spec, &policy).await.expect("pool");
-    let url = Url::from_directory_path(dir.path().join("results")).expect("url");
+    let (policy, target, handle, dir) = open_pool(&Bigquery, &spec).await;
     Fixture {
         server,
-        target: ObjectTarget::open(url.as_str()).expect("target"),
+        target,
         policy,
         handle,
         _dir: dir,

@@ -24,7 +24,7 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::connectors::warehouse::testing::{read_back, run_sql_step};
+use crate::connectors::warehouse::testing::{open_pool, read_back, run_sql_step};
 use crate::extract::StepOutput;
 
 const TOKEN: &str = "dapi-test-token-0123456789";
@@ -56,17 +56,10 @@ async fn fixture_with(token: &str, extra: Value) -> Fixture {
         version: 1,
         config: config.as_object().cloned().unwrap_or_default(),
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = NetworkPolicy {
-        allow_private_networks: true,
-        sqlite_dir: dir.path().to_path_buf(),
-        trusted_roots: Default::default(),
-    };
-    let handle = Databricks.open(&spec, &policy).await.expect("pool");
-    let url = Url::from_directory_path(dir.path().join("results")).expect("url");
+    let (policy, target, handle, dir) = open_pool(&Databricks, &spec).await;
     Fixture {
         warehouse,
-        target: ObjectTarget::open(url.as_str()).expect("target"),
+        target,
         policy,
         handle,
         _dir: dir,

@@ -11,13 +11,12 @@ use ferry_shared::domain::ErrorKind;
 use ferry_shared::objects::ObjectTarget;
 use ferry_testkit::warehouses::{Plan, Server, fixed_token};
 use object_store::path::Path;
-use reqwest::Url;
 use serde_json::{Map, Value, json};
 use tempfile::TempDir;
 
 use super::*;
 use crate::connectors::oauth_http;
-use crate::connectors::warehouse::testing::{Run, read_back, run_sql_step};
+use crate::connectors::warehouse::testing::{Run, open_pool, read_back, run_sql_step};
 use crate::extract::{Destination, ExtractOptions, StepOutput, run_step_with};
 
 const TOKEN: &str = "sf-oauth-access-token";
@@ -49,17 +48,10 @@ async fn fixture(account: &str, token: &str) -> Fixture {
     };
     let (decl, _) = spec.driver().expect("driver");
     spec.check_fields(decl).expect("token fields are accepted");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = NetworkPolicy {
-        allow_private_networks: true,
-        sqlite_dir: dir.path().to_path_buf(),
-        trusted_roots: Default::default(),
-    };
-    let handle = Snowflake.open(&spec, &policy).await.expect("pool");
-    let url = Url::from_directory_path(dir.path().join("results")).expect("url");
+    let (policy, target, handle, dir) = open_pool(&Snowflake, &spec).await;
     Fixture {
         server,
-        target: ObjectTarget::open(url.as_str()).expect("target"),
+        target,
         policy,
         handle,
         _dir: dir,
