@@ -313,6 +313,42 @@ impl StepRequest<'_> {
             .map_err(|e| ExtractError::new(ErrorKind::InvalidParameters, e.to_string()))
     }
 
+    /// `body` with its parameters: a string that is exactly one placeholder
+    /// becomes the parameter's typed JSON value (numbers and booleans stay
+    /// numbers and booleans), other strings get the values' text.
+    pub fn substitute_json(&self, body: &Value) -> Result<Value, ExtractError> {
+        Ok(match body {
+            Value::String(text) => {
+                let single = text
+                    .trim()
+                    .strip_prefix("{{")
+                    .and_then(|rest| rest.strip_suffix("}}"))
+                    .filter(|name| !name.contains("{{") && !name.contains("}}"));
+                match single {
+                    Some(name) => match self.param(name.trim())? {
+                        params::ParamValue::Integer(n) => Value::from(n),
+                        params::ParamValue::Number(x) => Value::from(x),
+                        params::ParamValue::Boolean(b) => Value::Bool(b),
+                        other => Value::String(other.to_text()),
+                    },
+                    None => Value::String(self.substitute(text)?),
+                }
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| self.substitute_json(item))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(key, item)| Ok((key.clone(), self.substitute_json(item)?)))
+                    .collect::<Result<_, ExtractError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
     /// The error for a step type this connector's family does not run.
     pub fn unsupported(&self) -> ExtractError {
         ExtractError::new(

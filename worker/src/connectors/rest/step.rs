@@ -18,11 +18,9 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use chrono::Utc;
 use ferry_shared::domain::ErrorKind;
-use ferry_shared::domain::params::ParamValue;
 use ferry_shared::steps::http_request::{HttpRequest, PageFacts, ResponseShape};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -144,7 +142,7 @@ impl Request {
                 if !headers.contains_key(header::CONTENT_TYPE) {
                     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 }
-                let body = substitute_json(body, step)?;
+                let body = step.substitute_json(body)?;
                 Some(Bytes::from(serde_json::to_vec(&body).map_err(|e| {
                     ExtractError::internal_from("the request body could not be encoded", e)
                 })?))
@@ -199,42 +197,6 @@ fn escape_component(value: &str, out: &mut String) {
             out.push_str(&format!("%{byte:02X}"));
         }
     }
-}
-
-/// `body` with its parameters: a string that is exactly one placeholder
-/// becomes the parameter's typed JSON value (numbers and booleans stay
-/// numbers and booleans), other strings get the values' text.
-fn substitute_json(body: &Value, step: &StepRequest<'_>) -> Result<Value, ExtractError> {
-    Ok(match body {
-        Value::String(text) => {
-            let trimmed = text.trim();
-            let single = trimmed
-                .strip_prefix("{{")
-                .and_then(|rest| rest.strip_suffix("}}"))
-                .filter(|name| !name.contains("{{") && !name.contains("}}"));
-            match single {
-                Some(name) => match step.param(name.trim())? {
-                    ParamValue::Integer(n) => Value::from(n),
-                    ParamValue::Number(x) => Value::from(x),
-                    ParamValue::Boolean(b) => Value::Bool(b),
-                    other => Value::String(other.to_text()),
-                },
-                None => Value::String(step.substitute(text)?),
-            }
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| substitute_json(item, step))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, item)| Ok((key.clone(), substitute_json(item, step)?)))
-                .collect::<Result<_, ExtractError>>()?,
-        ),
-        other => other.clone(),
-    })
 }
 
 /// A response read to its end.

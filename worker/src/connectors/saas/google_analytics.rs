@@ -12,7 +12,6 @@
 use arrow::datatypes::{DataType, Field};
 use async_trait::async_trait;
 use ferry_shared::domain::ErrorKind;
-use ferry_shared::domain::params::ParamValue;
 use ferry_shared::steps::saas_extract::{Query, SaasExtract, Vendor};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value};
@@ -70,7 +69,7 @@ impl Report {
                 "config.query: a google_analytics step runs a report request",
             ));
         };
-        let mut body = match substitute(&Value::Object(body.clone()), step)? {
+        let mut body = match step.substitute_json(&Value::Object(body.clone()))? {
             Value::Object(body) => body,
             _ => Map::new(),
         };
@@ -92,40 +91,6 @@ impl Report {
             columns: Vec::new(),
         })
     }
-}
-
-/// `value` with the step's parameters in its strings.
-fn substitute(value: &Value, step: &StepRequest<'_>) -> Result<Value, ExtractError> {
-    Ok(match value {
-        Value::String(text) => {
-            let trimmed = text.trim();
-            let single = trimmed
-                .strip_prefix("{{")
-                .and_then(|rest| rest.strip_suffix("}}"))
-                .filter(|name| !name.contains("{{") && !name.contains("}}"));
-            match single {
-                Some(name) => match step.param(name.trim())? {
-                    ParamValue::Integer(n) => Value::from(n),
-                    ParamValue::Number(x) => Value::from(x),
-                    ParamValue::Boolean(b) => Value::Bool(b),
-                    other => Value::String(other.to_text()),
-                },
-                None => Value::String(step.substitute(text)?),
-            }
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| substitute(item, step))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, item)| Ok((key.clone(), substitute(item, step)?)))
-                .collect::<Result<_, ExtractError>>()?,
-        ),
-        other => other.clone(),
-    })
 }
 
 /// A metric's value as JSON text of its type: integers and finite numbers
