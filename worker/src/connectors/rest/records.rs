@@ -29,7 +29,10 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use ferry_shared::domain::ErrorKind;
 use ferry_shared::steps::http_request::{self, PageError, PageFacts, RecordSink, ResponseShape, VALUE_FIELD};
+
+use crate::extract::{ExtractError, Output};
 
 /// The most distinct fields the records of one step may have: more means
 /// `records_path` points at a map keyed by ids rather than at a list.
@@ -332,6 +335,32 @@ struct Column {
     /// The kind the sink was started with; `None` before it started.
     written: Option<Kind>,
     data: Data,
+}
+
+/// How many times a step reads its pages at most: a record that does not
+/// fit the columns written so far makes it read them again, widened.
+pub(crate) const MAX_PASSES: usize = 3;
+
+/// Ends pass `pass` over records that did not fit the columns written so
+/// far: what was written is dropped and the next pass writes the widened
+/// columns.
+pub(crate) async fn read_again_widened(pass: usize, table: &mut Table, out: &mut Output<'_>) {
+    tracing::info!(
+        pass,
+        "a record does not fit the columns written so far; reading the pages again with them widened"
+    );
+    out.restart().await;
+    table.next_pass();
+}
+
+/// The error of a step whose records' fields changed on every pass.
+pub(crate) fn fields_kept_changing() -> ExtractError {
+    ExtractError::new(
+        ErrorKind::UnsupportedType,
+        format!(
+            "the records' fields kept changing while the pages were read ({MAX_PASSES} reads); retry the step"
+        ),
+    )
 }
 
 /// The records of one read, as columns: batches are cut every

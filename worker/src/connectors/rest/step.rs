@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::paging::{Page, Pager};
-use super::records::{RecordError, Table, read_page};
+use super::records::{MAX_PASSES, RecordError, Table, fields_kept_changing, read_again_widened, read_page};
 use super::retry::{ATTEMPTS, MAX_WAIT, backoff, retry_after, retryable_error, retryable_status};
 use super::{Call, RestHandle, append_path};
 use crate::connectors::{StepRequest, http};
@@ -34,10 +34,6 @@ use crate::extract::{ExtractError, Output, ReadPath};
 /// The largest response body a page may have: a bigger one fails the step
 /// (page through it with a smaller limit).
 pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
-
-/// Reads of the pages before the step gives up on records whose fields
-/// keep changing.
-pub(crate) const MAX_PASSES: usize = 3;
 
 /// Characters of an error response's body quoted in the step's error.
 const EXCERPT_CHARS: usize = 200;
@@ -79,19 +75,9 @@ pub(crate) async fn run(
             }
             return Ok(ReadPath::Http);
         }
-        tracing::info!(
-            pass,
-            "a record does not fit the columns written so far; reading the pages again with them widened"
-        );
-        out.restart().await;
-        table.next_pass();
+        read_again_widened(pass, &mut table, out).await;
     }
-    Err(ExtractError::new(
-        ErrorKind::UnsupportedType,
-        format!(
-            "the records' fields kept changing while the pages were read ({MAX_PASSES} reads); retry the step"
-        ),
-    ))
+    Err(fields_kept_changing())
 }
 
 /// The request of a step, parameters substituted, before paging.

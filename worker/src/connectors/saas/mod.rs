@@ -35,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connectors::errors::{DriverError, ErrorType, Secrets};
 use crate::connectors::oauth_http::{Answer, ApiClient};
-use crate::connectors::rest::records::{RecordError, Table, read_page};
+use crate::connectors::rest::records::{
+    MAX_PASSES, RecordError, Table, fields_kept_changing, read_again_widened, read_page,
+};
 use crate::connectors::{
     ConnectorPool, ConnectorSpec, Driver, NetworkPolicy, PoolSettings, StepRequest, TestDetails,
 };
@@ -43,10 +45,6 @@ use crate::extract::{ExtractError, Output, ReadPath};
 
 /// How long one API call may take once connected.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Reads of the pages before a step gives up on records whose fields keep
-/// changing (as `http_request`).
-const MAX_PASSES: usize = 3;
 
 /// Characters of a vendor's error message quoted in a step's error.
 const MESSAGE_CHARS: usize = 300;
@@ -508,19 +506,9 @@ pub(crate) async fn read_records<'a>(
             }
             return Ok(read);
         }
-        tracing::info!(
-            pass,
-            "a record does not fit the columns written so far; reading the pages again with them widened"
-        );
-        out.restart().await;
-        table.next_pass();
+        read_again_widened(pass, &mut table, out).await;
     }
-    Err(ExtractError::new(
-        ErrorKind::UnsupportedType,
-        format!(
-            "the records' fields kept changing while the pages were read ({MAX_PASSES} reads); retry the step"
-        ),
-    ))
+    Err(fields_kept_changing())
 }
 
 /// One page's records into `table` on a blocking thread; the table back
