@@ -34,13 +34,13 @@ pub(super) async fn test(
     property_id: &str,
     cancel: &CancellationToken,
 ) -> Result<TestDetails, DriverError> {
-    let url = api.url(&format!("v1beta/properties/{property_id}/metadata"))?;
-    api.call(Method::GET, &url, None, &[], "getMetadata", cancel)
-        .await?;
-    Ok(TestDetails {
-        version: Some("Google Analytics Data API v1beta".into()),
-        ..TestDetails::default()
-    })
+    api.check(
+        &format!("v1beta/properties/{property_id}/metadata"),
+        "getMetadata",
+        "Google Analytics Data API v1beta".into(),
+        cancel,
+    )
+    .await
 }
 
 /// One report's pages.

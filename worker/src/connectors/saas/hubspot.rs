@@ -26,20 +26,13 @@ pub(super) fn base_url() -> Result<Url, DriverError> {
 }
 
 pub(super) async fn test(api: &Api, cancel: &CancellationToken) -> Result<TestDetails, DriverError> {
-    let url = api.url("crm/v3/objects/contacts?limit=1")?;
-    api.call(
-        Method::GET,
-        &url,
-        None,
-        &[],
+    api.check(
+        "crm/v3/objects/contacts?limit=1",
         "GET /crm/v3/objects/contacts",
+        "HubSpot CRM API v3".into(),
         cancel,
     )
-    .await?;
-    Ok(TestDetails {
-        version: Some("HubSpot CRM API v3".into()),
-        ..TestDetails::default()
-    })
+    .await
 }
 
 /// One CRM object type's pages.

@@ -226,6 +226,23 @@ impl Api {
         self.client.url(path)
     }
 
+    /// A connection test: one cheap documented GET of `path` (`what` in
+    /// errors), reported as the vendor's API `version`.
+    pub(crate) async fn check(
+        &self,
+        path: &str,
+        what: &str,
+        version: String,
+        cancel: &CancellationToken,
+    ) -> Result<TestDetails, DriverError> {
+        let url = self.url(path)?;
+        self.call(Method::GET, &url, None, &[], what, cancel).await?;
+        Ok(TestDetails {
+            version: Some(version),
+            ..TestDetails::default()
+        })
+    }
+
     /// One call, whose answer is a success: waits first when the vendor's
     /// limit headers asked to, reads them from the answer, and maps a
     /// failure to the error vocabulary (`what` names the call in messages).

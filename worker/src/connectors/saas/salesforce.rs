@@ -63,13 +63,13 @@ pub(super) async fn test(
     version: &str,
     cancel: &CancellationToken,
 ) -> Result<TestDetails, DriverError> {
-    let url = api.url(&format!("services/data/{version}/limits"))?;
-    api.call(Method::GET, &url, None, &[], "GET /limits", cancel)
-        .await?;
-    Ok(TestDetails {
-        version: Some(format!("Salesforce REST API {version}")),
-        ..TestDetails::default()
-    })
+    api.check(
+        &format!("services/data/{version}/limits"),
+        "GET /limits",
+        format!("Salesforce REST API {version}"),
+        cancel,
+    )
+    .await
 }
 
 /// The SOQL of an `object` step.

@@ -24,13 +24,8 @@ pub(super) fn base_url() -> Result<Url, DriverError> {
 }
 
 pub(super) async fn test(api: &Api, cancel: &CancellationToken) -> Result<TestDetails, DriverError> {
-    let url = api.url("v1/balance")?;
-    api.call(Method::GET, &url, None, &[], "GET /v1/balance", cancel)
-        .await?;
-    Ok(TestDetails {
-        version: Some("Stripe API v1".into()),
-        ..TestDetails::default()
-    })
+    api.check("v1/balance", "GET /v1/balance", "Stripe API v1".into(), cancel)
+        .await
 }
 
 /// One list endpoint's pages.
