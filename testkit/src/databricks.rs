@@ -17,10 +17,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpListener;
 
-use crate::http1::{Request, read_request};
+use crate::http1::{Request, read_request, write_response};
 
 const STATEMENTS: &str = "/api/2.0/sql/statements";
 
@@ -400,31 +400,9 @@ impl Shared {
         let mut stream = BufReader::new(stream);
         while let Some(request) = read_request(&mut stream).await {
             let response = self.handle(&request);
-            let reason = match response.status {
-                200 => "OK",
-                400 => "Bad Request",
-                401 => "Unauthorized",
-                403 => "Forbidden",
-                404 => "Not Found",
-                429 => "Too Many Requests",
-                503 => "Service Unavailable",
-                _ => "Status",
-            };
-            let mut head = format!(
-                "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-                response.status,
-                response.content_type,
-                response.body.len()
-            );
-            for (name, value) in &response.headers {
-                head.push_str(&format!("{name}: {value}\r\n"));
-            }
-            head.push_str("\r\n");
-            let writer = stream.get_mut();
-            if writer.write_all(head.as_bytes()).await.is_err()
-                || writer.write_all(&response.body).await.is_err()
-                || writer.flush().await.is_err()
-            {
+            let mut headers = vec![("Content-Type".to_owned(), response.content_type.to_string())];
+            headers.extend(response.headers.iter().cloned());
+            if !write_response(stream.get_mut(), response.status, &headers, &response.body).await {
                 return;
             }
         }

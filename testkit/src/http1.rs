@@ -1,10 +1,11 @@
 //! The HTTP/1.1 the test kit's stand-in servers speak (the Databricks
-//! warehouse, the OAuth authorization server): one request read at a time
-//! from a buffered stream, with its body by `Content-Length`.
+//! warehouse, the OAuth authorization server, the Snowflake, BigQuery and
+//! SaaS vendors): one request read at a time from a buffered stream, with
+//! its body by `Content-Length`, and one response written after it.
 
 use std::collections::HashMap;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// One request.
 pub struct Request {
@@ -58,4 +59,35 @@ pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Op
         headers,
         body,
     })
+}
+
+/// Writes one response to `stream`: the status line, `Content-Length`,
+/// `headers` and `body`. False when the peer is gone.
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> bool {
+    let reason = match status {
+        200 => "OK",
+        202 => "Accepted",
+        302 => "Found",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.is_ok()
+        && stream.write_all(body).await.is_ok()
+        && stream.flush().await.is_ok()
 }

@@ -29,10 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use reqwest::Url;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::http1::{Request, read_request};
+use crate::http1::{Request, read_request, write_response};
 
 /// One issued authorization code.
 #[derive(Debug, Clone)]
@@ -286,28 +286,8 @@ impl Shared {
         let mut stream = BufReader::new(stream);
         while let Some(request) = read_request(&mut stream).await {
             let response = self.handle(&request);
-            let reason = match response.status {
-                200 => "OK",
-                302 => "Found",
-                400 => "Bad Request",
-                401 => "Unauthorized",
-                404 => "Not Found",
-                _ => "Status",
-            };
-            let mut head = format!(
-                "HTTP/1.1 {} {reason}\r\nContent-Length: {}\r\n",
-                response.status,
-                response.body.len()
-            );
-            for (name, value) in &response.headers {
-                head.push_str(&format!("{name}: {value}\r\n"));
-            }
-            head.push_str("\r\n");
             let writer = stream.get_mut();
-            if writer.write_all(head.as_bytes()).await.is_err()
-                || writer.write_all(&response.body).await.is_err()
-                || writer.flush().await.is_err()
-            {
+            if !write_response(writer, response.status, &response.headers, &response.body).await {
                 return;
             }
         }

@@ -48,10 +48,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::http1::{Request, read_request};
+use crate::http1::{Request, read_request, write_response};
 use crate::oauth::form;
 
 /// Which vendor a server stands in for.
@@ -306,21 +306,15 @@ impl Server {
         let mut stream = BufReader::new(stream);
         while let Some(request) = read_request(&mut stream).await {
             let (reply, hook) = self.answer(&request);
-            let body = reply.body.to_string();
-            let mut head = format!(
-                "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+            headers.extend(reply.headers.iter().cloned());
+            if !write_response(
+                stream.get_mut(),
                 reply.status,
-                reason(reply.status),
-                body.len()
-            );
-            for (name, value) in &reply.headers {
-                head.push_str(&format!("{name}: {value}\r\n"));
-            }
-            head.push_str("\r\n");
-            let writer = stream.get_mut();
-            if writer.write_all(head.as_bytes()).await.is_err()
-                || writer.write_all(body.as_bytes()).await.is_err()
-                || writer.flush().await.is_err()
+                &headers,
+                reply.body.to_string().as_bytes(),
+            )
+            .await
             {
                 return;
             }
@@ -450,18 +444,6 @@ impl Server {
                 .push(("Request-Id".into(), format!("req_{}", state.requests.len()))),
             Vendor::GoogleAnalytics => {}
         }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        _ => "Status",
     }
 }
 

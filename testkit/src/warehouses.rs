@@ -29,10 +29,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::http1::{Request, read_request};
+use crate::http1::{Request, read_request, write_response};
 
 /// Whether a bearer token is live.
 pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -251,32 +251,8 @@ impl Shared {
         let mut stream = BufReader::new(stream);
         while let Some(request) = read_request(&mut stream).await {
             let response = self.handle(&request);
-            let reason = match response.status {
-                200 => "OK",
-                202 => "Accepted",
-                400 => "Bad Request",
-                401 => "Unauthorized",
-                403 => "Forbidden",
-                404 => "Not Found",
-                422 => "Unprocessable Entity",
-                429 => "Too Many Requests",
-                503 => "Service Unavailable",
-                _ => "Status",
-            };
-            let mut head = format!(
-                "HTTP/1.1 {} {reason}\r\nContent-Length: {}\r\n",
-                response.status,
-                response.body.len()
-            );
-            for (name, value) in &response.headers {
-                head.push_str(&format!("{name}: {value}\r\n"));
-            }
-            head.push_str("\r\n");
             let writer = stream.get_mut();
-            if writer.write_all(head.as_bytes()).await.is_err()
-                || writer.write_all(&response.body).await.is_err()
-                || writer.flush().await.is_err()
-            {
+            if !write_response(writer, response.status, &response.headers, &response.body).await {
                 return;
             }
         }
