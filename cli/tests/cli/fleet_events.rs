@@ -42,22 +42,22 @@ fn eventually<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option
 }
 
 /// A `ferry` role process with its admin port (a scheduler or a worker).
-struct Scheduler {
+struct Process {
     process: Running,
     admin: u16,
 }
 
-impl Scheduler {
-    fn start(deployment: &Deployment, env: &[(&str, &str)]) -> Scheduler {
-        Scheduler::role(deployment, &["scheduler"], env)
+impl Process {
+    fn scheduler(deployment: &Deployment, env: &[(&str, &str)]) -> Process {
+        Process::role(deployment, &["scheduler"], env)
     }
 
     /// A `ferry worker` running `concurrency` jobs at once.
-    fn worker(deployment: &Deployment, concurrency: &str, env: &[(&str, &str)]) -> Scheduler {
-        Scheduler::role(deployment, &["worker", "--worker-concurrency", concurrency], env)
+    fn worker(deployment: &Deployment, concurrency: &str, env: &[(&str, &str)]) -> Process {
+        Process::role(deployment, &["worker", "--worker-concurrency", concurrency], env)
     }
 
-    fn role(deployment: &Deployment, args: &[&str], env: &[(&str, &str)]) -> Scheduler {
+    fn role(deployment: &Deployment, args: &[&str], env: &[(&str, &str)]) -> Process {
         let admin = free_port();
         let process = Running(
             deployment
@@ -72,7 +72,7 @@ impl Scheduler {
         eventually("the role's admin server", Duration::from_secs(30), || {
             http_status(&format!("http://127.0.0.1:{admin}/healthz")).filter(|status| *status == 200)
         });
-        Scheduler { process, admin }
+        Process { process, admin }
     }
 
     /// The sum of the samples of `name` whose labels contain `labels`
@@ -241,8 +241,8 @@ fn two_scheduler_processes_fire_each_tick_once_and_the_standby_takes_over_from_a
         ("FERRY_PROBE_INTERVAL", "0"),
     ];
     let started = Instant::now();
-    let a = Scheduler::start(&deployment, &env);
-    let b = Scheduler::start(&deployment, &env);
+    let a = Process::scheduler(&deployment, &env);
+    let b = Process::scheduler(&deployment, &env);
 
     eventually("two ticks", Duration::from_secs(20), || {
         (a.ticks() + b.ticks() >= 2.0).then_some(())
@@ -300,7 +300,7 @@ fn a_redis_restarted_empty_loses_no_schedule_tick() {
     };
     let project = scheduled_project(&alice);
     every_second(&deployment, &project);
-    let scheduler = Scheduler::start(
+    let scheduler = Process::scheduler(
         &deployment,
         &[
             ("FERRY_REDIS_URL", redis_url.as_str()),
@@ -354,7 +354,7 @@ fn probes_from_a_scheduler_process_mark_a_failing_connector_error_and_a_recovere
         json!({"type": "postgresql", "display_name": "probed", "config": role.config(), "test_connection": false}),
     );
     let uuid = connector["uuid"].as_str().expect("uuid").to_owned();
-    let _scheduler = Scheduler::start(&deployment, &[("FERRY_PROBE_INTERVAL", "500ms")]);
+    let _scheduler = Process::scheduler(&deployment, &[("FERRY_PROBE_INTERVAL", "500ms")]);
     let health = || {
         let (status, health) = alice.call(Method::GET, &format!("/api/connectors/{uuid}/health"), None);
         assert_eq!(status, 200, "{health}");
@@ -669,8 +669,8 @@ fn fifty_oauth_connectors_keep_working_while_two_schedulers_and_three_workers_re
 
     let mut scheduler_env = env.clone();
     scheduler_env.push(("FERRY_PROBE_INTERVAL", "0"));
-    let a = Scheduler::start(&deployment, &scheduler_env);
-    let b = Scheduler::start(&deployment, &scheduler_env);
+    let a = Process::scheduler(&deployment, &scheduler_env);
+    let b = Process::scheduler(&deployment, &scheduler_env);
     let refreshes = || {
         auth.token_requests()
             .iter()
@@ -747,14 +747,14 @@ fn a_fleet_of_two_apis_three_workers_and_two_schedulers_completes_500_executions
     let role = Role::create("fleet");
     let (_api_a, a) = deployment.api(KEY);
     let (_api_b, b) = deployment.api(KEY);
-    let mut workers: Vec<Scheduler> = (0..3).map(|_| Scheduler::worker(&deployment, "4", &[])).collect();
+    let mut workers: Vec<Process> = (0..3).map(|_| Process::worker(&deployment, "4", &[])).collect();
     let scheduler_env = [
         ("FERRY_PROBE_INTERVAL", "0"),
         ("FERRY_QUEUED_GRACE_SECONDS", "2"),
         ("FERRY_REAP_INTERVAL_SECONDS", "1"),
     ];
-    let first = Scheduler::start(&deployment, &scheduler_env);
-    let second = Scheduler::start(&deployment, &scheduler_env);
+    let first = Process::scheduler(&deployment, &scheduler_env);
+    let second = Process::scheduler(&deployment, &scheduler_env);
     let token = token(&deployment, "user_alice", false);
     let clients = [
         Client {
@@ -826,7 +826,7 @@ fn a_fleet_of_two_apis_three_workers_and_two_schedulers_completes_500_executions
         if k == 200 {
             // A rolling restart of one worker: a new one joins, the old one
             // stops on SIGTERM (finishing or handing back what it runs).
-            workers.push(Scheduler::worker(&deployment, "4", &[]));
+            workers.push(Process::worker(&deployment, "4", &[]));
             let old = workers.remove(0);
             old_worker_completed = old.sample("ferry_worker_executions_finished_total", "completed");
             let pid = old.process.0.id().to_string();
@@ -843,7 +843,7 @@ fn a_fleet_of_two_apis_three_workers_and_two_schedulers_completes_500_executions
             });
         }
         if k == 300 && !leader_killed {
-            let (leader, standby) = if first.as_ref().is_some_and(Scheduler::leads) {
+            let (leader, standby) = if first.as_ref().is_some_and(Process::leads) {
                 (first.take(), second.take())
             } else {
                 (second.take(), first.take())
